@@ -1,0 +1,632 @@
+"""Padded shapes and bucketing: alignment, shape grids, optimal shapes, gen-length buckets, bounds.
+
+Vocabulary (all lengths in tokens):
+
+* ``align(len, g)`` rounds a prompt length up to the granularity ``g``; the difference is the
+  *alignment padding*, which no plan can avoid.
+* A *shape* is a ``seq_align`` value. A request is served by the smallest shape of a set that is
+  ``>= align(len)``; the padding it pays is ``shape - len``.
+* ``optimal_shapes`` finds the exact set of at most ``k`` shapes minimizing the total padding (or a
+  custom per-request cost) by dynamic programming over the distinct aligned lengths.
+* ``optimal_contiguous_split`` cuts a sorted group of requests into contiguous batches with the
+  least total batch cost (exact dynamic programming, vectorized per batch end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from batchlab.errors import InputError
+
+DEFAULT_GRANULARITY = 64
+
+GRID_FAMILIES = ("power_of_two", "linear", "geometric", "quantile", "optimal")
+
+ShapeCost = Callable[[np.ndarray, np.ndarray], np.ndarray]
+SegmentCost = Callable[[np.ndarray, int], np.ndarray]
+
+__all__ = [
+    "DEFAULT_GRANULARITY",
+    "GRID_FAMILIES",
+    "ContiguousSplit",
+    "Shape",
+    "align",
+    "assign_shapes",
+    "gen_buckets",
+    "geometric_grid",
+    "joint_optimal_shapes",
+    "linear_grid",
+    "min_batches",
+    "min_padding_tokens",
+    "optimal_contiguous_split",
+    "optimal_shapes",
+    "padding_budget",
+    "padding_tokens",
+    "per_bucket_optimal_shapes",
+    "power_of_two_grid",
+    "quantile_grid",
+    "segment_max",
+    "segment_sum",
+    "shape_grid",
+    "solve_contiguous_split",
+]
+
+
+def _check_granularity(granularity: int) -> int:
+    if isinstance(granularity, bool) or int(granularity) != granularity or granularity <= 0:
+        raise ValueError(f"granularity must be a positive integer (tokens), got {granularity!r}")
+    return int(granularity)
+
+
+def align(x: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
+    """Round lengths up to a multiple of ``granularity`` (tokens), vectorized: ceil(x / g) * g."""
+    g = _check_granularity(granularity)
+    arr = np.asarray(x, dtype=np.int64)
+    return -(-arr // g) * g
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A compiled padded shape: sequence length (tokens), attention heads and hidden size."""
+
+    seq_align: int
+    heads_align: int = 32
+    hidden_align: int = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_int(value: object, name: str, *, minimum: int = 1) -> int:
+    """An integer parameter ``>= minimum`` (bools and non-integral floats are refused)."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or int(value) < minimum:  # type: ignore[call-overload]
+        raise InputError(f"must be an integer >= {minimum}, got {value!r}", field=name)
+    return int(value)  # type: ignore[call-overload]
+
+
+def _as_lengths(
+    lengths: ArrayLike, name: str = "lengths", request_ids: ArrayLike | None = None
+) -> np.ndarray:
+    """A non-empty 1-D int64 array of positive token lengths, or an InputError naming the offender."""
+    arr = np.asarray(lengths)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.size == 0:
+        raise InputError("must not be empty", field=name)
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise InputError(f"must hold integer token counts, got dtype {arr.dtype}", field=name)
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr) | (arr != np.floor(arr))
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{name}[{pos}] = {arr[pos]!r} is not a whole number of tokens",
+                field=name,
+                request_id=_id_at(request_ids, pos),
+            )
+        if (np.abs(arr) >= 2.0**62).any():
+            raise InputError("lengths must be below 2**62 tokens", field=name)
+    out = arr.astype(np.int64)
+    bad = out <= 0
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{name}[{pos}] = {int(out[pos])} is not positive (lengths are tokens > 0)",
+            field=name,
+            request_id=_id_at(request_ids, pos),
+        )
+    return out
+
+
+def _id_at(request_ids: ArrayLike | None, pos: int) -> str | None:
+    if request_ids is None:
+        return None
+    return str(np.asarray(request_ids, dtype=object).reshape(-1)[pos])
+
+
+def _as_shapes(seq_aligns: ArrayLike) -> np.ndarray:
+    """Sorted unique positive int64 shapes."""
+    return np.unique(_as_lengths(seq_aligns, name="seq_aligns"))
+
+
+def _check_max_len(max_len: int, name: str = "max_len") -> int:
+    value = _check_int(max_len, name)
+    if value >= 2**62:
+        raise InputError(f"must be below 2**62 tokens, got {value}", field=name)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# shape grids
+
+
+def power_of_two_grid(
+    max_len: int, granularity: int = DEFAULT_GRANULARITY, min_len: int | None = None
+) -> np.ndarray:
+    """Powers of two (tokens) from the smallest ``>= min_len`` (default ``granularity``) up to the
+    first one ``>= max_len``, each aligned up to ``granularity`` and deduplicated.
+
+    For a power-of-two granularity the values below ``g`` collapse onto ``g`` and the rest are
+    plain powers of two; for another granularity every value is rounded up to a multiple of it.
+    The largest value always covers ``align(max_len)``. Returns a sorted int64 array.
+    """
+    g = _check_granularity(granularity)
+    top = _check_max_len(max_len)
+    low = g if min_len is None else _check_max_len(min_len, "min_len")
+    first = 1 << (low - 1).bit_length()  # smallest power of two >= low
+    last = max(first, 1 << (top - 1).bit_length())  # first power of two >= max_len
+    powers = [1 << e for e in range(first.bit_length() - 1, last.bit_length())]
+    return np.unique(align(np.asarray(powers, dtype=np.int64), g))
+
+
+def linear_grid(max_len: int, k: int, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
+    """``k`` evenly spaced lengths ``ceil(i * max_len / k)``, i = 1..k, aligned up to
+    ``granularity`` and deduplicated (tokens). The top value is ``align(max_len)``."""
+    g = _check_granularity(granularity)
+    top = _check_max_len(max_len)
+    k = _check_int(k, "k")
+    points = [-(-top * i // k) for i in range(1, k + 1)]  # exact integer ceil
+    return np.unique(align(np.asarray(points, dtype=np.int64), g))
+
+
+def geometric_grid(
+    max_len: int,
+    k: int,
+    granularity: int = DEFAULT_GRANULARITY,
+    min_len: int | None = None,
+) -> np.ndarray:
+    """``k`` geometrically spaced lengths from ``min_len`` (default ``granularity``) to
+    ``max_len``, aligned up to ``granularity`` and deduplicated (tokens, sorted int64).
+
+    ``k = 1`` gives ``align(max_len)`` alone; the top value is always ``align(max_len)``.
+    """
+    g = _check_granularity(granularity)
+    top = _check_max_len(max_len)
+    k = _check_int(k, "k")
+    low = g if min_len is None else _check_max_len(min_len, "min_len")
+    low = min(low, top)
+    if k == 1:
+        return align(np.asarray([top], dtype=np.int64), g)
+    exps = np.arange(k, dtype=np.float64) / (k - 1)
+    raw = low * (top / low) ** exps
+    # round away float noise (1e-6 tokens) before the ceiling, then pin both ends exactly
+    points = np.ceil(np.round(raw, 6)).astype(np.int64)
+    points[0] = low
+    points[-1] = top
+    return np.unique(align(points, g))
+
+
+def quantile_grid(lengths: ArrayLike, k: int, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
+    """Aligned nearest-rank quantiles of ``lengths`` at probabilities i/k, i = 1..k (tokens).
+
+    The i-th value is the ``ceil(i * n / k)``-th smallest length aligned up to ``granularity``;
+    the top one (i = k) is the maximum, so every length is covered. Sorted, deduplicated int64.
+    """
+    g = _check_granularity(granularity)
+    arr = np.sort(_as_lengths(lengths))
+    k = _check_int(k, "k")
+    n = arr.size
+    ranks = -(-(np.arange(1, k + 1, dtype=np.int64) * n) // k)  # ceil(i*n/k), in 1..n
+    return np.unique(align(arr[ranks - 1], g))
+
+
+def shape_grid(
+    family: str, lengths: ArrayLike, k: int, granularity: int = DEFAULT_GRANULARITY
+) -> np.ndarray:
+    """A shape set of the grid ``family`` (one of ``GRID_FAMILIES``) for these lengths (tokens).
+
+    * ``power_of_two``: ``power_of_two_grid(max, g, min_len=min)``; its size is set by the range of
+      lengths, so ``k`` is not used.
+    * ``linear``: ``linear_grid(max, k, g)``.
+    * ``geometric``: ``geometric_grid(max, k, g, min_len=min)``.
+    * ``quantile``: ``quantile_grid(lengths, k, g)``.
+    * ``optimal``: ``optimal_shapes(lengths, k, g)`` (least total padding).
+
+    ``min``/``max`` are the smallest and largest length; no shape is wasted below the smallest.
+    """
+    if family not in GRID_FAMILIES:
+        raise InputError(
+            f"unknown grid family {family!r}; expected one of {', '.join(GRID_FAMILIES)}",
+            field="family",
+        )
+    g = _check_granularity(granularity)
+    arr = _as_lengths(lengths)
+    k = _check_int(k, "k")
+    lo, hi = int(arr.min()), int(arr.max())
+    if family == "power_of_two":
+        return power_of_two_grid(hi, g, min_len=lo)
+    if family == "linear":
+        return linear_grid(hi, k, g)
+    if family == "geometric":
+        return geometric_grid(hi, k, g, min_len=lo)
+    if family == "quantile":
+        return quantile_grid(arr, k, g)
+    return optimal_shapes(arr, k, g)
+
+
+# --------------------------------------------------------------------------------------------
+# optimal shapes (dynamic programming over distinct aligned lengths)
+
+
+def _weighted_groups(
+    length_sets: Sequence[np.ndarray], weights: np.ndarray, g: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Distinct aligned lengths (sorted), their summed weights, and the weighted alignment
+    padding Σ w·(align(len) − len), a constant of every shape set."""
+    aligned = [align(lens, g) for lens in length_sets]
+    flat = np.concatenate(aligned)
+    w = np.concatenate(
+        [np.full(a.size, wb, dtype=np.float64) for a, wb in zip(aligned, weights, strict=True)]
+    )
+    values, inverse = np.unique(flat, return_inverse=True)
+    counts = np.bincount(inverse.reshape(-1), weights=w, minlength=values.size)
+    raw = np.concatenate(length_sets)
+    const = float(np.dot(w, (flat - raw).astype(np.float64)))
+    return values, counts, const
+
+
+def _dp_shapes(
+    values: np.ndarray, counts: np.ndarray, k: int, cost: ShapeCost | None
+) -> tuple[np.ndarray, float]:
+    """Exact least-cost set of at most ``k`` shapes among ``values`` (sorted distinct aligned
+    lengths, weights ``counts``); the largest value is always in the set.
+
+    State ``F[t, j]``: least cost of serving the first ``j`` groups with exactly ``t`` shapes, the
+    largest of them ``values[j-1]``. ``F[t, j] = min_{i<j} F[t-1, i] + seg(i, j)`` where
+    ``seg(i, j) = Σ_{i<=l<j} counts[l]·cost(values[j-1], values[l])``. One numpy step per ``j``
+    evaluates every ``t`` and every ``i`` at once: O(k·m²) work, O(k·m) memory.
+
+    Ties: the fewest shapes, then (backtracking with the smallest argmin ``i``) the set whose
+    shapes, compared from the largest down, are smallest.
+    """
+    m = values.size
+    kk = min(k, m)
+    vals_f = values.astype(np.float64)
+    inf = np.inf
+    f = np.full((kk + 1, m + 1), inf)
+    f[0, 0] = 0.0
+    arg = np.zeros((kk + 1, m + 1), dtype=np.int64)
+    if cost is None:
+        c_cum = np.concatenate(([0.0], np.cumsum(counts)))
+        w_cum = np.concatenate(([0.0], np.cumsum(counts * vals_f)))
+    for j in range(1, m + 1):
+        shape = vals_f[j - 1]
+        if cost is None:
+            # Σ_{i<=l<j} c_l (shape − a_l) = shape·(C_j − C_i) − (W_j − W_i)
+            seg = shape * (c_cum[j] - c_cum[:j]) - (w_cum[j] - w_cum[:j])
+        else:
+            per = np.asarray(
+                cost(np.full(j, values[j - 1], dtype=np.int64), values[:j].copy()),
+                dtype=np.float64,
+            )
+            if per.shape != (j,):
+                raise InputError(
+                    f"cost returned shape {per.shape}, expected ({j},)",
+                    field="cost",
+                )
+            if np.isnan(per).any():
+                raise InputError("cost returned NaN", field="cost")
+            weighted = np.where(counts[:j] == 0, 0.0, counts[:j] * per)
+            seg = np.cumsum(weighted[::-1])[::-1]
+        cand = f[:kk, :j] + seg[None, :]
+        best = cand.argmin(axis=1)
+        arg[1:, j] = best
+        f[1:, j] = cand[np.arange(kk), best]
+    totals = f[1:, m]
+    if not np.isfinite(totals).any():
+        raise InputError("every shape set has infinite cost", field="cost")
+    t = int(np.argmin(totals)) + 1  # first minimum: fewest shapes
+    total = float(totals[t - 1])
+    chosen = []
+    j = m
+    while t > 0:
+        chosen.append(int(values[j - 1]))
+        j = int(arg[t, j])
+        t -= 1
+    return np.asarray(sorted(chosen), dtype=np.int64), total
+
+
+def optimal_shapes(
+    lengths: ArrayLike,
+    k: int,
+    granularity: int = DEFAULT_GRANULARITY,
+    *,
+    cost: ShapeCost | None = None,
+) -> np.ndarray:
+    """The exact set of at most ``k`` ``seq_align`` values (tokens) minimizing total padding.
+
+    Each request is served by the smallest chosen shape ``s(i) >= align(len_i)``; the objective is
+    Σ(s(i) − len_i). Only distinct aligned lengths are candidate shapes (lowering a shape to the
+    largest aligned length it serves never costs more), and the largest aligned length is always
+    chosen. Dynamic programming over the m distinct aligned lengths weighted by their counts,
+    O(k·m²) vectorized with numpy.
+
+    ``cost(seq_align, aligned_len) -> per-request cost`` (vectorized over equal-length int64
+    arrays) replaces padding: the DP then minimizes Σ count·cost. It should be non-decreasing in
+    ``seq_align`` for the candidate restriction above to be exact.
+
+    Ties: fewest shapes, then the smaller set (compared from the largest shape down). Returns a
+    sorted int64 array.
+    """
+    g = _check_granularity(granularity)
+    arr = _as_lengths(lengths)
+    k = _check_int(k, "k")
+    values, counts, _ = _weighted_groups([arr], np.ones(1), g)
+    return _dp_shapes(values, counts, k, cost)[0]
+
+
+def _as_length_sets(length_sets: Sequence[ArrayLike]) -> list[np.ndarray]:
+    if isinstance(length_sets, np.ndarray) and length_sets.dtype != object:
+        length_sets = [length_sets]  # a single bucket given as one array
+    sets = list(length_sets)
+    if not sets:
+        raise InputError("must hold at least one bucket of lengths", field="length_sets")
+    return [_as_lengths(s, name=f"length_sets[{b}]") for b, s in enumerate(sets)]
+
+
+def joint_optimal_shapes(
+    length_sets: Sequence[ArrayLike],
+    max_shapes: int,
+    granularity: int = DEFAULT_GRANULARITY,
+    *,
+    cost: ShapeCost | None = None,
+    weights: ArrayLike | None = None,
+) -> np.ndarray:
+    """One global set of at most ``max_shapes`` shapes (tokens) shared by several buckets.
+
+    Every request of every bucket uses the smallest covering shape of the global set, so its cost
+    depends only on its aligned length ``a`` and the set. The total
+    Σ_b w_b Σ_{i∈b} cost(s(a_i), a_i) therefore regroups as Σ_a (Σ_b w_b·count_b(a))·cost(s(a), a):
+    the single-bucket DP of ``optimal_shapes`` over the merged distinct aligned lengths with
+    weighted counts is exact. ``weights`` (one per bucket, >= 0, default 1) weight the buckets;
+    every bucket is covered whatever its weight (the global maximum is always chosen).
+    """
+    g = _check_granularity(granularity)
+    sets = _as_length_sets(length_sets)
+    k = _check_int(max_shapes, "max_shapes")
+    if weights is None:
+        w = np.ones(len(sets))
+    else:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.size != len(sets):
+            raise InputError(
+                f"has {w.size} entries for {len(sets)} buckets",
+                field="weights",
+            )
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise InputError("bucket weights must be finite and >= 0", field="weights")
+    values, counts, _ = _weighted_groups(sets, w, g)
+    return _dp_shapes(values, counts, k, cost)[0]
+
+
+def per_bucket_optimal_shapes(
+    length_sets: Sequence[ArrayLike],
+    k_each: int | Sequence[int],
+    granularity: int = DEFAULT_GRANULARITY,
+    *,
+    cost: ShapeCost | None = None,
+) -> list[np.ndarray]:
+    """``optimal_shapes`` of each bucket on its own (``k_each`` shapes each, an int or one per
+    bucket). Their union may hold more distinct shapes than a global cap: compare with
+    ``joint_optimal_shapes``."""
+    g = _check_granularity(granularity)
+    sets = _as_length_sets(length_sets)
+    if isinstance(k_each, (int, np.integer)) and not isinstance(k_each, bool):
+        ks = [int(k_each)] * len(sets)
+    else:
+        ks = list(k_each)  # type: ignore[arg-type]
+        if len(ks) != len(sets):
+            raise InputError(f"has {len(ks)} entries for {len(sets)} buckets", field="k_each")
+    return [optimal_shapes(s, kb, g, cost=cost) for s, kb in zip(sets, ks, strict=True)]
+
+
+# --------------------------------------------------------------------------------------------
+# assignment and padding
+
+
+def assign_shapes(
+    lengths: ArrayLike,
+    seq_aligns: ArrayLike,
+    granularity: int = DEFAULT_GRANULARITY,
+    request_ids: ArrayLike | None = None,
+) -> np.ndarray:
+    """The smallest shape of ``seq_aligns`` that is ``>= align(len)`` per request (tokens, int64).
+
+    Raises InputError naming the first request (by ``request_ids``, else its index) whose aligned
+    length exceeds every shape.
+    """
+    g = _check_granularity(granularity)
+    if request_ids is not None and np.asarray(request_ids, dtype=object).size != np.size(lengths):
+        raise InputError(
+            f"request_ids has {np.asarray(request_ids, dtype=object).size} entries for "
+            f"{np.size(lengths)} lengths",
+            field="request_ids",
+        )
+    arr = _as_lengths(lengths, request_ids=request_ids)
+    shapes = _as_shapes(seq_aligns)
+    aligned = align(arr, g)
+    idx = np.searchsorted(shapes, aligned, side="left")
+    over = idx == shapes.size
+    if over.any():
+        pos = int(np.flatnonzero(over)[0])
+        rid = _id_at(request_ids, pos)
+        who = f"request_id '{rid}'" if rid is not None else f"request at index {pos}"
+        raise InputError(
+            f"{who}: aligned length {int(aligned[pos])} (length {int(arr[pos])}) exceeds the "
+            f"largest shape {int(shapes[-1])}",
+            request_id=rid,
+        )
+    return shapes[idx]
+
+
+def padding_tokens(
+    lengths: ArrayLike, seq_aligns: ArrayLike, granularity: int = DEFAULT_GRANULARITY
+) -> int:
+    """Total prompt padding Σ(s(i) − len_i) (tokens) with each request at its smallest covering
+    shape of ``seq_aligns``."""
+    arr = _as_lengths(lengths)
+    return int((assign_shapes(arr, seq_aligns, granularity) - arr).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# generation-length buckets and the contiguous batch split
+
+
+def gen_buckets(gen_len: ArrayLike, bucket_size: int) -> np.ndarray:
+    """Generation-length bucket per request: ``(gen_len − 1) // bucket_size`` (int64).
+
+    Bucket ``b`` holds gen_len in ``(b·size, (b+1)·size]`` tokens.
+    """
+    size = _check_int(bucket_size, "bucket_size")
+    arr = _as_lengths(gen_len, name="gen_len")
+    return (arr - 1) // size
+
+
+@dataclass(frozen=True)
+class ContiguousSplit:
+    """An optimal contiguous split: batch ``starts`` (offsets into the sorted group, int64,
+    beginning with 0), the total ``cost`` (cost units) and ``n_batches``."""
+
+    starts: np.ndarray
+    cost: float
+    n_batches: int
+
+
+def solve_contiguous_split(
+    n: int, segment_cost: SegmentCost, max_batch_size: int | None = None
+) -> ContiguousSplit:
+    """Exact least-cost partition of ``n`` sorted items into contiguous batches.
+
+    ``segment_cost(starts, end)`` returns the cost of every batch ``[start, end)`` for an int64
+    array of ``starts`` at once (``inf`` marks an infeasible batch). Batches hold at most
+    ``max_batch_size`` items (None: no limit). ``D[e] = min_s D[s] + segment_cost(s, e)`` over
+    ``e − W <= s < e``: O(n·W) cost evaluations, one vectorized call per end.
+
+    Ties (equal cost): fewer batches, then the earliest start of the last batch (larger later
+    batches). Raises InputError when every partition has infinite cost.
+    """
+    n = _check_int(n, "n", minimum=0)
+    width = n if max_batch_size is None else _check_int(max_batch_size, "max_batch_size")
+    if n == 0:
+        return ContiguousSplit(np.zeros(0, dtype=np.int64), 0.0, 0)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    nb = np.zeros(n + 1, dtype=np.int64)
+    prev = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):
+        lo = max(0, end - width)
+        starts = np.arange(lo, end, dtype=np.int64)
+        seg = np.asarray(segment_cost(starts, end), dtype=np.float64)
+        if seg.shape != starts.shape:
+            raise InputError(
+                f"segment_cost returned shape {seg.shape} for {starts.size} starts",
+                field="segment_cost",
+            )
+        if np.isnan(seg).any():
+            raise InputError(f"segment_cost returned NaN for end {end}", field="segment_cost")
+        cand = best[lo:end] + seg
+        low = cand.min()
+        if not np.isfinite(low):
+            continue  # best[end] stays inf
+        tied = np.flatnonzero(cand == low)
+        pick = tied[np.argmin(nb[lo:end][tied])]  # fewest batches, then earliest start
+        best[end] = low
+        prev[end] = lo + pick
+        nb[end] = nb[lo + pick] + 1
+    if not np.isfinite(best[n]):
+        raise InputError(
+            f"no feasible split of {n} items: every partition has infinite cost",
+            field="segment_cost",
+        )
+    out = []
+    end = n
+    while end > 0:
+        end = int(prev[end])
+        out.append(end)
+    return ContiguousSplit(np.asarray(out[::-1], dtype=np.int64), float(best[n]), int(nb[n]))
+
+
+def optimal_contiguous_split(
+    n: int, segment_cost: SegmentCost, max_batch_size: int | None = None
+) -> np.ndarray:
+    """Batch start offsets (sorted int64, beginning with 0) of the least-cost contiguous split of
+    ``n`` sorted items; see ``solve_contiguous_split`` for the cost callable and ties."""
+    return solve_contiguous_split(n, segment_cost, max_batch_size).starts
+
+
+def segment_max(values: ArrayLike, starts: ArrayLike, end: int) -> np.ndarray:
+    """``max(values[s:end])`` for every ``s`` in ``starts`` (each ``< end``), vectorized: a
+    reverse running maximum over ``values[min(starts):end]``. For batch costs such as the
+    largest gen_len or aligned prompt of each candidate batch."""
+    v = np.asarray(values)
+    s = np.asarray(starts, dtype=np.int64)
+    if s.size == 0:
+        return v[:0].copy()
+    lo = int(s.min())
+    suffix = np.maximum.accumulate(v[lo:end][::-1])[::-1]
+    return suffix[s - lo]
+
+
+def segment_sum(values: ArrayLike, starts: ArrayLike, end: int) -> np.ndarray:
+    """``sum(values[s:end])`` for every ``s`` in ``starts`` (each ``< end``), vectorized with a
+    reverse cumulative sum over ``values[min(starts):end]``."""
+    v = np.asarray(values)
+    s = np.asarray(starts, dtype=np.int64)
+    if s.size == 0:
+        return v[:0].copy()
+    lo = int(s.min())
+    suffix = np.cumsum(v[lo:end][::-1])[::-1]
+    return suffix[s - lo]
+
+
+# --------------------------------------------------------------------------------------------
+# hard bounds
+
+
+def min_padding_tokens(prompt_len: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> int:
+    """Prompt padding no plan can avoid: Σ(align(p) − p) tokens (gen padding can be zero)."""
+    arr = _as_lengths(prompt_len, name="prompt_len")
+    return int((align(arr, granularity) - arr).sum())
+
+
+def padding_budget(
+    prompt_len: ArrayLike,
+    gen_len: ArrayLike,
+    max_pad_ratio: float,
+    granularity: int = DEFAULT_GRANULARITY,
+) -> float:
+    """Padding tokens left under a pad-ratio limit beyond the unavoidable minimum:
+    ``max_pad_ratio·Σ(prompt + gen) − min_padding_tokens(prompt)``. Negative: the limit is
+    infeasible for every plan."""
+    p = _as_lengths(prompt_len, name="prompt_len")
+    q = _as_lengths(gen_len, name="gen_len")
+    if p.size != q.size:
+        raise InputError(f"gen_len has {q.size} entries for {p.size} prompts", field="gen_len")
+    ratio = float(max_pad_ratio)
+    if not np.isfinite(ratio) or ratio < 0:
+        raise InputError(f"must be finite and >= 0, got {max_pad_ratio!r}", field="max_pad_ratio")
+    total = float(p.sum()) + float(q.sum())
+    return ratio * total - min_padding_tokens(p, granularity)
+
+
+def min_batches(n_requests: int, max_batch_size: int | None) -> int:
+    """Fewest batches for ``n_requests``: ceil(n / max_batch_size); None (no limit) gives 1
+    (0 for no requests)."""
+    n = _check_int(n_requests, "n_requests", minimum=0)
+    if n == 0:
+        return 0
+    if max_batch_size is None:
+        return 1
+    size = _check_int(max_batch_size, "max_batch_size")
+    return -(-n // size)
