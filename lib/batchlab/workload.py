@@ -1,0 +1,1117 @@
+"""Request tables: validation, files, seeded generators, arrivals and profiling.
+
+A request table is a :class:`pandas.DataFrame` with one row per request: ``request_id`` (str,
+unique), ``prompt_len`` and ``gen_len`` (positive int64 token counts) and an optional
+``arrival_s`` (float64 seconds from the first request). Extra columns are kept everywhere.
+
+Files are JSON Lines (``.jsonl``, ``.ndjson`` or ``.json``, one object per line), CSV (``.csv``)
+or Parquet (``.parquet``, ``.pq``), chosen by suffix. The readers record the 1-based file line of
+every row in ``df.attrs["source_lines"]`` (for Parquet, the 1-based row number), so that
+:func:`validate_requests` can name the line of a bad value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchlab.errors import InputError
+from batchlab.io import atomic_path, atomic_write
+
+REQUEST_COLUMNS = ("request_id", "prompt_len", "gen_len")
+MAX_LENGTH = 2**31 - 1
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+#: percentile levels (percent) reported by :func:`profile`, nearest-rank.
+PROFILE_PERCENTILES = (50, 90, 95, 99)
+#: the ``lengths`` columns of :class:`WorkloadProfile`, in order.
+LENGTH_METRICS = ("count", "min", "mean") + tuple(f"p{p}" for p in PROFILE_PERCENTILES) + ("max",)
+#: a request is a length outlier when its length is above this percentile of its field ...
+OUTLIER_PERCENTILE = 99
+#: ... and at least this many times the p95 of its field.
+OUTLIER_MIN_RATIO_TO_P95 = 2.0
+
+_LENGTH_FIELDS = ("prompt_len", "gen_len")
+_MAX_WINDOWS = 10_000_000
+
+__all__ = [
+    "LENGTH_METRICS",
+    "MAX_LENGTH",
+    "PROFILE_PERCENTILES",
+    "REQUEST_COLUMNS",
+    "SourceLines",
+    "WorkloadProfile",
+    "arrival_rate_over_time",
+    "bimodal_workload",
+    "lognormal_workload",
+    "profile",
+    "read_requests",
+    "validate_requests",
+    "with_arrivals",
+    "write_requests",
+    "zipf_workload",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# source lines
+# ---------------------------------------------------------------------------------------------
+
+
+class SourceLines:
+    """Read-only int64 array of 1-based file lines, one per row, kept in ``df.attrs``.
+
+    Row ``label`` of the frame the reader returned came from line ``lines[label]``; because the
+    lookup goes by index label, filtering rows keeps the lines right. It compares by value (so
+    pandas can compare the ``attrs`` of two frames in ``concat`` / ``merge``, which a bare numpy
+    array breaks) and is shared, not copied, when pandas deep-copies ``attrs``.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: Any) -> None:
+        arr = np.array(lines, dtype=np.int64).reshape(-1)
+        arr.setflags(write=False)
+        self._lines = arr
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._lines[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._lines.tolist())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self._lines if dtype is None else self._lines.astype(dtype)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SourceLines):
+            other = other._lines
+        if not isinstance(other, np.ndarray):
+            return NotImplemented
+        return bool(np.array_equal(self._lines, other))
+
+    def __hash__(self) -> int:
+        return hash((len(self._lines), self._lines[:8].tobytes()))
+
+    def __deepcopy__(self, memo: dict) -> SourceLines:
+        return self
+
+    def __copy__(self) -> SourceLines:
+        return self
+
+    def tolist(self) -> list[int]:
+        """The lines as a list of Python ints."""
+        return self._lines.tolist()
+
+    def __repr__(self) -> str:
+        return f"SourceLines({self._lines!r})"
+
+
+def _row_line(df: pd.DataFrame, pos: int) -> int | None:
+    """The 1-based file line of row ``pos`` when the frame carries it (set by the readers)."""
+    lines = df.attrs.get("source_lines")
+    if lines is None:
+        return None
+    label = df.index[pos]
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        if 0 <= int(label) < len(lines):
+            return int(lines[int(label)])
+    return None
+
+
+def _remapped_lines(df: pd.DataFrame) -> SourceLines | None:
+    """``source_lines`` re-indexed to the rows of ``df`` in order, or None if they cannot be."""
+    lines = df.attrs.get("source_lines")
+    if lines is None:
+        return None
+    labels = df.index.to_numpy()
+    if labels.dtype.kind not in "iu" or len(labels) == 0:
+        return None
+    arr = np.asarray(lines, dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= len(arr):
+        return None
+    return SourceLines(arr[labels])
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """repr of a cell value, numpy scalars shown as plain Python values."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def _fail_at(
+    df: pd.DataFrame, pos: int, column: str, message: str, source: object | None
+) -> InputError:
+    rid = df["request_id"].iloc[pos] if "request_id" in df.columns else None
+    return InputError(
+        message,
+        path=source,
+        line=_row_line(df, pos),
+        field=column,
+        request_id=None if rid is None or (not isinstance(rid, str) and pd.isna(rid)) else str(rid),
+    )
+
+
+def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.ndarray:
+    """Check one length column (whole numbers of tokens in [1, MAX_LENGTH]); return int64."""
+    values = df[column]
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu":  # fast path: integers
+        as_int = values.to_numpy()
+        bad = (as_int <= 0) | (as_int > MAX_LENGTH)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            v = int(as_int[pos])
+            message = (
+                f"must be a positive number of tokens, got {v}"
+                if v <= 0
+                else f"is larger than {MAX_LENGTH} tokens: {v}"
+            )
+            raise _fail_at(df, pos, column, message, source)
+        return as_int.astype(np.int64)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        pos = int(np.flatnonzero(missing)[0])
+        raise _fail_at(df, pos, column, "missing value", source)
+    if values.dtype.kind == "b":
+        is_bool = np.ones(len(values), dtype=bool)
+    elif values.dtype == object:
+        is_bool = (values.map(type) == bool).to_numpy()  # noqa: E721 - exact type test
+    else:
+        is_bool = np.zeros(len(values), dtype=bool)
+    if is_bool.any():
+        pos = int(np.flatnonzero(is_bool)[0])
+        raise _fail_at(
+            df,
+            pos,
+            column,
+            f"must be a whole number of tokens, got {_show(values.iloc[pos])}",
+            source,
+        )
+    numeric = pd.to_numeric(values, errors="coerce")
+    as_float = numeric.to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(as_float)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise _fail_at(
+            df, pos, column, f"not a whole number of tokens: {_show(values.iloc[pos])}", source
+        )
+    frac = as_float != np.floor(as_float)
+    if frac.any():
+        pos = int(np.flatnonzero(frac)[0])
+        raise _fail_at(
+            df,
+            pos,
+            column,
+            f"must be a whole number of tokens, got {_show(values.iloc[pos])}",
+            source,
+        )
+    small = as_float <= 0
+    if small.any():
+        pos = int(np.flatnonzero(small)[0])
+        raise _fail_at(
+            df,
+            pos,
+            column,
+            f"must be a positive number of tokens, got {_show(values.iloc[pos])}",
+            source,
+        )
+    big = as_float > MAX_LENGTH
+    if big.any():
+        pos = int(np.flatnonzero(big)[0])
+        raise _fail_at(
+            df,
+            pos,
+            column,
+            f"is larger than {MAX_LENGTH} tokens: {_show(values.iloc[pos])}",
+            source,
+        )
+    return as_float.astype(np.int64)
+
+
+def validate_requests(df: pd.DataFrame, *, source: object | None = None) -> pd.DataFrame:
+    """Check a request table and return a normalized copy.
+
+    Columns: ``request_id`` (str, unique, non-empty), ``prompt_len`` and ``gen_len`` (positive
+    whole numbers of tokens, at most ``MAX_LENGTH``; 12.0 is accepted as 12; returned as int64),
+    optional ``arrival_s`` (finite float seconds, >= 0). Extra columns are kept. The result has a
+    fresh RangeIndex and ``request_id`` holds Python ``str`` objects (object dtype).
+    Raises :class:`InputError` naming the source, line, field and request id of the first problem.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(
+            f"expected a pandas DataFrame of requests, got {type(df).__name__}", path=source
+        )
+    if len(df) == 0:
+        raise InputError("no requests (the table is empty)", path=source)
+    for column in REQUEST_COLUMNS:
+        if column not in df.columns:
+            raise InputError("missing column", path=source, field=column)
+    out = df.copy()
+    out.attrs = dict(df.attrs)
+    rid = out["request_id"]
+    missing = rid.isna().to_numpy()
+    if missing.any():
+        pos = int(np.flatnonzero(missing)[0])
+        raise InputError("missing value", path=source, line=_row_line(out, pos), field="request_id")
+    ids = rid.astype(str).to_numpy(dtype=object)
+    out["request_id"] = pd.Series(ids, index=out.index, dtype=object)
+    empty = ids == ""
+    if empty.any():
+        pos = int(np.flatnonzero(empty)[0])
+        raise InputError(
+            "empty request_id", path=source, line=_row_line(out, pos), field="request_id"
+        )
+    dup = out["request_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        pos = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero(ids == ids[pos])[0])
+        first_line = _row_line(out, first)
+        where = f"line {first_line}" if first_line is not None else f"row {first} (0-based)"
+        raise InputError(
+            f"duplicate request_id (first seen at {where})",
+            path=source,
+            line=_row_line(out, pos),
+            field="request_id",
+            request_id=str(ids[pos]),
+        )
+    for column in _LENGTH_FIELDS:
+        out[column] = _check_lengths(out, column, source)
+    if "arrival_s" in out.columns:
+        arr = pd.to_numeric(out["arrival_s"], errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
+        bad = ~np.isfinite(arr) | (arr < 0)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise _fail_at(
+                out,
+                pos,
+                "arrival_s",
+                f"must be a finite number of seconds >= 0, got {_show(out['arrival_s'].iloc[pos])}",
+                source,
+            )
+        out["arrival_s"] = arr
+    lines = _remapped_lines(out)
+    result = out.reset_index(drop=True)
+    result.attrs = {k: v for k, v in out.attrs.items() if k != "source_lines"}
+    if lines is not None:
+        result.attrs["source_lines"] = lines
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    raise InputError(
+        f"unknown request file type {suffix or '(no suffix)'!r}; "
+        "use .jsonl / .ndjson (JSON Lines), .csv or .parquet",
+        path=path,
+    )
+
+
+_WS = b" \t\r\n"
+
+
+def _records(data: bytes, *, quotes: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``data`` into records at newlines (outside double quotes if ``quotes``).
+
+    Returns the byte ``starts`` and ``ends`` of each record (ends exclude the newline) and the
+    1-based file ``line`` each record starts on. Vectorized over the bytes.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    seps = newlines
+    if quotes:
+        quote_pos = np.flatnonzero(buf == 34)
+        if len(quote_pos):
+            # a newline separates records when an even number of quotes comes before it
+            seps = newlines[np.searchsorted(quote_pos, newlines) % 2 == 0]
+    starts = np.concatenate(([0], seps + 1)).astype(np.int64)
+    ends = np.concatenate((seps, [len(buf)])).astype(np.int64)
+    lines = np.searchsorted(newlines, starts) + 1
+    return starts, ends, lines
+
+
+def _blank_and_shape(
+    data: bytes, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each record: is it blank (only whitespace), and does it look like ``{...}``?
+
+    Records starting with a non-blank byte are judged on their first and last bytes, vectorized;
+    the rare others (indented or empty) are stripped one by one.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    n = len(starts)
+    nonempty = ends > starts
+    first = np.zeros(n, dtype=np.uint8)
+    last = np.zeros(n, dtype=np.uint8)
+    first[nonempty] = buf[starts[nonempty]]
+    last[nonempty] = buf[ends[nonempty] - 1]
+    # drop one trailing \r (CRLF files)
+    cr = nonempty & (last == 13) & (ends - starts >= 2)
+    last[cr] = buf[ends[cr] - 2]
+    ws_first = np.isin(first, np.frombuffer(_WS, dtype=np.uint8)) | ~nonempty
+    blank = np.zeros(n, dtype=bool)
+    objectish = ~ws_first & (first == ord("{")) & (last == ord("}"))
+    for i in np.flatnonzero(ws_first):
+        stripped = data[starts[i] : ends[i]].strip(_WS)
+        blank[i] = not stripped
+        objectish[i] = stripped.startswith(b"{") and stripped.endswith(b"}")
+    return blank, objectish
+
+
+def _decode_error(path: Path, data: bytes, err: UnicodeDecodeError) -> InputError:
+    line = data.count(b"\n", 0, err.start) + 1
+    return InputError(f"not valid UTF-8 text ({err.reason})", path=path, line=line)
+
+
+def _json_id_ok(value: object) -> bool:
+    """A JSON request_id must be a string or an integer (missing values are checked later)."""
+    if value is None:
+        return True
+    t = type(value)
+    if t is str or t is int:
+        return True
+    return t is float and math.isnan(value)
+
+
+def _parse_jsonl_lines(
+    path: Path, data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray
+) -> pd.DataFrame:
+    """Parse each non-blank line with :func:`json.loads`; raise on the first bad line."""
+    pieces = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+    try:
+        objs = list(map(json.loads, pieces))
+    except ValueError:
+        objs = None
+    if objs is None:  # locate the first bad line
+        for piece, line in zip(pieces, lines.tolist(), strict=True):
+            try:
+                json.loads(piece)
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"not valid UTF-8 text ({err.reason})", path=path, line=line
+                ) from None
+            except json.JSONDecodeError as err:
+                raise InputError(
+                    f"invalid JSON: {err.msg} (column {err.colno})", path=path, line=line
+                ) from None
+        raise AssertionError("unreachable: a line failed to parse once but not twice")
+    not_dict = next((i for i, o in enumerate(objs) if type(o) is not dict), None)
+    if not_dict is not None:
+        got = type(objs[not_dict]).__name__
+        raise InputError(
+            f"not a JSON object (got a JSON {_JSON_TYPE_NAMES.get(got, got)})",
+            path=path,
+            line=int(lines[not_dict]),
+        )
+    df = pd.DataFrame.from_records(objs)
+    if "request_id" in df.columns:
+        ids = df["request_id"]
+        if ids.dtype == object:
+            ok = np.fromiter(map(_json_id_ok, ids.to_numpy()), dtype=bool, count=len(df))
+        elif ids.dtype.kind in "fb":  # floats or booleans (NaN = missing, reported later)
+            ok = ids.isna().to_numpy()
+        else:
+            ok = np.ones(len(df), dtype=bool)
+        if not ok.all():
+            pos = int(np.flatnonzero(~ok)[0])
+            raise InputError(
+                f"must be a string or an integer, got {_show(ids.iloc[pos])}",
+                path=path,
+                line=int(lines[pos]),
+                field="request_id",
+            )
+    return df
+
+
+_JSON_TYPE_NAMES = {
+    "list": "array",
+    "str": "string",
+    "int": "number",
+    "float": "number",
+    "bool": "boolean",
+    "NoneType": "null",
+}
+
+
+def _arrow_jsonl(data: bytes, n_rows: int, max_line: int) -> pd.DataFrame | None:
+    """Bulk-parse JSON Lines with pyarrow; None when the caller should parse line by line."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    block = max(1 << 20, 2 * max_line + 16)
+    try:
+        table = pajson.read_json(
+            io.BytesIO(data), read_options=pajson.ReadOptions(block_size=block)
+        )
+        stamps = [f for f in table.schema if pa.types.is_timestamp(f.type)]
+        if stamps:  # pyarrow turns date-like strings into timestamps: keep the text instead
+            names = table.column_names
+            schema = pa.schema([(f.name, pa.string()) for f in stamps])
+            table = pajson.read_json(
+                io.BytesIO(data),
+                read_options=pajson.ReadOptions(block_size=block),
+                parse_options=pajson.ParseOptions(explicit_schema=schema),
+            )
+            if sorted(table.column_names) != sorted(names):
+                return None
+            table = table.select(names)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != n_rows:
+        return None
+    if "request_id" in table.column_names:
+        t = table.schema.field("request_id").type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+            if not (pa.types.is_integer(t) and t.bit_width <= 64 and pa.types.is_signed_integer(t)):
+                return None
+    return table.to_pandas()
+
+
+def _check_utf8(path: Path, data: bytes) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, data, err) from None
+
+
+def _read_jsonl(path: Path, data: bytes) -> pd.DataFrame:
+    _check_utf8(path, data)
+    starts, ends, lines = _records(data, quotes=False)
+    blank, objectish = _blank_and_shape(data, starts, ends)
+    keep = ~blank
+    if not keep.any():
+        raise InputError("empty file: no requests", path=path)
+    starts, ends, lines, objectish = starts[keep], ends[keep], lines[keep], objectish[keep]
+    df = None
+    # The bulk parser treats newlines as plain whitespace; when every non-blank line starts
+    # with '{' and ends with '}' and the row count equals the line count, each line is exactly
+    # one object (two objects cannot merge across '}\n{' without a comma).
+    if objectish.all():
+        df = _arrow_jsonl(data, len(starts), int((ends - starts).max()))
+    if df is None:
+        df = _parse_jsonl_lines(path, data, starts, ends, lines)
+    for column in REQUEST_COLUMNS:
+        if column not in df.columns:
+            raise InputError("missing field", path=path, line=int(lines[0]), field=column)
+    df.attrs["source_lines"] = SourceLines(lines)
+    return df
+
+
+_PANDAS_LINE = re.compile(r"line (\d+)")
+
+
+def _read_csv(path: Path, data: bytes) -> pd.DataFrame:
+    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise InputError("empty file: no header and no requests", path=path)
+    _check_utf8(path, data)
+    starts, ends, lines = _records(data, quotes=True)
+    blank, _ = _blank_and_shape(data, starts, ends)
+    try:
+        df = pd.read_csv(
+            io.BytesIO(data),
+            dtype={"request_id": str},
+            keep_default_na=False,
+            na_values=[""],
+            low_memory=False,
+            encoding="utf-8",
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError("empty file: no header and no requests", path=path) from None
+    except pd.errors.ParserError as err:
+        text = str(err).strip().replace("Error tokenizing data. C error: ", "")
+        match = _PANDAS_LINE.search(text)
+        line = None
+        if match:  # pandas counts records (blank ones too); map to the file line
+            rec = int(match.group(1)) - 1
+            line = int(lines[rec]) if 0 <= rec < len(lines) else None
+            text = _PANDAS_LINE.sub("this line", text, count=1)
+        raise InputError(f"malformed CSV: {text}", path=path, line=line) from None
+    record_lines = lines[~blank]
+    header_line = int(record_lines[0]) if len(record_lines) else 1
+    for column in REQUEST_COLUMNS:
+        if column not in df.columns:
+            raise InputError(
+                "missing column in the header", path=path, line=header_line, field=column
+            )
+    if len(record_lines) == len(df) + 1:
+        df.attrs["source_lines"] = SourceLines(record_lines[1:])
+    return df
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+
+    try:
+        df = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise InputError(f"cannot read as Parquet: {err}", path=path) from None
+    df = df.reset_index(drop=True)
+    df.attrs = {}
+    for column in REQUEST_COLUMNS:
+        if column not in df.columns:
+            raise InputError("missing column", path=path, field=column)
+    df.attrs["source_lines"] = SourceLines(np.arange(1, len(df) + 1))
+    return df
+
+
+def read_requests(path: str | Path) -> pd.DataFrame:
+    """Read and validate a request table from JSON Lines, CSV or Parquet (chosen by suffix).
+
+    JSON Lines: one object per line with at least ``request_id`` (string or integer; integers
+    become strings), ``prompt_len`` and ``gen_len`` (tokens); other keys become extra columns;
+    blank lines are skipped. CSV: a header line, then one request per row. Parquet: one row per
+    request. Raises :class:`InputError` naming the file, the 1-based line (CSV header = line 1;
+    Parquet: 1-based row number) and the field of the first problem. The result carries
+    ``attrs["source_lines"]`` (:class:`SourceLines`).
+    """
+    p = Path(path)
+    fmt = _format_of(p)
+    if not p.is_file():
+        raise InputError("no such file" if not p.exists() else "not a file", path=p)
+    if fmt == "parquet":
+        df = _read_parquet(p)
+    else:
+        try:
+            data = p.read_bytes()
+        except OSError as err:
+            raise InputError(f"cannot read: {err.strerror or err}", path=p) from None
+        if fmt == "jsonl":
+            if data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
+            df = _read_jsonl(p, data)
+        else:
+            df = _read_csv(p, data)
+    return validate_requests(df, source=p)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+_JSON_ESCAPES = r'["\\\x00-\x1f]'
+
+
+def _json_values(series: pd.Series) -> np.ndarray:
+    """JSON text of every value of a column (object array); missing values become ``null``."""
+    n = len(series)
+    dtype = series.dtype
+    missing = series.isna().to_numpy()
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        values = series.to_numpy()
+        if dtype.kind == "b":
+            return np.where(values, "true", "false").astype(object)
+        return values.astype(str).astype(object)
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        values = series.to_numpy(dtype=np.float64)
+        text = np.array(list(map(repr, values.tolist())), dtype=object)  # shortest round trip
+        text[~np.isfinite(values)] = "null"
+        return text
+    out = np.empty(n, dtype=object)
+    out[missing] = "null"
+    present = ~missing
+    values = series.to_numpy(dtype=object)[present]
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        # plain strings: quote them directly unless they hold a character JSON must escape
+        text = '"' + values + '"'
+        escape = pd.Series(values, dtype=object).str.contains(_JSON_ESCAPES, regex=True)
+        escape = escape.to_numpy(dtype=bool)
+        text[escape] = list(map(_json_dumps, values[escape]))
+    else:
+        text = np.array(list(map(_json_dumps, values)), dtype=object)
+    out[present] = text
+    return out
+
+
+def _to_jsonl(df: pd.DataFrame) -> str:
+    """Encode a table as JSON Lines, column by column (vectorized over rows).
+
+    The pieces (key, value, key, value, ..., end of line) go into an (n, 2 * columns + 1)
+    object array that is joined once in row-major order.
+    """
+    n, n_cols = df.shape
+    pieces = np.empty((n, 2 * n_cols + 1), dtype=object)
+    for i, column in enumerate(df.columns):
+        pieces[:, 2 * i] = ("{" if i == 0 else ", ") + json.dumps(str(column)) + ": "
+        pieces[:, 2 * i + 1] = _json_values(df[column])
+    pieces[:, -1] = "}\n"
+    return "".join(pieces.ravel().tolist())
+
+
+def _csv_quoting(table: pd.DataFrame) -> int:
+    """Quote every text cell when one holds a carriage return (else it would end the row)."""
+    if any("\r" in str(c) for c in table.columns):
+        return csv.QUOTE_NONNUMERIC
+    for column in table.columns:
+        values = table[column]
+        if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
+            if values.astype(str).str.contains("\r", regex=False).any():
+                return csv.QUOTE_NONNUMERIC
+    return csv.QUOTE_MINIMAL
+
+
+def write_requests(df: pd.DataFrame, path: str | Path) -> None:
+    """Validate ``df`` and write it atomically as JSON Lines, CSV or Parquet (by suffix).
+
+    All columns are written, extra ones included. Floats are written with full precision, so a
+    table read back equals the one written (CSV keeps strings of extra columns only as far as
+    CSV type inference allows).
+    """
+    p = Path(path)
+    fmt = _format_of(p)
+    table = validate_requests(df)
+    table.attrs = {}
+    if fmt == "jsonl":
+        text = _to_jsonl(table)
+        with atomic_write(p, "w") as fh:
+            fh.write(text)
+    elif fmt == "csv":
+        with atomic_path(p) as tmp:
+            table.to_csv(tmp, index=False, quoting=_csv_quoting(table))
+    else:
+        with atomic_path(p) as tmp:
+            table.to_parquet(tmp, index=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# generators
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_count(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n must be a positive integer (requests), got {n!r}", field="n")
+    return int(n)
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"must be a number, got {value!r}", field=name) from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise InputError(f"must be finite and {need}, got {value!r}", field=name)
+    return v
+
+
+def _check_max_len(name: str, value: int) -> int:
+    if isinstance(value, bool) or int(value) != value or not 1 <= value <= MAX_LENGTH:
+        raise InputError(
+            f"must be an integer in [1, {MAX_LENGTH}] tokens, got {value!r}", field=name
+        )
+    return int(value)
+
+
+def _rng(seed: int) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)``; the seed must be a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"must be a non-negative integer, got {seed!r}", field="seed")
+    return np.random.default_rng(int(seed))
+
+
+def _make_ids(n: int, prefix: str) -> np.ndarray:
+    """``f"{prefix}-{i:06d}"`` for i in 0..n-1 (wider when n needs it), as an object array."""
+    width = max(6, len(str(n - 1)))
+    numbers = np.strings.zfill(np.arange(n).astype(np.str_), width)
+    return np.strings.add(f"{prefix}-", numbers).astype(object)
+
+
+def _lognormal_lengths(
+    rng: np.random.Generator, median: np.ndarray, sigma: np.ndarray | float, max_len: int
+) -> np.ndarray:
+    """Round(exp(N(log median, sigma))) clipped to [1, max_len], int64 tokens."""
+    median = np.asarray(median, dtype=np.float64)
+    log_x = np.log(median) + np.asarray(sigma) * rng.standard_normal(median.shape)
+    log_x = np.minimum(log_x, math.log(max_len) + 1.0)  # avoid overflow before clipping
+    return np.clip(np.rint(np.exp(log_x)), 1, max_len).astype(np.int64)
+
+
+def _table(ids: np.ndarray, prompt: np.ndarray, gen: np.ndarray, **extra: Any) -> pd.DataFrame:
+    df = pd.DataFrame({"request_id": ids, "prompt_len": prompt, "gen_len": gen, **extra})
+    return validate_requests(df)
+
+
+def lognormal_workload(
+    n: int,
+    *,
+    seed: int,
+    prompt_median: float = 512,
+    prompt_sigma: float = 0.8,
+    gen_median: float = 128,
+    gen_sigma: float = 0.9,
+    max_prompt_len: int = 8192,
+    max_gen_len: int = 2048,
+    id_prefix: str = "req",
+) -> pd.DataFrame:
+    """``n`` requests with independent log-normal prompt and generation lengths (tokens).
+
+    ``length = round(median * exp(sigma * Z))``, Z standard normal, clipped to [1, max]; the
+    medians are in tokens, sigmas are of the log. Ids are ``f"{id_prefix}-{i:06d}"``.
+    """
+    n = _check_count(n)
+    pm = _check_positive("prompt_median", prompt_median)
+    ps = _check_positive("prompt_sigma", prompt_sigma, allow_zero=True)
+    gm = _check_positive("gen_median", gen_median)
+    gs = _check_positive("gen_sigma", gen_sigma, allow_zero=True)
+    max_p = _check_max_len("max_prompt_len", max_prompt_len)
+    max_g = _check_max_len("max_gen_len", max_gen_len)
+    rng = _rng(seed)
+    prompt = _lognormal_lengths(rng, np.full(n, pm), ps, max_p)
+    gen = _lognormal_lengths(rng, np.full(n, gm), gs, max_g)
+    return _table(_make_ids(n, id_prefix), prompt, gen)
+
+
+def bimodal_workload(
+    n: int,
+    *,
+    seed: int,
+    long_fraction: float = 0.2,
+    chat_prompt_median: float = 256,
+    chat_prompt_sigma: float = 0.8,
+    chat_gen_median: float = 256,
+    chat_gen_sigma: float = 0.7,
+    doc_prompt_median: float = 6144,
+    doc_prompt_sigma: float = 0.4,
+    doc_gen_median: float = 96,
+    doc_gen_sigma: float = 0.6,
+    max_prompt_len: int = 32768,
+    max_gen_len: int = 2048,
+    id_prefix: str = "req",
+) -> pd.DataFrame:
+    """A chat + long-document mix: each request is a document with probability ``long_fraction``.
+
+    Chat requests have short prompts and medium outputs, documents long prompts and short
+    outputs; both are log-normal (medians in tokens, sigmas of the log), clipped to [1, max].
+    Adds a ``kind`` column, ``"chat"`` or ``"document"``.
+    """
+    n = _check_count(n)
+    frac = _check_positive("long_fraction", long_fraction, allow_zero=True)
+    if frac > 1:
+        raise InputError(f"must be in [0, 1], got {long_fraction!r}", field="long_fraction")
+    medians = {
+        k: _check_positive(k, v)
+        for k, v in {
+            "chat_prompt_median": chat_prompt_median,
+            "chat_gen_median": chat_gen_median,
+            "doc_prompt_median": doc_prompt_median,
+            "doc_gen_median": doc_gen_median,
+        }.items()
+    }
+    sigmas = {
+        k: _check_positive(k, v, allow_zero=True)
+        for k, v in {
+            "chat_prompt_sigma": chat_prompt_sigma,
+            "chat_gen_sigma": chat_gen_sigma,
+            "doc_prompt_sigma": doc_prompt_sigma,
+            "doc_gen_sigma": doc_gen_sigma,
+        }.items()
+    }
+    max_p = _check_max_len("max_prompt_len", max_prompt_len)
+    max_g = _check_max_len("max_gen_len", max_gen_len)
+    rng = _rng(seed)
+    is_doc = rng.random(n) < frac
+    prompt = _lognormal_lengths(
+        rng,
+        np.where(is_doc, medians["doc_prompt_median"], medians["chat_prompt_median"]),
+        np.where(is_doc, sigmas["doc_prompt_sigma"], sigmas["chat_prompt_sigma"]),
+        max_p,
+    )
+    gen = _lognormal_lengths(
+        rng,
+        np.where(is_doc, medians["doc_gen_median"], medians["chat_gen_median"]),
+        np.where(is_doc, sigmas["doc_gen_sigma"], sigmas["chat_gen_sigma"]),
+        max_g,
+    )
+    kind = np.where(is_doc, "document", "chat").astype(object)
+    return _table(_make_ids(n, id_prefix), prompt, gen, kind=kind)
+
+
+def zipf_workload(
+    n: int,
+    *,
+    seed: int,
+    a: float = 1.6,
+    prompt_min: int = 32,
+    gen_median: float = 128,
+    gen_sigma: float = 0.9,
+    max_prompt_len: int = 32768,
+    max_gen_len: int = 2048,
+    id_prefix: str = "req",
+) -> pd.DataFrame:
+    """Heavy-tailed prompt lengths: the continuous analogue of a Zipf law with exponent ``a``.
+
+    ``prompt_len = floor(prompt_min * U ** (-1 / (a - 1)))``, U uniform in (0, 1], so
+    P(prompt_len >= x) = (x / prompt_min) ** -(a - 1) for x >= prompt_min, the tail of a Zipf(a)
+    law (a Pareto law with index a - 1); clipped to ``max_prompt_len``. Needs a > 1. Generation
+    lengths are log-normal (``gen_median`` tokens, ``gen_sigma``), clipped to ``max_gen_len``.
+    """
+    n = _check_count(n)
+    a_val = _check_positive("a", a)
+    if a_val <= 1:
+        raise InputError(f"must be > 1 for a finite-tailed Zipf law, got {a!r}", field="a")
+    max_p = _check_max_len("max_prompt_len", max_prompt_len)
+    p_min = _check_max_len("prompt_min", prompt_min)
+    gm = _check_positive("gen_median", gen_median)
+    gs = _check_positive("gen_sigma", gen_sigma, allow_zero=True)
+    max_g = _check_max_len("max_gen_len", max_gen_len)
+    rng = _rng(seed)
+    u = 1.0 - rng.random(n)  # in (0, 1]
+    # log-space keeps the huge draws of a small index (a -> 1) finite before clipping
+    log_x = math.log(p_min) - np.log(u) / (a_val - 1.0)
+    log_x = np.minimum(log_x, math.log(max_p) + 1.0)
+    prompt = np.clip(np.floor(np.exp(log_x)), 1, max_p).astype(np.int64)
+    gen = _lognormal_lengths(rng, np.full(n, gm), gs, max_g)
+    return _table(_make_ids(n, id_prefix), prompt, gen)
+
+
+ARRIVAL_PROCESSES = ("poisson", "bursty")
+
+
+def with_arrivals(
+    df: pd.DataFrame,
+    *,
+    rate_per_s: float,
+    seed: int,
+    process: str = "poisson",
+    burstiness: float = 1.0,
+) -> pd.DataFrame:
+    """Return a validated copy of ``df`` with ``arrival_s`` (seconds, first request at 0).
+
+    Rows arrive in table order at mean rate ``rate_per_s`` (requests per second).
+    ``"poisson"``: exponential inter-arrival gaps (coefficient of variation 1; ``burstiness`` is
+    ignored). ``"bursty"``: gamma gaps with coefficient of variation ``burstiness``
+    (shape k = 1 / burstiness**2, scale = 1 / (rate_per_s * k)); 1.0 is Poisson, larger is
+    burstier, smaller more regular. An existing ``arrival_s`` is replaced.
+    """
+    rate = _check_positive("rate_per_s", rate_per_s)
+    cv = _check_positive("burstiness", burstiness)
+    if process not in ARRIVAL_PROCESSES:
+        raise InputError(
+            f"unknown arrival process {process!r}; use one of {ARRIVAL_PROCESSES}", field="process"
+        )
+    out = validate_requests(df)
+    rng = _rng(seed)
+    m = len(out) - 1
+    if process == "poisson":
+        gaps = rng.exponential(1.0 / rate, m)
+    else:
+        k = 1.0 / (cv * cv)
+        gaps = rng.gamma(k, 1.0 / (rate * k), m)
+    out["arrival_s"] = np.concatenate(([0.0], np.cumsum(gaps)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# profile
+# ---------------------------------------------------------------------------------------------
+
+
+def _nearest_rank(sorted_values: np.ndarray, percents: tuple[int, ...]) -> np.ndarray:
+    """Nearest-rank percentiles: the ceil(p/100 * N)-th smallest (integer arithmetic)."""
+    n = len(sorted_values)
+    p = np.asarray(percents, dtype=np.int64)
+    ranks = np.maximum(-(-p * n // 100), 1)  # ceil(p * n / 100), at least 1
+    return sorted_values[ranks - 1]
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    dx = x - x.mean()
+    dy = y - y.mean()
+    denom = math.sqrt(float(np.dot(dx, dx)) * float(np.dot(dy, dy)))
+    return float(np.dot(dx, dy) / denom) if denom > 0 else math.nan
+
+
+@dataclass(frozen=True, eq=False)
+class WorkloadProfile:
+    """Summary statistics of a request table (see :func:`profile`).
+
+    ``lengths``: index ``prompt_len`` / ``gen_len``, columns ``count, min, mean, p50, p90, p95,
+    p99, max`` (tokens; percentiles are nearest-rank). ``outliers``: columns ``request_id,
+    field, length, ratio_to_p99``. Arrival fields are None when the table has no ``arrival_s``.
+    """
+
+    n_requests: int
+    lengths: pd.DataFrame
+    correlation_pearson: float
+    correlation_spearman: float
+    outliers: pd.DataFrame
+    arrival_rate_per_s: float | None
+    interarrival_cv: float | None
+    duration_s: float | None
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy long table with columns ``field, metric, value`` (value float64; None -> NaN).
+
+        Fields: ``requests`` (n_requests), ``prompt_len`` / ``gen_len`` (the ``lengths``
+        metrics plus ``n_outliers``), ``prompt_len:gen_len`` (correlation_pearson,
+        correlation_spearman), ``arrival_s`` (arrival_rate_per_s, interarrival_cv, duration_s).
+        """
+        rows: list[tuple[str, str, float]] = [("requests", "n_requests", float(self.n_requests))]
+        counts = self.outliers["field"].value_counts()
+        for field in self.lengths.index:
+            for metric in self.lengths.columns:
+                rows.append((field, metric, float(self.lengths.at[field, metric])))
+            rows.append((field, "n_outliers", float(counts.get(field, 0))))
+        pair = "prompt_len:gen_len"
+        rows.append((pair, "correlation_pearson", self.correlation_pearson))
+        rows.append((pair, "correlation_spearman", self.correlation_spearman))
+        for metric in ("arrival_rate_per_s", "interarrival_cv", "duration_s"):
+            value = getattr(self, metric)
+            rows.append(("arrival_s", metric, math.nan if value is None else float(value)))
+        out = pd.DataFrame(rows, columns=["field", "metric", "value"])
+        out["value"] = out["value"].astype(np.float64)
+        return out
+
+
+def profile(df: pd.DataFrame) -> WorkloadProfile:
+    """Profile a request table: length percentiles, correlations, outliers and arrivals.
+
+    - Percentiles are nearest-rank: pN is the ceil(N/100 * n)-th smallest value (tokens).
+    - ``correlation_pearson`` / ``correlation_spearman`` between ``prompt_len`` and ``gen_len``
+      (Spearman = Pearson of average ranks); NaN when either length is constant.
+    - ``outliers``: one row per (request, field) whose length is strictly above the field's p99
+      AND at least ``OUTLIER_MIN_RATIO_TO_P95`` (2) times the field's p95: a request that
+      dominates the tail, not just the top 1 %. With fewer than 100 requests p99 is the maximum,
+      so there are none. Columns ``request_id, field, length, ratio_to_p99`` (length / p99),
+      ordered by field (prompt_len first), then by length descending, then table order.
+    - With ``arrival_s``: ``duration_s`` = last - first arrival; ``arrival_rate_per_s`` =
+      (n - 1) / duration_s (n - 1 gaps in that span); ``interarrival_cv`` = std / mean of the
+      gaps between sorted arrivals (population std; 1.0 for a Poisson process). Rate and CV are
+      None with fewer than 2 requests or a zero duration; all three are None without arrivals.
+    """
+    table = validate_requests(df)
+    n = len(table)
+    rows = {}
+    outlier_parts = []
+    columns = {f: table[f].to_numpy(dtype=np.int64) for f in _LENGTH_FIELDS}
+    for field, values in columns.items():
+        s = np.sort(values)
+        pct = _nearest_rank(s, PROFILE_PERCENTILES)
+        rows[field] = [n, int(s[0]), float(values.mean()), *map(int, pct), int(s[-1])]
+        p95 = pct[PROFILE_PERCENTILES.index(95)]
+        p99 = pct[PROFILE_PERCENTILES.index(OUTLIER_PERCENTILE)]
+        hit = (values > p99) & (values >= OUTLIER_MIN_RATIO_TO_P95 * p95)
+        idx = np.flatnonzero(hit)
+        idx = idx[np.argsort(-values[idx], kind="stable")]
+        outlier_parts.append(
+            pd.DataFrame(
+                {
+                    "request_id": table["request_id"].to_numpy(dtype=object)[idx],
+                    "field": np.full(len(idx), field, dtype=object),
+                    "length": values[idx],
+                    "ratio_to_p99": values[idx] / float(p99),
+                }
+            )
+        )
+    lengths = pd.DataFrame.from_dict(rows, orient="index", columns=list(LENGTH_METRICS))
+    lengths.index.name = "field"
+    for metric in LENGTH_METRICS:
+        if metric != "mean":
+            lengths[metric] = lengths[metric].astype(np.int64)
+    outliers = pd.concat(outlier_parts, ignore_index=True)
+    outliers["length"] = outliers["length"].astype(np.int64)
+    outliers["ratio_to_p99"] = outliers["ratio_to_p99"].astype(np.float64)
+
+    x = columns["prompt_len"].astype(np.float64)
+    y = columns["gen_len"].astype(np.float64)
+    pearson = _pearson(x, y)
+    spearman = _pearson(
+        pd.Series(x).rank(method="average").to_numpy(),
+        pd.Series(y).rank(method="average").to_numpy(),
+    )
+
+    rate = cv = duration = None
+    if "arrival_s" in table.columns:
+        t = np.sort(table["arrival_s"].to_numpy(dtype=np.float64))
+        duration = float(t[-1] - t[0])
+        if n >= 2 and duration > 0:
+            gaps = np.diff(t)
+            rate = (n - 1) / duration
+            cv = float(gaps.std() / gaps.mean())
+    return WorkloadProfile(
+        n_requests=n,
+        lengths=lengths,
+        correlation_pearson=pearson,
+        correlation_spearman=spearman,
+        outliers=outliers,
+        arrival_rate_per_s=rate,
+        interarrival_cv=cv,
+        duration_s=duration,
+    )
+
+
+def arrival_rate_over_time(df: pd.DataFrame, window_s: float) -> pd.DataFrame:
+    """Requests per time window, for plotting the arrival rate.
+
+    Windows are ``[k * window_s, (k + 1) * window_s)`` seconds for k = 0 .. floor(last / window_s),
+    starting at 0 (``arrival_s`` counts from the first request). Columns: ``window_start_s``,
+    ``requests`` (int64) and ``rate_per_s`` = requests / window_s (the last window is counted
+    over its full width).
+    """
+    w = _check_positive("window_s", window_s)
+    table = validate_requests(df)
+    if "arrival_s" not in table.columns:
+        raise InputError("the request table has no arrival times", field="arrival_s")
+    t = table["arrival_s"].to_numpy(dtype=np.float64)
+    n_windows = int(math.floor(float(t.max()) / w)) + 1
+    if n_windows > _MAX_WINDOWS:
+        raise InputError(
+            f"window_s = {window_s!r} s makes {n_windows:,} windows (more than {_MAX_WINDOWS:,})",
+            field="window_s",
+        )
+    k = np.floor(t / w).astype(np.int64)
+    # correct float rounding of t / w so that k * w <= t < (k + 1) * w
+    k -= k * w > t
+    k += (k + 1) * w <= t
+    k = np.clip(k, 0, n_windows - 1)
+    counts = np.bincount(k, minlength=n_windows)
+    return pd.DataFrame(
+        {
+            "window_start_s": np.arange(n_windows, dtype=np.float64) * w,
+            "requests": counts.astype(np.int64),
+            "rate_per_s": counts / w,
+        }
+    )
