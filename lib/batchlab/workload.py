@@ -1106,7 +1106,8 @@ def arrival_rate_over_time(df: pd.DataFrame, window_s: float) -> pd.DataFrame:
     # correct float rounding of t / w so that k * w <= t < (k + 1) * w
     k -= k * w > t
     k += (k + 1) * w <= t
-    k = np.clip(k, 0, n_windows - 1)
+    k = np.maximum(k, 0)
+    n_windows = int(k.max()) + 1
     counts = np.bincount(k, minlength=n_windows)
     return pd.DataFrame(
         {
