@@ -1,0 +1,253 @@
+"""The planner: plans verify, respect limits and caps, beat the baseline, never beat the bounds."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchlab.cost import get_cost_model
+from batchlab.errors import InputError, LimitError
+from batchlab.evaluate import evaluate
+from batchlab.plan import baseline_plan, verify, verify_plans
+from batchlab.planner import Limits, _split_runs, lower_bounds, plan_requests, read_limits
+
+STATIC = get_cost_model("static-graph")
+PADDED = get_cost_model("padded-graph")
+
+
+def table(prompt, gen, prefix="r"):
+    return pd.DataFrame(
+        {
+            "request_id": [f"{prefix}{i}" for i in range(len(prompt))],
+            "prompt_len": np.asarray(prompt, dtype=np.int64),
+            "gen_len": np.asarray(gen, dtype=np.int64),
+        }
+    )
+
+
+def lognormal(n, seed, pm=500, gm=100, prefix="r"):
+    rng = np.random.default_rng(seed)
+    p = np.clip(rng.lognormal(np.log(pm), 0.8, n), 1, 8192).astype(np.int64)
+    g = np.clip(rng.lognormal(np.log(gm), 0.9, n), 1, 1024).astype(np.int64)
+    return table(p, g, prefix)
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+def test_identical_requests_share_one_batch():
+    # Four identical requests: one batch pays 1 overhead (1e7) instead of 4, and decode is the
+    # same per request either way, so the cheapest plan is a single batch.
+    df = table([100] * 4, [10] * 4)
+    res = plan_requests(df, STATIC, 8)
+    ev = res.buckets[0].evaluation
+    assert ev.n_batches == 1
+    assert res.shapes == (128,)
+
+
+def test_very_different_requests_are_not_merged():
+    # A 64-token prompt with 2 output tokens beside an 8,000-token prompt with 500 output
+    # tokens: merging makes the small one pay the big one's decode (~1e11 cost units) to save
+    # one 1e7 overhead, so they run apart.
+    df = table([64, 8000], [2, 500])
+    ev = plan_requests(df, STATIC, 8).buckets[0].evaluation
+    assert ev.n_batches == 2
+
+
+def test_lower_bounds_by_hand():
+    # Two requests, prompt 100 and 30 (aligned 128 and 64), gen 3 and 5, g = 64, H = 4096.
+    df = table([100, 30], [3, 5])
+    b = lower_bounds(df, STATIC, max_batch_size=1)
+    assert b.min_padding_tokens == (128 - 100) + (64 - 30)  # 62
+    assert b.min_pad_ratio == pytest.approx(62 / (100 + 30 + 3 + 5))
+    assert b.min_batches == 2
+
+    def decode(s, g):  # Σ_t (s+t)² + 0.5·4096·(s+t), t = 0..g-1
+        return sum((s + t) ** 2 + 0.5 * 4096 * (s + t) for t in range(g))
+
+    def decode_ms(s, g):
+        return sum(0.0012 * (s + t) ** 2 + 0.0006 * 4096 * (s + t) for t in range(g))
+
+    prefill = [2 * s * s + 4096 * s for s in (128, 64)]
+    cost = prefill[0] + prefill[1] + decode(128, 3) + decode(64, 5) + 2 * 1e7
+    cost += 500 * 128**2 + 2 * 4096 * 128  # one compile of the 128 shape
+    assert b.min_cost == pytest.approx(cost)
+    alone = sorted(
+        [0.002 * s * s + 0.0015 * 4096 * s + decode_ms(s, g) + 8 for s, g in ((128, 3), (64, 5))]
+    )
+    assert b.min_p95_latency_ms == pytest.approx(alone[1])  # ceil(0.95·2) = 2nd smallest
+    # batches of at most 1 request: every request is its own batch
+    assert b.min_sequential_ms == pytest.approx(sum(alone))
+    assert lower_bounds(df, STATIC).min_sequential_ms == pytest.approx(alone[1])
+
+
+def brute_force_split(s, g, c, lam, mbs):
+    """The least Σ(cost + λ·latency) over every contiguous split of the runs, by enumeration."""
+    r = len(s)
+
+    def seg_obj(a, b):
+        sm, gm, n = s[a:b].max(), g[a:b].max(), c[a:b].sum()
+        if n > mbs:
+            return math.inf
+        cost = STATIC.overhead_cost + n * float(STATIC.decode_cost(sm, gm))
+        lat = float(STATIC.prefill_ms(sm) + STATIC.decode_ms(sm, gm)) + STATIC.overhead_ms
+        return cost + lam * lat
+
+    def total(starts):
+        return sum(seg_obj(a, b) for a, b in itertools.pairwise([*starts, r]))
+
+    best = min(total([0, *cut]) for k in range(r) for cut in itertools.combinations(range(1, r), k))
+    return best, total
+
+
+def test_split_runs_matches_brute_force_over_compositions():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        r = int(rng.integers(1, 7))
+        s = np.sort(rng.choice([64, 128, 256, 512], r))
+        g = rng.integers(1, 60, r)
+        c = rng.integers(1, 4, r)
+        lam = float(rng.choice([0.0, 1e3, 1e7]))
+        mbs = int(rng.integers(3, 8))
+        best, total = brute_force_split(s, g, c, lam, mbs)
+        starts = _split_runs(s, g, c, STATIC, lam, mbs, None, window=r)
+        assert total(starts) == pytest.approx(best, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ properties
+
+
+@st.composite
+def buckets(draw):
+    n_buckets = draw(st.integers(1, 2))
+    out = {}
+    for b in range(n_buckets):
+        n = draw(st.integers(1, 25))
+        p = draw(st.lists(st.integers(1, 3000), min_size=n, max_size=n))
+        g = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
+        out[f"b{b}"] = table(p, g, prefix=f"b{b}-")
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=buckets(),
+    cap=st.integers(1, 4),
+    mbs=st.one_of(st.none(), st.integers(1, 6)),
+    padded=st.booleans(),
+)
+def test_plans_verify_respect_caps_and_never_beat_the_bounds(data, cap, mbs, padded):
+    cm = PADDED if padded else STATIC
+    res = plan_requests(data, cm, cap, Limits(max_batch_size=mbs))
+    names = list(data)
+    report = verify_plans([data[n] for n in names], [res[n].plan for n in names], max_shapes=cap)
+    assert report.ok, report.violations
+    assert len(res.shapes) <= cap
+    for name in names:
+        bp = res[name]
+        plan = bp.plan
+        # every request exactly once
+        assert sorted(plan["request_id"]) == sorted(data[name]["request_id"])
+        if mbs is not None:
+            assert plan.groupby("batch_id").size().max() <= mbs
+        ev = evaluate(data[name], plan, cm)
+        assert ev.summary() == bp.evaluation.summary()
+        b = bp.bounds
+        tol = 1 + 1e-9
+        assert ev.cost.total * tol >= b.min_cost
+        assert ev.p95_latency_ms * tol >= b.min_p95_latency_ms
+        assert ev.sequential_ms * tol >= b.min_sequential_ms
+        assert ev.pad_ratio * tol >= b.min_pad_ratio
+        assert ev.n_batches >= b.min_batches
+
+
+def test_planner_beats_the_baseline_on_generated_workloads():
+    for seed, cm in [(1, STATIC), (2, PADDED)]:
+        df = lognormal(600, seed)
+        res = plan_requests(df, cm, 8)
+        base = evaluate(df, baseline_plan(df, k=8), cm)
+        assert res.total_cost < 0.5 * base.cost.total
+
+
+def test_shared_cap_across_buckets():
+    a, b = lognormal(300, 5, pm=300, prefix="a"), lognormal(300, 6, pm=3000, gm=40, prefix="b")
+    res = plan_requests({"a": a, "b": b}, PADDED, 4)
+    assert len(res.shapes) <= 4
+    assert verify_plans([a, b], [res["a"].plan, res["b"].plan], max_shapes=4).ok
+    # a larger cap can only help the padded-graph model
+    assert plan_requests({"a": a, "b": b}, PADDED, 8).total_cost <= res.total_cost * (1 + 1e-9)
+
+
+# ---------------------------------------------------------------------------------- limits
+
+
+def test_sequential_limit_is_met_at_a_higher_cost():
+    df = lognormal(300, 7)
+    free = plan_requests(df, STATIC, 8).buckets[0]
+    bound = free.bounds.min_sequential_ms
+    target = bound + 0.3 * (free.evaluation.sequential_ms - bound)
+    tight = plan_requests(df, STATIC, 8, Limits(max_sequential_ms=target)).buckets[0]
+    assert tight.evaluation.sequential_ms <= target
+    assert tight.evaluation.cost.total >= free.evaluation.cost.total
+    assert tight.settings["lagrange_multiplier"] > 0
+    assert verify(df, tight.plan, 8).ok
+
+
+def test_p95_limit_below_the_bound_names_the_limit_and_bucket():
+    df = lognormal(200, 8)
+    bound = lower_bounds(df, STATIC).min_p95_latency_ms
+    with pytest.raises(LimitError) as info:
+        plan_requests({"chat": df}, STATIC, 8, {"chat": Limits(max_p95_latency_ms=bound * 0.5)})
+    err = info.value
+    assert err.limit == "max_p95_latency_ms"
+    assert err.bucket == "chat"
+    assert err.best_value >= bound * (1 - 1e-9)
+    assert "chat" in str(err) and "max_p95_latency_ms" in str(err)
+
+
+def test_cost_limit_below_the_bound_fails_with_the_best_cost():
+    df = lognormal(100, 9)
+    free = plan_requests(df, STATIC, 8).buckets[0]
+    with pytest.raises(LimitError) as info:
+        plan_requests(df, STATIC, 8, Limits(max_cost=free.bounds.min_cost * 0.9))
+    assert info.value.limit == "max_cost"
+    assert info.value.best_value == pytest.approx(free.evaluation.cost.total)
+
+
+def test_pad_ratio_limit_met_or_reported():
+    df = lognormal(300, 10)
+    free = plan_requests(df, PADDED, 2).buckets[0]
+    with pytest.raises(LimitError) as info:
+        plan_requests(df, PADDED, 2, Limits(max_pad_ratio=free.bounds.min_pad_ratio * 0.5))
+    assert info.value.limit == "max_pad_ratio"
+
+
+def test_limits_validation_and_toml(tmp_path):
+    with pytest.raises(InputError, match="max_batch_size"):
+        Limits(max_batch_size=0)
+    with pytest.raises(InputError, match="max_cost"):
+        Limits(max_cost=-1.0)
+    path = tmp_path / "limits.toml"
+    path.write_text(
+        "[chat]\nmax_pad_ratio = 0.3\nmax_batch_size = 16\n[docs]\nmax_p95_latency_ms = 5e3\n"
+    )
+    lims = read_limits(path)
+    assert lims["chat"] == Limits(max_pad_ratio=0.3, max_batch_size=16)
+    assert lims["docs"].max_p95_latency_ms == 5000.0
+    path.write_text("[chat]\nmax_padding = 0.3\n")
+    with pytest.raises(InputError, match="max_padding"):
+        read_limits(path)
+    path.write_text("[chat\n")
+    with pytest.raises(InputError, match="TOML"):
+        read_limits(path)
+
+
+def test_unknown_bucket_in_limits_is_an_error():
+    with pytest.raises(InputError, match="unknown bucket"):
+        plan_requests({"a": table([10], [1])}, STATIC, 2, {"b": Limits()})
