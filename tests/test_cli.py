@@ -1,0 +1,128 @@
+"""The batchlab command line: plan, verify, evaluate and profile, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchlab.cli import main
+from batchlab.evaluate import evaluate
+from batchlab.plan import read_plan, write_plan
+from batchlab.workload import lognormal_workload, read_requests, write_requests
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+
+@pytest.fixture
+def workloads(tmp_path):
+    chat = lognormal_workload(300, seed=1, id_prefix="chat")
+    docs = lognormal_workload(200, seed=2, prompt_median=2500, gen_median=50, id_prefix="doc")
+    paths = [tmp_path / "chat.jsonl", tmp_path / "docs.jsonl"]
+    write_requests(chat, paths[0])
+    write_requests(docs, paths[1])
+    return paths
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plan_verify_evaluate_round_trip(workloads, tmp_path, capsys):
+    outs = [tmp_path / "chat.plan.jsonl", tmp_path / "docs.plan.jsonl"]
+    code, out, err = run(capsys, "plan", *workloads, "--output", *outs, "--max-shapes", 4)
+    assert code == 0, err
+    assert "shapes used" in out and "lower_bound" in out
+    code, out, err = run(capsys, "verify", *workloads, *outs, "--max-shapes", 4)
+    assert code == 0 and out.startswith("ok"), err
+    code, out, err = run(capsys, "evaluate", workloads[0], outs[0], "--json")
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    expected = evaluate(read_requests(workloads[0]), read_plan(outs[0])).summary()
+    assert summary["total_cost"] == pytest.approx(expected["total_cost"])
+    assert summary["p95_latency_ms"] == pytest.approx(expected["p95_latency_ms"])
+
+
+def test_plan_json_and_limits(workloads, tmp_path, capsys):
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[chat]\nmax_batch_size = 4\n")
+    outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    code, out, err = run(capsys, "plan", *workloads, "-o", *outs, "--limits", limits, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data["buckets"]) == {"chat", "docs"}
+    sizes = read_plan(outs[0]).groupby("batch_id").size()
+    assert sizes.max() <= 4
+
+
+def test_unmeetable_limit_exits_1_with_one_line(workloads, tmp_path, capsys):
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[docs]\nmax_p95_latency_ms = 1\n")
+    code, out, err = run(
+        capsys, "plan", *workloads, "-o", tmp_path / "a", tmp_path / "b", "--limits", limits
+    )
+    assert code == 1
+    assert err.count("\n") == 1 and "max_p95_latency_ms" in err and "docs" in err
+    assert not (tmp_path / "a").exists()  # nothing written when planning fails
+
+
+def test_verification_failure_exits_1(workloads, tmp_path, capsys):
+    plan_path = tmp_path / "p.jsonl"
+    assert run(capsys, "plan", workloads[0], "-o", plan_path)[0] == 0
+    plan = read_plan(plan_path)
+    write_plan(plan.iloc[1:], plan_path)  # drop one request
+    code, out, err = run(capsys, "verify", workloads[0], plan_path, "--max-shapes", 8)
+    assert code == 1
+    assert "missing" in err
+
+
+def test_input_errors_exit_2_naming_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"request_id": "a", "prompt_len": 5, "gen_len": 2}\n{"request_id": "b", "prompt_len": -3, "gen_len": 2}\n'
+    )
+    code, out, err = run(capsys, "profile", bad)
+    assert code == 2
+    assert f"{bad}:2" in err and "prompt_len" in err
+    assert err.count("\n") == 1
+
+
+def test_usage_errors_exit_2(workloads, capsys):
+    assert run(capsys, "plan", *workloads, "--output", "only-one.jsonl")[0] == 2
+    with pytest.raises(SystemExit) as info:
+        main(["nonsense"])
+    assert info.value.code == 2
+    assert run(capsys, "verify", workloads[0])[0] == 2
+    assert run(capsys, "evaluate", workloads[0], "/no/such/plan.jsonl")[0] == 2
+
+
+def test_profile_prints_percentiles(workloads, capsys):
+    code, out, err = run(capsys, "profile", workloads[0])
+    assert code == 0, err
+    assert "p95" in out and "prompt_len" in out
+    code, out, err = run(capsys, "profile", workloads[0], "--json")
+    assert code == 0 and json.loads(out)
+
+
+@pytest.mark.skipif(not (DATA / "chat.jsonl").exists(), reason="data/ not generated")
+def test_console_script_on_the_committed_workloads(tmp_path):
+    exe = Path(sys.executable).with_name("batchlab")
+    outs = [tmp_path / "chat.plan.jsonl", tmp_path / "docs.plan.jsonl"]
+    ins = [DATA / "chat.jsonl", DATA / "docs.jsonl"]
+    proc = subprocess.run(
+        [exe, "plan", *ins, "--output", *outs, "--limits", DATA / "limits.toml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [exe, "verify", *ins, *outs, "--max-shapes", "8"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
