@@ -8,10 +8,11 @@ import shutil
 import time
 from pathlib import Path
 
-import batchlab.datasets as ds
 import numpy as np
 import pooch
 import pytest
+
+import batchlab.datasets as ds
 from batchlab.datasets import TRACES, TraceInfo, list_traces, load_trace, search_dirs, trace_path
 from batchlab.errors import InputError
 

@@ -7,6 +7,9 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from batchlab.errors import InputError
 from batchlab.shapes import (
     GRID_FAMILIES,
@@ -31,8 +34,6 @@ from batchlab.shapes import (
     shape_grid,
     solve_contiguous_split,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 FAST = settings(max_examples=60, deadline=None)
 

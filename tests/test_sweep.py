@@ -9,6 +9,9 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from batchlab.errors import InputError
 from batchlab.sweep import (
     BinarySearchResult,
@@ -18,8 +21,6 @@ from batchlab.sweep import (
     grid_sweep,
     pareto_front,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 # ---------------------------------------------------------------------------------------------
 # module-level toy functions (picklable for process pools and dask workers)

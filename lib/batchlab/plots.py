@@ -1,0 +1,1104 @@
+"""Pure plot builders: data in, :class:`plotly.graph_objects.Figure` out.
+
+Every ``*_figure`` function computes what it draws from its arguments only (library calls
+included) and returns a new figure: no widget, no display, no file. Titles and axis labels carry
+units: lengths in tokens, latencies in milliseconds (ms), arrival times in seconds (s), costs in
+cost units. The ``*_table`` helpers return the numbers a figure draws as a DataFrame, so chapters
+and tests can read them directly.
+
+Figures for the chapters:
+
+* :func:`length_distribution_figure` (prompt_len / gen_len histograms on a log x axis, several
+  workloads overlaid) and :func:`percentiles_table_figure`.
+* :func:`arrival_rate_figure` (requests per second over time).
+* :func:`padding_vs_k_figure` (prompt padding vs number of shapes, grid families vs optimal).
+* :func:`gen_bucket_tradeoff_figure` (padding vs number of batches as the gen bucket varies).
+* :func:`cost_parts_figure`, :func:`cost_latency_parts_figure`,
+  :func:`cost_parts_vs_parameter_figure` (the cost decomposition).
+* :func:`latency_cdf_figure`, :func:`pareto_front_figure`, :func:`planner_comparison_figure`.
+* :func:`shape_buckets_figure` (length histogram with shape boundaries and padding per shape),
+  used by the shape explorer widget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from numpy.typing import ArrayLike
+from plotly.subplots import make_subplots
+
+from batchlab.cost import CostBreakdown, CostModel, get_cost_model
+from batchlab.errors import InputError
+from batchlab.evaluate import Evaluation, evaluate, nearest_rank
+from batchlab.shapes import (
+    DEFAULT_GRANULARITY,
+    GRID_FAMILIES,
+    align,
+    min_padding_tokens,
+    padding_tokens,
+    shape_grid,
+)
+from batchlab.sweep import pareto_front
+from batchlab.workload import arrival_rate_over_time, profile, validate_requests
+
+__all__ = [
+    "BOUND_FIELDS",
+    "COST_PARTS",
+    "LIMIT_FIELDS",
+    "METRIC_LABELS",
+    "PART_COLORS",
+    "arrival_rate_figure",
+    "cost_latency_parts_figure",
+    "cost_parts_figure",
+    "cost_parts_table",
+    "cost_parts_vs_parameter_figure",
+    "gen_bucket_tradeoff_figure",
+    "gen_bucket_tradeoff_table",
+    "latency_cdf_figure",
+    "length_distribution_figure",
+    "length_histogram",
+    "length_percentiles_table",
+    "log_bin_edges",
+    "padding_by_shape_table",
+    "padding_vs_k_figure",
+    "padding_vs_k_table",
+    "pareto_front_figure",
+    "percentiles_table_figure",
+    "planner_comparison_figure",
+    "shape_buckets_figure",
+]
+
+#: The four parts of a cost (and of a latency), in stacking order.
+COST_PARTS = ("overhead", "compile", "prefill", "decode")
+#: One color per part, shared by every figure.
+PART_COLORS = {
+    "overhead": "#636EFA",
+    "compile": "#EF553B",
+    "prefill": "#00CC96",
+    "decode": "#AB63FA",
+}
+_SERIES_COLORS = (
+    "#1F77B4",
+    "#FF7F0E",
+    "#2CA02C",
+    "#D62728",
+    "#9467BD",
+    "#8C564B",
+    "#E377C2",
+    "#7F7F7F",
+    "#BCBD22",
+    "#17BECF",
+)
+#: Axis labels (with units) of the metrics of ``Evaluation.summary()`` and the sweep tables.
+METRIC_LABELS = {
+    "total_cost": "total cost (cost units)",
+    "cost_overhead": "overhead cost (cost units)",
+    "cost_compile": "compile cost (cost units)",
+    "cost_prefill": "prefill cost (cost units)",
+    "cost_decode": "decode cost (cost units)",
+    "pad_ratio": "pad ratio (padding / useful tokens)",
+    "p50_latency_ms": "p50 latency (ms)",
+    "p95_latency_ms": "p95 latency (ms)",
+    "p99_latency_ms": "p99 latency (ms)",
+    "sequential_ms": "sequential time (ms)",
+    "n_batches": "batches",
+    "n_shapes": "shapes",
+    "n_requests": "requests",
+    "prompt_len": "prompt length (tokens)",
+    "gen_len": "generation length (tokens)",
+}
+_LENGTH_NAMES = {"prompt_len": "prompt length", "gen_len": "generation length"}
+
+
+def _label(name: str) -> str:
+    return METRIC_LABELS.get(name, name)
+
+
+def _color(i: int) -> str:
+    return _SERIES_COLORS[i % len(_SERIES_COLORS)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _named(items: Any, what: str, default_name: str) -> list[tuple[str, Any]]:
+    """``(name, item)`` pairs from one item, a mapping name -> item or a sequence of items."""
+    if isinstance(items, Mapping):
+        pairs = [(str(k), v) for k, v in items.items()]
+    elif isinstance(items, pd.DataFrame | Evaluation | np.ndarray | pd.Series) or is_dataclass(
+        items
+    ):
+        name = items.attrs.get("name", default_name) if isinstance(items, pd.DataFrame) else None
+        pairs = [(str(name or default_name), items)]
+    elif isinstance(items, Iterable) and not isinstance(items, str | bytes):
+        pairs = [(f"{default_name} {i}", v) for i, v in enumerate(items)]
+    else:
+        raise InputError(
+            f"expected a {what}, a mapping name -> {what} or a list of them, "
+            f"got {type(items).__name__}"
+        )
+    if not pairs:
+        raise InputError(f"no {what} to plot")
+    return pairs
+
+
+def _workloads(workloads: Any) -> list[tuple[str, pd.DataFrame]]:
+    pairs = _named(workloads, "request table", "workload")
+    return [(name, validate_requests(df, source=name)) for name, df in pairs]
+
+
+# --------------------------------------------------------------------------------------------
+# length distributions
+
+
+def log_bin_edges(low: float, high: float, n_bins: int = 50) -> np.ndarray:
+    """``n_bins + 1`` geometrically spaced bin edges from ``low`` to ``high`` (tokens, > 0).
+
+    When ``high <= low`` the range is widened to ``[low, low + 1]`` so one value still has a bin.
+    """
+    if isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 1:
+        raise InputError(f"must be a positive integer, got {n_bins!r}", field="n_bins")
+    lo = float(low)
+    hi = float(high)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0:
+        raise InputError(f"bin range must be finite and > 0, got [{low!r}, {high!r}]")
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.geomspace(lo, hi, int(n_bins) + 1)
+
+
+def length_histogram(lengths: ArrayLike, edges: ArrayLike) -> np.ndarray:
+    """Requests per bin (int64): ``numpy.histogram`` counts; the last bin includes its right
+    edge."""
+    counts, _ = np.histogram(np.asarray(lengths, dtype=np.float64), bins=np.asarray(edges))
+    return counts.astype(np.int64)
+
+
+def _step_xy(edges: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x = the bin edges, y = the bin values with the last repeated (for ``line_shape='hv'``)."""
+    return edges, np.append(values, values[-1] if len(values) else 0.0)
+
+
+def length_distribution_figure(
+    workloads: pd.DataFrame | Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame],
+    *,
+    columns: Sequence[str] = ("prompt_len", "gen_len"),
+    n_bins: int = 50,
+    normalize: bool = True,
+    title: str | None = None,
+) -> go.Figure:
+    """Histograms of token lengths on a log x axis, one panel per column, workloads overlaid.
+
+    Bins are ``n_bins`` geometrically spaced bins shared by every workload of a panel (from the
+    smallest to the largest length of that column). Each workload is one step line per panel
+    (trace name = workload name, x = the ``n_bins + 1`` bin edges, y = the bin values with the
+    last one repeated). ``normalize``: y is the share of the workload's requests in the bin (%),
+    else the number of requests.
+    """
+    named = _workloads(workloads)
+    cols = list(columns)
+    if not cols:
+        raise InputError("name at least one length column", field="columns")
+    for col in cols:
+        for name, df in named:
+            if col not in df.columns:
+                raise InputError("no such column", path=name, field=col)
+    fig = make_subplots(
+        rows=1,
+        cols=len(cols),
+        subplot_titles=[f"{_LENGTH_NAMES.get(c, c)} ({c})" for c in cols],
+        horizontal_spacing=0.08,
+    )
+    for j, col in enumerate(cols, start=1):
+        values = [df[col].to_numpy(dtype=np.float64) for _, df in named]
+        edges = log_bin_edges(min(v.min() for v in values), max(v.max() for v in values), n_bins)
+        for i, ((name, _), v) in enumerate(zip(named, values, strict=True)):
+            counts = length_histogram(v, edges).astype(np.float64)
+            y = counts / len(v) * 100.0 if normalize else counts
+            x, ys = _step_xy(edges, y)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=ys,
+                    name=name,
+                    legendgroup=name,
+                    showlegend=j == 1,
+                    mode="lines",
+                    line={"shape": "hv", "color": _color(i), "width": 1.5},
+                    fill="tozeroy",
+                    fillcolor=_rgba(_color(i), 0.15),
+                    hovertemplate=f"{name}<br>from %{{x:.0f}} tokens: %{{y:.3g}}<extra></extra>",
+                ),
+                row=1,
+                col=j,
+            )
+        fig.update_xaxes(type="log", title_text=_label(col), row=1, col=j)
+        fig.update_yaxes(
+            title_text="share of requests (%)" if normalize else "requests", row=1, col=j
+        )
+    fig.update_layout(
+        title=title or "Length distributions (log-spaced bins)",
+        legend_title_text="workload",
+    )
+    return fig
+
+
+def length_percentiles_table(
+    workloads: pd.DataFrame | Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame],
+) -> pd.DataFrame:
+    """One row per (workload, length field) from ``workload.profile``: ``workload``, ``field``
+    and the profile's ``count, min, mean, p50, p90, p95, p99, max`` (tokens, nearest rank)."""
+    parts = []
+    for name, df in _workloads(workloads):
+        lengths = profile(df).lengths.reset_index()
+        lengths.insert(0, "workload", name)
+        parts.append(lengths)
+    return pd.concat(parts, ignore_index=True)
+
+
+def percentiles_table_figure(
+    workloads: pd.DataFrame | Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame],
+    *,
+    title: str | None = None,
+) -> go.Figure:
+    """The :func:`length_percentiles_table` as a plotly table figure (values in tokens)."""
+    table = length_percentiles_table(workloads)
+    header = list(table.columns)
+    cells = []
+    for col in header:
+        values = table[col].tolist()
+        if col in ("workload", "field"):
+            cells.append([str(v) for v in values])
+        elif col == "mean":
+            cells.append([f"{x:,.1f}" for x in values])
+        else:
+            cells.append([f"{int(x):,}" for x in values])
+    fig = go.Figure(
+        go.Table(
+            header={"values": header, "align": "left"},
+            cells={"values": cells, "align": "left"},
+        )
+    )
+    fig.update_layout(title=title or "Length percentiles (tokens, nearest rank)")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# arrivals
+
+
+def arrival_rate_figure(
+    workloads: pd.DataFrame | Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame],
+    *,
+    window_s: float = 1.0,
+    title: str | None = None,
+) -> go.Figure:
+    """Arrival rate over time: requests per second in consecutive windows of ``window_s`` seconds.
+
+    One step line per workload (each needs an ``arrival_s`` column, seconds from the first
+    request), from ``workload.arrival_rate_over_time``: x = window start (s), y = requests
+    arriving in ``[start, start + window_s)`` divided by ``window_s`` (requests/s).
+    """
+    named = _workloads(workloads)
+    fig = go.Figure()
+    for i, (name, df) in enumerate(named):
+        if "arrival_s" not in df.columns:
+            raise InputError(
+                "missing column (add arrivals with workload.with_arrivals)",
+                path=name,
+                field="arrival_s",
+            )
+        rate = arrival_rate_over_time(df, window_s)
+        fig.add_trace(
+            go.Scatter(
+                x=rate["window_start_s"].to_numpy(),
+                y=rate["rate_per_s"].to_numpy(),
+                name=name,
+                mode="lines",
+                line={"shape": "hv", "color": _color(i)},
+                hovertemplate=f"{name}<br>t = %{{x:.3g}} s: %{{y:.4g}} requests/s<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or f"Arrival rate ({float(window_s):g} s windows)",
+        xaxis_title="time since first request (s)",
+        yaxis_title="arrival rate (requests/s)",
+        legend_title_text="workload",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# shapes and padding
+
+
+def padding_vs_k_table(
+    lengths: ArrayLike,
+    ks: Iterable[int] = range(1, 17),
+    *,
+    families: Sequence[str] = GRID_FAMILIES,
+    granularity: int = DEFAULT_GRANULARITY,
+) -> pd.DataFrame:
+    """Prompt padding of each grid family for each k (tokens).
+
+    One row per (family, k): ``n_shapes`` (distinct shapes of ``shapes.shape_grid``),
+    ``padding_tokens`` (``shapes.padding_tokens`` with each length at its smallest covering shape)
+    and ``padding_fraction`` (padding / Σ lengths). ``power_of_two`` ignores k: it has one row, at
+    ``k = n_shapes``. ``optimal`` is the exact least padding for at most k shapes.
+    """
+    arr = np.asarray(lengths).reshape(-1)
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise InputError(f"ks must hold integers >= 1, got {ks!r}", field="ks")
+    unknown = [f for f in families if f not in GRID_FAMILIES]
+    if unknown:
+        raise InputError(
+            f"unknown grid famil(y/ies) {unknown}; expected {', '.join(GRID_FAMILIES)}",
+            field="families",
+        )
+    total = float(np.asarray(arr, dtype=np.float64).sum())
+    rows = []
+    for family in families:
+        for k in ks[:1] if family == "power_of_two" else ks:
+            shapes = shape_grid(family, arr, k, granularity)
+            pad = padding_tokens(arr, shapes, granularity)
+            rows.append(
+                {
+                    "family": family,
+                    "k": len(shapes) if family == "power_of_two" else k,
+                    "n_shapes": len(shapes),
+                    "padding_tokens": pad,
+                    "padding_fraction": pad / total,
+                    "shapes": tuple(int(s) for s in shapes),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def padding_vs_k_figure(
+    lengths: ArrayLike,
+    ks: Iterable[int] = range(1, 17),
+    *,
+    families: Sequence[str] = GRID_FAMILIES,
+    granularity: int = DEFAULT_GRANULARITY,
+    title: str | None = None,
+) -> go.Figure:
+    """Prompt padding (tokens) vs the number of shapes k, one line per grid family.
+
+    Data from :func:`padding_vs_k_table`; the ``optimal`` family is drawn thicker, and a dashed
+    line marks the alignment padding no shape set can avoid (``shapes.min_padding_tokens``).
+    ``power_of_two`` is a single marker (its size is set by the range of lengths).
+    """
+    table = padding_vs_k_table(lengths, ks, families=families, granularity=granularity)
+    fig = go.Figure()
+    for i, family in enumerate(families):
+        rows = table[table["family"] == family]
+        optimal = family == "optimal"
+        fig.add_trace(
+            go.Scatter(
+                x=rows["k"].to_numpy(),
+                y=rows["padding_tokens"].to_numpy(),
+                name=family,
+                mode="markers" if family == "power_of_two" else "lines+markers",
+                line={"color": _color(i), "width": 3 if optimal else 1.5},
+                marker={"size": 10 if family == "power_of_two" else 6},
+                customdata=np.column_stack(
+                    [rows["n_shapes"].to_numpy(), rows["padding_fraction"].to_numpy() * 100]
+                ),
+                hovertemplate=(
+                    f"{family}<br>k = %{{x}} (%{{customdata[0]}} distinct shapes)"
+                    "<br>padding %{y:,} tokens (%{customdata[1]:.2f}% of prompt tokens)"
+                    "<extra></extra>"
+                ),
+            )
+        )
+    floor = min_padding_tokens(np.asarray(lengths).reshape(-1), granularity)
+    k_all = table["k"].to_numpy()
+    fig.add_trace(
+        go.Scatter(
+            x=[int(k_all.min()), int(k_all.max())],
+            y=[floor, floor],
+            name="alignment padding (lower bound)",
+            mode="lines",
+            line={"color": "black", "dash": "dash", "width": 1},
+            hovertemplate="unavoidable alignment padding: %{y:,} tokens<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title or f"Prompt padding vs number of shapes (granularity {granularity} tokens)",
+        xaxis_title="k (number of shapes)",
+        yaxis_title="prompt padding (tokens)",
+        legend_title_text="shape grid",
+    )
+    return fig
+
+
+def padding_by_shape_table(
+    evaluation: Evaluation, cost_model: str | CostModel = "static-graph"
+) -> pd.DataFrame:
+    """Padding per shape bucket of an evaluated plan (tokens), one row per ``seq_align``.
+
+    Columns: ``seq_align``, ``n_requests``, ``n_batches``, ``prompt_padding`` (aligned prompt
+    minus prompt_len; under a padded cost model the declared seq_align minus prompt_len),
+    ``gen_padding`` (batch G_max minus gen_len), ``padding`` (their sum). The sums over rows equal
+    ``evaluation.padding_tokens`` when ``cost_model`` is the one the plan was evaluated with.
+    """
+    cm = get_cost_model(cost_model)
+    req = evaluation.requests
+    batches = evaluation.batches
+    prompt = req["prompt_len"].to_numpy(dtype=np.int64)
+    gen = req["gen_len"].to_numpy(dtype=np.int64)
+    seq = req["seq_align"].to_numpy(dtype=np.int64)
+    ctx = seq if cm.padded else align(prompt, cm.granularity)
+    where = pd.Index(batches["batch_id"].to_numpy(dtype=object)).get_indexer(
+        req["batch_id"].to_numpy(dtype=object)
+    )
+    g_max = batches["g_max"].to_numpy(dtype=np.int64)[where]
+    shapes, inverse = np.unique(seq, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    m = len(shapes)
+    batch_shapes = batches["seq_align"].to_numpy(dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "seq_align": shapes,
+            "n_requests": np.bincount(inverse, minlength=m).astype(np.int64),
+            "n_batches": np.bincount(np.searchsorted(shapes, batch_shapes), minlength=m).astype(
+                np.int64
+            ),
+            "prompt_padding": np.bincount(inverse, weights=ctx - prompt, minlength=m).astype(
+                np.int64
+            ),
+            "gen_padding": np.bincount(inverse, weights=g_max - gen, minlength=m).astype(np.int64),
+        }
+    ).assign(padding=lambda t: t["prompt_padding"] + t["gen_padding"])
+
+
+def _boundary_xy(shapes: Sequence[int], top: float) -> tuple[list, list]:
+    """Vertical segments from 0 to ``top`` at every shape, separated by None gaps."""
+    x: list = []
+    y: list = []
+    for s in shapes:
+        x += [float(s), float(s), None]
+        y += [0.0, float(top), None]
+    return x, y
+
+
+def shape_buckets_figure(
+    requests: pd.DataFrame,
+    shapes: Sequence[int],
+    evaluation: Evaluation | None = None,
+    *,
+    cost_model: str | CostModel = "static-graph",
+    n_bins: int = 60,
+    title: str | None = None,
+) -> go.Figure:
+    """Prompt-length histogram with shape boundaries, and padding per shape bucket.
+
+    Left panel, log x: trace 0 ``prompt_len`` (requests per log-spaced bin, step line, x = bin
+    edges in tokens) and trace 1 ``shape boundaries`` (a vertical segment at every ``seq_align``
+    of ``shapes``). Right panel: stacked bars ``prompt padding`` (trace 2) and ``gen padding``
+    (trace 3) per shape bucket from :func:`padding_by_shape_table` of ``evaluation`` (empty when
+    ``evaluation`` is None). The trace layout never changes, so a widget can update it in place.
+    """
+    req = validate_requests(requests)
+    prompt = req["prompt_len"].to_numpy(dtype=np.float64)
+    edges = log_bin_edges(prompt.min(), prompt.max(), n_bins)
+    counts = length_histogram(prompt, edges)
+    x, y = _step_xy(edges, counts.astype(np.float64))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.6, 0.4],
+        subplot_titles=["prompt lengths and shape boundaries", "padding per shape bucket"],
+        horizontal_spacing=0.1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            name="prompt_len",
+            mode="lines",
+            line={"shape": "hv", "color": _color(0)},
+            fill="tozeroy",
+            fillcolor=_rgba(_color(0), 0.2),
+            hovertemplate="from %{x:.0f} tokens: %{y:,} requests<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    bx, by = _boundary_xy([int(s) for s in shapes], max(1.0, float(counts.max())) * 1.05)
+    fig.add_trace(
+        go.Scatter(
+            x=bx,
+            y=by,
+            name="shape boundaries",
+            mode="lines",
+            line={"color": "#D62728", "dash": "dash", "width": 1.5},
+            hovertemplate="seq_align %{x:.0f} tokens<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    if evaluation is not None:
+        table = padding_by_shape_table(evaluation, cost_model)
+        labels = [str(int(s)) for s in table["seq_align"]]
+        prompt_pad = table["prompt_padding"].to_numpy()
+        gen_pad = table["gen_padding"].to_numpy()
+    else:
+        labels, prompt_pad, gen_pad = [], np.zeros(0), np.zeros(0)
+    for name, values, color in (
+        ("prompt padding", prompt_pad, "#17BECF"),
+        ("gen padding", gen_pad, "#FF7F0E"),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=values,
+                name=name,
+                marker_color=color,
+                hovertemplate=f"seq_align %{{x}}: %{{y:,}} {name} tokens<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(type="log", title_text="prompt length (tokens)", row=1, col=1)
+    fig.update_yaxes(title_text="requests", row=1, col=1)
+    fig.update_xaxes(type="category", title_text="shape seq_align (tokens)", row=1, col=2)
+    fig.update_yaxes(title_text="padding (tokens)", row=1, col=2)
+    fig.update_layout(barmode="stack", title=title or "Shape buckets")
+    return fig
+
+
+def gen_bucket_tradeoff_table(
+    requests: pd.DataFrame,
+    seq_aligns: ArrayLike,
+    bucket_sizes: Iterable[int | None],
+    *,
+    max_batch_size: int | None = None,
+    cost_model: str | CostModel = "static-graph",
+) -> pd.DataFrame:
+    """Padding and batches of ``plan.bucketed_plan`` for each gen-bucket size (tokens).
+
+    One row per size (None = no gen buckets): ``gen_bucket_size``, ``n_batches``,
+    ``prompt_padding`` and ``gen_padding`` (tokens), ``pad_ratio``, ``total_cost``,
+    ``p95_latency_ms`` and ``sequential_ms`` of ``evaluate`` under ``cost_model``.
+    """
+    from batchlab.plan import bucketed_plan
+
+    cm = get_cost_model(cost_model)
+    shapes = np.asarray(seq_aligns, dtype=np.int64).reshape(-1)
+    rows = []
+    for size in bucket_sizes:
+        plan = bucketed_plan(
+            requests,
+            shapes,
+            gen_bucket_size=size,
+            max_batch_size=max_batch_size,
+            granularity=cm.granularity,
+        )
+        ev = evaluate(requests, plan, cm)
+        rows.append(
+            {
+                "gen_bucket_size": None if size is None else int(size),
+                "n_batches": ev.n_batches,
+                "prompt_padding": ev.padding_tokens.prompt,
+                "gen_padding": ev.padding_tokens.gen,
+                "pad_ratio": ev.pad_ratio,
+                "total_cost": ev.cost.total,
+                "p95_latency_ms": ev.p95_latency_ms,
+                "sequential_ms": ev.sequential_ms,
+            }
+        )
+    if not rows:
+        raise InputError("no bucket sizes given", field="bucket_sizes")
+    out = pd.DataFrame(rows)
+    out["gen_bucket_size"] = pd.Series([r["gen_bucket_size"] for r in rows], dtype=object)
+    return out
+
+
+def gen_bucket_tradeoff_figure(
+    requests: pd.DataFrame,
+    seq_aligns: ArrayLike,
+    bucket_sizes: Iterable[int | None],
+    *,
+    max_batch_size: int | None = None,
+    cost_model: str | CostModel = "static-graph",
+    title: str | None = None,
+) -> go.Figure:
+    """The gen-bucket trade-off: padding (tokens) vs number of batches as the bucket size varies.
+
+    One point per bucket size (labelled with the size, ``none`` = no gen buckets), from
+    :func:`gen_bucket_tradeoff_table`, joined in order of the number of batches. Trace 0 is the
+    total padding (prompt + gen), trace 1 the gen padding alone.
+    """
+    table = gen_bucket_tradeoff_table(
+        requests,
+        seq_aligns,
+        bucket_sizes,
+        max_batch_size=max_batch_size,
+        cost_model=cost_model,
+    )
+    table = table.sort_values(["n_batches", "gen_padding"], kind="stable")
+    labels = ["none" if s is None else str(s) for s in table["gen_bucket_size"]]
+    fig = go.Figure()
+    series = (
+        ("total padding", table["prompt_padding"] + table["gen_padding"], _color(0)),
+        ("gen padding", table["gen_padding"], _color(1)),
+    )
+    for name, values, color in series:
+        mode = "lines+markers+text" if name == "total padding" else "lines+markers"
+        fig.add_trace(
+            go.Scatter(
+                x=table["n_batches"].to_numpy(),
+                y=values.to_numpy(),
+                name=name,
+                mode=mode,
+                text=labels,
+                textposition="top right",
+                line={"color": color},
+                customdata=np.column_stack([labels, table["pad_ratio"].to_numpy()]),
+                hovertemplate=(
+                    f"gen bucket %{{customdata[0]}} tokens<br>%{{x}} batches<br>"
+                    f"{name} %{{y:,}} tokens<br>pad ratio %{{customdata[1]:.4f}}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        title=title or "Gen-bucket trade-off (labels: bucket size in tokens)",
+        xaxis_title="batches",
+        yaxis_title="padding (tokens)",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# cost decomposition
+
+
+def _parts(item: Any, kind: str) -> dict[str, float]:
+    """The four parts of a cost (``kind='cost'``) or latency (``'latency'``) as floats."""
+    if isinstance(item, Evaluation):
+        item = item.cost if kind == "cost" else item.latency
+    if isinstance(item, Mapping):
+        out = {}
+        for part in COST_PARTS:
+            for key in (part, f"{kind}_{part}", f"cost_{part}"):
+                if key in item:
+                    out[part] = float(item[key])
+                    break
+            else:
+                raise InputError(f"missing part {part!r} of the {kind}", field=part)
+        return out
+    if is_dataclass(item) and {f.name for f in fields(item)} >= set(COST_PARTS):
+        return {part: float(getattr(item, part)) for part in COST_PARTS}
+    raise InputError(
+        f"expected an Evaluation, a CostBreakdown-like object or a mapping of parts, "
+        f"got {type(item).__name__}"
+    )
+
+
+def cost_parts_table(
+    items: Evaluation | CostBreakdown | Mapping[str, Any] | Sequence[Any], kind: str = "cost"
+) -> pd.DataFrame:
+    """One row per item: the four parts and their total (cost units for ``kind='cost'``, ms summed
+    over requests for ``kind='latency'``). ``items``: one Evaluation/CostBreakdown, a mapping
+    name -> one of them (or a dict of parts), or a list."""
+    if kind not in ("cost", "latency"):
+        raise InputError(f"kind must be 'cost' or 'latency', got {kind!r}", field="kind")
+    if isinstance(items, Mapping) and set(COST_PARTS) <= set(items):
+        items = {"plan": items}
+    rows = []
+    for name, item in _named(items, "evaluation", "plan"):
+        parts = _parts(item, kind)
+        rows.append({"name": name, **parts, "total": sum(parts.values())})
+    return pd.DataFrame(rows)
+
+
+def _add_part_bars(fig: go.Figure, table: pd.DataFrame, unit: str, *, show_legend: bool, **rc):
+    for part in COST_PARTS:
+        fig.add_trace(
+            go.Bar(
+                x=table["name"].tolist(),
+                y=table[part].to_numpy(),
+                name=part,
+                legendgroup=part,
+                showlegend=show_legend,
+                marker_color=PART_COLORS[part],
+                customdata=(table[part] / table["total"].where(table["total"] > 0) * 100)
+                .fillna(0.0)
+                .to_numpy(),
+                hovertemplate=(
+                    f"%{{x}}<br>{part}: %{{y:.4g}} {unit} (%{{customdata:.1f}}%)<extra></extra>"
+                ),
+            ),
+            **rc,
+        )
+
+
+def cost_parts_figure(
+    items: Evaluation | CostBreakdown | Mapping[str, Any] | Sequence[Any],
+    *,
+    kind: str = "cost",
+    title: str | None = None,
+) -> go.Figure:
+    """Stacked bars of the four parts (overhead, compile, prefill, decode), one bar per item.
+
+    One trace per part (in that order), x = item names, y = the part's value: cost units for
+    ``kind='cost'``, request latencies summed over requests (ms) for ``kind='latency'``.
+    """
+    table = cost_parts_table(items, kind)
+    unit = "cost units" if kind == "cost" else "ms"
+    fig = go.Figure()
+    _add_part_bars(fig, table, unit, show_legend=True)
+    fig.update_layout(
+        barmode="stack",
+        title=title or ("Cost by part" if kind == "cost" else "Latency by part"),
+        xaxis_title="plan",
+        yaxis_title="cost (cost units)" if kind == "cost" else "latency summed over requests (ms)",
+        legend_title_text="part",
+    )
+    return fig
+
+
+def cost_latency_parts_figure(
+    items: Evaluation | Mapping[str, Evaluation] | Sequence[Evaluation],
+    *,
+    title: str | None = None,
+) -> go.Figure:
+    """Two panels of stacked bars, one bar per evaluation: cost parts (cost units, traces 0-3)
+    and latency parts summed over requests (ms, traces 4-7), parts in :data:`COST_PARTS` order."""
+    costs = cost_parts_table(items, "cost")
+    latencies = cost_parts_table(items, "latency")
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["cost by part (cost units)", "latency by part (ms, summed over requests)"],
+        horizontal_spacing=0.12,
+    )
+    _add_part_bars(fig, costs, "cost units", show_legend=True, row=1, col=1)
+    _add_part_bars(fig, latencies, "ms", show_legend=False, row=1, col=2)
+    fig.update_yaxes(title_text="cost (cost units)", row=1, col=1)
+    fig.update_yaxes(title_text="latency (ms)", row=1, col=2)
+    fig.update_layout(barmode="stack", title=title or "Cost and latency by part")
+    return fig
+
+
+def cost_parts_vs_parameter_figure(
+    table: pd.DataFrame,
+    parameter: str,
+    *,
+    parts: Sequence[str] = ("cost_overhead", "cost_compile", "cost_prefill", "cost_decode"),
+    stacked: bool = True,
+    log_x: bool = False,
+    unit: str = "cost units",
+    title: str | None = None,
+) -> go.Figure:
+    """The cost parts as a function of one parameter: stacked areas (or lines if not ``stacked``).
+
+    ``table`` has one row per parameter value (for example a ``grid_sweep`` table over one
+    parameter, whose metric columns include ``cost_overhead`` ... ``cost_decode``). One trace per
+    part column, x = the parameter values sorted ascending, y = the part (``unit``). With
+    ``stacked`` the top of the last area is the total.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"expected a DataFrame, got {type(table).__name__}")
+    for col in (parameter, *parts):
+        if col not in table.columns:
+            raise InputError("no such column", field=col)
+    if "error" in table.columns:
+        table = table[table["error"].isna()]
+    if table[parameter].duplicated().any():
+        raise InputError(
+            "several rows per parameter value; select one row per value first", field=parameter
+        )
+    data = table.sort_values(parameter, kind="stable")
+    x = data[parameter].to_numpy()
+    fig = go.Figure()
+    for part in parts:
+        short = part.removeprefix("cost_").removeprefix("latency_")
+        color = PART_COLORS.get(short)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=data[part].to_numpy(dtype=np.float64),
+                name=short,
+                mode="lines",
+                stackgroup="parts" if stacked else None,
+                line={"color": color} if color else None,
+                hovertemplate=f"{parameter} = %{{x}}<br>{short}: %{{y:.4g}} {unit}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or f"Cost parts vs {parameter}",
+        xaxis_title=_label(parameter),
+        yaxis_title=f"cost ({unit})",
+        legend_title_text="part",
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# latency, Pareto front, planner comparison
+
+
+def _latencies(item: Any) -> np.ndarray:
+    if isinstance(item, Evaluation):
+        return item.requests["latency_ms"].to_numpy(dtype=np.float64)
+    if isinstance(item, pd.DataFrame):
+        if "latency_ms" not in item.columns:
+            raise InputError("missing column", field="latency_ms")
+        return item["latency_ms"].to_numpy(dtype=np.float64)
+    arr = np.asarray(item, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise InputError("no latencies to plot", field="latency_ms")
+    if not np.isfinite(arr).all():
+        raise InputError("latencies must be finite (ms)", field="latency_ms")
+    return arr
+
+
+def latency_cdf_figure(
+    items: Evaluation | Mapping[str, Any] | Sequence[Any],
+    *,
+    percents: Sequence[int] = (50, 95, 99),
+    log_x: bool = True,
+    max_points: int = 2000,
+    title: str | None = None,
+) -> go.Figure:
+    """Empirical CDF of per-request latency (ms), one line per item, with percentile markers.
+
+    ``items``: an Evaluation, an array of latencies (ms), a DataFrame with ``latency_ms``, or a
+    mapping name -> one of them. For n latencies sorted ascending, the point of rank r (1-based)
+    is (x_r, 100·r/n). Above ``max_points`` only ranks evenly spaced from 1 to n are drawn (each
+    drawn point is exact). After each line comes a marker trace (``<name> percentiles``) at the
+    nearest-rank ``percents``.
+    """
+    fig = go.Figure()
+    for i, (name, item) in enumerate(_named(items, "evaluation", "plan")):
+        lat = np.sort(_latencies(item))
+        n = len(lat)
+        ranks = np.arange(1, n + 1)
+        if n > max_points:
+            ranks = np.unique(np.linspace(1, n, int(max_points)).round().astype(np.int64))
+        fig.add_trace(
+            go.Scatter(
+                x=lat[ranks - 1],
+                y=ranks / n * 100.0,
+                name=name,
+                legendgroup=name,
+                mode="lines",
+                line={"shape": "hv", "color": _color(i)},
+                hovertemplate=f"{name}<br>%{{y:.2f}}% of requests ≤ %{{x:.4g}} ms<extra></extra>",
+            )
+        )
+        pcts = tuple(int(p) for p in percents)
+        values = nearest_rank(lat, pcts) if pcts else ()
+        fig.add_trace(
+            go.Scatter(
+                x=list(values),
+                y=[float(p) for p in pcts],
+                name=f"{name} percentiles",
+                legendgroup=name,
+                showlegend=False,
+                mode="markers+text",
+                text=[f"p{p}" for p in pcts],
+                textposition="middle left",
+                marker={"color": _color(i), "size": 8, "symbol": "diamond"},
+                hovertemplate=f"{name}<br>%{{text}} = %{{x:.4g}} ms<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or "Per-request latency CDF",
+        xaxis_title="request latency (ms)",
+        yaxis_title="requests at or below (%)",
+        legend_title_text="plan",
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def pareto_front_figure(
+    table: pd.DataFrame,
+    *,
+    x: str = "total_cost",
+    y: str = "p95_latency_ms",
+    hover: Sequence[str] | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+    title: str | None = None,
+) -> go.Figure:
+    """Every setting of a sweep as a point (trace ``all settings``) and the Pareto front on
+    (``x``, ``y``), both minimized, highlighted and joined (trace ``Pareto front``, sorted by x).
+
+    Rows with a NaN in x or y (failed sweep points) are left out. ``hover`` lists the columns
+    shown on hover (default: every column other than metrics named ``ok_*``/``error``).
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"expected a DataFrame, got {type(table).__name__}")
+    for col in (x, y):
+        if col not in table.columns:
+            raise InputError("no such column", field=col)
+    valid = table[table[[x, y]].notna().all(axis=1)]
+    if len(valid) == 0:
+        raise InputError(f"no row has both {x!r} and {y!r}")
+    front = pareto_front(valid, [x, y]).sort_values([x, y], kind="stable")
+    if hover is None:
+        hover = [
+            c for c in table.columns if c not in (x, y, "error") and not str(c).startswith("ok_")
+        ]
+    hover = list(hover)
+
+    def hover_text(df: pd.DataFrame) -> list[str]:
+        if not hover:
+            return [""] * len(df)
+        return ["<br>".join(f"{c} = {df[c].iloc[r]}" for c in hover) for r in range(len(df))]
+
+    tmpl = f"{x} = %{{x:.4g}}<br>{y} = %{{y:.4g}}<br>%{{text}}<extra></extra>"
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=valid[x].to_numpy(dtype=np.float64),
+            y=valid[y].to_numpy(dtype=np.float64),
+            name="all settings",
+            mode="markers",
+            marker={"color": "rgba(120,120,120,0.45)", "size": 7},
+            text=hover_text(valid),
+            hovertemplate=tmpl,
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=front[x].to_numpy(dtype=np.float64),
+            y=front[y].to_numpy(dtype=np.float64),
+            name="Pareto front",
+            mode="lines+markers",
+            line={"color": "#D62728", "shape": "hv"},
+            marker={"color": "#D62728", "size": 10},
+            text=hover_text(front),
+            hovertemplate=tmpl,
+        )
+    )
+    fig.update_layout(
+        title=title or f"Pareto front: {x} vs {y} (lower is better)",
+        xaxis_title=_label(x),
+        yaxis_title=_label(y),
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+#: Evaluation summary metric -> the LowerBounds field that bounds it from below.
+BOUND_FIELDS = {
+    "total_cost": "min_cost",
+    "pad_ratio": "min_pad_ratio",
+    "p95_latency_ms": "min_p95_latency_ms",
+    "sequential_ms": "min_sequential_ms",
+    "n_batches": "min_batches",
+}
+#: Evaluation summary metric -> the Limits field that bounds it from above.
+LIMIT_FIELDS = {
+    "total_cost": "max_cost",
+    "pad_ratio": "max_pad_ratio",
+    "p95_latency_ms": "max_p95_latency_ms",
+    "sequential_ms": "max_sequential_ms",
+}
+
+
+def _summary(item: Any) -> Mapping[str, Any]:
+    if isinstance(item, Evaluation):
+        return item.summary()
+    if hasattr(item, "evaluation") and isinstance(item.evaluation, Evaluation):
+        return item.evaluation.summary()  # a planner BucketPlan
+    if isinstance(item, Mapping):
+        return item
+    if isinstance(item, pd.Series):
+        return item.to_dict()
+    raise InputError(f"expected an Evaluation or a summary mapping, got {type(item).__name__}")
+
+
+def _field(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def planner_comparison_figure(
+    results: Mapping[str, Any],
+    bounds: Any = None,
+    *,
+    limits: Any = None,
+    metrics: Sequence[str] = ("total_cost", "pad_ratio", "p95_latency_ms", "sequential_ms"),
+    title: str | None = None,
+) -> go.Figure:
+    """Planner vs baseline vs lower bound: one panel per metric, one bar per plan.
+
+    ``results``: name -> Evaluation (or its ``summary()`` dict, or a planner ``BucketPlan``), e.g.
+    ``{"planner": ..., "baseline": ...}``. ``bounds``: a ``planner.LowerBounds`` (or a mapping
+    of its fields); when given, a first bar ``lower bound`` shows the value no plan can beat.
+    ``limits``: a ``planner.Limits`` (or mapping); a set limit is a dashed red line. Trace i is
+    the panel of ``metrics[i]``: x = bar names, y = values in the metric's unit.
+    """
+    named = _named(results, "evaluation", "plan")
+    summaries = [(name, _summary(item)) for name, item in named]
+    metrics = list(metrics)
+    if not metrics:
+        raise InputError("name at least one metric", field="metrics")
+    fig = make_subplots(
+        rows=1,
+        cols=len(metrics),
+        subplot_titles=[_label(m) for m in metrics],
+        horizontal_spacing=0.06,
+    )
+    for j, metric in enumerate(metrics, start=1):
+        names, values, colors = [], [], []
+        bound = _field(bounds, BOUND_FIELDS[metric]) if metric in BOUND_FIELDS else None
+        if bound is not None:
+            names.append("lower bound")
+            values.append(float(bound))
+            colors.append("#7F7F7F")
+        for i, (name, summary) in enumerate(summaries):
+            if metric not in summary:
+                raise InputError(f"plan {name!r} has no metric", field=metric)
+            names.append(name)
+            values.append(float(summary[metric]))
+            colors.append(_color(i))
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                name=metric,
+                marker_color=colors,
+                showlegend=False,
+                hovertemplate=f"%{{x}}<br>{_label(metric)}: %{{y:.4g}}<extra></extra>",
+            ),
+            row=1,
+            col=j,
+        )
+        limit = _field(limits, LIMIT_FIELDS[metric]) if metric in LIMIT_FIELDS else None
+        if limit is not None:
+            fig.add_hline(
+                y=float(limit),
+                line={"color": "#D62728", "dash": "dash"},
+                annotation_text="limit",
+                annotation_position="top left",
+                row=1,
+                col=j,
+            )
+        fig.update_yaxes(rangemode="tozero", row=1, col=j)
+    fig.update_layout(title=title or "Planner vs baseline vs lower bound", bargap=0.3)
+    return fig

@@ -1,0 +1,851 @@
+"""Interactive explorers: ipywidgets controls around one plotly ``FigureWidget``.
+
+Each widget has a pure *state-to-view* function that the tests (and chapters) can call directly:
+
+* :func:`shape_explorer_state` -> :class:`ExplorerView`: shapes from a grid family (or explicit
+  boundaries), the ``plan.bucketed_plan`` they give, its evaluation, a metrics table, the figure
+  of :func:`batchlab.plots.shape_buckets_figure`, and a ``message`` (no exception) when the
+  settings are invalid.
+* :func:`cost_explorer_state` -> :class:`CostView`: a plan evaluated under changed cost-model
+  coefficients, next to the unchanged model, with the figure of
+  :func:`batchlab.plots.cost_latency_parts_figure`.
+
+The widgets :func:`shape_explorer` and :func:`cost_explorer` call these functions from their
+``observe`` callbacks (sliders use ``continuous_update=False``) and copy the new figure's trace
+data into their ``FigureWidget`` inside one ``batch_update()``. Invalid settings show a message in
+the widget; they never raise.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from batchlab.cost import CostCoefficients, CostModel, get_cost_model
+from batchlab.errors import BatchlabError, InputError
+from batchlab.evaluate import Evaluation, evaluate
+from batchlab.planner import LIMIT_METRICS, Limits
+from batchlab.plots import cost_latency_parts_figure, shape_buckets_figure
+from batchlab.shapes import GRID_FAMILIES, align, power_of_two_grid, shape_grid
+from batchlab.workload import validate_requests
+
+__all__ = [
+    "COEFFICIENT_SLIDERS",
+    "CostExplorer",
+    "CostView",
+    "ExplorerView",
+    "FAMILIES",
+    "METRIC_UNITS",
+    "ShapeExplorer",
+    "cost_explorer",
+    "cost_explorer_state",
+    "shape_explorer",
+    "shape_explorer_state",
+]
+
+#: Shape families of the explorer: the grid families of ``shapes`` and ``custom`` boundaries.
+FAMILIES = (*GRID_FAMILIES, "custom")
+
+#: Unit of each metric of the explorers' metrics tables.
+METRIC_UNITS = {
+    "n_shapes": "shapes",
+    "pad_ratio": "padding / useful tokens",
+    "total_cost": "cost units",
+    "cost_overhead": "cost units",
+    "cost_compile": "cost units",
+    "cost_prefill": "cost units",
+    "cost_decode": "cost units",
+    "n_batches": "batches",
+    "max_batch_size": "requests",
+    "p50_latency_ms": "ms",
+    "p95_latency_ms": "ms",
+    "p99_latency_ms": "ms",
+    "sequential_ms": "ms",
+}
+_METRIC_COLUMNS = ["metric", "value", "unit", "limit", "met"]
+
+
+# --------------------------------------------------------------------------------------------
+# shape explorer: state -> view
+
+
+@dataclass(frozen=True, eq=False)
+class ExplorerView:
+    """What the shape explorer shows for one setting.
+
+    ``shapes``: the seq_align values (tokens) in use (as given when they are invalid);
+    ``plan`` / ``evaluation``: the bucketed plan and its evaluation (None when invalid);
+    ``metrics``: columns ``metric, value, unit, limit, met`` (empty when invalid);
+    ``violations``: the limits broken, ``{limit: (value reached, limit)}``;
+    ``message``: why the setting is invalid, else None; ``figure``: the figure to show.
+    """
+
+    shapes: tuple[int, ...]
+    family: str
+    k: int | None
+    gen_bucket_size: int | None
+    plan: pd.DataFrame | None
+    evaluation: Evaluation | None
+    metrics: pd.DataFrame
+    violations: Mapping[str, tuple[float, float]]
+    message: str | None
+    figure: go.Figure
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the setting is valid and was evaluated."""
+        return self.message is None
+
+    @property
+    def limits_met(self) -> bool | None:
+        """True when every limit is met, False when one is broken, None when invalid."""
+        return None if self.evaluation is None else not self.violations
+
+
+def _whole(value: object) -> int | None:
+    """``value`` as an int when it is a whole number (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        as_int = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    try:
+        return as_int if as_int == value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_boundaries(
+    boundaries: Sequence[object], granularity: int, need: int, longest: int
+) -> tuple[tuple[int, ...], str | None]:
+    """Shapes from explicit boundaries, or the reason they are invalid."""
+    values: list[int] = []
+    for i, b in enumerate(boundaries, start=1):
+        v = _whole(b)
+        if v is None or v <= 0:
+            return tuple(values), f"boundary {i} = {b!r} is not a positive whole number of tokens"
+        values.append(v)
+    shapes = tuple(values)
+    if not shapes:
+        return shapes, "give at least one shape boundary"
+    for i, v in enumerate(shapes, start=1):
+        if v % granularity:
+            return shapes, (
+                f"boundary {i} = {v} tokens is not a multiple of the granularity {granularity}"
+            )
+        if i > 1 and v <= shapes[i - 2]:
+            return shapes, (
+                f"boundary {i} = {v} tokens is not above boundary {i - 1} = {shapes[i - 2]} "
+                "tokens: boundaries must increase"
+            )
+    if shapes[-1] < need:
+        return shapes, (
+            f"the shapes do not cover the longest prompt: the largest shape is {shapes[-1]} "
+            f"tokens, the longest prompt ({longest} tokens) needs {need}"
+        )
+    return shapes, None
+
+
+def _as_limits(limits: Limits | Mapping[str, object] | None) -> Limits:
+    if limits is None:
+        return Limits()
+    if isinstance(limits, Limits):
+        return limits
+    if isinstance(limits, Mapping):
+        return Limits.from_mapping(limits, source="limits")
+    raise InputError(
+        f"limits must be a Limits or a mapping, got {type(limits).__name__}", field="limits"
+    )
+
+
+def _empty_metrics() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in _METRIC_COLUMNS})
+
+
+def _shape_metrics(evaluation: Evaluation, limits: Limits) -> pd.DataFrame:
+    """The explorer's metrics table: value, unit, limit and whether it is met."""
+    summary = evaluation.summary()
+    bound_of = {metric: getattr(limits, name) for name, metric in LIMIT_METRICS.items()}
+    largest = int(evaluation.batches["size"].max())
+    rows = []
+    for metric in (
+        "n_shapes",
+        "pad_ratio",
+        "total_cost",
+        "cost_overhead",
+        "cost_compile",
+        "cost_prefill",
+        "cost_decode",
+        "n_batches",
+        "max_batch_size",
+        "p95_latency_ms",
+        "sequential_ms",
+    ):
+        value = largest if metric == "max_batch_size" else summary[metric]
+        limit = limits.max_batch_size if metric == "max_batch_size" else bound_of.get(metric)
+        met = None if limit is None else bool(value <= limit * (1 + 1e-12))
+        rows.append([metric, value, METRIC_UNITS[metric], limit, met])
+    return pd.DataFrame(rows, columns=_METRIC_COLUMNS, dtype=object)
+
+
+def shape_explorer_state(
+    requests: pd.DataFrame,
+    *,
+    family: str | None = None,
+    k: int = 4,
+    boundaries: Sequence[int] | None = None,
+    gen_bucket_size: int | None = None,
+    cost_model: str | CostCoefficients | CostModel = "static-graph",
+    limits: Limits | Mapping[str, object] | None = None,
+    n_bins: int = 60,
+) -> ExplorerView:
+    """Evaluate one setting of the shape explorer; invalid settings give a ``message``, no error.
+
+    Shapes: ``family`` (one of ``shapes.GRID_FAMILIES``) with ``k`` gives
+    ``shapes.shape_grid(family, prompt_len, k, g)``; ``family='custom'`` (the default when
+    ``boundaries`` is given) uses ``boundaries``, the seq_align values in tokens, which must be
+    multiples of the cost model's granularity ``g``, strictly increasing, and cover the longest
+    aligned prompt. ``gen_bucket_size`` (tokens, None = no gen buckets) and the limits'
+    ``max_batch_size`` go to ``plan.bucketed_plan``; the plan is evaluated under ``cost_model``
+    and checked against ``limits``.
+
+    Raises only for a bad request table, cost model or limits (``InputError``).
+    """
+    cm = get_cost_model(cost_model)
+    lim = _as_limits(limits)
+    req = validate_requests(requests)
+    g = cm.granularity
+    prompt = req["prompt_len"].to_numpy(dtype=np.int64)
+    longest = int(prompt.max())
+    need = int(align(longest, g))
+    if family is None:
+        family = "custom" if boundaries is not None else "optimal"
+    k_int = _whole(k)
+    size = None if gen_bucket_size is None else _whole(gen_bucket_size)
+
+    shapes: tuple[int, ...] = ()
+    message: str | None = None
+    if family not in FAMILIES:
+        message = f"unknown shape family {family!r}; choose one of {', '.join(FAMILIES)}"
+    elif family == "custom":
+        if boundaries is None:
+            message = "family 'custom' needs the shape boundaries"
+        else:
+            shapes, message = _check_boundaries(list(boundaries), g, need, longest)
+    elif boundaries is not None:
+        message = f"boundaries are only used with family 'custom', not {family!r}"
+    elif k_int is None or k_int < 1:
+        message = f"the number of shapes k must be a whole number >= 1, got {k!r}"
+    else:
+        shapes = tuple(int(s) for s in shape_grid(family, prompt, k_int, g))
+    if message is None and gen_bucket_size is not None and (size is None or size < 1):
+        message = (
+            f"the gen bucket size must be a whole number of tokens >= 1 (or None), "
+            f"got {gen_bucket_size!r}"
+        )
+
+    plan = evaluation = None
+    violations: dict[str, tuple[float, float]] = {}
+    metrics = _empty_metrics()
+    if message is None:
+        from batchlab.plan import bucketed_plan
+
+        try:
+            plan = bucketed_plan(
+                req,
+                np.asarray(shapes, dtype=np.int64),
+                gen_bucket_size=size,
+                max_batch_size=None if lim.max_batch_size is None else int(lim.max_batch_size),
+                granularity=g,
+            )
+            evaluation = evaluate(req, plan, cm)
+        except BatchlabError as err:  # a setting the checks above did not foresee
+            plan = evaluation = None
+            message = str(err)
+    if evaluation is not None:
+        violations = lim.violations(evaluation.summary())
+        metrics = _shape_metrics(evaluation, lim)
+    figure = shape_buckets_figure(req, shapes, evaluation, cost_model=cm, n_bins=n_bins)
+    return ExplorerView(
+        shapes=shapes,
+        family=family,
+        k=k_int,
+        gen_bucket_size=size,
+        plan=plan,
+        evaluation=evaluation,
+        metrics=metrics,
+        violations=violations,
+        message=message,
+        figure=figure,
+        settings={
+            "family": family,
+            "k": k,
+            "boundaries": None if boundaries is None else list(boundaries),
+            "gen_bucket_size": gen_bucket_size,
+            "cost_model": cm.name,
+            "limits": lim.as_dict(),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# cost explorer: state -> view
+
+#: Coefficients with a slider in the cost explorer: (cost fields, latency fields).
+COEFFICIENT_SLIDERS = (
+    (
+        "prefill_cost_quad",
+        "prefill_cost_lin",
+        "decode_cost_quad",
+        "decode_cost_lin",
+        "batch_cost",
+        "compile_cost_quad",
+        "compile_cost_lin",
+    ),
+    (
+        "prefill_ms_quad",
+        "prefill_ms_lin",
+        "decode_ms_quad",
+        "decode_ms_lin",
+        "batch_ms",
+        "compile_ms",
+    ),
+)
+_COST_METRICS = (
+    ("cost_overhead", "cost units"),
+    ("cost_compile", "cost units"),
+    ("cost_prefill", "cost units"),
+    ("cost_decode", "cost units"),
+    ("total_cost", "cost units"),
+    ("p50_latency_ms", "ms"),
+    ("p95_latency_ms", "ms"),
+    ("p99_latency_ms", "ms"),
+    ("sequential_ms", "ms"),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class CostView:
+    """What the cost explorer shows for one set of coefficients.
+
+    ``reference``: the plan under the unchanged cost model; ``cost_model`` / ``evaluation``: the
+    changed model and the plan under it (None when the coefficients are invalid); ``metrics``:
+    columns ``metric, reference, current, unit, change_pct``; ``message``: why the coefficients
+    are invalid, else None; ``figure``: stacked cost and latency parts, one bar per model.
+    """
+
+    cost_model: CostModel | None
+    evaluation: Evaluation | None
+    reference: Evaluation
+    metrics: pd.DataFrame
+    message: str | None
+    figure: go.Figure
+
+    @property
+    def ok(self) -> bool:
+        return self.message is None
+
+
+def cost_explorer_state(
+    requests: pd.DataFrame,
+    plan: pd.DataFrame,
+    *,
+    cost_model: str | CostCoefficients | CostModel = "static-graph",
+    coefficients: Mapping[str, object] | None = None,
+    reference: Evaluation | None = None,
+) -> CostView:
+    """Evaluate ``plan`` under ``cost_model`` with some ``coefficients`` changed.
+
+    The figure (:func:`batchlab.plots.cost_latency_parts_figure`) has one bar for the unchanged
+    model (named ``<name> (reference)``) and one for the changed model (``changed``); invalid
+    coefficients (negative, unknown names, ...) give a ``message`` and only the reference bar.
+    ``reference`` may pass the unchanged evaluation to skip recomputing it. A plan that does not
+    fit the requests raises (``VerificationError``), as in ``evaluate``.
+    """
+    base = get_cost_model(cost_model)
+    ref = reference if reference is not None else evaluate(requests, plan, base)
+    ref_name = f"{base.name} (reference)"
+    message = None
+    model = ev = None
+    try:
+        model = base.with_coefficients(**dict(coefficients or {}))
+        ev = evaluate(requests, plan, model)
+    except BatchlabError as err:
+        model = ev = None
+        message = f"invalid coefficients: {err}"
+    except TypeError as err:  # a coefficient of the wrong type (e.g. a string)
+        model = ev = None
+        message = f"invalid coefficients: {err}"
+    items: dict[str, Evaluation] = {ref_name: ref}
+    if ev is not None:
+        items["changed"] = ev
+    figure = cost_latency_parts_figure(items, title="Cost and latency by part")
+    ref_summary = ref.summary()
+    cur_summary = ev.summary() if ev is not None else {}
+    rows = []
+    for metric, unit in _COST_METRICS:
+        a = float(ref_summary[metric])
+        b = float(cur_summary[metric]) if ev is not None else math.nan
+        change = (b / a - 1.0) * 100.0 if a > 0 and ev is not None else math.nan
+        rows.append([metric, a, b, unit, change])
+    metrics = pd.DataFrame(rows, columns=["metric", "reference", "current", "unit", "change_pct"])
+    return CostView(model, ev, ref, metrics, message, figure)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by the widgets
+
+
+def _sync_figure(target: go.FigureWidget, source: go.Figure) -> None:
+    """Copy the data of ``source`` into ``target`` in one ``batch_update()``.
+
+    Traces are updated in place (x, y, text, customdata); the layout's shapes (limit lines) and
+    annotations follow. When the number of traces changed, the traces are replaced.
+    """
+    with target.batch_update():
+        if len(target.data) != len(source.data) or any(
+            t.type != s.type for t, s in zip(target.data, source.data, strict=True)
+        ):
+            target.data = ()
+            target.add_traces(list(source.data))
+        else:
+            for t, s in zip(target.data, source.data, strict=True):
+                t.x = s.x
+                t.y = s.y
+                t.name = s.name
+                if "text" in s:
+                    t.text = s.text
+                if "customdata" in s:
+                    t.customdata = s.customdata
+        target.layout.shapes = source.layout.shapes
+        target.layout.annotations = source.layout.annotations
+        target.layout.title = source.layout.title
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "NO"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return ""
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-2):
+            return f"{value:.4g}"
+        return f"{value:,.4f}".rstrip("0").rstrip(".")
+    return html.escape(str(value))
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{c}</th>" for c in table.columns)
+    body = []
+    for row in table.itertuples(index=False):
+        cells = "".join(f"<td style='padding:2px 8px'>{_fmt(v)}</td>" for v in row)
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _message_html(message: str | None) -> str:
+    if message is None:
+        return ""
+    return f"<div style='color:#B00020;font-weight:bold'>⚠ {html.escape(message)}</div>"
+
+
+# --------------------------------------------------------------------------------------------
+# shape explorer widget
+
+
+class ShapeExplorer(widgets.VBox):
+    """The shape explorer (see :func:`shape_explorer`). Parts: ``figure`` (the FigureWidget),
+    ``controls`` (name -> widget; ``controls['boundaries']`` is a tuple of sliders),
+    ``metrics_html``, ``message_html`` and the current ``view`` (:class:`ExplorerView`)."""
+
+    def __init__(
+        self,
+        requests: pd.DataFrame,
+        *,
+        cost_model: str | CostCoefficients | CostModel = "static-graph",
+        limits: Limits | Mapping[str, object] | None = None,
+        max_k: int = 16,
+        family: str = "optimal",
+        k: int = 4,
+        gen_bucket_size: int | None = None,
+        n_bins: int = 60,
+    ) -> None:
+        mk = _whole(max_k)
+        if mk is None or mk < 1:
+            raise InputError(f"must be a whole number >= 1, got {max_k!r}", field="max_k")
+        if family not in FAMILIES:
+            raise InputError(f"unknown family {family!r}; one of {FAMILIES}", field="family")
+        self._cm = get_cost_model(cost_model)
+        self._limits = _as_limits(limits)
+        self._requests = validate_requests(requests)
+        self._n_bins = n_bins
+        g = self._cm.granularity
+        prompt = self._requests["prompt_len"].to_numpy(dtype=np.int64)
+        gen = self._requests["gen_len"].to_numpy(dtype=np.int64)
+        self._prompt = prompt
+        longest = int(prompt.max())
+        top = max(int(align(longest, g)), int(power_of_two_grid(longest, g)[-1]))
+        max_gen = int(gen.max())
+        style = {"description_width": "150px"}
+        k_given = _whole(k)
+        if k_given is None or k_given < 1:
+            raise InputError(f"must be a whole number >= 1, got {k!r}", field="k")
+        k0 = min(k_given, mk)
+
+        self._family = widgets.Dropdown(
+            options=list(FAMILIES), value=family, description="shape family", style=style
+        )
+        self._k = widgets.IntSlider(
+            value=k0,
+            min=1,
+            max=mk,
+            description="shapes k",
+            continuous_update=False,
+            style=style,
+            layout=widgets.Layout(width="480px"),
+        )
+        gb = max_gen if gen_bucket_size is None else int(gen_bucket_size)
+        self._gen = widgets.IntSlider(
+            value=min(max(1, gb), max_gen),
+            min=1,
+            max=max_gen,
+            description="gen bucket (tokens)",
+            continuous_update=False,
+            style=style,
+            layout=widgets.Layout(width="480px"),
+        )
+        self._bounds = tuple(
+            widgets.IntSlider(
+                value=min(top, g * (i + 1)),
+                min=g,
+                max=top,
+                step=g,
+                description=f"shape {i + 1} (tokens)",
+                continuous_update=False,
+                style=style,
+                layout=widgets.Layout(width="480px"),
+            )
+            for i in range(mk)
+        )
+        self.controls: dict[str, Any] = {
+            "family": self._family,
+            "k": self._k,
+            "gen_bucket_size": self._gen,
+            "boundaries": self._bounds,
+        }
+        self.message_html = widgets.HTML()
+        self.metrics_html = widgets.HTML()
+        self._syncing = False
+        if family == "custom":
+            self._start_custom(k0)
+        self.view = self._compute()
+        self.figure = go.FigureWidget(self.view.figure)
+        self._show_view()
+        self._sync_boundary_sliders()
+        self._family.observe(self._on_family, names="value")
+        self._k.observe(self._on_k, names="value")
+        self._gen.observe(self._on_change, names="value")
+        for slider in self._bounds:
+            slider.observe(self._on_change, names="value")
+        hint = widgets.HTML(
+            "<small>gen bucket: requests of one shape are batched by gen_len buckets of this "
+            f"size; {max_gen} (the longest gen_len) = no gen buckets. Choose family "
+            "<i>custom</i> to move the shape boundaries.</small>"
+        )
+        left = widgets.VBox([self._family, self._k, self._gen, hint])
+        right = widgets.VBox(list(self._bounds))
+        super().__init__(
+            [
+                widgets.HBox([left, right]),
+                self.message_html,
+                self.figure,
+                self.metrics_html,
+            ]
+        )
+
+    # -- state ---------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`shape_explorer_state` for the current controls."""
+        family = self._family.value
+        out: dict[str, Any] = {"family": family, "k": self._k.value}
+        out["gen_bucket_size"] = self._gen.value
+        if family == "custom":
+            out["boundaries"] = [s.value for s in self._bounds[: self._k.value]]
+        return out
+
+    def _compute(self) -> ExplorerView:
+        return shape_explorer_state(
+            self._requests,
+            cost_model=self._cm,
+            limits=self._limits,
+            n_bins=self._n_bins,
+            **self.settings(),
+        )
+
+    def refresh(self) -> ExplorerView:
+        """Recompute the view for the current controls and update the figure and tables."""
+        self.view = self._compute()
+        _sync_figure(self.figure, self.view.figure)
+        self._show_view()
+        return self.view
+
+    def _show_view(self) -> None:
+        view = self.view
+        self.message_html.value = _message_html(view.message)
+        if view.evaluation is None:
+            self.metrics_html.value = ""
+            return
+        if view.violations:
+            broken = ", ".join(
+                f"{name} ({_fmt(v)} > {_fmt(b)})" for name, (v, b) in view.violations.items()
+            )
+            status = f"<b style='color:#B00020'>limits broken: {html.escape(broken)}</b>"
+        else:
+            status = "<b style='color:#2CA02C'>all limits met</b>"
+        shapes = ", ".join(str(s) for s in view.shapes)
+        self.metrics_html.value = (
+            f"<div>shapes (tokens): {shapes}</div>{_table_html(view.metrics)}<div>{status}</div>"
+        )
+
+    # -- callbacks -----------------------------------------------------------------------------
+    def _sync_boundary_sliders(self) -> None:
+        """Show one boundary slider per shape; they are editable only for family 'custom'."""
+        custom = self._family.value == "custom"
+        n = self._k.value if custom else len(self.view.shapes)
+        self._syncing = True
+        try:
+            if not custom:
+                for slider, s in zip(self._bounds, self.view.shapes, strict=False):
+                    slider.value = int(s)
+            for i, slider in enumerate(self._bounds):
+                slider.disabled = not custom
+                slider.layout.display = None if i < n else "none"
+            self._k.disabled = self._family.value == "power_of_two"
+        finally:
+            self._syncing = False
+
+    def _start_custom(self, k: int) -> None:
+        """A new number of custom shapes starts from the optimal shapes for that k (the largest
+        repeated if there are fewer distinct aligned lengths than k)."""
+        start = [int(s) for s in shape_grid("optimal", self._prompt, k, self._cm.granularity)]
+        self._set_boundaries(start + [start[-1]] * (k - len(start)))
+
+    def _set_boundaries(self, values: Sequence[int]) -> None:
+        self._syncing = True
+        try:
+            for slider, v in zip(self._bounds, values, strict=False):
+                slider.value = int(v)
+        finally:
+            self._syncing = False
+
+    def _on_family(self, change: Mapping[str, Any]) -> None:
+        if self._syncing:
+            return
+        if change["new"] == "custom" and self.view.shapes:
+            # start the custom boundaries from the shapes shown so far
+            shapes = list(self.view.shapes)[: len(self._bounds)]
+            self._syncing = True
+            try:
+                self._k.value = len(shapes)
+            finally:
+                self._syncing = False
+            self._set_boundaries(shapes)
+        self.refresh()
+        self._sync_boundary_sliders()
+
+    def _on_k(self, change: Mapping[str, Any]) -> None:
+        if self._syncing:
+            return
+        if self._family.value == "custom":
+            self._start_custom(int(change["new"]))
+        self.refresh()
+        self._sync_boundary_sliders()
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        if self._syncing:
+            return
+        self.refresh()
+
+
+def shape_explorer(
+    requests: pd.DataFrame,
+    *,
+    cost_model: str | CostCoefficients | CostModel = "static-graph",
+    limits: Limits | Mapping[str, object] | None = None,
+    max_k: int = 16,
+    family: str = "optimal",
+    k: int = 4,
+    gen_bucket_size: int | None = None,
+) -> ShapeExplorer:
+    """An interactive shape explorer for ``requests`` (a ``VBox``; display it in Jupyter).
+
+    Controls: the shape family (a grid family or ``custom``), the number of shapes k (up to
+    ``max_k``), one slider per shape boundary (tokens; editable for ``custom``) and the
+    gen-bucket size (tokens). Live: the prompt-length histogram with the shape boundaries, the
+    padding per shape bucket, and a metrics table (pad ratio, cost and its parts, batches, p95
+    latency, sequential time, limits met or not) of :func:`shape_explorer_state`.
+    """
+    return ShapeExplorer(
+        requests,
+        cost_model=cost_model,
+        limits=limits,
+        max_k=max_k,
+        family=family,
+        k=k,
+        gen_bucket_size=gen_bucket_size,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# cost explorer widget
+
+
+class CostExplorer(widgets.VBox):
+    """The cost explorer (see :func:`cost_explorer`). Parts: ``figure`` (the FigureWidget),
+    ``controls`` (coefficient name -> slider), ``reset`` (button), ``metrics_html``,
+    ``message_html`` and the current ``view`` (:class:`CostView`)."""
+
+    def __init__(
+        self,
+        requests: pd.DataFrame,
+        plan: pd.DataFrame,
+        *,
+        cost_model: str | CostCoefficients | CostModel = "static-graph",
+    ) -> None:
+        self._base = get_cost_model(cost_model)
+        self._requests = validate_requests(requests)
+        self._plan = plan
+        self._reference = evaluate(self._requests, plan, self._base)
+        defaults = self._base.coefficients.as_dict()
+        style = {"description_width": "130px"}
+        self.controls: dict[str, widgets.Widget] = {}
+        columns = []
+        for group in COEFFICIENT_SLIDERS:
+            sliders = []
+            for name in group:
+                value = float(defaults[name])
+                if value > 0:
+                    exponent = math.log10(value)
+                    slider: widgets.Widget = widgets.FloatLogSlider(
+                        value=value,
+                        base=10,
+                        min=math.floor(exponent) - 2,
+                        max=math.ceil(exponent) + 2,
+                        step=0.01,
+                        description=name,
+                        continuous_update=False,
+                        readout_format=".3g",
+                        style=style,
+                        layout=widgets.Layout(width="420px"),
+                    )
+                else:
+                    slider = widgets.FloatSlider(
+                        value=0.0,
+                        min=0.0,
+                        max=1.0,
+                        step=0.01,
+                        description=name,
+                        continuous_update=False,
+                        readout_format=".3g",
+                        style=style,
+                        layout=widgets.Layout(width="420px"),
+                    )
+                self.controls[name] = slider
+                sliders.append(slider)
+            columns.append(widgets.VBox(sliders))
+        self.reset = widgets.Button(description="reset to preset")
+        self.message_html = widgets.HTML()
+        self.metrics_html = widgets.HTML()
+        self.view = self._compute()
+        self.figure = go.FigureWidget(self.view.figure)
+        self._show_view()
+        for slider in self.controls.values():
+            slider.observe(self._on_change, names="value")
+        self.reset.on_click(self._on_reset)
+        self._resetting = False
+        head = widgets.HTML(
+            f"<b>Cost model {html.escape(self._base.name)}</b>: costs (left, cost units) and "
+            "latencies (right, ms); each slider spans at least 1/100 to 100 times the preset value "
+            "(log scale)."
+        )
+        super().__init__(
+            [
+                head,
+                widgets.HBox(columns),
+                self.reset,
+                self.message_html,
+                self.figure,
+                self.metrics_html,
+            ]
+        )
+
+    def coefficients(self) -> dict[str, float]:
+        """The coefficients changed from the preset (name -> slider value)."""
+        defaults = self._base.coefficients.as_dict()
+        return {
+            name: float(slider.value)
+            for name, slider in self.controls.items()
+            if float(slider.value) != float(defaults[name])
+        }
+
+    def _compute(self) -> CostView:
+        return cost_explorer_state(
+            self._requests,
+            self._plan,
+            cost_model=self._base,
+            coefficients=self.coefficients(),
+            reference=self._reference,
+        )
+
+    def refresh(self) -> CostView:
+        """Recompute the view for the current sliders and update the figure and table."""
+        self.view = self._compute()
+        _sync_figure(self.figure, self.view.figure)
+        self._show_view()
+        return self.view
+
+    def _show_view(self) -> None:
+        self.message_html.value = _message_html(self.view.message)
+        self.metrics_html.value = _table_html(self.view.metrics)
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        if getattr(self, "_resetting", False):
+            return
+        self.refresh()
+
+    def _on_reset(self, _button: object = None) -> None:
+        defaults = self._base.coefficients.as_dict()
+        self._resetting = True
+        try:
+            for name, slider in self.controls.items():
+                slider.value = float(defaults[name])
+        finally:
+            self._resetting = False
+        self.refresh()
+
+
+def cost_explorer(
+    requests: pd.DataFrame,
+    plan: pd.DataFrame,
+    *,
+    cost_model: str | CostCoefficients | CostModel = "static-graph",
+) -> CostExplorer:
+    """An interactive cost explorer (a ``VBox``): one slider per cost-model coefficient (cost
+    and latency, on a log scale around the preset), live stacked bars of the cost parts and the
+    latency parts of ``plan`` under the changed model next to the preset, and a metrics table
+    (see :func:`cost_explorer_state`)."""
+    return CostExplorer(requests, plan, cost_model=cost_model)
