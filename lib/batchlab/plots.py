@@ -1102,3 +1102,15 @@ def planner_comparison_figure(
         fig.update_yaxes(rangemode="tozero", row=1, col=j)
     fig.update_layout(title=title or "Planner vs baseline vs lower bound", bargap=0.3)
     return fig
+
+
+def use_notebook_renderer(renderer: str = "plotly_mimetype+notebook_connected") -> None:
+    """Set plotly's default renderer for the chapters.
+
+    ``plotly_mimetype`` is drawn by JupyterLab's plotly extension (and kept in the saved
+    notebook); ``notebook_connected`` adds a small HTML fallback that loads plotly.js from its
+    CDN, for viewers without the extension. Neither embeds the 4 MB plotly.js in the notebook.
+    """
+    import plotly.io as pio
+
+    pio.renderers.default = renderer
