@@ -151,6 +151,134 @@ def _group_max(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class _Core:
+    """The arithmetic of an evaluation on arrays in plan-row order (see :func:`_core`)."""
+
+    batch_seq: np.ndarray
+    size: np.ndarray
+    s_max: np.ndarray
+    g_max: np.ndarray
+    prefill_cost: np.ndarray
+    prefill_ms: np.ndarray
+    decode_cost_b: np.ndarray
+    decode_ms_b: np.ndarray
+    shapes_used: np.ndarray
+    compile_cost_s: np.ndarray
+    spike_rows: np.ndarray
+    compile_ms: np.ndarray
+    latency: np.ndarray
+    max_latency_b: np.ndarray
+    p50: float
+    p95: float
+    p99: float
+    prompt_pad: int
+    gen_pad: int
+    useful: int
+    cost: CostBreakdown
+    latency_parts: LatencyBreakdown
+
+    def summary(self) -> dict[str, float | int]:
+        """The same flat dict as :meth:`Evaluation.summary`."""
+        return {
+            "total_cost": float(self.cost.total),
+            "cost_overhead": float(self.cost.overhead),
+            "cost_compile": float(self.cost.compile),
+            "cost_prefill": float(self.cost.prefill),
+            "cost_decode": float(self.cost.decode),
+            "pad_ratio": (self.prompt_pad + self.gen_pad) / self.useful,
+            "p50_latency_ms": self.p50,
+            "p95_latency_ms": self.p95,
+            "p99_latency_ms": self.p99,
+            "sequential_ms": float(self.max_latency_b.sum()),
+            "n_batches": len(self.size),
+            "n_shapes": len(self.shapes_used),
+            "n_requests": len(self.latency),
+        }
+
+
+def _core(
+    model: CostModel,
+    prompt: np.ndarray,
+    gen: np.ndarray,
+    aligned: np.ndarray,
+    seq: np.ndarray,
+    codes: np.ndarray,
+    nb: int,
+    first_row: np.ndarray,
+) -> _Core:
+    """Evaluation arithmetic on verified arrays in plan-row order.
+
+    ``prompt``, ``gen``, ``aligned`` (align(prompt, g)) and ``seq`` (declared seq_align) are per
+    plan row; ``codes`` gives each row's batch index 0..nb-1 in batch_id order; ``first_row`` is
+    each batch's first plan row. Shared by :func:`evaluate` and the planner's candidate scoring.
+    """
+    c = model.coefficients
+    n = len(codes)
+    batch_seq = seq[first_row]  # one shape per batch after verification
+    size = np.bincount(codes, minlength=nb)
+    if c.padded:
+        ctx = seq  # prefill at the declared seq_align
+        s_max = batch_seq
+    else:
+        ctx = aligned
+        s_max = _group_max(ctx, codes, nb)
+    g_max = _group_max(gen, codes, nb)
+
+    prefill_cost = model.prefill_cost(ctx)
+    prefill_ms = model.prefill_ms(ctx)
+    decode_cost_b = model.decode_cost(s_max, g_max)  # per request of the batch
+    decode_ms_b = model.decode_ms(s_max, g_max)  # per batch
+
+    # compile: the first batch (batch_id order) of each distinct seq_align takes the spike on
+    # its first plan row.
+    shapes_used, first_batch = np.unique(batch_seq, return_index=True)
+    compile_cost_s = model.compile_cost(shapes_used)
+    spike_rows = first_row[first_batch]
+    compile_ms = np.zeros(n)
+    compile_ms[spike_rows] = c.compile_ms
+
+    latency = prefill_ms + decode_ms_b[codes] + c.batch_ms + compile_ms
+    max_latency_b = _group_max(latency, codes, nb)
+    p50, p95, p99 = nearest_rank(latency, (50, 95, 99))
+    cost = CostBreakdown(
+        overhead=float(nb * c.batch_cost),
+        compile=float(compile_cost_s.sum()),
+        prefill=float(prefill_cost.sum()),
+        decode=float((size * decode_cost_b).sum()),
+    )
+    latency_parts = LatencyBreakdown(
+        overhead=float(n * c.batch_ms),
+        compile=float(len(shapes_used) * c.compile_ms),
+        prefill=float(prefill_ms.sum()),
+        decode=float((size * decode_ms_b).sum()),
+    )
+    return _Core(
+        batch_seq=batch_seq,
+        size=size,
+        s_max=s_max,
+        g_max=g_max,
+        prefill_cost=prefill_cost,
+        prefill_ms=prefill_ms,
+        decode_cost_b=decode_cost_b,
+        decode_ms_b=decode_ms_b,
+        shapes_used=shapes_used,
+        compile_cost_s=compile_cost_s,
+        spike_rows=spike_rows,
+        compile_ms=compile_ms,
+        latency=latency,
+        max_latency_b=max_latency_b,
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        prompt_pad=int((ctx - prompt).sum()),
+        gen_pad=int((g_max[codes] - gen).sum()),
+        useful=int(prompt.sum()) + int(gen.sum()),
+        cost=cost,
+        latency_parts=latency_parts,
+    )
+
+
 def evaluate(
     requests: pd.DataFrame,
     plan: pd.DataFrame,
@@ -178,59 +306,24 @@ def evaluate(
     prompt = req["prompt_len"].to_numpy(dtype=np.int64)[pos]
     gen = req["gen_len"].to_numpy(dtype=np.int64)[pos]
     seq = pl["seq_align"].to_numpy(dtype=np.int64)
-    batch_seq = seq[checked.first_row]  # one shape per batch after verification
-    size = np.bincount(codes, minlength=nb)
+    core = _core(model, prompt, gen, checked.aligned_prompt[pos], seq, codes, nb, checked.first_row)
+    batch_seq, size, s_max, g_max = core.batch_seq, core.size, core.s_max, core.g_max
+    prefill_cost, prefill_ms = core.prefill_cost, core.prefill_ms
+    decode_cost_b, decode_ms_b = core.decode_cost_b, core.decode_ms_b
+    shapes_used, compile_cost_s, spike_rows = core.shapes_used, core.compile_cost_s, core.spike_rows
+    compile_ms, latency, max_latency_b = core.compile_ms, core.latency, core.max_latency_b
+    p50, p95, p99 = core.p50, core.p95, core.p99
+    prompt_pad, gen_pad, useful = core.prompt_pad, core.gen_pad, core.useful
 
-    if c.padded:
-        ctx = seq  # prefill at the declared seq_align
-        s_max = batch_seq
-    else:
-        ctx = checked.aligned_prompt[pos]
-        s_max = _group_max(ctx, codes, nb)
-    g_max = _group_max(gen, codes, nb)
-
-    prefill_cost = model.prefill_cost(ctx)
-    prefill_ms = model.prefill_ms(ctx)
-    decode_cost_b = model.decode_cost(s_max, g_max)  # per request of the batch
-    decode_ms_b = model.decode_ms(s_max, g_max)  # per batch
-
-    # compile: the first batch (batch_id order) of each distinct seq_align takes the spike on
-    # its first plan row.
-    shapes_used, first_batch = np.unique(batch_seq, return_index=True)
-    compile_cost_s = model.compile_cost(shapes_used)
-    spike_rows = checked.first_row[first_batch]
-    compile_ms = np.zeros(n)
-    compile_ms[spike_rows] = c.compile_ms
     compile_cost = np.zeros(n)
     compile_cost[spike_rows] = compile_cost_s
     compile_cost_b = np.bincount(codes[spike_rows], weights=compile_cost_s, minlength=nb)
-
     decode_ms = decode_ms_b[codes]
-    latency = prefill_ms + decode_ms + c.batch_ms + compile_ms
-    max_latency_b = _group_max(latency, codes, nb)
-    p50, p95, p99 = nearest_rank(latency, (50, 95, 99))
-
-    prompt_pad = int((ctx - prompt).sum())
-    gen_pad = int((g_max[codes] - gen).sum())
-    useful = int(prompt.sum()) + int(gen.sum())
-
     overhead_share = c.batch_cost / size
     decode_cost = decode_cost_b[codes]
     overhead_cost = overhead_share[codes]
     prefill_cost_b = np.bincount(codes, weights=prefill_cost, minlength=nb)
-
-    cost = CostBreakdown(
-        overhead=float(nb * c.batch_cost),
-        compile=float(compile_cost_s.sum()),
-        prefill=float(prefill_cost.sum()),
-        decode=float((size * decode_cost_b).sum()),
-    )
-    latency_parts = LatencyBreakdown(
-        overhead=float(n * c.batch_ms),
-        compile=float(len(shapes_used) * c.compile_ms),
-        prefill=float(prefill_ms.sum()),
-        decode=float((size * decode_ms_b).sum()),
-    )
+    cost, latency_parts = core.cost, core.latency_parts
 
     batches = pd.DataFrame(
         {

@@ -40,7 +40,7 @@ import pandas as pd
 
 from batchlab.cost import CostModel, get_cost_model
 from batchlab.errors import InputError, LimitError
-from batchlab.evaluate import Evaluation, evaluate
+from batchlab.evaluate import Evaluation, _core, evaluate
 from batchlab.plan import plan_from_batches
 from batchlab.shapes import align, joint_optimal_shapes, min_batches, min_padding_tokens
 from batchlab.workload import validate_requests
@@ -325,23 +325,29 @@ def _split_runs(
         smax = np.maximum.accumulate(np.where(valid, s_run[st], 0), axis=0)
         gmax = np.maximum.accumulate(np.where(valid, g_run[st], 0), axis=0)
         count = cum[ends][None, :] - cum[st]
-        cost = cm.overhead_cost + count * cm.decode_cost(smax, gmax)
-        lat = cm.prefill_ms(smax) + cm.decode_ms(smax, gmax) + cm.overhead_ms
-        seg = cost + lam * lat if lam > 0 else cost
+        seg = cm.overhead_cost + count * cm.decode_cost(smax, gmax)
         bad = ~valid
+        if lam > 0 or latency_cap is not None:
+            lat = cm.prefill_ms(smax) + cm.decode_ms(smax, gmax) + cm.overhead_ms
+            if lam > 0:
+                seg += lam * lat
+            if latency_cap is not None:
+                # a batch over the latency cap may only hold one run of identical requests,
+                # so no request is pulled over the cap by a slower neighbour
+                bad |= (lat > latency_cap) & (widths[:, None] > 1)
         if max_batch_size is not None:
             bad |= count > max_batch_size
-        if latency_cap is not None:
-            # a batch over the latency cap may only hold one run of identical requests,
-            # so no request is pulled over the cap by a slower neighbour
-            bad |= (lat > latency_cap) & (widths[:, None] > 1)
-        seg = np.where(bad, np.inf, seg)
-        for j, end in enumerate(ends):
-            lo = max(0, end - w)
-            cand = best[lo:end][::-1] + seg[: end - lo, j]
-            k = int(np.argmin(cand))
+        seg[bad] = np.inf
+        # rows: one per end; columns: starts end-w .. end-1 in increasing order
+        seg_rows = np.ascontiguousarray(seg[::-1].T)
+        buf = np.empty(w)
+        for j, end in enumerate(ends.tolist()):
+            lo = end - w if end > w else 0
+            cand = buf[: end - lo]
+            np.add(best[lo:end], seg_rows[j, w - (end - lo) :], out=cand)
+            k = cand.argmin()
             best[end] = cand[k]
-            prev[end] = end - k - 1
+            prev[end] = lo + k
     out = []
     end = r
     while end > 0:
@@ -444,8 +450,12 @@ def _make_plan(
 
 @dataclass(frozen=True)
 class _Candidate:
-    plan: pd.DataFrame
-    evaluation: Evaluation
+    """A candidate plan kept as arrays (rows in plan order) with its summary; the plan table and
+    the full :class:`Evaluation` are built only for the plan that is returned."""
+
+    order: np.ndarray
+    batch: np.ndarray
+    seq: np.ndarray
     summary: dict
     violations: dict
     settings: dict
@@ -454,19 +464,37 @@ class _Candidate:
     def ok(self) -> bool:
         return not self.violations
 
+    def shapes_used(self) -> set[int]:
+        return {int(s) for s in np.unique(self.seq)}
 
-def _candidate(bucket, shapes, cm, gen_bucket, lam, window, heads, hidden) -> _Candidate:
+    def materialize(self, bucket: _Bucket, cm: CostModel, heads: int, hidden: int):
+        plan = _make_plan(bucket, self.order, self.batch, self.seq, heads, hidden)
+        ev = evaluate(bucket.requests, plan, cm)
+        return plan, ev
+
+
+def _candidate(bucket, shapes, cm, gen_bucket, lam, window) -> _Candidate:
     order, batch, seq = _batch_bucket(bucket, shapes, cm, gen_bucket, lam, window)
-    plan = _make_plan(bucket, order, batch, seq, heads, hidden)
-    ev = evaluate(bucket.requests, plan, cm)
-    summary = ev.summary()
+    nb = int(batch.max()) + 1
+    first_row = np.unique(batch, return_index=True)[1]
+    core = _core(
+        cm,
+        bucket.prompt[order],
+        bucket.gen[order],
+        bucket.aligned[order],
+        seq,
+        batch,
+        nb,
+        first_row,
+    )
+    summary = core.summary()
     settings = {
         "n_shapes_global": int(len(shapes)),
         "gen_bucket_size": int(gen_bucket),
         "lagrange_multiplier": float(lam),
         "window_runs": int(window),
     }
-    return _Candidate(plan, ev, summary, bucket.limits.violations(summary), settings)
+    return _Candidate(order, batch, seq, summary, bucket.limits.violations(summary), settings)
 
 
 def _gen_bucket_sizes(gen: np.ndarray) -> list[int]:
@@ -480,25 +508,23 @@ def _rank(c: _Candidate) -> tuple:
     return (not c.ok, c.summary["total_cost"])
 
 
-def _search_lambda(
-    bucket, shapes, cm, gen_bucket, window, heads, hidden, base: _Candidate
-) -> _Candidate:
+def _search_lambda(bucket, shapes, cm, gen_bucket, window, base: _Candidate) -> _Candidate:
     """Smallest λ (log-scale bisection) whose plan meets max_sequential_ms."""
     limit = bucket.limits.max_sequential_ms
     scale = base.summary["total_cost"] / max(base.summary["sequential_ms"], 1e-9)
     lo, hi = 0.0, scale
-    hi_cand = _candidate(bucket, shapes, cm, gen_bucket, hi, window, heads, hidden)
+    hi_cand = _candidate(bucket, shapes, cm, gen_bucket, hi, window)
     tries = 0
     while hi_cand.summary["sequential_ms"] > limit and tries < 12:
         lo, hi = hi, hi * 8
-        hi_cand = _candidate(bucket, shapes, cm, gen_bucket, hi, window, heads, hidden)
+        hi_cand = _candidate(bucket, shapes, cm, gen_bucket, hi, window)
         tries += 1
     if hi_cand.summary["sequential_ms"] > limit:
         return hi_cand  # the most sequential-time-minded plan found; still over the limit
     best = hi_cand
     for _ in range(14):
         mid = math.sqrt(lo * hi) if lo > 0 else hi / 16
-        cand = _candidate(bucket, shapes, cm, gen_bucket, mid, window, heads, hidden)
+        cand = _candidate(bucket, shapes, cm, gen_bucket, mid, window)
         if cand.summary["sequential_ms"] <= limit:
             hi, best = mid, min(best, cand, key=_rank)
         else:
@@ -508,20 +534,16 @@ def _search_lambda(
     return best
 
 
-def _plan_bucket(
-    bucket, shapes, cm, window, heads, hidden, full: bool
-) -> tuple[_Candidate, list[_Candidate]]:
+def _plan_bucket(bucket, shapes, cm, window, full: bool) -> tuple[_Candidate, list[_Candidate]]:
     """Best candidate of one bucket for a fixed global shape set, and every candidate tried."""
     tried = []
     for gb in _gen_bucket_sizes(bucket.gen):
-        tried.append(_candidate(bucket, shapes, cm, gb, 0.0, window, heads, hidden))
+        tried.append(_candidate(bucket, shapes, cm, gb, 0.0, window))
     best = min(tried, key=_rank)
     if full and not best.ok and bucket.limits.max_sequential_ms is not None:
         base = sorted(tried, key=lambda c: c.summary["total_cost"])
         for c in base[:2]:
-            found = _search_lambda(
-                bucket, shapes, cm, c.settings["gen_bucket_size"], window, heads, hidden, c
-            )
+            found = _search_lambda(bucket, shapes, cm, c.settings["gen_bucket_size"], window, c)
             tried.append(found)
         best = min(tried, key=_rank)
     return best, tried
@@ -645,7 +667,7 @@ def plan_requests(
     def plan_all(shapes: np.ndarray, full: bool) -> tuple[int, float, np.ndarray, list[_Candidate]]:
         best = []
         for i, b in enumerate(prepared):
-            chosen, cands = _plan_bucket(b, shapes, cm, window, heads_align, hidden_align, full)
+            chosen, cands = _plan_bucket(b, shapes, cm, window, full)
             tried[i].extend(cands)
             best.append(chosen)
         return (
@@ -676,12 +698,13 @@ def plan_requests(
         for i, (bucket, chosen) in enumerate(zip(prepared, best, strict=True)):
             if not chosen.ok:
                 raise _infeasible(bucket, tried[i])
-    used = sorted({int(s) for c in best for s in c.evaluation.shapes_used})
+    used = sorted(set().union(*(c.shapes_used() for c in best)))
+    plans = []
+    for b, c in zip(prepared, best, strict=True):
+        plan, ev = c.materialize(b, cm, heads_align, hidden_align)
+        plans.append(BucketPlan(b.name, plan, ev, b.bounds, b.limits, c.settings))
     return PlanResult(
-        buckets=tuple(
-            BucketPlan(b.name, c.plan, c.evaluation, b.bounds, b.limits, c.settings)
-            for b, c in zip(prepared, best, strict=True)
-        ),
+        buckets=tuple(plans),
         shapes=tuple(used),
         max_shapes=int(max_shapes),
     )
