@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS := dev,dist,measure,browser
 
-.PHONY: lab test lint format exercises data bench clean setup
+.PHONY: lab test lint format exercises data bench clean setup notebooks
 
 setup: $(STAMP)
 
@@ -35,6 +35,14 @@ format: $(STAMP)
 
 exercises: $(STAMP)
 	$(BIN)/python scripts/make_exercises.py
+
+# Re-execute the chapters in place (outputs are committed and compared by nbval). Widget state is
+# not stored: plotly's FigureWidget would embed the 5 MB plotly.js in every notebook.
+NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.ipynb))
+notebooks: $(STAMP)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 \
+		--ExecutePreprocessor.store_widget_state=False $(NOTEBOOKS)
 
 data: $(STAMP)
 	$(BIN)/python scripts/make_data.py

@@ -498,9 +498,15 @@ def _candidate(bucket, shapes, cm, gen_bucket, lam, window) -> _Candidate:
 
 
 def _gen_bucket_sizes(gen: np.ndarray) -> list[int]:
-    """Gen-bucket sizes to try: 1 (gen-major), fractions of the median, and no bucketing."""
-    med = int(np.median(gen))
-    sizes = {1, max(1, med // 4), max(1, med), int(gen.max())}
+    """Gen-bucket sizes to try: 1 (gen-major order), powers of two from an eighth of the median
+    gen_len up to the longest gen_len, and no bucketing (prompt-major order)."""
+    med = max(1, int(np.median(gen)))
+    top = int(gen.max())
+    sizes = {1, top}
+    size = max(1, med // 8)
+    while size < top:
+        sizes.add(size)
+        size *= 2
     return sorted(sizes)
 
 
@@ -542,7 +548,7 @@ def _plan_bucket(bucket, shapes, cm, window, full: bool) -> tuple[_Candidate, li
     best = min(tried, key=_rank)
     if full and not best.ok and bucket.limits.max_sequential_ms is not None:
         base = sorted(tried, key=lambda c: c.summary["total_cost"])
-        for c in base[:2]:
+        for c in base:
             found = _search_lambda(bucket, shapes, cm, c.settings["gen_bucket_size"], window, c)
             tried.append(found)
         best = min(tried, key=_rank)
@@ -691,7 +697,10 @@ def plan_requests(
     options.sort(key=lambda o: (o[0], o[1]))
     # stage 2: where a limit is not met, the λ search on the two best shape sets
     if options[0][0] > 0:
-        options += [plan_all(o[2], full=True) for o in options[:2]]
+        # the two best shape sets, and the one with the most shapes (finer groups)
+        retry = options[:2] + [max(options, key=lambda o: len(o[2]))]
+        retry = list({tuple(o[2].tolist()): o for o in retry}.values())
+        options += [plan_all(o[2], full=True) for o in retry]
         options.sort(key=lambda o: (o[0], o[1]))
     n_bad, _, shapes, best = options[0]
     if n_bad:
