@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS := dev,dist,measure,browser
+LINTED := $(wildcard lib tests benchmarks scripts exercises conftest.py)
 
 .PHONY: lab test lint format exercises data bench clean setup notebooks
 
@@ -22,16 +23,16 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
 
 test: $(STAMP)
-	$(BIN)/ruff check lib tests benchmarks scripts exercises
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib tests benchmarks scripts exercises
-	$(BIN)/ruff format --check lib tests benchmarks scripts exercises
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 format: $(STAMP)
-	$(BIN)/ruff format lib tests benchmarks scripts exercises
-	$(BIN)/ruff check --fix lib tests benchmarks scripts exercises
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 exercises: $(STAMP)
 	$(BIN)/python scripts/make_exercises.py
