@@ -64,7 +64,7 @@ from batchlab.roofline import (
     get_model,
     max_kv_tokens,
 )
-from batchlab.workload import validate_requests
+from batchlab.workload import arrival_times, validate_requests
 
 __all__ = [
     "POLICIES",
@@ -154,17 +154,13 @@ def nearest_rank(values: np.ndarray, p: float) -> float:
 def draw_arrivals(n: int, rate_per_s: float, *, seed: int, burstiness: float = 1.0) -> np.ndarray:
     """Arrival times (s) of ``n`` requests at ``rate_per_s``: exponential inter-arrivals
     (Poisson) for ``burstiness == 1``, else gamma inter-arrivals with that coefficient of
-    variation (shape ``1 / burstiness²``, mean ``1 / rate``). The first request arrives at 0."""
+    variation (shape ``1 / burstiness²``, mean ``1 / rate``). The first request arrives at 0.
+    See :func:`batchlab.workload.arrival_times`."""
     n = _pos_int(n, "n")
     rate = _positive(rate_per_s, "rate")
     cv = _positive(burstiness, "burstiness")
-    rng = np.random.default_rng(seed)
-    if cv == 1.0:
-        gaps = rng.exponential(1.0 / rate, size=n - 1)
-    else:
-        shape = 1.0 / (cv * cv)
-        gaps = rng.gamma(shape, 1.0 / (rate * shape), size=n - 1)
-    return np.concatenate([[0.0], np.cumsum(gaps)])
+    process = "poisson" if cv == 1.0 else "bursty"
+    return arrival_times(n, rate_per_s=rate, seed=seed, process=process, burstiness=cv)
 
 
 # --------------------------------------------------------------------------------------------

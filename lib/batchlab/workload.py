@@ -54,6 +54,7 @@ __all__ = [
     "SourceLines",
     "WorkloadProfile",
     "arrival_rate_over_time",
+    "arrival_times",
     "bimodal_workload",
     "lognormal_workload",
     "profile",
@@ -910,6 +911,39 @@ def zipf_workload(
 ARRIVAL_PROCESSES = ("poisson", "bursty")
 
 
+def arrival_times(
+    n: int,
+    *,
+    rate_per_s: float,
+    seed: int,
+    process: str = "poisson",
+    burstiness: float = 1.0,
+) -> np.ndarray:
+    """Arrival times (seconds, float64) of ``n`` requests, the first at 0.
+
+    Mean rate ``rate_per_s`` (requests per second). ``"poisson"``: exponential inter-arrival
+    gaps (coefficient of variation 1; ``burstiness`` is ignored). ``"bursty"``: gamma gaps with
+    coefficient of variation ``burstiness`` (shape k = 1 / burstiness**2, scale =
+    1 / (rate_per_s * k)); 1.0 is as variable as Poisson, larger is burstier.
+    """
+    rate = _check_positive("rate_per_s", rate_per_s)
+    cv = _check_positive("burstiness", burstiness)
+    if process not in ARRIVAL_PROCESSES:
+        raise InputError(
+            f"unknown arrival process {process!r}; use one of {ARRIVAL_PROCESSES}", field="process"
+        )
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise InputError(f"must be a positive whole number, got {n!r}", field="n")
+    rng = _rng(seed)
+    m = int(n) - 1
+    if process == "poisson":
+        gaps = rng.exponential(1.0 / rate, m)
+    else:
+        k = 1.0 / (cv * cv)
+        gaps = rng.gamma(k, 1.0 / (rate * k), m)
+    return np.concatenate(([0.0], np.cumsum(gaps)))
+
+
 def with_arrivals(
     df: pd.DataFrame,
     *,
@@ -920,27 +954,14 @@ def with_arrivals(
 ) -> pd.DataFrame:
     """Return a validated copy of ``df`` with ``arrival_s`` (seconds, first request at 0).
 
-    Rows arrive in table order at mean rate ``rate_per_s`` (requests per second).
-    ``"poisson"``: exponential inter-arrival gaps (coefficient of variation 1; ``burstiness`` is
-    ignored). ``"bursty"``: gamma gaps with coefficient of variation ``burstiness``
-    (shape k = 1 / burstiness**2, scale = 1 / (rate_per_s * k)); 1.0 is Poisson, larger is
-    burstier, smaller more regular. An existing ``arrival_s`` is replaced.
+    Rows arrive in table order; the times come from :func:`arrival_times` (Poisson, or bursty
+    gamma gaps with coefficient of variation ``burstiness``). An existing ``arrival_s`` is
+    replaced.
     """
-    rate = _check_positive("rate_per_s", rate_per_s)
-    cv = _check_positive("burstiness", burstiness)
-    if process not in ARRIVAL_PROCESSES:
-        raise InputError(
-            f"unknown arrival process {process!r}; use one of {ARRIVAL_PROCESSES}", field="process"
-        )
     out = validate_requests(df)
-    rng = _rng(seed)
-    m = len(out) - 1
-    if process == "poisson":
-        gaps = rng.exponential(1.0 / rate, m)
-    else:
-        k = 1.0 / (cv * cv)
-        gaps = rng.gamma(k, 1.0 / (rate * k), m)
-    out["arrival_s"] = np.concatenate(([0.0], np.cumsum(gaps)))
+    out["arrival_s"] = arrival_times(
+        len(out), rate_per_s=rate_per_s, seed=seed, process=process, burstiness=burstiness
+    )
     return out
 
 
