@@ -190,6 +190,122 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+def cmd_simulate(args) -> int:
+    """Simulate serving IN (a request file, or a registered trace name such as
+    ``azure-conv-2023``) with a batching policy; print the aggregates (``--json``: as JSON)."""
+    from batchlab.datasets import TRACES, load_trace
+    from batchlab.simulate import simulate
+
+    source = args.input
+    if Path(source).exists():
+        requests = _read_requests(source)
+    elif source.strip().lower() in TRACES:
+        requests = load_trace(source.strip().lower())
+    else:
+        raise InputError(
+            f"no such request file, and not a registered trace name (traces: {', '.join(TRACES)})",
+            path=source,
+        )
+    if args.first_s is not None:
+        if not (math.isfinite(args.first_s) and args.first_s > 0):
+            raise InputError(
+                f"must be a positive number of seconds, got {args.first_s}", field="--first-s"
+            )
+        if "arrival_s" not in requests.columns:
+            raise InputError("--first-s needs an arrival_s column", path=source, field="arrival_s")
+        requests = requests[requests["arrival_s"].to_numpy(dtype=np.float64) < args.first_s]
+    if args.max_requests is not None:
+        if args.max_requests < 1:
+            raise InputError(f"must be >= 1, got {args.max_requests}", field="--max-requests")
+        if "arrival_s" in requests.columns:
+            requests = requests.sort_values("arrival_s", kind="stable")
+        requests = requests.iloc[: args.max_requests]
+    if len(requests) == 0:
+        raise InputError("no request left to simulate", path=source)
+    # policy options: only those given on the command line (the policy checks they apply)
+    flags = {
+        "batch_size": args.batch_size,
+        "timeout_ms": args.timeout_ms,
+        "max_batch_size": args.max_batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "target_latency_ms": args.target_latency_ms,
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "chunked_prefill": True if args.chunked_prefill else None,
+        "chunk_size": args.chunk_size,
+    }
+    options = {k: v for k, v in flags.items() if v is not None}
+    load = {}
+    if args.rate is not None:
+        load["rate"] = args.rate
+        if args.burstiness is not None:
+            load["burstiness"] = args.burstiness
+    elif args.burstiness is not None:
+        raise InputError("--burstiness applies to drawn arrivals (--rate)", field="--burstiness")
+    if args.concurrency is not None:
+        load["concurrency"] = args.concurrency
+        if args.think_time_ms is not None:
+            load["think_time_ms"] = args.think_time_ms
+    elif args.think_time_ms is not None:
+        raise InputError(
+            "--think-time-ms applies to a closed loop (--concurrency)", field="--think-time-ms"
+        )
+    result = simulate(
+        requests,
+        args.policy,
+        model=args.model,
+        gpu=args.gpu,
+        seed=args.seed,
+        kv_blocks=args.kv_blocks,
+        block_size=args.block_size,
+        memory_fraction=args.memory_fraction,
+        **load,
+        **options,
+    )
+    summary = result.summary()
+    info = {
+        "input": source,
+        "n_requests": len(requests),
+        "policy": result.policy,
+        "options": dict(result.options),
+        "model": args.model,
+        "gpu": args.gpu,
+        "mode": result.mode,
+        "kv_blocks": result.kv_blocks,
+        "block_size": result.block_size,
+        "kv_tokens": result.kv_blocks * result.block_size,
+    }
+    if args.json:
+        _print_json({**info, "summary": summary})
+        return EXIT_OK
+    opts = ", ".join(f"{k}={v}" for k, v in result.options.items())
+    if result.mode == "rate":
+        mode = f"Poisson arrivals at {args.rate:g} requests/s"
+        if args.burstiness is not None:
+            mode = f"gamma arrivals at {args.rate:g} requests/s, CV {args.burstiness:g}"
+    elif result.mode == "closed":
+        mode = f"closed loop of {args.concurrency} clients"
+    else:
+        mode = "trace arrival times"
+    print(
+        f"{source}: {len(requests):,} requests, {mode}, "
+        f"{result.policy} ({opts}) on {args.model} / {args.gpu}"
+    )
+    print(
+        f"KV cache: {result.kv_blocks:,} blocks of {result.block_size} tokens "
+        f"({result.kv_blocks * result.block_size:,} tokens)"
+    )
+    skip = {"policy", "mode"}
+    rows = pd.DataFrame(
+        {
+            "metric": [k for k in summary if k not in skip],
+            "value": [summary[k] for k in summary if k not in skip],
+        }
+    )
+    print(_table(rows))
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------------- the parser
 
 
@@ -228,6 +344,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", metavar="PLAN")
     common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "simulate",
+        help="simulate serving requests with a batching policy (IN: a request file or a trace name)",
+    )
+    p.add_argument("input", metavar="IN", help="request file (JSONL/CSV/Parquet) or a trace name")
+    p.add_argument("--policy", default="continuous", help="static, dynamic, adaptive, continuous")
+    p.add_argument("--model", default="llama-2-7b", help="model preset (roofline step times)")
+    p.add_argument("--gpu", default="h100-sxm", help="GPU preset, or Nx<preset>")
+    load = p.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, help="open loop: Poisson arrivals, requests/s")
+    load.add_argument("--concurrency", type=int, help="closed loop: number of clients")
+    p.add_argument("--burstiness", type=float, help="with --rate: inter-arrival CV (1 = Poisson)")
+    p.add_argument("--think-time-ms", type=float, help="with --concurrency: ms between requests")
+    p.add_argument("--seed", type=int, default=0, help="seed of drawn arrivals")
+    p.add_argument("--first-s", type=float, help="keep requests arriving in the first S seconds")
+    p.add_argument("--max-requests", type=int, help="keep the first N requests (arrival order)")
+    p.add_argument("--max-num-seqs", type=int, help="continuous: running sequences")
+    p.add_argument("--max-num-batched-tokens", type=int, help="continuous: tokens per step")
+    p.add_argument("--chunked-prefill", action="store_true", help="continuous: chunked prefill")
+    p.add_argument("--chunk-size", type=int, help="continuous: prompt tokens per chunk")
+    p.add_argument("--batch-size", type=int, help="static: requests per batch")
+    p.add_argument("--timeout-ms", type=float, help="static: start a partial batch after ms")
+    p.add_argument("--max-batch-size", type=int, help="dynamic/adaptive: batch-size limit")
+    p.add_argument("--max-wait-ms", type=float, help="dynamic/adaptive: longest wait (ms)")
+    p.add_argument("--target-latency-ms", type=float, help="adaptive: target batch duration")
+    p.add_argument("--kv-blocks", type=int, help="KV-cache budget in blocks (default: fits GPU)")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--memory-fraction", type=float, default=0.9, help="GPU memory usable")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

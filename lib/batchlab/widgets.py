@@ -9,11 +9,15 @@ Each widget has a pure *state-to-view* function that the tests (and chapters) ca
 * :func:`cost_explorer_state` -> :class:`CostView`: a plan evaluated under changed cost-model
   coefficients, next to the unchanged model, with the figure of
   :func:`batchlab.plots.cost_latency_parts_figure`.
+* :func:`policy_explorer_state` -> :class:`PolicyView`: simulations of batching policies
+  (``batchlab.simulate``) for the knobs ``max_num_seqs``, ``max_num_batched_tokens``,
+  ``max_wait_ms`` and chunked prefill, a metrics table and the figure of
+  :func:`batchlab.plots.policy_dashboard_figure`.
 
-The widgets :func:`shape_explorer` and :func:`cost_explorer` call these functions from their
-``observe`` callbacks (sliders use ``continuous_update=False``) and copy the new figure's trace
-data into their ``FigureWidget`` inside one ``batch_update()``. Invalid settings show a message in
-the widget; they never raise.
+The widgets :func:`shape_explorer`, :func:`cost_explorer` and :func:`policy_explorer` call these
+functions from their ``observe`` callbacks (sliders use ``continuous_update=False``) and copy the
+new figure's trace data into their ``FigureWidget`` inside one ``batch_update()``. Invalid
+settings show a message in the widget; they never raise.
 """
 
 from __future__ import annotations
@@ -849,3 +853,353 @@ def cost_explorer(
     latency parts of ``plan`` under the changed model next to the preset, and a metrics table
     (see :func:`cost_explorer_state`)."""
     return CostExplorer(requests, plan, cost_model=cost_model)
+
+
+# --------------------------------------------------------------------------------------------
+# policy explorer: batching-policy knobs -> simulated latency and throughput
+
+__all__ += [
+    "POLICY_METRICS",
+    "PolicyExplorer",
+    "PolicyView",
+    "policy_explorer",
+    "policy_explorer_state",
+]
+
+#: Columns of the policy explorer's metrics table (``SimulationResult.summary()`` keys) and units.
+POLICY_METRICS = (
+    ("throughput_rps", "requests/s"),
+    ("output_tokens_per_s", "tokens/s"),
+    ("latency_p50_ms", "ms"),
+    ("latency_p99_ms", "ms"),
+    ("ttft_p99_ms", "ms"),
+    ("tpot_p99_ms", "ms"),
+    ("mean_batch_size", "sequences"),
+    ("kv_util_peak", "share of blocks"),
+    ("preemptions", "requests"),
+)
+
+
+def _policy_options(
+    policy: str,
+    max_num_seqs: int,
+    max_num_batched_tokens: int | None,
+    max_wait_ms: float,
+    chunked_prefill: bool,
+) -> dict[str, Any]:
+    """The explorer's knobs as the options of one policy (see :func:`policy_explorer_state`)."""
+    if policy == "static":
+        return {"batch_size": max_num_seqs, "timeout_ms": max_wait_ms}
+    if policy in ("dynamic", "adaptive"):
+        return {"max_batch_size": max_num_seqs, "max_wait_ms": max_wait_ms}
+    if policy == "continuous":
+        return {
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "chunked_prefill": bool(chunked_prefill),
+        }
+    raise InputError(
+        f"the policy explorer has no knobs for policy {policy!r}; choose among static, "
+        "dynamic, adaptive, continuous",
+        field="policies",
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyView:
+    """What the policy explorer shows for one setting of its knobs.
+
+    ``results``: policy name -> :class:`batchlab.simulate.SimulationResult` (the policies whose
+    options were valid); ``metrics``: one row per simulated policy, columns ``policy`` and the
+    :data:`POLICY_METRICS`; ``message``: why a setting (or a policy's options) is invalid, else
+    None; ``figure``: :func:`batchlab.plots.policy_dashboard_figure` of ``results``;
+    ``settings``: the knobs as given.
+    """
+
+    results: Mapping[str, Any]
+    metrics: pd.DataFrame
+    message: str | None
+    figure: go.Figure
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every policy was simulated."""
+        return self.message is None
+
+
+def policy_explorer_state(
+    requests: pd.DataFrame,
+    *,
+    max_num_seqs: int = 64,
+    max_num_batched_tokens: int | None = None,
+    max_wait_ms: float = 50.0,
+    chunked_prefill: bool = False,
+    policies: Sequence[str] = ("dynamic", "continuous"),
+    model: str | Any = "llama-2-7b",
+    gpu: str | Any = "h100-sxm",
+    rate: float | None = None,
+    concurrency: int | None = None,
+    seed: int = 0,
+    kv_blocks: int | None = None,
+    step_time: Any = None,
+) -> PolicyView:
+    """Simulate ``requests`` under each of ``policies`` with the explorer's knobs.
+
+    Knobs to options: ``static``: ``batch_size = max_num_seqs``, ``timeout_ms = max_wait_ms``;
+    ``dynamic`` / ``adaptive``: ``max_batch_size = max_num_seqs``, ``max_wait_ms``;
+    ``continuous``: ``max_num_seqs``, ``max_num_batched_tokens`` (tokens per step; None = the
+    library default) and ``chunked_prefill``. Arrivals: the table's ``arrival_s``, or ``rate``
+    (requests/s, Poisson with ``seed``) or ``concurrency`` (closed loop); step times from
+    ``step_time`` (a StepTimeModel or a measured table) or else the roofline of ``model`` on
+    ``gpu``; ``kv_blocks`` (and the default KV budget of ``model`` on ``gpu``) as in
+    :func:`batchlab.simulate.simulate`.
+
+    Invalid knobs (for example a prompt longer than ``max_num_batched_tokens`` without chunked
+    prefill) give a ``message`` naming the policy, and that policy is left out; they never raise.
+    Raises only for a bad request table (``InputError``).
+    """
+    from batchlab.plots import policy_dashboard_figure
+    from batchlab.simulate import simulate
+
+    req = validate_requests(requests)
+    results: dict[str, Any] = {}
+    problems: list[str] = []
+    for policy in policies:
+        try:
+            options = _policy_options(
+                str(policy), max_num_seqs, max_num_batched_tokens, max_wait_ms, chunked_prefill
+            )
+            results[str(policy)] = simulate(
+                req,
+                str(policy),
+                model=model,
+                gpu=gpu,
+                rate=rate,
+                concurrency=concurrency,
+                seed=seed,
+                kv_blocks=kv_blocks,
+                step_time=step_time,
+                **options,
+            )
+        except BatchlabError as err:
+            problems.append(f"{policy}: {err}")
+    rows = []
+    for name, res in results.items():
+        summary = res.summary()
+        rows.append([name, *(summary[m] for m, _ in POLICY_METRICS)])
+    metrics = pd.DataFrame(rows, columns=["policy", *(m for m, _ in POLICY_METRICS)])
+    figure = policy_dashboard_figure(results)
+    return PolicyView(
+        results=results,
+        metrics=metrics,
+        message="; ".join(problems) if problems else None,
+        figure=figure,
+        settings={
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "max_wait_ms": max_wait_ms,
+            "chunked_prefill": chunked_prefill,
+            "policies": tuple(policies),
+            "rate": rate,
+            "concurrency": concurrency,
+        },
+    )
+
+
+class PolicyExplorer(widgets.VBox):
+    """The policy explorer (see :func:`policy_explorer`). Parts: ``figure`` (the FigureWidget),
+    ``controls`` (name -> widget: ``max_num_seqs``, ``max_num_batched_tokens``,
+    ``max_wait_ms``, ``chunked_prefill``), ``metrics_html``, ``message_html`` and the current
+    ``view`` (:class:`PolicyView`)."""
+
+    def __init__(
+        self,
+        requests: pd.DataFrame,
+        *,
+        model: str | Any = "llama-2-7b",
+        gpu: str | Any = "h100-sxm",
+        policies: Sequence[str] = ("dynamic", "continuous"),
+        max_num_seqs: int = 64,
+        max_num_batched_tokens: int | None = None,
+        max_wait_ms: float = 50.0,
+        chunked_prefill: bool = False,
+        rate: float | None = None,
+        concurrency: int | None = None,
+        seed: int = 0,
+        kv_blocks: int | None = None,
+        step_time: Any = None,
+    ) -> None:
+        self._requests = validate_requests(requests)
+        seqs = _whole(max_num_seqs)
+        if seqs is None or seqs < 1:
+            raise InputError(
+                f"must be a whole number >= 1, got {max_num_seqs!r}", field="max_num_seqs"
+            )
+        try:
+            wait = float(max_wait_ms)
+        except (TypeError, ValueError):
+            wait = math.nan
+        if not (math.isfinite(wait) and wait >= 0):
+            raise InputError(
+                f"must be a number of ms >= 0, got {max_wait_ms!r}", field="max_wait_ms"
+            )
+        tokens_given = None if max_num_batched_tokens is None else _whole(max_num_batched_tokens)
+        if max_num_batched_tokens is not None and (tokens_given is None or tokens_given < 1):
+            raise InputError(
+                f"must be a whole number of tokens >= 1, got {max_num_batched_tokens!r}",
+                field="max_num_batched_tokens",
+            )
+        for policy in policies:
+            _policy_options(str(policy), 1, None, 0.0, False)  # unknown names raise here
+        self._fixed = {
+            "model": model,
+            "gpu": gpu,
+            "policies": tuple(str(p) for p in policies),
+            "rate": rate,
+            "concurrency": concurrency,
+            "seed": seed,
+            "kv_blocks": kv_blocks,
+            "step_time": step_time,
+        }
+        step = 256
+        longest = int((self._requests["prompt_len"] + self._requests["gen_len"]).max())
+        default_tokens = max(8192, -(-longest // step) * step)
+        tokens = default_tokens if tokens_given is None else tokens_given
+        style = {"description_width": "190px"}
+        layout = widgets.Layout(width="520px")
+        self.controls: dict[str, widgets.Widget] = {
+            "max_num_seqs": widgets.IntSlider(
+                value=seqs,
+                min=1,
+                max=max(512, seqs),
+                description="max_num_seqs (sequences)",
+                continuous_update=False,
+                style=style,
+                layout=layout,
+            ),
+            "max_num_batched_tokens": widgets.IntSlider(
+                value=tokens,
+                min=min(step, tokens),
+                max=max(32768, default_tokens, tokens),
+                step=step,
+                description="max_num_batched_tokens",
+                continuous_update=False,
+                style=style,
+                layout=layout,
+            ),
+            "max_wait_ms": widgets.FloatSlider(
+                value=wait,
+                min=0.0,
+                max=max(1000.0, wait),
+                step=5.0,
+                description="max_wait_ms (ms)",
+                continuous_update=False,
+                readout_format=".0f",
+                style=style,
+                layout=layout,
+            ),
+            "chunked_prefill": widgets.Checkbox(
+                value=bool(chunked_prefill), description="chunked prefill (continuous)"
+            ),
+        }
+        self.message_html = widgets.HTML()
+        self.metrics_html = widgets.HTML()
+        self.view = self._compute()
+        self.figure = go.FigureWidget(self.view.figure)
+        self._show_view()
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        n = len(self._requests)
+        if rate is not None:
+            load = f"Poisson arrivals at {float(rate):g} requests/s (seed {seed})"
+        elif concurrency is not None:
+            load = f"closed loop of {int(concurrency)} clients"
+        else:
+            load = "the table's arrival times"
+        head = widgets.HTML(
+            f"<b>Policy explorer</b>: {n:,} requests, {html.escape(load)}, "
+            f"{html.escape(str(getattr(model, 'name', model)))} on "
+            f"{html.escape(str(getattr(gpu, 'name', gpu)))} "
+            f"({'roofline' if step_time is None else 'given'} step times). "
+            "<small>max_num_seqs is the batch-size limit of every policy; "
+            "max_num_batched_tokens and chunked prefill apply to continuous batching, "
+            "max_wait_ms to dynamic (and static) batching.</small>"
+        )
+        super().__init__(
+            [
+                head,
+                widgets.VBox(list(self.controls.values())),
+                self.message_html,
+                self.figure,
+                self.metrics_html,
+            ]
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The knobs of :func:`policy_explorer_state` for the current controls."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _compute(self) -> PolicyView:
+        return policy_explorer_state(self._requests, **self.settings(), **self._fixed)
+
+    def refresh(self) -> PolicyView:
+        """Re-simulate for the current controls and update the figure and the metrics table."""
+        self.view = self._compute()
+        _sync_figure(self.figure, self.view.figure)
+        self._show_view()
+        return self.view
+
+    def _show_view(self) -> None:
+        self.message_html.value = _message_html(self.view.message)
+        table = self.view.metrics.copy()
+        table.columns = [
+            "policy",
+            *(f"{m} ({unit})" for m, unit in POLICY_METRICS),
+        ]
+        self.metrics_html.value = _table_html(table)
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        self.refresh()
+
+
+def policy_explorer(
+    requests: pd.DataFrame,
+    *,
+    model: str | Any = "llama-2-7b",
+    gpu: str | Any = "h100-sxm",
+    policies: Sequence[str] = ("dynamic", "continuous"),
+    max_num_seqs: int = 64,
+    max_num_batched_tokens: int | None = None,
+    max_wait_ms: float = 50.0,
+    chunked_prefill: bool = False,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    seed: int = 0,
+    kv_blocks: int | None = None,
+    step_time: Any = None,
+) -> PolicyExplorer:
+    """An interactive batching-policy explorer (a ``VBox``; display it in Jupyter).
+
+    Sliders (``continuous_update=False``): ``max_num_seqs`` (sequences), ``max_num_batched_tokens``
+    (tokens per step, steps of 256; starts at the library default, at least 8,192) and
+    ``max_wait_ms`` (ms), and a chunked-prefill checkbox. Each change re-simulates ``requests``
+    under ``policies`` (:func:`policy_explorer_state`, with the knob mapping described there) and
+    updates, in one ``batch_update()``, the latency CDF, latency percentiles and throughput of
+    :func:`batchlab.plots.policy_dashboard_figure`, and the metrics table below it.
+    """
+    return PolicyExplorer(
+        requests,
+        model=model,
+        gpu=gpu,
+        policies=policies,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_wait_ms=max_wait_ms,
+        chunked_prefill=chunked_prefill,
+        rate=rate,
+        concurrency=concurrency,
+        seed=seed,
+        kv_blocks=kv_blocks,
+        step_time=step_time,
+    )
