@@ -306,6 +306,59 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
+def cmd_measure(args) -> int:
+    """Measure greedy generation at several batch sizes on this machine (``--model tiny``: a
+    small random Llama, no download); print the table and its analysis (saturation, memory per
+    sequence, latency-limited size), and save it as CSV + JSON unless ``--no-save``."""
+    import dataclasses
+
+    from batchlab.measure import parse_batch_sizes, run_measure_cli
+
+    sizes = parse_batch_sizes(args.batch_sizes)  # checked before the (slow) measurement
+    if args.no_save and args.output is not None:
+        raise InputError("--output and --no-save contradict each other", field="--output")
+    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
+        raise InputError(f"must be in [0, 1), got {args.tolerance}", field="--tolerance")
+    if args.latency_limit_ms is not None and not (
+        math.isfinite(args.latency_limit_ms) and args.latency_limit_ms > 0
+    ):
+        raise InputError(
+            f"must be a positive number of ms, got {args.latency_limit_ms}",
+            field="--latency-limit-ms",
+        )
+    try:
+        run = run_measure_cli(
+            args.model,
+            sizes,
+            args.prompt_len,
+            args.gen_len,
+            device=args.device,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            seed=args.seed,
+            output=args.output,
+            save=not args.no_save,
+            latency_limit_ms=args.latency_limit_ms,
+            latency_column=args.latency_column,
+            tolerance=args.tolerance,
+            progress=not args.no_progress,
+        )
+    except ImportError as exc:  # torch / transformers missing: one line, exit code 2
+        raise InputError(str(exc), field="--model") from exc
+    if args.json:
+        _print_json(
+            {
+                "settings": run.table.attrs.get("settings", {}),
+                "path": None if run.path is None else str(run.path),
+                "summary": dataclasses.asdict(run.summary),
+                "table": run.table,
+            }
+        )
+        return EXIT_OK
+    print(run.report())
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------------- the parser
 
 
@@ -375,6 +428,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-fraction", type=float, default=0.9, help="GPU memory usable")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "measure",
+        help="measure throughput, latency and memory at several batch sizes on this machine",
+    )
+    p.add_argument(
+        "--model", default="tiny", help="'tiny' (random small Llama, no download) or a local folder"
+    )
+    p.add_argument("--batch-sizes", default="1,2,4,8,16", help="comma-separated, e.g. 1,2,4,8")
+    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence")
+    p.add_argument("--gen-len", type=int, default=32, help="generated tokens per sequence (>= 2)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    p.add_argument("--warmup", type=int, default=1, help="discarded runs per batch size")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (median)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompts and tiny weights")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT.csv",
+        help="where to save (default: data/measurements/<model>-<device>-p<P>-g<G>.csv)",
+    )
+    p.add_argument("--no-save", action="store_true", help="do not write the CSV and JSON")
+    p.add_argument("--latency-limit-ms", type=float, help="report the largest size meeting it")
+    p.add_argument(
+        "--latency-column",
+        default="latency_ms_per_request",
+        choices=("latency_ms_per_request", "decode_ms_per_step", "prefill_ms", "e2e_ms"),
+        help="the latency the limit applies to (decode_ms_per_step: time per output token)",
+    )
+    p.add_argument("--tolerance", type=float, default=0.05, help="saturation: share of the best")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_measure)
     return parser
 
 

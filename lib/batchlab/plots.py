@@ -524,7 +524,7 @@ def shape_buckets_figure(
         cols=2,
         column_widths=[0.6, 0.4],
         subplot_titles=["prompt lengths and shape boundaries", "padding per shape bucket"],
-        horizontal_spacing=0.1,
+        horizontal_spacing=0.14,
     )
     fig.add_trace(
         go.Scatter(
@@ -579,7 +579,7 @@ def shape_buckets_figure(
     fig.update_yaxes(title_text="requests", row=1, col=1)
     fig.update_xaxes(type="category", title_text="shape seq_align (tokens)", row=1, col=2)
     fig.update_yaxes(title_text="padding (tokens)", row=1, col=2)
-    fig.update_layout(barmode="stack", title=title or "Shape buckets")
+    fig.update_layout(barmode="stack", title=title or "Shape buckets", width=1000, height=430)
     return fig
 
 
@@ -793,7 +793,9 @@ def cost_latency_parts_figure(
     _add_part_bars(fig, latencies, "ms", show_legend=False, row=1, col=2)
     fig.update_yaxes(title_text="cost (cost units)", row=1, col=1)
     fig.update_yaxes(title_text="latency (ms)", row=1, col=2)
-    fig.update_layout(barmode="stack", title=title or "Cost and latency by part")
+    fig.update_layout(
+        barmode="stack", title=title or "Cost and latency by part", width=1000, height=430
+    )
     return fig
 
 
@@ -1519,7 +1521,7 @@ def policy_dashboard_figure(
         rows=1,
         cols=3,
         column_widths=[0.44, 0.32, 0.24],
-        horizontal_spacing=0.08,
+        horizontal_spacing=0.1,
         subplot_titles=[
             "request latency CDF",
             "latency percentiles (ms)",
@@ -1587,6 +1589,8 @@ def policy_dashboard_figure(
         title=title or "Latency and throughput by policy",
         barmode="group",
         legend_title_text="policy",
+        width=1000,
+        height=430,
     )
     return fig
 
@@ -1877,4 +1881,532 @@ def kv_utilisation_figure(
     fig.update_yaxes(title_text="requests", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
     fig.update_layout(title=title or "KV-cache use and queue over time", legend_title_text="run")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# batch-size measurement: throughput and latency vs batch size, memory, measured vs roofline
+
+__all__ += [
+    "MEASUREMENT_LABELS",
+    "batch_size_choice_table",
+    "measured_vs_roofline_figure",
+    "memory_vs_batch_figure",
+    "memory_vs_batch_table",
+    "throughput_latency_vs_batch_figure",
+]
+
+#: Axis labels (with units) of the columns of a measurement table (``batchlab.measure``).
+MEASUREMENT_LABELS: dict[str, str] = {
+    "batch_size": "batch size (sequences)",
+    "prefill_ms": "prefill (ms)",
+    "prefill_ms_per_token": "prefill per prompt token (ms)",
+    "decode_ms_per_step": "decode step = time per output token (ms)",
+    "e2e_ms": "end-to-end time of a batch (ms)",
+    "latency_ms_per_request": "request latency (ms)",
+    "output_tokens_per_s": "output throughput (tokens/s)",
+    "peak_memory_mb": "peak memory above baseline (MB)",
+    "kv_cache_mb": "KV cache (MB)",
+}
+
+
+def _mlabel(name: str) -> str:
+    return MEASUREMENT_LABELS.get(name, name)
+
+
+def _measurement_tables(tables: Any) -> list[tuple[str, pd.DataFrame]]:
+    pairs = _named(tables, "measurement table", "measurement")
+    for name, df in pairs:
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(
+                f"{name!r} is a {type(df).__name__}, not a measurement table", path=name
+            )
+    return pairs
+
+
+def _measured_rows(df: pd.DataFrame, columns: Sequence[str], name: str) -> pd.DataFrame:
+    """Rows that did not run out of memory, with finite ``batch_size`` and ``columns``, by size."""
+    for col in ("batch_size", *columns):
+        if col not in df.columns:
+            raise InputError("missing column in the measurement table", path=name, field=col)
+    keep = np.ones(len(df), dtype=bool)
+    if "oom" in df.columns:
+        keep &= ~df["oom"].fillna(False).to_numpy(dtype=bool)
+    for col in ("batch_size", *columns):
+        keep &= np.isfinite(pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64))
+    return df.loc[keep].sort_values("batch_size", kind="stable")
+
+
+def _per_table(option: Any, names: Sequence[str], field: str) -> dict[str, Any]:
+    """``"auto"`` / None / one batch size for every table / a mapping name -> batch size."""
+    if isinstance(option, str):
+        if option != "auto":
+            raise InputError(
+                f"expected 'auto', None, a batch size or a mapping, got {option!r}", field=field
+            )
+        return dict.fromkeys(names, "auto")
+    if option is None:
+        return dict.fromkeys(names)
+    if isinstance(option, Mapping):
+        return {name: option.get(name) for name in names}
+    if isinstance(option, int | np.integer) and not isinstance(option, bool):
+        return dict.fromkeys(names, int(option))
+    raise InputError(
+        f"expected 'auto', None, a batch size or a mapping, got {option!r}", field=field
+    )
+
+
+def batch_size_choice_table(
+    tables: Any,
+    *,
+    tolerance: float = 0.05,
+    latency_column: str = "latency_ms_per_request",
+    latency_limit_ms: float | None = None,
+) -> pd.DataFrame:
+    """The two batch-size choices of each measurement (or roofline) table, one row per table.
+
+    ``tables``: one table (``measure.measure_batch_sizes``, ``load_measurement`` or
+    ``roofline_table``), a mapping name -> table, or a list. Columns: ``table``,
+    ``saturation_batch_size`` (``measure.saturation_batch_size(df, tolerance)``: the smallest
+    size within ``tolerance`` of the best output tokens/s) and its ``tokens_per_s_at_saturation``,
+    ``best_batch_size`` / ``best_tokens_per_s`` (the fastest row), ``latency_limit_ms`` and
+    ``latency_choice`` (``measure.max_batch_under_latency``: the largest size whose
+    ``latency_column`` is at most the limit, in ms; <NA> without a limit or when none meets it)
+    with ``latency_at_choice_ms`` and ``tokens_per_s_at_choice``. Out-of-memory rows are left out.
+    """
+    from batchlab import measure
+
+    rows = []
+    for name, df in _measurement_tables(tables):
+        ok = _measured_rows(df, ["output_tokens_per_s", latency_column], name)
+        if ok.empty:
+            raise InputError("no successful rows", path=name, field="output_tokens_per_s")
+        sizes = ok["batch_size"].to_numpy(dtype=np.int64)
+        tps = ok["output_tokens_per_s"].to_numpy(dtype=np.float64)
+        lat = ok[latency_column].to_numpy(dtype=np.float64)
+        sat = measure.saturation_batch_size(ok, tolerance)
+        best = int(np.argmax(tps))
+        choice = None
+        if latency_limit_ms is not None:
+            choice = measure.max_batch_under_latency(ok, latency_limit_ms, column=latency_column)
+        at = np.flatnonzero(sizes == choice) if choice is not None else np.array([], np.int64)
+        rows.append(
+            {
+                "table": name,
+                "saturation_batch_size": sat,
+                "tokens_per_s_at_saturation": float(tps[sizes == sat][0]),
+                "best_batch_size": int(sizes[best]),
+                "best_tokens_per_s": float(tps[best]),
+                "latency_limit_ms": np.nan if latency_limit_ms is None else float(latency_limit_ms),
+                "latency_choice": choice,
+                "latency_at_choice_ms": float(lat[at[0]]) if at.size else np.nan,
+                "tokens_per_s_at_choice": float(tps[at[0]]) if at.size else np.nan,
+            }
+        )
+    out = pd.DataFrame(rows)
+    out["latency_choice"] = pd.array(out["latency_choice"].tolist(), dtype="Int64")
+    return out
+
+
+def _log2_ticks(sizes: np.ndarray) -> dict[str, Any]:
+    vals = np.unique(sizes.astype(np.int64))
+    return {"type": "log", "tickvals": vals.tolist(), "ticktext": [str(v) for v in vals]}
+
+
+def _marked_size(
+    option: Any, auto: int | None, sizes: np.ndarray, name: str, field: str
+) -> int | None:
+    if option is None:
+        return None
+    size = auto if isinstance(option, str) else int(option)
+    if size is None:
+        return None
+    if size not in set(sizes.tolist()):
+        raise InputError(
+            f"batch size {size} is not a measured (successful) size of this table "
+            f"({', '.join(map(str, sizes.tolist()))})",
+            path=name,
+            field=field,
+        )
+    return size
+
+
+def throughput_latency_vs_batch_figure(
+    tables: Any,
+    *,
+    saturation: Any = "auto",
+    latency_choice: Any = "auto",
+    tolerance: float = 0.05,
+    latency_column: str = "latency_ms_per_request",
+    latency_limit_ms: float | None = None,
+    log_y: bool = True,
+    title: str | None = None,
+) -> go.Figure:
+    """Throughput (left) and latency (right) against batch size, the two choices marked.
+
+    ``tables``: one measurement or roofline table, a mapping name -> table, or a list; one
+    color per table, out-of-memory rows left out, batch sizes on a log₂ axis. Left: output
+    tokens/s (trace ``<name> throughput``); right: ``latency_column`` in ms (``<name>
+    latency``; log axis unless ``log_y`` is False). The hover shows the interquartile spread
+    of the repeats when the table has ``<column>_spread``.
+
+    ``saturation``: the knee, a star on the throughput curve (trace ``<name> saturation``):
+    ``"auto"`` (:func:`batch_size_choice_table`'s saturation size with ``tolerance``), a batch
+    size, a mapping name -> size, or None. ``latency_choice``: a diamond on the latency curve
+    (trace ``<name> latency choice``): ``"auto"`` (the largest size with ``latency_column <=
+    latency_limit_ms``; none without a limit), a size, a mapping, or None. The limit is drawn
+    as a dotted horizontal line (trace ``latency limit``). A marked size must be one of the
+    table's successful sizes.
+    """
+    pairs = _measurement_tables(tables)
+    names = [n for n, _ in pairs]
+    sat_opt = _per_table(saturation, names, "saturation")
+    lat_opt = _per_table(latency_choice, names, "latency_choice")
+    choices = batch_size_choice_table(
+        tables,
+        tolerance=tolerance,
+        latency_column=latency_column,
+        latency_limit_ms=latency_limit_ms,
+    )
+    lat_label = _mlabel(latency_column)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=[_mlabel("output_tokens_per_s"), lat_label],
+        horizontal_spacing=0.12,
+    )
+    all_sizes = []
+    for i, (name, df) in enumerate(pairs):
+        ok = _measured_rows(df, ["output_tokens_per_s", latency_column], name)
+        sizes = ok["batch_size"].to_numpy(dtype=np.int64)
+        all_sizes.append(sizes)
+        xs = sizes.astype(np.float64)
+        color = _color(i)
+        row = choices.iloc[i]
+        for col, ycol, unit in (
+            (1, "output_tokens_per_s", " tokens/s"),
+            (2, latency_column, " ms"),
+        ):
+            ys = ok[ycol].to_numpy(dtype=np.float64)
+            spread_col = f"{ycol}_spread"
+            if spread_col in ok.columns:
+                spread = ok[spread_col].to_numpy(dtype=np.float64)
+                hover = (
+                    f"{name}<br>batch %{{x:.0f}}: %{{y:,.4g}}{unit} "
+                    f"(IQR %{{customdata:,.3g}})<extra></extra>"
+                )
+            else:
+                spread = None
+                hover = f"{name}<br>batch %{{x:.0f}}: %{{y:,.4g}}{unit}<extra></extra>"
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    customdata=spread,
+                    name=f"{name} {'throughput' if col == 1 else 'latency'}",
+                    legendgroup=name,
+                    mode="lines+markers",
+                    line={"color": color, "dash": "solid" if col == 1 else "dash"},
+                    hovertemplate=hover,
+                ),
+                row=1,
+                col=col,
+            )
+        auto_sat = int(row["saturation_batch_size"])
+        sat = _marked_size(sat_opt[name], auto_sat, sizes, name, "saturation")
+        if sat is not None:
+            y = float(ok["output_tokens_per_s"].to_numpy(dtype=np.float64)[sizes == sat][0])
+            fig.add_trace(
+                go.Scatter(
+                    x=[float(sat)],
+                    y=[y],
+                    name=f"{name} saturation",
+                    legendgroup=name,
+                    mode="markers+text",
+                    text=[f"knee {sat}"],
+                    textposition="top left",
+                    marker={"color": color, "size": 15, "symbol": "star"},
+                    hovertemplate=(
+                        f"{name} saturation<br>batch %{{x:.0f}}: %{{y:,.4g}} tokens/s<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=1,
+            )
+        auto_lat = row["latency_choice"]
+        auto_lat = None if pd.isna(auto_lat) else int(auto_lat)
+        chosen = _marked_size(lat_opt[name], auto_lat, sizes, name, "latency_choice")
+        if chosen is not None:
+            y = float(ok[latency_column].to_numpy(dtype=np.float64)[sizes == chosen][0])
+            fig.add_trace(
+                go.Scatter(
+                    x=[float(chosen)],
+                    y=[y],
+                    name=f"{name} latency choice",
+                    legendgroup=name,
+                    mode="markers+text",
+                    text=[f"batch {chosen}"],
+                    textposition="top left",
+                    marker={"color": color, "size": 13, "symbol": "diamond"},
+                    hovertemplate=(
+                        f"{name} latency choice<br>batch %{{x:.0f}}: %{{y:,.4g}} ms<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=2,
+            )
+    sizes_all = np.concatenate(all_sizes)
+    if latency_limit_ms is not None and sizes_all.size:
+        lo, hi = float(sizes_all.min()), float(sizes_all.max())
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[float(latency_limit_ms)] * 2,
+                name="latency limit",
+                mode="lines",
+                line={"color": "#555555", "dash": "dot", "width": 1.5},
+                hovertemplate=f"limit {float(latency_limit_ms):,.4g} ms<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+    ticks = _log2_ticks(sizes_all) if sizes_all.size else {"type": "log"}
+    for c in (1, 2):
+        fig.update_xaxes(title_text=_mlabel("batch_size"), row=1, col=c, **ticks)
+    fig.update_yaxes(title_text=_mlabel("output_tokens_per_s"), rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text=lat_label, row=1, col=2, **({"type": "log"} if log_y else {}))
+    fig.update_layout(
+        title=title
+        or (
+            f"Throughput and latency vs batch size; knee = smallest batch within "
+            f"{tolerance:.0%} of the best throughput"
+        ),
+        legend_title_text="table",
+    )
+    return fig
+
+
+def _kv_mb_per_sequence(kv_prediction: Any, df: pd.DataFrame) -> float | None:
+    """MB of KV cache per sequence: a number as is, or from a model's KV bytes per token times
+    the positions the measured cache holds, ``prompt_len + gen_len - 1``."""
+    if kv_prediction is None:
+        return None
+    if isinstance(kv_prediction, int | float | np.integer | np.floating) and not isinstance(
+        kv_prediction, bool
+    ):
+        value = float(kv_prediction)
+        if not (np.isfinite(value) and value >= 0):
+            raise InputError(
+                f"must be a number of MB >= 0, got {kv_prediction!r}", field="kv_prediction"
+            )
+        return value
+    from batchlab import measure
+
+    spec = measure.model_spec_of(kv_prediction)
+    lengths = []
+    for col in ("prompt_len", "gen_len"):
+        if col not in df.columns:
+            raise InputError("the table has no such column; pass kv_prediction in MB", field=col)
+        values = pd.unique(df[col])
+        if len(values) != 1:
+            raise InputError(
+                "the table has several lengths; pass kv_prediction in MB per sequence", field=col
+            )
+        lengths.append(int(values[0]))
+    return spec.kv_bytes_per_token * (lengths[0] + lengths[1] - 1) / measure.MB
+
+
+def memory_vs_batch_table(df: pd.DataFrame, *, kv_prediction: Any = None) -> pd.DataFrame:
+    """The numbers of :func:`memory_vs_batch_figure`, one row per successful batch size.
+
+    ``batch_size``, ``peak_memory_mb`` and ``kv_cache_mb`` (measured, MB = 10⁶ bytes),
+    ``other_mb = peak − KV cache`` (activations, logits, allocator slack), and with
+    ``kv_prediction`` (MB per sequence, or a model: ModelSpec, preset name or transformers
+    model, whose ``kv_bytes_per_token × (prompt_len + gen_len − 1)`` gives it)
+    ``predicted_kv_cache_mb = batch_size × per-sequence MB``.
+    """
+    ok = _measured_rows(df, ["peak_memory_mb", "kv_cache_mb"], "measurement")
+    out = pd.DataFrame(
+        {
+            "batch_size": ok["batch_size"].to_numpy(dtype=np.int64),
+            "peak_memory_mb": ok["peak_memory_mb"].to_numpy(dtype=np.float64),
+            "kv_cache_mb": ok["kv_cache_mb"].to_numpy(dtype=np.float64),
+        }
+    )
+    out["other_mb"] = out["peak_memory_mb"] - out["kv_cache_mb"]
+    per_seq = _kv_mb_per_sequence(kv_prediction, df)
+    if per_seq is not None:
+        out["predicted_kv_cache_mb"] = out["batch_size"] * per_seq
+    return out
+
+
+def memory_vs_batch_figure(
+    df: pd.DataFrame, *, kv_prediction: Any = None, fit: bool = True, title: str | None = None
+) -> go.Figure:
+    """Peak memory and KV cache against batch size (linear axes), with the KV-cache prediction.
+
+    Traces: ``peak memory (measured)``, ``KV cache (measured)``, with ``kv_prediction`` (see
+    :func:`memory_vs_batch_table`) ``KV cache (predicted)`` (a line through the origin), and
+    with ``fit`` the least-squares line of peak memory, ``fit: <slope> MB per sequence`` (the
+    slope is ``measure.memory_per_sequence_mb``; needs two or more batch sizes).
+    """
+    from batchlab import measure
+
+    table = memory_vs_batch_table(df, kv_prediction=kv_prediction)
+    xs = table["batch_size"].to_numpy(dtype=np.float64)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=table["peak_memory_mb"],
+            name="peak memory (measured)",
+            mode="lines+markers",
+            line={"color": _color(0)},
+            hovertemplate="batch %{x:.0f}: peak %{y:,.4g} MB<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=table["kv_cache_mb"],
+            name="KV cache (measured)",
+            mode="markers",
+            marker={"color": _color(1), "size": 10},
+            hovertemplate="batch %{x:.0f}: KV cache %{y:,.4g} MB<extra></extra>",
+        )
+    )
+    if "predicted_kv_cache_mb" in table.columns and xs.size:
+        per_seq = float(table["predicted_kv_cache_mb"].iloc[0] / xs[0])
+        px = np.array([0.0, float(xs.max())])
+        fig.add_trace(
+            go.Scatter(
+                x=px,
+                y=px * per_seq,
+                name="KV cache (predicted)",
+                mode="lines",
+                line={"color": _color(1), "dash": "dash"},
+                hovertemplate=f"{per_seq:,.4g} MB per sequence<extra></extra>",
+            )
+        )
+    if fit and np.unique(xs).size >= 2:
+        slope = measure.memory_per_sequence_mb(df, "peak_memory_mb")
+        y = table["peak_memory_mb"].to_numpy(dtype=np.float64)
+        intercept = float(y.mean() - slope * xs.mean())
+        fx = np.array([float(xs.min()), float(xs.max())])
+        fig.add_trace(
+            go.Scatter(
+                x=fx,
+                y=intercept + slope * fx,
+                name=f"fit: {slope:,.3g} MB per sequence",
+                mode="lines",
+                line={"color": _color(0), "dash": "dot"},
+                hovertemplate=f"{intercept:,.4g} MB + {slope:,.4g} MB × batch<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text=_mlabel("batch_size"), rangemode="tozero")
+    fig.update_yaxes(title_text="memory (MB)", rangemode="tozero")
+    fig.update_layout(title=title or "Memory vs batch size: what each extra sequence costs")
+    return fig
+
+
+_ROOFLINE_QUANTITIES = ("prefill_ms", "decode_ms_per_step", "output_tokens_per_s")
+
+
+def measured_vs_roofline_figure(
+    table: pd.DataFrame,
+    *,
+    quantities: Sequence[str] = _ROOFLINE_QUANTITIES,
+    title: str | None = None,
+) -> go.Figure:
+    """Measured figures beside the roofline prediction, from ``measure.compare_with_roofline``.
+
+    One column per quantity (``measured_<q>``, ``predicted_<q>`` and ``ratio_<q>`` columns of
+    the table). Top row: measured (solid, trace ``measured``) and predicted (dashed, trace
+    ``roofline``) against batch size, log axes; bottom row: the ratio measured / predicted
+    (trace ``measured / roofline``) with a dotted line at 1. Each trace's ``meta`` is its
+    quantity. For times a ratio above 1 is the share the
+    hardware's peak figures do not explain (overheads, kernels below peak); for throughput the
+    ratio is below 1.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise InputError(f"expected a comparison DataFrame, got {type(table).__name__}")
+    quantities = list(quantities)
+    if not quantities:
+        raise InputError("name at least one quantity", field="quantities")
+    for q in quantities:
+        for col in (f"measured_{q}", f"predicted_{q}", f"ratio_{q}"):
+            if col not in table.columns:
+                raise InputError("missing column (use measure.compare_with_roofline)", field=col)
+    if "batch_size" not in table.columns:
+        raise InputError("missing column", field="batch_size")
+    t = table.sort_values("batch_size", kind="stable")
+    xs = t["batch_size"].to_numpy(dtype=np.float64)
+    fig = make_subplots(
+        rows=2,
+        cols=len(quantities),
+        shared_xaxes=True,
+        vertical_spacing=0.1,
+        horizontal_spacing=0.08,
+        row_heights=[0.65, 0.35],
+        subplot_titles=[_mlabel(q) for q in quantities] + [""] * len(quantities),
+    )
+    for j, q in enumerate(quantities, start=1):
+        label = _mlabel(q)
+        for kind, col, dash in (
+            ("measured", "measured", "solid"),
+            ("roofline", "predicted", "dash"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=t[f"{col}_{q}"].to_numpy(dtype=np.float64),
+                    name=kind,
+                    meta=q,
+                    legendgroup=kind,
+                    showlegend=j == 1,
+                    mode="lines+markers",
+                    line={"color": _color(0 if kind == "measured" else 1), "dash": dash},
+                    hovertemplate=f"{kind} {label}<br>batch %{{x:.0f}}: %{{y:,.4g}}<extra></extra>",
+                ),
+                row=1,
+                col=j,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=t[f"ratio_{q}"].to_numpy(dtype=np.float64),
+                name="measured / roofline",
+                meta=q,
+                legendgroup="ratio",
+                showlegend=j == 1,
+                mode="lines+markers",
+                line={"color": _color(3)},
+                hovertemplate=f"measured / roofline, {label}<br>batch %{{x:.0f}}: "
+                "%{y:,.3g}<extra></extra>",
+            ),
+            row=2,
+            col=j,
+        )
+        if xs.size:
+            fig.add_trace(
+                go.Scatter(
+                    x=[float(xs.min()), float(xs.max())],
+                    y=[1.0, 1.0],
+                    name="ratio 1",
+                    showlegend=False,
+                    mode="lines",
+                    line={"color": "#555555", "dash": "dot", "width": 1},
+                    hoverinfo="skip",
+                ),
+                row=2,
+                col=j,
+            )
+        ticks = _log2_ticks(xs) if xs.size else {"type": "log"}
+        fig.update_xaxes(row=1, col=j, **ticks)
+        fig.update_xaxes(title_text=_mlabel("batch_size"), row=2, col=j, **ticks)
+        fig.update_yaxes(type="log", row=1, col=j)
+        fig.update_yaxes(
+            type="log", title_text="measured / roofline" if j == 1 else None, row=2, col=j
+        )
+    fig.update_layout(title=title or "Measured vs roofline prediction")
     return fig

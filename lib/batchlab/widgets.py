@@ -570,11 +570,12 @@ class ShapeExplorer(widgets.VBox):
             f"size; {max_gen} (the longest gen_len) = no gen buckets. Choose family "
             "<i>custom</i> to move the shape boundaries.</small>"
         )
-        left = widgets.VBox([self._family, self._k, self._gen, hint])
+        left = widgets.VBox([self._family, self._k, self._gen])
         right = widgets.VBox(list(self._bounds))
         super().__init__(
             [
-                widgets.HBox([left, right]),
+                widgets.HBox([left, right], layout=widgets.Layout(flex_flow="row wrap")),
+                hint,
                 self.message_html,
                 self.figure,
                 self.metrics_html,

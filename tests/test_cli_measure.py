@@ -1,0 +1,206 @@
+"""The ``batchlab measure`` subcommand: a real (tiny) measurement on the CPU, the saved CSV and
+JSON, the report, ``--json``, the latency limit, the progress bar, and exit codes for bad input.
+
+Measurements use the built-in tiny Llama (random weights, no download) at very short lengths so
+each run takes well under a second."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchlab.cli import main
+from batchlab.measure import MEASUREMENT_COLUMNS, load_measurement, parse_batch_sizes
+
+# two batch sizes, 8 prompt tokens, 3 generated tokens, one timed run, no warmup, on the CPU
+SMALL = [
+    "measure",
+    "--batch-sizes",
+    "2,1",
+    "--prompt-len",
+    "8",
+    "--gen-len",
+    "3",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+# KV cache of the tiny Llama: 2 (K, V) x 4 layers x 2 KV heads x 64 (head dim) x 4 B = 4,096 B
+# per token; the cache holds prompt + gen - 1 = 8 + 3 - 1 = 10 positions: 40,960 B = 0.04096 MB
+# per sequence.
+KV_MB_PER_SEQUENCE = 4096 * 10 / 1e6
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_measure_saves_and_reports(capsys, tmp_path):
+    target = tmp_path / "m.csv"
+    code, out, err = run(capsys, *SMALL, "-o", target)
+    assert code == 0, err
+    assert out.splitlines()[0].split() == [
+        "batch_size",
+        "prefill_ms",
+        "decode_ms_per_step",
+        "e2e_ms",
+        "output_tokens_per_s",
+        "peak_memory_mb",
+        "kv_cache_mb",
+        "oom",
+    ]
+    assert "saturation batch size (within 5% of the best throughput): " in out
+    assert f"saved {target} (+ m.json)" in out
+    assert "largest batch size" not in out  # no limit given
+    df = load_measurement(target)
+    assert list(df.columns) == list(MEASUREMENT_COLUMNS)
+    assert df["batch_size"].tolist() == [1, 2]  # sorted
+    assert df["prompt_len"].tolist() == [8, 8] and df["gen_len"].tolist() == [3, 3]
+    assert df["repeats"].tolist() == [1, 1] and not df["oom"].any()
+    assert df["device"].tolist() == ["cpu", "cpu"]
+    assert df["kv_cache_mb"].tolist() == pytest.approx([KV_MB_PER_SEQUENCE, 2 * KV_MB_PER_SEQUENCE])
+    # output tokens/s = batch x gen_len / e2e (one run, so the median is that run)
+    assert (df["output_tokens_per_s"] * df["e2e_ms"] / 1e3).tolist() == pytest.approx([3, 6], 1e-5)
+    meta = json.loads(target.with_suffix(".json").read_text())
+    assert meta["settings"]["batch_sizes"] == [1, 2]
+    assert meta["settings"]["model"] == "tiny-llama"
+    assert meta["settings"]["warmup"] == 0 and meta["settings"]["seed"] == 0
+
+
+def test_measure_default_path_and_no_save(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *SMALL)
+    assert code == 0, err
+    saved = Path("data/measurements/tiny-llama-cpu-p8-g3.csv")
+    assert saved.exists() and saved.with_suffix(".json").exists()
+    assert f"saved {saved}" in out
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    code, out, err = run(capsys, *SMALL, "--no-save")
+    assert code == 0, err
+    assert "saved" not in out
+    assert list(other.iterdir()) == []
+
+
+def test_measure_json(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *SMALL, "--no-save", "--json", "--latency-limit-ms", "1e9")
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data) == {"settings", "path", "summary", "table"}
+    assert data["path"] is None
+    assert data["settings"]["prompt_len"] == 8 and data["settings"]["device"] == "cpu"
+    assert [row["batch_size"] for row in data["table"]] == [1, 2]
+    assert set(data["table"][0]) == set(MEASUREMENT_COLUMNS)
+    s = data["summary"]
+    assert s["saturation_batch_size"] in (1, 2)
+    # the KV cache grows by exactly one sequence's cache per sequence
+    assert s["kv_cache_per_sequence_mb"] == pytest.approx(KV_MB_PER_SEQUENCE)
+    # every size meets a limit of 10^9 ms: the largest is chosen
+    assert s["max_batch_under_latency"] == 2 and s["latency_limit_ms"] == 1e9
+    assert s["latency_column"] == "latency_ms_per_request"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_measure_latency_limit_lines(capsys):
+    code, out, _ = run(
+        capsys, *SMALL, "--no-save", "--latency-column", "decode_ms_per_step",
+        "--latency-limit-ms", "1e9", "--tolerance", "0.5",
+    )  # fmt: skip
+    assert code == 0
+    assert "largest batch size with decode_ms_per_step <= 1e+09 ms: 2" in out
+    assert "within 50% of the best throughput" in out
+    # no decode step takes less than a nanosecond
+    code, out, _ = run(capsys, *SMALL, "--no-save", "--latency-limit-ms", "1e-6")
+    assert code == 0
+    assert "largest batch size with latency_ms_per_request <= 1e-06 ms: none" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch-sizes", "1,x"], "field 'batch-sizes': not a positive whole number: 'x'"),
+        (["--batch-sizes", "0,2"], "not a positive whole number: '0'"),
+        (["--batch-sizes", ","], "no batch sizes given"),
+        (["--gen-len", "1"], "field 'gen_len'"),
+        (["--prompt-len", "0"], "field 'prompt_len'"),
+        (["--repeats", "0"], "field 'repeats'"),
+        (["--model", "/no/such/folder"], "not a model"),
+        (["--device", "tpu"], "unsupported device"),
+        (["--no-save", "-o", "x.csv"], "contradict"),
+        (["--tolerance", "1.5"], "field '--tolerance'"),
+        (["--latency-limit-ms", "-3"], "field '--latency-limit-ms'"),
+        (["--latency-limit-ms", "nan"], "field '--latency-limit-ms'"),
+        (["--prompt-len", "4090", "--gen-len", "8"], "max_position_embeddings"),
+    ],
+)
+def test_measure_bad_input_exits_2(capsys, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *SMALL, *extra)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("batchlab: error:")
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []  # nothing saved
+
+
+def test_measure_unknown_latency_column_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*SMALL, "--latency-column", "ttft_ms"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'ttft_ms'" in capsys.readouterr().err
+
+
+def test_measure_output_must_be_csv(capsys, tmp_path):
+    code, _, err = run(capsys, *SMALL, "-o", tmp_path / "m.txt")
+    assert code == 2
+    assert "saved as .csv" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(1, 64).map(str),
+            st.sampled_from(["0", "-1", "x", "2.5", "1e3", " ", "+4"]),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_measure_batch_size_list_checked_before_measuring(items):
+    # any list with a bad item fails at once (exit 2, the item named); lists of positive whole
+    # numbers are accepted by the parser (checked here without measuring: parse only)
+    text = ",".join(items)
+    bad = [i.strip() for i in items if i.strip() and not (i.strip().isdigit() and int(i) >= 1)]
+    good = [int(i) for i in items if i.strip().isdigit() and int(i) >= 1]
+    if bad or not good:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main([*SMALL[:1], f"--batch-sizes={text}", "--no-save", "--device", "cpu"])
+        assert code == 2
+        assert (repr(bad[0]) if bad else "no batch sizes") in err.getvalue()
+    else:
+        assert parse_batch_sizes(text) == sorted(set(good))
+
+
+def test_measure_progress_bar_on_stderr(capsys):
+    argv = [a for a in SMALL if a != "--no-progress"]
+    code, out, err = run(capsys, *argv, "--no-save")
+    assert code == 0, err
+    assert "batch sizes" in err and "2/2" in err  # the tqdm bar, on stderr
+    assert out.split()[0] == "batch_size" and "saturation batch size" in out
