@@ -65,6 +65,7 @@ from batchlab.errors import InputError
 
 __all__ = [
     "PRESETS",
+    "Breakdown",
     "CostBreakdown",
     "CostCoefficients",
     "CostModel",
@@ -260,8 +261,8 @@ def get_cost_model(name_or_model: str | CostCoefficients | CostModel) -> CostMod
 
 
 @dataclass(frozen=True)
-class CostBreakdown:
-    """Total cost split into named parts (cost units)."""
+class Breakdown:
+    """A total split into the four named parts of the model: overhead, compile, prefill, decode."""
 
     overhead: float
     compile: float
@@ -270,7 +271,7 @@ class CostBreakdown:
 
     @property
     def total(self) -> float:
-        """overhead + compile + prefill + decode (cost units)."""
+        """overhead + compile + prefill + decode."""
         return self.overhead + self.compile + self.prefill + self.decode
 
     def as_dict(self) -> dict[str, float]:
@@ -282,3 +283,8 @@ class CostBreakdown:
             "decode": self.decode,
             "total": self.total,
         }
+
+
+@dataclass(frozen=True)
+class CostBreakdown(Breakdown):
+    """Total cost split into named parts (cost units)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchlab.cost import CostBreakdown, CostCoefficients, CostModel, get_cost_model
+from batchlab.cost import Breakdown, CostBreakdown, CostCoefficients, CostModel, get_cost_model
 from batchlab.errors import VerificationError
 from batchlab.plan import _check
 
@@ -36,28 +36,9 @@ __all__ = ["Evaluation", "LatencyBreakdown", "PaddingTokens", "evaluate", "neare
 
 
 @dataclass(frozen=True)
-class LatencyBreakdown:
-    """Request latencies summed over all requests, split into named parts (ms)."""
-
-    overhead: float
-    compile: float
-    prefill: float
-    decode: float
-
-    @property
-    def total(self) -> float:
-        """overhead + compile + prefill + decode (ms): the sum of all request latencies."""
-        return self.overhead + self.compile + self.prefill + self.decode
-
-    def as_dict(self) -> dict[str, float]:
-        """Parts and total as a flat dict (ms)."""
-        return {
-            "overhead": self.overhead,
-            "compile": self.compile,
-            "prefill": self.prefill,
-            "decode": self.decode,
-            "total": self.total,
-        }
+class LatencyBreakdown(Breakdown):
+    """Request latencies summed over all requests, split into named parts (ms): overhead,
+    compile, prefill, decode; ``total`` is the sum of all request latencies."""
 
 
 @dataclass(frozen=True)
@@ -112,21 +93,43 @@ class Evaluation:
 
     def summary(self) -> dict[str, float | int]:
         """Flat dict of the headline numbers, for tables and JSON."""
-        return {
-            "total_cost": float(self.cost.total),
-            "cost_overhead": float(self.cost.overhead),
-            "cost_compile": float(self.cost.compile),
-            "cost_prefill": float(self.cost.prefill),
-            "cost_decode": float(self.cost.decode),
-            "pad_ratio": float(self.pad_ratio),
-            "p50_latency_ms": float(self.p50_latency_ms),
-            "p95_latency_ms": float(self.p95_latency_ms),
-            "p99_latency_ms": float(self.p99_latency_ms),
-            "sequential_ms": float(self.sequential_ms),
-            "n_batches": int(self.n_batches),
-            "n_shapes": int(self.n_shapes),
-            "n_requests": int(self.n_requests),
-        }
+        return _summary(
+            self.cost,
+            self.pad_ratio,
+            (self.p50_latency_ms, self.p95_latency_ms, self.p99_latency_ms),
+            self.sequential_ms,
+            self.n_batches,
+            self.n_shapes,
+            self.n_requests,
+        )
+
+
+def _summary(
+    cost: CostBreakdown,
+    pad_ratio: float,
+    percentiles_ms: tuple[float, float, float],
+    sequential_ms: float,
+    n_batches: int,
+    n_shapes: int,
+    n_requests: int,
+) -> dict[str, float | int]:
+    """The flat summary dict of an evaluation (cost units, ms, counts)."""
+    p50, p95, p99 = percentiles_ms
+    return {
+        "total_cost": float(cost.total),
+        "cost_overhead": float(cost.overhead),
+        "cost_compile": float(cost.compile),
+        "cost_prefill": float(cost.prefill),
+        "cost_decode": float(cost.decode),
+        "pad_ratio": float(pad_ratio),
+        "p50_latency_ms": float(p50),
+        "p95_latency_ms": float(p95),
+        "p99_latency_ms": float(p99),
+        "sequential_ms": float(sequential_ms),
+        "n_batches": int(n_batches),
+        "n_shapes": int(n_shapes),
+        "n_requests": int(n_requests),
+    }
 
 
 def nearest_rank(values: np.ndarray, percents: tuple[int, ...]) -> tuple[float, ...]:
@@ -180,21 +183,15 @@ class _Core:
 
     def summary(self) -> dict[str, float | int]:
         """The same flat dict as :meth:`Evaluation.summary`."""
-        return {
-            "total_cost": float(self.cost.total),
-            "cost_overhead": float(self.cost.overhead),
-            "cost_compile": float(self.cost.compile),
-            "cost_prefill": float(self.cost.prefill),
-            "cost_decode": float(self.cost.decode),
-            "pad_ratio": (self.prompt_pad + self.gen_pad) / self.useful,
-            "p50_latency_ms": self.p50,
-            "p95_latency_ms": self.p95,
-            "p99_latency_ms": self.p99,
-            "sequential_ms": float(self.max_latency_b.sum()),
-            "n_batches": len(self.size),
-            "n_shapes": len(self.shapes_used),
-            "n_requests": len(self.latency),
-        }
+        return _summary(
+            self.cost,
+            (self.prompt_pad + self.gen_pad) / self.useful,
+            (self.p50, self.p95, self.p99),
+            float(self.max_latency_b.sum()),
+            len(self.size),
+            len(self.shapes_used),
+            len(self.latency),
+        )
 
 
 def _core(
