@@ -540,11 +540,18 @@ def _search_lambda(bucket, shapes, cm, gen_bucket, window, base: _Candidate) -> 
     return best
 
 
-def _plan_bucket(bucket, shapes, cm, window, full: bool) -> tuple[_Candidate, list[_Candidate]]:
-    """Best candidate of one bucket for a fixed global shape set, and every candidate tried."""
-    tried = []
-    for gb in _gen_bucket_sizes(bucket.gen):
-        tried.append(_candidate(bucket, shapes, cm, gb, 0.0, window))
+def _plan_bucket(
+    bucket, shapes, cm, window, full: bool, coarse: bool = False
+) -> tuple[_Candidate, list[_Candidate]]:
+    """Best candidate of one bucket for a fixed global shape set, and every candidate tried.
+
+    ``coarse``: only three orders (gen-major, median-sized gen buckets, prompt-major), to
+    compare shape sets cheaply; otherwise every size of :func:`_gen_bucket_sizes`.
+    """
+    sizes = _gen_bucket_sizes(bucket.gen)
+    if coarse:
+        sizes = sorted({sizes[0], max(1, int(np.median(bucket.gen))), sizes[-1]})
+    tried = [_candidate(bucket, shapes, cm, gb, 0.0, window) for gb in sizes]
     best = min(tried, key=_rank)
     if full and not best.ok and bucket.limits.max_sequential_ms is not None:
         base = sorted(tried, key=lambda c: c.summary["total_cost"])
@@ -670,10 +677,12 @@ def plan_requests(
     aligned_sets = [b.aligned for b in prepared]
     tried: list[list[_Candidate]] = [[] for _ in prepared]
 
-    def plan_all(shapes: np.ndarray, full: bool) -> tuple[int, float, np.ndarray, list[_Candidate]]:
+    def plan_all(
+        shapes: np.ndarray, full: bool, coarse: bool = False
+    ) -> tuple[int, float, np.ndarray, list[_Candidate]]:
         best = []
         for i, b in enumerate(prepared):
-            chosen, cands = _plan_bucket(b, shapes, cm, window, full)
+            chosen, cands = _plan_bucket(b, shapes, cm, window, full, coarse)
             tried[i].extend(cands)
             best.append(chosen)
         return (
@@ -683,7 +692,10 @@ def plan_requests(
             best,
         )
 
-    # stage 1: every global shape count, with the cheap (λ = 0) search
+    def rank(o):
+        return (o[0], o[1])
+
+    # stage 1: every global shape count, with the cheap (λ = 0, three orders) search
     options = []
     seen = set()
     for k in range(1, int(max_shapes) + 1):
@@ -693,15 +705,17 @@ def plan_requests(
         if tuple(shapes.tolist()) in seen:
             continue
         seen.add(tuple(shapes.tolist()))
-        options.append(plan_all(shapes, full=False))
-    options.sort(key=lambda o: (o[0], o[1]))
-    # stage 2: where a limit is not met, the λ search on the two best shape sets
+        options.append(plan_all(shapes, full=False, coarse=True))
+    options.sort(key=rank)
+    # stage 2: every order on the best shape set
+    options.append(plan_all(options[0][2], full=False))
+    options.sort(key=rank)
+    # stage 3: where a limit is not met, the λ search on the two best shape sets and the finest
     if options[0][0] > 0:
-        # the two best shape sets, and the one with the most shapes (finer groups)
         retry = options[:2] + [max(options, key=lambda o: len(o[2]))]
         retry = list({tuple(o[2].tolist()): o for o in retry}.values())
         options += [plan_all(o[2], full=True) for o in retry]
-        options.sort(key=lambda o: (o[0], o[1]))
+        options.sort(key=rank)
     n_bad, _, shapes, best = options[0]
     if n_bad:
         for i, (bucket, chosen) in enumerate(zip(prepared, best, strict=True)):
