@@ -2031,6 +2031,36 @@ def _marked_size(
     return size
 
 
+def _add_batch_marker(
+    fig: go.Figure,
+    batch_size: int,
+    y: float,
+    name: str,
+    group: str,
+    label: str,
+    color: str,
+    symbol: str,
+    unit: str,
+    col: int,
+) -> None:
+    """A labelled marker on one batch size of a measured curve (row 1, column ``col``)."""
+    fig.add_trace(
+        go.Scatter(
+            x=[float(batch_size)],
+            y=[y],
+            name=name,
+            legendgroup=group,
+            mode="markers+text",
+            text=[label],
+            textposition="top left",
+            marker={"color": color, "size": 15 if symbol == "star" else 13, "symbol": symbol},
+            hovertemplate=f"{name}<br>batch %{{x:.0f}}: %{{y:,.4g}} {unit}<extra></extra>",
+        ),
+        row=1,
+        col=col,
+    )
+
+
 def throughput_latency_vs_batch_figure(
     tables: Any,
     *,
@@ -2116,44 +2146,25 @@ def throughput_latency_vs_batch_figure(
         sat = _marked_size(sat_opt[name], auto_sat, sizes, name, "saturation")
         if sat is not None:
             y = float(ok["output_tokens_per_s"].to_numpy(dtype=np.float64)[sizes == sat][0])
-            fig.add_trace(
-                go.Scatter(
-                    x=[float(sat)],
-                    y=[y],
-                    name=f"{name} saturation",
-                    legendgroup=name,
-                    mode="markers+text",
-                    text=[f"knee {sat}"],
-                    textposition="top left",
-                    marker={"color": color, "size": 15, "symbol": "star"},
-                    hovertemplate=(
-                        f"{name} saturation<br>batch %{{x:.0f}}: %{{y:,.4g}} tokens/s<extra></extra>"
-                    ),
-                ),
-                row=1,
-                col=1,
+            _add_batch_marker(
+                fig, sat, y, f"{name} saturation", name, f"knee {sat}", color, "star", "tokens/s", 1
             )
         auto_lat = row["latency_choice"]
         auto_lat = None if pd.isna(auto_lat) else int(auto_lat)
         chosen = _marked_size(lat_opt[name], auto_lat, sizes, name, "latency_choice")
         if chosen is not None:
             y = float(ok[latency_column].to_numpy(dtype=np.float64)[sizes == chosen][0])
-            fig.add_trace(
-                go.Scatter(
-                    x=[float(chosen)],
-                    y=[y],
-                    name=f"{name} latency choice",
-                    legendgroup=name,
-                    mode="markers+text",
-                    text=[f"batch {chosen}"],
-                    textposition="top left",
-                    marker={"color": color, "size": 13, "symbol": "diamond"},
-                    hovertemplate=(
-                        f"{name} latency choice<br>batch %{{x:.0f}}: %{{y:,.4g}} ms<extra></extra>"
-                    ),
-                ),
-                row=1,
-                col=2,
+            _add_batch_marker(
+                fig,
+                chosen,
+                y,
+                f"{name} latency choice",
+                name,
+                f"batch {chosen}",
+                color,
+                "diamond",
+                "ms",
+                2,
             )
     sizes_all = np.concatenate(all_sizes)
     if latency_limit_ms is not None and sizes_all.size:
