@@ -44,6 +44,7 @@ import ctypes
 import dataclasses
 import datetime as _dt
 import gc
+import importlib
 import inspect
 import json
 import math
@@ -142,24 +143,22 @@ _RSS_INTERVAL_S = 0.0005
 # --------------------------------------------------------------------------------------------
 
 
-def _torch():
+def _optional(module: str):
+    """Import ``torch`` or ``transformers`` on first use, with the install hint if missing."""
     try:
-        import torch
+        return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "batchlab.measure needs PyTorch and transformers: pip install 'batchlab[measure]'"
         ) from exc
-    return torch
+
+
+def _torch():
+    return _optional("torch")
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "batchlab.measure needs PyTorch and transformers: pip install 'batchlab[measure]'"
-        ) from exc
-    return transformers
+    return _optional("transformers")
 
 
 def _torch_dtype(dtype: Any):
