@@ -212,7 +212,7 @@ VIDUR_A100 = KernelEfficiency(
         "Llama-2-70b-hf.mlp.csv (d690ce60…), Meta-Llama-3-8B.mlp.csv (98c26488…), "
         "Meta-Llama-3-70B.mlp.csv (6929c6f4…); tensor parallel 1, 1 to 4,096 tokens, median "
         "times; peaks 312 TFLOP/s bf16 and 2,039 GB/s (A100 80GB SXM data sheet); fitted "
-        "2026-11-22"
+        "2026-12-01"
     ),
 )
 
