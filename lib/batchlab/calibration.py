@@ -410,6 +410,7 @@ class KernelRoofline(RooflineStepTime):
         self._qo_bytes = 2 * ACTIVATION_BYTES * m.hidden_size  # a query read and an output written
         self._dense_cache: dict[int, float] = {}
         self._head_cache: dict[tuple[int, int], float] = {}
+        self._decode_cache: dict[int, float] = {}
 
     def __repr__(self) -> str:
         mode = "calibrated" if self.calibrated else "data-sheet ideal"
@@ -627,10 +628,43 @@ class KernelRoofline(RooflineStepTime):
         return np.where(empty, 0.0, out)
 
     def _decode_run(self, n_seqs: int, sum_ctx: float, n_steps: int) -> np.ndarray:
+        """Fast path: ``n_steps`` decode steps of ``n_seqs`` sequences whose context lengths sum
+        to ``sum_ctx`` at the first step. Only the attention over the growing contexts varies
+        from step to step; the dense work, LM head and KV-cache write are computed once."""
         if not self.calibrated:
             return super()._decode_run(n_seqs, sum_ctx, n_steps)
+        if n_seqs == 0:
+            return np.zeros(n_steps)
+        e, d = self.efficiency, self.device
         s = sum_ctx + n_seqs * np.arange(n_steps, dtype=np.float64)
-        return self.steps_ms(0, n_seqs, s)
+        tc = self._pair_layer * s * (1e3 / (d.peak_flops * e.matmul_compute))
+        tm = (self._kv_layer * s + self._qo_bytes * n_seqs) * (
+            1e3 / (d.memory_bandwidth * e.matmul_memory)
+        )
+        hi = np.maximum(tc, tm)  # > 0: a decode reads its KV cache
+        p = e.overlap_p
+        attention = e.matmul_latency_us * 1e-3 + hi * (1.0 + (np.minimum(tc, tm) / hi) ** p) ** (
+            1.0 / p
+        )
+        return self._decode_fixed(n_seqs) + self.model.n_layers * attention
+
+    def _decode_fixed(self, n_seqs: int) -> float:
+        """The parts of a decode step of ``n_seqs`` sequences that do not grow with the contexts
+        (ms): dense, LM head, overhead and the KV-cache write of the new tokens."""
+        hit = self._decode_cache.get(n_seqs)
+        if hit is None:
+            new = np.float64(n_seqs)
+            e = self.efficiency
+            write = float(elementwise_ms(new, 2 * self._kv_layer * new, self.device, e.add))
+            hit = (
+                self._dense_scalar(n_seqs)
+                + self._head_scalar(n_seqs, n_seqs)
+                + self._oh
+                + self.model.n_layers * write
+            )
+            if len(self._decode_cache) < 1 << 16:
+                self._decode_cache[n_seqs] = hit
+        return hit
 
 
 def _pnorm_scalar(tc: float, tm: float, p: float) -> float:
