@@ -200,8 +200,8 @@ def test_nearest_rank_function():
     assert nearest_rank(np.array([7.0]), (0, 50, 100)) == (7.0, 7.0, 7.0)
     # N = 100, p = 7: exactly the 7th (0.07*100 = 7.000000000000001 in floats would give 8)
     assert nearest_rank(np.arange(1.0, 101.0), (7,)) == (7.0,)
-    with pytest.raises(ValueError):
-        nearest_rank(np.array([]), (50,))
+    # no values: NaN (the one nearest_rank of batchlab.stats, shared with the simulator)
+    assert np.isnan(nearest_rank(np.array([]), (50,))).all()
 
 
 def test_summary_is_flat_with_the_documented_keys():
@@ -378,6 +378,7 @@ def coefficients_and_case(draw):
     return c, draw(valid_case_strategy(granularity=g))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=coefficients_and_case())
 def test_matches_reference_for_random_coefficients(data):

@@ -40,7 +40,7 @@ import pandas as pd
 
 from batchlab.cost import CostModel, get_cost_model
 from batchlab.errors import InputError, LimitError
-from batchlab.evaluate import Evaluation, _core, evaluate
+from batchlab.evaluate import Evaluation, evaluate, evaluate_arrays
 from batchlab.plan import plan_from_batches
 from batchlab.shapes import align, joint_optimal_shapes, min_batches, min_padding_tokens
 from batchlab.workload import validate_requests
@@ -477,7 +477,7 @@ def _candidate(bucket, shapes, cm, gen_bucket, lam, window) -> _Candidate:
     order, batch, seq = _batch_bucket(bucket, shapes, cm, gen_bucket, lam, window)
     nb = int(batch.max()) + 1
     first_row = np.unique(batch, return_index=True)[1]
-    core = _core(
+    core = evaluate_arrays(
         cm,
         bucket.prompt[order],
         bucket.gen[order],
