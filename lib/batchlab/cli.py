@@ -1,24 +1,43 @@
-"""The ``batchlab`` command line: profile, plan, verify, evaluate (and simulate, measure).
+"""The ``batchlab`` command line: profile, plan, verify, evaluate, simulate, measure.
 
 Exit codes: 0 success; 1 a limit cannot be met or a plan fails verification; 2 usage or input
-errors. Errors go to stderr, one readable line each. ``--json`` prints machine-readable output.
+errors (one readable line on stderr naming the file, line, field, option or request id, no
+traceback); 70 an internal error (a bug: reported as such, with its traceback); 130
+interrupted. ``--json`` prints machine-readable output.
+
+``batchlab simulate`` has one ``--option`` per knob of every registered batching policy,
+generated from the policies' declarations (:mod:`batchlab.simulate.policies`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from batchlab.checks import check_scalar
 from batchlab.errors import BatchlabError, InputError, LimitError, VerificationError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal error
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; 1 a limit cannot be met or a plan fails verification; "
+    "2 usage or input error (one line on stderr); 70 internal error (a bug, with its "
+    "traceback); 130 interrupted"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -223,18 +242,11 @@ def cmd_simulate(args) -> int:
     if len(requests) == 0:
         raise InputError("no request left to simulate", path=source)
     # policy options: only those given on the command line (the policy checks they apply)
-    flags = {
-        "batch_size": args.batch_size,
-        "timeout_ms": args.timeout_ms,
-        "max_batch_size": args.max_batch_size,
-        "max_wait_ms": args.max_wait_ms,
-        "target_latency_ms": args.target_latency_ms,
-        "max_num_seqs": args.max_num_seqs,
-        "max_num_batched_tokens": args.max_num_batched_tokens,
-        "chunked_prefill": True if args.chunked_prefill else None,
-        "chunk_size": args.chunk_size,
+    options = {
+        knob: getattr(args, dest)
+        for knob, dest in _knob_dests().items()
+        if getattr(args, dest, None) is not None
     }
-    options = {k: v for k, v in flags.items() if v is not None}
     load = {}
     if args.rate is not None:
         load["rate"] = args.rate
@@ -310,22 +322,23 @@ def cmd_measure(args) -> int:
     """Measure greedy generation at several batch sizes on this machine (``--model tiny``: a
     small random Llama, no download); print the table and its analysis (saturation, memory per
     sequence, latency-limited size), and save it as CSV + JSON unless ``--no-save``."""
-    import dataclasses
-
-    from batchlab.measure import parse_batch_sizes, run_measure_cli
+    from batchlab.measure import parse_batch_sizes
 
     sizes = parse_batch_sizes(args.batch_sizes)  # checked before the (slow) measurement
     if args.no_save and args.output is not None:
         raise InputError("--output and --no-save contradict each other", field="--output")
-    if not (math.isfinite(args.tolerance) and 0 <= args.tolerance < 1):
-        raise InputError(f"must be in [0, 1), got {args.tolerance}", field="--tolerance")
-    if args.latency_limit_ms is not None and not (
-        math.isfinite(args.latency_limit_ms) and args.latency_limit_ms > 0
-    ):
-        raise InputError(
-            f"must be a positive number of ms, got {args.latency_limit_ms}",
-            field="--latency-limit-ms",
-        )
+    check_scalar(
+        args.tolerance, "--tolerance", float, min_val=0, max_val=1, include_boundaries="left"
+    )
+    check_scalar(
+        args.latency_limit_ms,
+        "--latency-limit-ms",
+        float,
+        min_val=0,
+        include_boundaries="neither",
+        allow_none=True,
+        unit="ms",
+    )
     try:
         run = run_measure_cli(
             args.model,
@@ -359,11 +372,169 @@ def cmd_measure(args) -> int:
     return EXIT_OK
 
 
+@dataclass(frozen=True)
+class MeasureRun:
+    """The outcome of :func:`run_measure_cli`: the table, where it was saved and its analysis."""
+
+    table: pd.DataFrame = field(repr=False)
+    path: Path | None
+    summary: Any  # batchlab.measure.MeasurementSummary
+
+    def report(self) -> str:
+        """Lines for the terminal: the table's main columns and the analysis."""
+        columns = [
+            "batch_size",
+            "prefill_ms",
+            "decode_ms_per_step",
+            "e2e_ms",
+            "output_tokens_per_s",
+            "peak_memory_mb",
+            "kv_cache_mb",
+            "oom",
+        ]
+        s = self.summary
+        lines = [
+            self.table.loc[:, columns].to_string(index=False, float_format=lambda v: f"{v:,.2f}")
+        ]
+        lines.append(
+            f"saturation batch size (within {s.tolerance:.0%} of the best throughput): "
+            f"{s.saturation_batch_size}"
+        )
+        lines.append(
+            f"best throughput: {s.best_output_tokens_per_s:,.1f} output tokens/s at batch size "
+            f"{s.best_throughput_batch_size}"
+        )
+        lines.append(f"Pareto-optimal batch sizes: {', '.join(map(str, s.pareto_batch_sizes))}")
+        lines.append(
+            f"memory per extra sequence: {s.memory_per_sequence_mb:,.3f} MB peak, "
+            f"{s.kv_cache_per_sequence_mb:,.3f} MB KV cache"
+        )
+        if s.latency_limit_ms is not None:
+            found = "none" if s.max_batch_under_latency is None else str(s.max_batch_under_latency)
+            lines.append(
+                f"largest batch size with {s.latency_column} <= {s.latency_limit_ms:g} ms: {found}"
+            )
+        if s.oom_batch_size is not None:
+            lines.append(f"out of memory at batch size {s.oom_batch_size}")
+        if self.path is not None:
+            lines.append(f"saved {self.path} (+ {self.path.with_suffix('.json').name})")
+        return "\n".join(lines)
+
+
+def run_measure_cli(
+    model: Any = "tiny",
+    batch_sizes: Sequence[int] | str = "1,2,4,8,16",
+    prompt_len: int = 128,
+    gen_len: int = 32,
+    *,
+    device: str = "auto",
+    warmup: int = 1,
+    repeats: int = 3,
+    seed: int = 0,
+    output: str | os.PathLike[str] | None = None,
+    save: bool = True,
+    latency_limit_ms: float | None = None,
+    latency_column: str = "latency_ms_per_request",
+    tolerance: float = 0.05,
+    progress: bool = True,
+) -> MeasureRun:
+    """What ``batchlab measure`` does: measure with a progress bar, save, analyze.
+
+    ``batch_sizes`` may be a string such as ``"1,2,4,8"``. Saves to ``output`` (default
+    :func:`batchlab.measure.default_measurement_path` under ``data/measurements/``) unless
+    ``save`` is False. Print ``run.report()`` for the terminal.
+    """
+    from batchlab.measure import (
+        measure_batch_sizes,
+        parse_batch_sizes,
+        save_measurement,
+        summarize_measurement,
+    )
+
+    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
+    table = measure_batch_sizes(
+        model, sizes, prompt_len, gen_len, device, warmup, repeats, seed=seed, progress=progress
+    )
+    path = save_measurement(table, output) if save else None
+    summary = summarize_measurement(
+        table, tolerance=tolerance, latency_limit_ms=latency_limit_ms, latency_column=latency_column
+    )
+    return MeasureRun(table=table, path=path, summary=summary)
+
+
 # ----------------------------------------------------------------------------------- the parser
 
 
+def _policy_help() -> str:
+    from batchlab.simulate.policies import POLICIES
+
+    return "batching policy: " + "; ".join(
+        f"{name} ({'iteration-level' if cls.iteration_level else 'padded'})"
+        for name, cls in POLICIES.items()
+    )
+
+
+def _knob_dests() -> dict[str, str]:
+    """Policy knob name -> argparse dest of its option, for every registered policy."""
+    from batchlab.simulate.policies import POLICIES
+
+    return {k.name: f"policy_{k.name}" for cls in POLICIES.values() for k in cls.knobs}
+
+
+def _add_policy_options(p: argparse.ArgumentParser) -> None:
+    """One ``--knob-name`` option per knob of every registered policy, from the declarations
+    (type, unit, help; the policies that have it). A knob given to a policy that lacks it is
+    reported by the policy (exit 2)."""
+    from batchlab.simulate.policies import POLICIES
+
+    group = p.add_argument_group("policy options (from the policies' declared knobs)")
+    knobs: dict[str, list[tuple[str, Any]]] = {}
+    for name, cls in POLICIES.items():
+        for knob in cls.knobs:
+            knobs.setdefault(knob.name, []).append((name, knob))
+    for knob_name, owners in knobs.items():
+        first = owners[0][1]
+        for _, other in owners[1:]:
+            if (other.type, other.sequence) != (first.type, first.sequence):
+                raise TypeError(f"policies declare knob {knob_name!r} with different types")
+        helps: dict[str, list[str]] = {}
+        for policy, knob in owners:
+            helps.setdefault(knob.help, []).append(policy)
+        text = "; ".join(f"{'/'.join(ps)}: {h}" for h, ps in helps.items())
+        if first.unit:
+            text += f" ({first.unit})"
+        flag = "--" + knob_name.replace("_", "-")
+        dest = f"policy_{knob_name}"
+        if first.type is bool:
+            group.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        elif first.sequence:
+            group.add_argument(
+                flag, dest=dest, type=_number_list(first.type), metavar="A,B,...", help=text
+            )
+        else:
+            group.add_argument(
+                flag, dest=dest, type=first.type, metavar=knob_name.upper(), help=text
+            )
+
+
+def _number_list(kind: type):
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__} values, got {text!r}"
+            ) from None
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="batchlab", description="Batching LLM inference requests.")
+    parser = _Parser(
+        prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p, *, cost=True):
@@ -403,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate serving requests with a batching policy (IN: a request file or a trace name)",
     )
     p.add_argument("input", metavar="IN", help="request file (JSONL/CSV/Parquet) or a trace name")
-    p.add_argument("--policy", default="continuous", help="static, dynamic, adaptive, continuous")
+    p.add_argument("--policy", default="continuous", help=_policy_help())
     p.add_argument("--model", default="llama-2-7b", help="model preset (roofline step times)")
     p.add_argument("--gpu", default="h100-sxm", help="GPU preset, or Nx<preset>")
     load = p.add_mutually_exclusive_group()
@@ -414,15 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of drawn arrivals")
     p.add_argument("--first-s", type=float, help="keep requests arriving in the first S seconds")
     p.add_argument("--max-requests", type=int, help="keep the first N requests (arrival order)")
-    p.add_argument("--max-num-seqs", type=int, help="continuous: running sequences")
-    p.add_argument("--max-num-batched-tokens", type=int, help="continuous: tokens per step")
-    p.add_argument("--chunked-prefill", action="store_true", help="continuous: chunked prefill")
-    p.add_argument("--chunk-size", type=int, help="continuous: prompt tokens per chunk")
-    p.add_argument("--batch-size", type=int, help="static: requests per batch")
-    p.add_argument("--timeout-ms", type=float, help="static: start a partial batch after ms")
-    p.add_argument("--max-batch-size", type=int, help="dynamic/adaptive: batch-size limit")
-    p.add_argument("--max-wait-ms", type=float, help="dynamic/adaptive: longest wait (ms)")
-    p.add_argument("--target-latency-ms", type=float, help="adaptive: target batch duration")
+    _add_policy_options(p)
     p.add_argument("--kv-blocks", type=int, help="KV-cache budget in blocks (default: fits GPU)")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--memory-fraction", type=float, default=0.9, help="GPU memory usable")
@@ -465,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see :data:`EXIT_CODES_HELP`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -475,10 +639,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VerificationError as err:
         print(f"batchlab: {err}", file=sys.stderr)
         return EXIT_FAILED
-    except (InputError, BatchlabError, ValueError, OSError) as err:
-        msg = str(err).replace("\n", " ")
-        print(f"batchlab: error: {msg}", file=sys.stderr)
+    except (InputError, BatchlabError) as err:
+        print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a file that cannot be read or written: the user's to fix
+        print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("batchlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        print(
+            "batchlab: internal error (a bug in batchlab, not in your input; please report it "
+            "with the traceback below):",
+            file=sys.stderr,
+        )
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(err: BaseException) -> str:
+    return str(err).replace("\n", " ")
 
 
 if __name__ == "__main__":  # pragma: no cover
