@@ -334,7 +334,7 @@ def test_cost_state_matches_library(planned):
     [
         ({"batch_cost": -1.0}, "batch_cost"),
         ({"no_such": 1.0}, "unknown coefficient"),
-        ({"batch_cost": "x"}, "must be a number"),
+        ({"batch_cost": "x"}, "must be a finite number"),
         ({"prefill_cost_quad": float("inf")}, "finite"),
     ],
 )

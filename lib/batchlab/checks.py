@@ -84,6 +84,8 @@ def check_scalar(
     if value is None and allow_none:
         return None
     kind = _KIND[target_type]
+    if target_type is float and not allow_inf:
+        kind = "a finite number"
     if target_type is int or target_type is float:
         kind += _range_text(min_val, max_val, include_boundaries)
         if unit:

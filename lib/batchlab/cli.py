@@ -226,16 +226,14 @@ def cmd_simulate(args) -> int:
             path=source,
         )
     if args.first_s is not None:
-        if not (math.isfinite(args.first_s) and args.first_s > 0):
-            raise InputError(
-                f"must be a positive number of seconds, got {args.first_s}", field="--first-s"
-            )
+        check_scalar(
+            args.first_s, "--first-s", float, min_val=0, include_boundaries="neither", unit="s"
+        )
         if "arrival_s" not in requests.columns:
             raise InputError("--first-s needs an arrival_s column", path=source, field="arrival_s")
         requests = requests[requests["arrival_s"].to_numpy(dtype=np.float64) < args.first_s]
     if args.max_requests is not None:
-        if args.max_requests < 1:
-            raise InputError(f"must be >= 1, got {args.max_requests}", field="--max-requests")
+        check_scalar(args.max_requests, "--max-requests", int, min_val=1)
         if "arrival_s" in requests.columns:
             requests = requests.sort_values("arrival_s", kind="stable")
         requests = requests.iloc[: args.max_requests]

@@ -54,13 +54,12 @@ Presets: ``static-graph`` (the numbers above, defaults of :class:`CostCoefficien
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
-from numbers import Integral, Real
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 
 __all__ = [
@@ -106,20 +105,12 @@ class CostCoefficients:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _INT_FIELDS:
-                if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
-                    raise InputError(f"must be a positive integer, got {value!r}", field=f.name)
-                object.__setattr__(self, f.name, int(value))
+                value = check_scalar(value, f.name, int, min_val=1)
             elif f.name in _BOOL_FIELDS:
-                if not isinstance(value, bool | np.bool_):
-                    raise InputError(f"must be True or False, got {value!r}", field=f.name)
-                object.__setattr__(self, f.name, bool(value))
+                value = check_scalar(value, f.name, bool)
             else:
-                if isinstance(value, bool) or not isinstance(value, Real):
-                    raise InputError(f"must be a number, got {value!r}", field=f.name)
-                number = float(value)
-                if not math.isfinite(number) or number < 0:
-                    raise InputError(f"must be a finite number >= 0, got {value!r}", field=f.name)
-                object.__setattr__(self, f.name, number)
+                value = check_scalar(value, f.name, float, min_val=0)
+            object.__setattr__(self, f.name, value)
 
     def as_dict(self) -> dict[str, float | int | bool]:
         """The coefficients as a plain dict (field name -> value)."""

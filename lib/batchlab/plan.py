@@ -17,7 +17,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError, VerificationError
 from batchlab.io import JsonLines, atomic_write, read_json_lines
 from batchlab.shapes import align, assign_shapes, gen_buckets
@@ -449,21 +449,11 @@ def _fmt_shape(shape: Sequence[int]) -> str:
 
 
 def _check_max_shapes(max_shapes: int | None) -> int | None:
-    if max_shapes is None:
-        return None
-    if isinstance(max_shapes, bool) or not isinstance(max_shapes, Integral) or max_shapes < 1:
-        raise InputError(
-            f"must be a positive integer or None, got {max_shapes!r}", field="max_shapes"
-        )
-    return int(max_shapes)
+    return check_scalar(max_shapes, "max_shapes", int, min_val=1, allow_none=True)
 
 
 def _check_granularity(granularity: int) -> int:
-    if isinstance(granularity, bool) or not isinstance(granularity, Integral) or granularity < 1:
-        raise InputError(
-            f"must be a positive integer (tokens), got {granularity!r}", field="granularity"
-        )
-    return int(granularity)
+    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
 
 
 def _distinct_shapes(seq: np.ndarray, heads: np.ndarray, hidden: np.ndarray) -> np.ndarray:
@@ -763,8 +753,7 @@ def baseline_plan(requests: pd.DataFrame, k: int = 8, granularity: int = 64) -> 
     batch (``b000000`` for the smallest shape, ...). Rows are ordered by batch, then by the
     request table's order. Generation lengths are ignored.
     """
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-        raise InputError(f"must be a positive integer, got {k!r}", field="k")
+    k = check_scalar(k, "k", int, min_val=1)
     g = _check_granularity(granularity)
     req = validate_requests(requests)
     aligned = align(req["prompt_len"].to_numpy(dtype=np.int64), g)
@@ -819,14 +808,7 @@ def bucketed_plan(
             f"must be positive multiples of the granularity {g}, got {int(bad[0])}",
             field="seq_aligns",
         )
-    if max_batch_size is not None and (
-        isinstance(max_batch_size, bool)
-        or not isinstance(max_batch_size, Integral)
-        or max_batch_size < 1
-    ):
-        raise InputError(
-            f"must be a positive integer or None, got {max_batch_size!r}", field="max_batch_size"
-        )
+    max_batch_size = check_scalar(max_batch_size, "max_batch_size", int, min_val=1, allow_none=True)
     ids = req["request_id"].to_numpy(dtype=object)
     seq = assign_shapes(req["prompt_len"].to_numpy(dtype=np.int64), shapes, g, request_ids=ids)
     n = len(seq)

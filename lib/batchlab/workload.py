@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batchlab.checks import as_named
+from batchlab.checks import as_named, check_scalar
 from batchlab.errors import InputError
 from batchlab.io import (
     atomic_path,
@@ -594,35 +594,21 @@ def write_requests(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def _check_count(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be a positive integer (requests), got {n!r}", field="n")
-    return int(n)
+    return check_scalar(n, "n", int, min_val=1, unit="requests")
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"must be a number, got {value!r}", field=name) from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        need = ">= 0" if allow_zero else "> 0"
-        raise InputError(f"must be finite and {need}, got {value!r}", field=name)
-    return v
+    include = "both" if allow_zero else "neither"
+    return check_scalar(value, name, float, min_val=0, include_boundaries=include)
 
 
 def _check_max_len(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or not 1 <= value <= MAX_LENGTH:
-        raise InputError(
-            f"must be an integer in [1, {MAX_LENGTH}] tokens, got {value!r}", field=name
-        )
-    return int(value)
+    return check_scalar(value, name, int, min_val=1, max_val=MAX_LENGTH, unit="tokens")
 
 
 def _rng(seed: int) -> np.random.Generator:
-    """``numpy.random.default_rng(seed)``; the seed must be a non-negative integer."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"must be a non-negative integer, got {seed!r}", field="seed")
-    return np.random.default_rng(int(seed))
+    """``numpy.random.default_rng(seed)``; the seed must be a whole number >= 0."""
+    return np.random.default_rng(check_scalar(seed, "seed", int, min_val=0))
 
 
 def _make_ids(n: int, prefix: str) -> np.ndarray:
