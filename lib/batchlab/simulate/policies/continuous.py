@@ -336,23 +336,14 @@ class ContinuousPolicy(Policy):
         ``seqs`` prefills ending) and a decode token for each of the ``n`` decoders (all of
         them, or none)."""
         n, s, lens = self._decoders(n)
-        return state.step_ms(
-            StepBatch(
-                prefill_tokens=p,
-                prefill_pairs=pairs,
-                prefill_cached=cached,
-                prefill_seqs=seqs,
-                decode_seqs=n,
-                decode_context=s,
-                decode_context_lens=lens,
-            )
-        )
+        # positional: prefill_tokens, prefill_pairs, prefill_cached, prefill_seqs, decode_seqs,
+        # decode_context, decode_context_lens (faster than keywords on this hot path)
+        return state.step_ms(StepBatch(p, pairs, cached, seqs, n, s, lens))
 
     def _run_ms(self, state: SimState, k: int) -> np.ndarray:
         """Durations of the next ``k`` decode steps of every decoder."""
         n, s, lens = self._decoders(self._n_dec)
-        run = StepBatch(decode_seqs=n, decode_context=s, decode_context_lens=lens)
-        return state.decode_steps_ms(run, k)
+        return state.decode_steps_ms(StepBatch(0, 0.0, 0, 0, n, s, lens), k)
 
     def _finished_now(self) -> np.ndarray | None:
         """Requests of the decoders whose last token came out at the current tick."""
