@@ -81,8 +81,19 @@ _METRIC_COLUMNS = ["metric", "value", "unit", "limit", "met"]
 # shape explorer: state -> view
 
 
+class _ViewStatus:
+    """``ok``: True when the view has no ``message`` (the setting was valid and computed)."""
+
+    message: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the setting was valid and everything was computed (no message)."""
+        return self.message is None
+
+
 @dataclass(frozen=True, eq=False)
-class ExplorerView:
+class ExplorerView(_ViewStatus):
     """What the shape explorer shows for one setting.
 
     ``shapes``: the seq_align values (tokens) in use (as given when they are invalid);
@@ -103,11 +114,6 @@ class ExplorerView:
     message: str | None
     figure: go.Figure
     settings: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when the setting is valid and was evaluated."""
-        return self.message is None
 
     @property
     def limits_met(self) -> bool | None:
@@ -339,7 +345,7 @@ _COST_METRICS = (
 
 
 @dataclass(frozen=True, eq=False)
-class CostView:
+class CostView(_ViewStatus):
     """What the cost explorer shows for one set of coefficients.
 
     ``reference``: the plan under the unchanged cost model; ``cost_model`` / ``evaluation``: the
@@ -354,10 +360,6 @@ class CostView:
     metrics: pd.DataFrame
     message: str | None
     figure: go.Figure
-
-    @property
-    def ok(self) -> bool:
-        return self.message is None
 
 
 def cost_explorer_state(
@@ -903,7 +905,7 @@ def policy_controls(policies: Sequence[str] = _DEFAULT_POLICIES) -> dict[str, An
 
 
 @dataclass(frozen=True, eq=False)
-class PolicyView:
+class PolicyView(_ViewStatus):
     """What the policy explorer shows for one setting of its controls.
 
     ``results``: policy name -> :class:`batchlab.simulate.SimulationResult` (the policies whose
@@ -918,11 +920,6 @@ class PolicyView:
     message: str | None
     figure: go.Figure
     settings: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when every policy was simulated."""
-        return self.message is None
 
 
 def policy_explorer_state(
