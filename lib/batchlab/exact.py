@@ -487,3 +487,82 @@ def solve_exact(
         tuple(out_carriers),
         tuple(out_shapes),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a bound that knows the shape cap (padded-graph)
+
+
+def _row_duals(problem: CapProblem, mu: float) -> np.ndarray:
+    """ψ[i, t]: a dual value of type t when it is served at shape ``cap_s[i]`` or above.
+
+    For each shape s alone, dual ascent over the caps (s, G) gives φ(s); ψ is its running minimum
+    from the largest shape down, so it never decreases with s and stays feasible for every row.
+    Entries of shapes below a type's aligned length are +inf.
+    """
+    ia, ig = problem.type_cap_index()
+    n_s, n_t = len(problem.cap_s), len(problem.type_a)
+    counts = problem.type_count.astype(np.float64)
+    phi = np.full((n_s, n_t), np.inf)
+    for i, s in enumerate(problem.cap_s.tolist()):
+        members = np.flatnonzero(ia <= i)
+        if members.size == 0:
+            continue
+        price = problem.price(s, problem.cap_g)
+        slack = problem.cost_model.overhead_cost + mu * problem.batch_ms(s, problem.cap_g)
+        pi = price[ig[members]].copy()
+        for pos in np.argsort(-pi, kind="stable").tolist():
+            t = members[pos]
+            a_blk = price[ig[t] :]
+            s_blk = slack[ig[t] :]
+            old = pi[pos]
+            value = float(np.min(np.maximum(old, a_blk) + s_blk / counts[t]))
+            if value > old:
+                s_blk -= counts[t] * (np.maximum(0.0, value - a_blk) - np.maximum(0.0, old - a_blk))
+                pi[pos] = value
+        worst = float(min(0.0, slack.min()))
+        phi[i, members] = pi + worst  # shave a rounding error off the row's types
+    return np.minimum.accumulate(phi[::-1], axis=0)[::-1]
+
+
+def shape_cap_bound(
+    problems: list[CapProblem],
+    mus: list[float],
+    max_sequential_ms: list[float | None],
+    max_shapes: int,
+    extra_const: float,
+    granularity: int,
+) -> float:
+    """A lower bound on the total cost of several buckets under a shared cap of ``max_shapes``
+    shapes (``padded-graph``; every problem's ``cap_s`` is the same candidate shape set).
+
+    For any shape set Y, giving each type the row dual ψ of its smallest covering shape in Y is
+    feasible for every cap of Y, so Σ_t c_t ψ_t(σ_Y(t)) bounds the batching cost of every plan
+    with shapes Y; the exact shape DP then finds the Y of least such value (at most max_shapes
+    shapes). Adds each bucket's constant and subtracts μ_b × max_sequential_ms_b.
+    """
+    from batchlab.shapes import joint_optimal_shapes
+
+    shapes = problems[0].cap_s
+    index = {int(s): i for i, s in enumerate(shapes.tolist())}
+    table = np.zeros((len(shapes), len(shapes)))
+    const = extra_const
+    for problem, mu, limit in zip(problems, mus, max_sequential_ms, strict=True):
+        psi = _row_duals(problem, mu if limit is not None else 0.0)
+        a_idx = np.searchsorted(shapes, problem.type_a)
+        weighted = psi * problem.type_count[None, :]
+        for j in np.unique(a_idx).tolist():
+            table[:, j] += weighted[:, a_idx == j].sum(axis=1)
+        const += problem.const_cost - (mu * limit if limit is not None else 0.0)
+    present = np.flatnonzero(np.isfinite(table).any(axis=0) & (table != 0).any(axis=0))
+    lengths = shapes[present]
+    with np.errstate(invalid="ignore"):
+        table = np.where(np.isnan(table), np.inf, table)
+
+    def cost(seq_align, aligned_len):
+        return table[[index[int(s)] for s in seq_align], [index[int(a)] for a in aligned_len]]
+
+    chosen = joint_optimal_shapes([lengths], max_shapes, granularity, cost=cost)
+    sigma = chosen[np.searchsorted(chosen, lengths)]
+    value = sum(table[index[int(s)], index[int(a)]] for s, a in zip(sigma, lengths, strict=True))
+    return float(value + const)

@@ -724,6 +724,8 @@ _MERGE_LIMIT = 2500
 _EXACT_AUTO_SIZE = 4000
 #: the Lagrangian bound is computed when a bucket has at most this many types
 _BOUND_LIMIT = 20000
+#: the shape-cap bound is computed when types × candidate shapes is at most this
+_CAP_BOUND_LIMIT = 400_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -777,67 +779,74 @@ def _cap_ms(cm: CostModel, s, g) -> np.ndarray:
 class _MergeSearch:
     """Greedy merging of batches: repeatedly merge the pair of batches (any two, not only
     neighbours in some order) whose merge saves the most ``overhead + members × price + μ ×
-    latency``, until no merge saves anything. max_batch_size, the pad-ratio budget and the p95
-    budget (requests allowed over the limit) are hard constraints checked on each merge.
+    latency``, until no merge saves anything; then move single pieces between batches while a
+    move saves (:meth:`relocate`). max_batch_size, the pad-ratio budget and the p95 budget
+    (requests allowed over the limit) are hard constraints checked on every merge and move.
 
-    The pairwise matrices of merged caps are built once per bucket; each merge updates one row
-    and column (O(pieces) numpy work), so a run is O(pieces²) in all.
+    Caps are kept as indices into the sorted distinct S and G values, so prices and latencies
+    are table look-ups; the pairwise matrices of merged caps are built once per bucket and each
+    merge updates one row and column (O(pieces) numpy work).
     """
 
     def __init__(self, cm: CostModel, pieces: _Pieces, limits: Limits, budgets: dict) -> None:
         self.cm = cm
         self.p = pieces
-        s, g, n = pieces.s, pieces.g, pieces.n
+        self.sv, si = np.unique(pieces.s, return_inverse=True)
+        self.gv, gi = np.unique(pieces.g, return_inverse=True)
+        self.si, self.gi = si.reshape(-1), gi.reshape(-1)
+        ss, gg = np.meshgrid(self.sv, self.gv, indexing="ij")
+        self.price = _cap_price(cm, ss, gg)
+        self.lat = _cap_ms(cm, ss, gg)
+        self.dec = cm.decode_ms(ss, gg) + cm.overhead_ms
+        self.width = gg + ss if cm.padded else gg
+        n = pieces.n
         self.mbs = float(limits.max_batch_size or n.sum())
-        ms, mg = np.maximum.outer(s, s), np.maximum.outer(g, g)
+        ms, mg = np.maximum.outer(self.si, self.si), np.maximum.outer(self.gi, self.gi)
         self.nm = n[:, None] + n[None, :]
-        self.latm = _cap_ms(cm, ms, mg)
-        self.pricem = _cap_price(cm, ms, mg)
+        self.latm = self.lat[ms, mg]
+        self.pricem = self.price[ms, mg]
         del ms, mg
         self.bad = self.nm > self.mbs
         np.fill_diagonal(self.bad, True)
         self.lim95 = limits.max_p95_latency_ms
         self.budgets = budgets
 
-    def _over(self, members: list[int], s: float, g: float) -> float:
-        """Requests of a batch over the p95 limit (no compile spike)."""
-        if self.lim95 is None:
+    def _over(self, members: list[int], s: int, g: int) -> float:
+        """Requests of a batch with cap indices (s, g) over the p95 limit (no compile spike)."""
+        if self.lim95 is None or not members:
             return 0.0
-        cm, p = self.cm, self.p
+        p = self.p
         idx = np.asarray(members)
-        if cm.padded:
-            lat = float(_cap_ms(cm, s, g))
-            return float(p.n[idx].sum()) if lat > self.lim95 else 0.0
-        dec = float(cm.decode_ms(s, g)) + cm.overhead_ms
-        return float(p.n[idx][p.pre_ms[idx] + dec > self.lim95].sum())
+        if self.cm.padded:
+            return float(p.n[idx].sum()) if self.lat[s, g] > self.lim95 else 0.0
+        return float(p.n[idx][p.pre_ms[idx] + self.dec[s, g] > self.lim95].sum())
 
-    def _width(self, s, g):
-        return g + s if self.cm.padded else g
-
-    def run(self, mu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Batch label per piece and the batches' caps and sizes (labels index those arrays)."""
-        cm, p = self.cm, self.p
-        s, g, n = p.s.copy(), p.g.copy(), p.n.copy()
-        oh = cm.overhead_cost
-        fb = oh + mu * _cap_ms(cm, s, g) + n * _cap_price(cm, s, g)
+    def run(self, mu: float, relocate: bool = True):
+        """Batch label per piece and the batches' caps (tokens) and sizes."""
+        p = self.p
+        si, gi, n = self.si.copy(), self.gi.copy(), p.n.copy()
+        oh = self.cm.overhead_cost
+        fb = oh + mu * self.lat[si, gi] + n * self.price[si, gi]
         gain = fb[:, None] + fb[None, :] - (oh + mu * self.latm + self.nm * self.pricem)
         gain[self.bad] = -np.inf
-        b = len(s)
+        b = len(si)
         alive = np.ones(b, dtype=bool)
         members = [[i] for i in range(b)]
-        over = np.array([self._over([i], s[i], g[i]) for i in range(b)]) if self.lim95 else None
+        over = None
+        if self.lim95 is not None:
+            over = np.array([self._over([i], si[i], gi[i]) for i in range(b)])
         over_left = self.budgets["over"] - (over.sum() if over is not None else 0.0)
-        pad_left = self.budgets["pad"] - float((n * self._width(s, g)).sum())
+        pad_left = self.budgets["pad"] - float((n * self.width[si, gi]).sum())
         best_col = gain.argmax(axis=1)
         best_val = gain[np.arange(b), best_col]
+        width = self.width
         while True:
             r = int(best_val.argmax())
             if not best_val[r] > 0:
                 break
             c = int(best_col[r])
-            s2, g2, n2 = max(s[r], s[c]), max(g[r], g[c]), n[r] + n[c]
-            d_pad = n2 * self._width(s2, g2) - n[r] * self._width(s[r], g[r])
-            d_pad -= n[c] * self._width(s[c], g[c])
+            s2, g2, n2 = max(si[r], si[c]), max(gi[r], gi[c]), n[r] + n[c]
+            d_pad = n2 * width[s2, g2] - n[r] * width[si[r], gi[r]] - n[c] * width[si[c], gi[c]]
             d_over = 0.0
             if over is not None:
                 d_over = self._over(members[r] + members[c], s2, g2) - over[r] - over[c]
@@ -850,16 +859,16 @@ class _MergeSearch:
             i, j = (r, c) if r < c else (c, r)
             pad_left -= d_pad
             over_left -= d_over
-            s[i], g[i], n[i] = s2, g2, n2
+            si[i], gi[i], n[i] = s2, g2, n2
             members[i] = members[i] + members[j]
             members[j] = []
             if over is not None:
                 over[i] += over[j] + d_over
                 over[j] = 0.0
             alive[j] = False
-            fb[i] = oh + mu * float(_cap_ms(cm, s2, g2)) + n2 * float(_cap_price(cm, s2, g2))
-            ms, mg = np.maximum(s2, s), np.maximum(g2, g)
-            row = fb[i] + fb - (oh + mu * _cap_ms(cm, ms, mg) + (n2 + n) * _cap_price(cm, ms, mg))
+            fb[i] = oh + mu * self.lat[s2, g2] + n2 * self.price[s2, g2]
+            ms, mg = np.maximum(s2, si), np.maximum(g2, gi)
+            row = fb[i] + fb - (oh + mu * self.lat[ms, mg] + (n2 + n) * self.price[ms, mg])
             row[~alive] = -np.inf
             row[i] = -np.inf
             row[n2 + n > self.mbs] = -np.inf
@@ -878,11 +887,116 @@ class _MergeSearch:
                 cols = gain[rows].argmax(axis=1)
                 best_col[rows] = cols
                 best_val[rows] = gain[rows, cols]
-        label = np.empty(b, dtype=np.int64)
         roots = np.flatnonzero(alive)
+        label = np.empty(b, dtype=np.int64)
         for k, root in enumerate(roots.tolist()):
             label[members[root]] = k
-        return label, s[roots], g[roots], n[roots]
+        if relocate:
+            label = self.relocate(mu, label, pad_left, over_left)
+        return self._caps(label)
+
+    def _caps(self, label: np.ndarray):
+        nb = int(label.max()) + 1
+        cs, cg, size = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64), np.zeros(nb)
+        np.maximum.at(cs, label, self.si)
+        np.maximum.at(cg, label, self.gi)
+        np.add.at(size, label, self.p.n)
+        return label, self.sv[cs], self.gv[cg], size
+
+    def relocate(self, mu: float, label: np.ndarray, pad_left: float, over_left: float):
+        """Local search after the merges: move single pieces to the batch (or a batch of their
+        own) where ``overhead + members × price + μ × latency`` drops most, under the same hard
+        constraints, until no move helps (at most four sweeps)."""
+        p = self.p
+        oh = self.cm.overhead_cost
+        lat, price, width = self.lat, self.price, self.width
+        nb = int(label.max()) + 1
+        cs, cg = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64)
+        size = np.zeros(nb)
+        np.maximum.at(cs, label, self.si)
+        np.maximum.at(cg, label, self.gi)
+        np.add.at(size, label, p.n)
+        members: list[list[int]] = [[] for _ in range(nb)]
+        for piece, lab in enumerate(label.tolist()):
+            members[lab].append(piece)
+
+        def f(s, g, n):
+            return np.where(n > 0, oh + mu * lat[s, g] + n * price[s, g], 0.0)
+
+        over = None
+        if self.lim95 is not None:
+            over = np.array([self._over(m, cs[k], cg[k]) for k, m in enumerate(members)])
+        order = np.argsort(-(p.n * price[self.si, self.gi]), kind="stable")
+        for _ in range(4):
+            moved = 0
+            fb = f(cs, cg, size)
+            for piece in order.tolist():
+                src = int(label[piece])
+                rest = [x for x in members[src] if x != piece]
+                ps, pg, pn = self.si[piece], self.gi[piece], p.n[piece]
+                rs = rg = 0
+                rn = size[src] - pn
+                if rest:
+                    rs, rg = int(self.si[rest].max()), int(self.gi[rest].max())
+                f_rest = float(f(rs, rg, rn)) if rest else 0.0
+                ins_s, ins_g = np.maximum(cs, ps), np.maximum(cg, pg)
+                d_ins = f(ins_s, ins_g, size + pn) - fb
+                d_ins[(size == 0) | (size + pn > self.mbs)] = np.inf
+                d_ins[src] = np.inf
+                dest = int(d_ins.argmin())
+                best = float(d_ins[dest])
+                alone = float(f(ps, pg, pn))
+                if rest and alone < best:
+                    dest, best = -1, alone
+                delta = f_rest - float(fb[src]) + best
+                if not np.isfinite(best) or not delta < -1e-9 * float(fb[src]):
+                    continue
+                d_pad = -size[src] * width[cs[src], cg[src]] + (rn * width[rs, rg] if rest else 0)
+                if dest >= 0:
+                    d_pad += (size[dest] + pn) * width[ins_s[dest], ins_g[dest]]
+                    d_pad -= size[dest] * width[cs[dest], cg[dest]]
+                else:
+                    d_pad += pn * width[ps, pg]
+                d_over = 0.0
+                new_src = new_dest = 0.0
+                if over is not None:
+                    new_src = self._over(rest, rs, rg)
+                    if dest >= 0:
+                        new_dest = self._over(members[dest] + [piece], ins_s[dest], ins_g[dest])
+                        d_over = new_src + new_dest - over[src] - over[dest]
+                    else:
+                        new_dest = self._over([piece], ps, pg)
+                        d_over = new_src + new_dest - over[src]
+                if d_pad > pad_left + 1e-9 or d_over > over_left + 1e-9:
+                    continue
+                pad_left -= d_pad
+                over_left -= d_over
+                if dest < 0:
+                    dest = nb
+                    nb += 1
+                    members.append([])
+                    cs, cg = np.append(cs, 0), np.append(cg, 0)
+                    size, fb = np.append(size, 0.0), np.append(fb, 0.0)
+                    if over is not None:
+                        over = np.append(over, 0.0)
+                if over is not None:
+                    over[src] = new_src
+                    over[dest] = new_dest
+                members[src] = rest
+                cs[src], cg[src], size[src] = rs, rg, rn
+                members[dest].append(piece)
+                cs[dest], cg[dest] = max(cs[dest], ps), max(cg[dest], pg)
+                size[dest] += pn
+                fb[src] = float(f(rs, rg, rn)) if rest else 0.0
+                fb[dest] = float(f(cs[dest], cg[dest], size[dest]))
+                label[piece] = dest
+                moved += 1
+            if not moved:
+                break
+        keep = np.flatnonzero(size > 0)
+        remap = np.full(nb, -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        return remap[label]
 
 
 def _budgets(bucket: _Bucket, cm: CostModel) -> dict:
@@ -998,12 +1112,11 @@ def _merge_plan(
     search = _MergeSearch(cm, pieces, lim, _budgets(bucket, cm))
     tried: list[_Candidate] = []
 
-    def at(mu: float) -> _Candidate:
-        label, s, g, _ = search.run(mu)
+    def at(mu: float, relocate: bool = False) -> _Candidate:
+        label, s, g, _ = search.run(mu, relocate)
         shape = np.full(len(s), declared, dtype=np.int64) if declared else s.astype(np.int64)
-        cand = _from_pieces(
-            bucket, cm, pieces, label, shape, {**settings, "lagrange_multiplier": float(mu)}
-        )
+        settings_mu = {**settings, "lagrange_multiplier": float(mu)}
+        cand = _from_pieces(bucket, cm, pieces, label, shape, settings_mu)
         tried.append(cand)
         return cand
 
@@ -1029,12 +1142,21 @@ def _merge_plan(
                     feasible.append(cand)
                 else:
                     lo = mid
-                if lo > 0 and hi / lo < 1.02:
+                if lo > 0 and hi / lo < 1.01:
                     break
             mu_used = hi
-        best = min(tried, key=_rank)
+            # the local search moves the boundary: bisect again with it, from a little below
+            lo_r, hi_r = (lo if lo > 0 else hi / 4) / 1.1, hi
+            if at(hi_r, relocate=True).summary["sequential_ms"] <= limit:
+                for _ in range(4):
+                    mid = math.sqrt(lo_r * hi_r)
+                    if at(mid, relocate=True).summary["sequential_ms"] <= limit:
+                        hi_r = mid
+                    else:
+                        lo_r = mid
     else:
-        best = min(tried, key=_rank)
+        at(0.0, relocate=True)
+    best = min(tried, key=_rank)
     return best, mu_used, tried
 
 
@@ -1197,17 +1319,71 @@ def _static_shapes(buckets: list[_Bucket], cm: CostModel, max_shapes: int) -> li
     return [int(chosen[np.searchsorted(chosen, t[0])]) for t in tops]
 
 
-def _bucket_bound(bucket: _Bucket, cm: CostModel, shapes_all: np.ndarray | None, mus: list[float]):
+def _bucket_bound(bucket: _Bucket, cm: CostModel, shapes_all: np.ndarray | None, mu: float):
     """The Lagrangian lower bound of one bucket (see :mod:`batchlab.exact`), or None when the
-    bucket is too large for it. Includes the compile cost no plan avoids."""
+    bucket is too large for it. Includes the compile cost no plan avoids. The multiplier is
+    searched (golden section, the bound is concave in it) around ``mu``, the heuristic's λ."""
     from batchlab.exact import cap_problem, lagrangian_bound
 
     problem, _ = cap_problem(cm, bucket.aligned, bucket.gen, bucket.prompt, shapes_all)
     if len(problem.type_a) > _BOUND_LIMIT:
         return None
     compile_lb = float(cm.compile_cost(int(bucket.aligned.max())))
-    value, _ = lagrangian_bound(problem, bucket.limits.max_sequential_ms, mus, compile_lb)
-    return value * (1 - 1e-9)
+    limit = bucket.limits.max_sequential_ms
+    if limit is None or mu <= 0:
+        return lagrangian_bound(problem, None, [0.0], compile_lb)[0] * (1 - 1e-9)
+    cache: dict[float, float] = {}
+
+    def value(m: float) -> float:
+        if m not in cache:
+            cache[m] = lagrangian_bound(problem, limit, [m], compile_lb)[0]
+        return cache[m]
+
+    lo, hi = 0.3 * mu, 1.3 * mu
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    for _ in range(5):
+        if value(a) >= value(b):
+            hi, b = b, a
+            a = hi - ratio * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + ratio * (hi - lo)
+    return max(max(cache.values()), value(0.0)) * (1 - 1e-9)
+
+
+def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[float], cap: int):
+    """Shape-cap-aware Lagrangian bounds under padded-graph (see
+    :func:`batchlab.exact.shape_cap_bound`): per bucket and for all buckets together; -inf where
+    the instance is too large for them."""
+    from batchlab.exact import cap_problem, shape_cap_bound
+
+    problems = [cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)[0] for b in prepared]
+    if sum(len(p.type_a) for p in problems) * len(distinct) > _CAP_BOUND_LIMIT:
+        return [-math.inf] * len(prepared), -math.inf
+    per, mus_best = [], []
+    for b, p, mu in zip(prepared, problems, mus, strict=True):
+        lim = b.limits.max_sequential_ms
+        compile_lb = float(cm.compile_cost(int(b.aligned.max())))
+        best, best_mu = -math.inf, 0.0
+        for m in sorted({0.0 if lim is None else f * mu for f in (0.85, 1.0)}):
+            v = shape_cap_bound([p], [m], [lim], cap, compile_lb, cm.granularity)
+            if v > best:
+                best, best_mu = v, m
+        per.append(best * (1 - 1e-9))
+        mus_best.append(best_mu)
+    if len(prepared) == 1:
+        return per, per[0]
+    compile_lb = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
+    joint = shape_cap_bound(
+        problems,
+        mus_best,
+        [b.limits.max_sequential_ms for b in prepared],
+        cap,
+        compile_lb,
+        cm.granularity,
+    )
+    return per, joint * (1 - 1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1434,11 +1610,19 @@ def plan_requests(
             raise _infeasible(bucket, tried[i])
     plans = []
     bounds_total = 0.0
+    cap_bounds = [-math.inf] * nb
+    joint_cap_bound = -math.inf
+    if cm.padded:
+        cap_bounds, joint_cap_bound = _padded_cap_bounds(prepared, cm, distinct, mus, cap)
     for i, (b, c) in enumerate(zip(prepared, chosen, strict=True)):
         mu = mus[i]
-        factors = (0.5, 0.7, 0.85, 1.0, 1.2) if mu > 0 else (1.0,)
-        lag = _bucket_bound(b, cm, distinct if cm.padded else None, [mu * f for f in factors])
-        bound = max(b.bounds.min_cost, lag if lag is not None else -math.inf, per_exact[i])
+        lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
+        bound = max(
+            b.bounds.min_cost,
+            lag if lag is not None else -math.inf,
+            per_exact[i],
+            cap_bounds[i],
+        )
         bounds_total += bound
         plan, ev = c.materialize(b, cm, heads_align, hidden_align)
         settings = {
@@ -1453,7 +1637,7 @@ def plan_requests(
         )
         bar.update()
     bar.close()
-    total_bound = max(bounds_total + shapes_total - own_total, exact_bound)
+    total_bound = max(bounds_total + shapes_total - own_total, exact_bound, joint_cap_bound)
     used = sorted(set().union(*(c.shapes_used() for c in chosen)))
     methods = {c.settings.get("method", "contiguous") for c in chosen}
     return PlanResult(
