@@ -72,8 +72,13 @@ def all_plans(df, cm, max_shapes):
                 for rank, b in enumerate(order):
                     members = sorted(part[b], key=lambda r: r not in first)
                     for r in members:
-                        rows.append({"request_id": r, "batch_id": f"b{rank:03d}",
-                                     "seq_align": int(shapes[b])})
+                        rows.append(
+                            {
+                                "request_id": r,
+                                "batch_id": f"b{rank:03d}",
+                                "seq_align": int(shapes[b]),
+                            }
+                        )
                 yield reference_evaluate(recs, rows, cm.coefficients)
 
 
@@ -125,8 +130,7 @@ def test_tiny_instances_reach_the_enumerated_optimum(df, padded, cap, data):
     mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
     everything = [summary_of(r) | {"sizes": r["batches"]} for r in all_plans(df, cm, cap)]
     plans = [
-        s for s in everything
-        if mbs is None or max(b["size"] for b in s["sizes"].values()) <= mbs
+        s for s in everything if mbs is None or max(b["size"] for b in s["sizes"].values()) <= mbs
     ]
     lim = limits_between(data.draw, plans, mbs)
     feasible = [s for s in plans if meets(s, lim)]
@@ -168,7 +172,9 @@ def test_bounds_are_below_every_plan_on_medium_instances(cm, seed):
     for _ in range(30):
         k = int(rng.integers(1, 7))
         shapes = optimal_shapes(df["prompt_len"], k)
-        candidates.append(bucketed_plan(df, shapes, int(rng.integers(1, 400)), int(rng.integers(1, 49))))
+        candidates.append(
+            bucketed_plan(df, shapes, int(rng.integers(1, 400)), int(rng.integers(1, 49)))
+        )
     checked = 0
     for plan in candidates:
         ev = evaluate(df, plan, cm)
@@ -208,3 +214,20 @@ def test_max_shapes_beyond_the_distinct_lengths_is_clamped():
         res = plan_requests(df, STATIC, 1_000_000, progress=False)
     assert res.max_shapes == 3
     assert math.isfinite(res.lower_bound)
+
+
+def test_planner_vs_sweep_figure_has_every_point_the_planner_and_the_bound():
+    from batchlab.plots import planner_vs_sweep_figure
+
+    table_ = pd.DataFrame(
+        {
+            "total_cost": [3.0, 4.0, 5.0],
+            "sequential_ms": [9.0, 8.0, 7.0],
+            "ok_all": [False, True, True],
+        }
+    )
+    fig = planner_vs_sweep_figure(table_, 2.5, 8.5, 2.4, max_sequential_ms=8.6)
+    assert [len(t.x) for t in fig.data] == [2, 1, 1]
+    assert fig.data[2].x[0] == 2.5
+    assert fig.layout.shapes[0].x0 == 2.4
+    assert "cost units" in fig.layout.xaxis.title.text and "ms" in fig.layout.yaxis.title.text

@@ -723,7 +723,9 @@ _MERGE_LIMIT = 2500
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
 _EXACT_AUTO_SIZE = 4000
 #: the Lagrangian bound is computed when a bucket has at most this many types
-_BOUND_LIMIT = 20000
+_BOUND_LIMIT = 4000
+#: buckets larger than this are compared with the baseline only, not the whole sweep grid
+_REFERENCE_GRID_LIMIT = 20_000
 #: the shape-cap bound is computed when types × candidate shapes is at most this
 _CAP_BOUND_LIMIT = 400_000
 
@@ -1198,7 +1200,7 @@ def _reference_candidates(
     g = cm.granularity
     n = len(bucket.prompt)
     lim_mbs = bucket.limits.max_batch_size
-    ks = range(1, max_shapes + 1)
+    ks = range(1, max_shapes + 1) if n <= _REFERENCE_GRID_LIMIT else range(0)
     base = np.unique(
         np.sort(bucket.aligned)[
             (np.arange(1, max_shapes + 1) * n + max_shapes - 1) // max_shapes - 1
