@@ -1432,7 +1432,7 @@ def plan_requests(
     window: int | None = None,
     time_limit_s: float = 10.0,
     exact: str = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> PlanResult:
     """Plan one or several buckets of requests sharing one global cap of ``max_shapes`` shapes,
     with a certified lower bound on the cost of every plan that meets the limits.
@@ -1443,8 +1443,9 @@ def plan_requests(
     (with a warning). ``exact``: ``"always"`` solves the exact model (HiGHS) within
     ``time_limit_s`` seconds, ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
     model is small enough to fit the budget. ``window``: the widest batch, in runs, of the
-    contiguous search used for buckets too large for the cap heuristic. A progress bar shows
-    when planning takes longer than a second (``progress=False`` hides it).
+    contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
+    shows when planning takes longer than a second; ``progress=None`` shows it only on a
+    terminal (so stored notebook outputs do not depend on timing), True always, False never.
 
     Returns a :class:`PlanResult` (every bucket's plan, ``lower_bound`` and
     ``optimality_gap``); raises :class:`~batchlab.errors.LimitError` when a limit cannot be met.
@@ -1482,15 +1483,19 @@ def plan_requests(
         )
     distinct = np.unique(np.concatenate([b.aligned for b in prepared]))
     cap = int(max_shapes)
-    if cap > len(distinct):
+    if cap > len(distinct) and cap > 8:  # 8, the default, clamps silently
         warnings.warn(
             f"max_shapes = {cap:,} is more than the {len(distinct):,} distinct aligned prompt "
             f"lengths of the input; using {len(distinct):,} (more shapes cannot help)",
             stacklevel=2,
         )
-        cap = len(distinct)
+    cap = min(cap, len(distinct))
     deadline = time.perf_counter() + float(time_limit_s)
     nb = len(prepared)
+    import sys
+
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     bar = tqdm(total=3 * nb, desc="plan", delay=1.0, disable=not progress, leave=False)
     tried: list[list[_Candidate]] = [[] for _ in prepared]
     mus = [0.0] * nb
