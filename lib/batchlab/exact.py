@@ -314,8 +314,9 @@ def model_size(specs: list[BucketSpec]) -> int:
     total = 0
     for spec in specs:
         p = spec.problem
-        for a, g in zip(p.type_a, p.type_g, strict=True):
-            total += int((p.cap_s >= a).sum()) * int((p.cap_g >= g).sum())
+        n_s = len(p.cap_s) - np.searchsorted(p.cap_s, p.type_a, side="left")
+        n_g = len(p.cap_g) - np.searchsorted(p.cap_g, p.type_g, side="left")
+        total += int((n_s * n_g).sum())
     return total
 
 
