@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "plan": 1,
     "evaluate": 1,
     "planner": 1,
+    "exact": 1,
     "sweep": 1,
     "datasets": 1,
     "steptime": 1,

@@ -80,6 +80,16 @@ def _cost_model(args):
     return cm
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def _read_requests(path: str) -> pd.DataFrame:
     from batchlab.workload import read_requests
 
@@ -139,7 +149,21 @@ def cmd_plan(args) -> int:
             raise InputError(
                 f"tables {unknown} match no input file stem (stems: {names})", path=args.limits
             )
-    result = plan_requests(buckets, _cost_model(args), args.max_shapes, limits)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = plan_requests(
+            buckets,
+            _cost_model(args),
+            args.max_shapes,
+            limits,
+            time_limit_s=args.time_limit,
+            exact=args.exact,
+            progress=not args.json and sys.stderr.isatty(),
+        )
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
     for bp, out in zip(result.buckets, args.output, strict=True):
         write_plan(bp.plan, out)
     comparison = result.comparison()
@@ -147,11 +171,16 @@ def cmd_plan(args) -> int:
         _print_json(
             {
                 "shapes": list(result.shapes),
+                "max_shapes": result.max_shapes,
                 "total_cost": result.total_cost,
+                "lower_bound": result.lower_bound,
+                "optimality_gap": result.optimality_gap,
                 "buckets": {
                     bp.name: {
                         "output": out,
                         "summary": bp.evaluation.summary(),
+                        "lower_bound": bp.lower_bound,
+                        "optimality_gap": bp.optimality_gap,
                         "bounds": bp.bounds.as_dict(),
                         "settings": bp.settings,
                     }
@@ -161,11 +190,19 @@ def cmd_plan(args) -> int:
             }
         )
         return EXIT_OK
-    print(f"shapes used ({len(result.shapes)} of at most {args.max_shapes}): {list(result.shapes)}")
+    print(
+        f"shapes used ({len(result.shapes)} of at most {result.max_shapes}): {list(result.shapes)}"
+    )
     for bp, out in zip(result.buckets, args.output, strict=True):
         print(
-            f"{bp.name}: {bp.evaluation.n_requests:,} requests in {bp.evaluation.n_batches:,} batches -> {out}"
+            f"{bp.name}: {bp.evaluation.n_requests:,} requests in {bp.evaluation.n_batches:,} batches"
+            f" -> {out}; cost {bp.evaluation.cost.total:,.6g}, lower bound {bp.lower_bound:,.6g},"
+            f" certified gap {100 * bp.optimality_gap:.3f} %"
         )
+    print(
+        f"total: cost {result.total_cost:,.6g}, lower bound {result.lower_bound:,.6g},"
+        f" certified gap {100 * result.optimality_gap:.3f} %"
+    )
     print(_table(comparison))
     return EXIT_OK
 
@@ -551,6 +588,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", nargs="+", required=True, metavar="OUT")
     p.add_argument("--max-shapes", type=int, default=8)
     p.add_argument("--limits", metavar="LIMITS.toml")
+    p.add_argument(
+        "--time-limit",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds for the exact model (default 10)",
+    )
+    p.add_argument(
+        "--exact",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="solve the exact model: when it fits the budget (auto), always, or never",
+    )
     common(p)
     p.set_defaults(func=cmd_plan)
 

@@ -42,6 +42,7 @@ from batchlab.plots.planning import (
     padding_vs_k_table,
     pareto_front_figure,
     planner_comparison_figure,
+    planner_vs_sweep_figure,
     shape_buckets_figure,
 )
 from batchlab.plots.serving import (
@@ -111,6 +112,7 @@ __all__ = [
     "pareto_front_figure",
     "percentiles_table_figure",
     "planner_comparison_figure",
+    "planner_vs_sweep_figure",
     "policy_dashboard_figure",
     "shape_buckets_figure",
     "step_kinds",

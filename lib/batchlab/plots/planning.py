@@ -57,6 +57,7 @@ __all__ = [
     "padding_vs_k_table",
     "pareto_front_figure",
     "planner_comparison_figure",
+    "planner_vs_sweep_figure",
     "shape_buckets_figure",
 ]
 
@@ -661,4 +662,68 @@ def planner_comparison_figure(
             )
         fig.update_yaxes(rangemode="tozero", row=1, col=j)
     fig.update_layout(title=title or "Planner vs baseline vs lower bound", bargap=0.3)
+    return fig
+
+
+def planner_vs_sweep_figure(
+    table: pd.DataFrame,
+    planner_cost: float,
+    planner_sequential_ms: float,
+    lower_bound: float,
+    *,
+    max_sequential_ms: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Every sweep point (total cost, sequential time; green where it meets every limit, grey
+    where not) next to the planner's plan (a star) and the certified lower bound on the cost of
+    every plan meeting the limits (a dashed vertical line). ``table``: a ``grid_sweep`` table
+    with ``total_cost``, ``sequential_ms`` and, if limits were given, ``ok_all``."""
+    for column in ("total_cost", "sequential_ms"):
+        if column not in table.columns:
+            raise InputError("missing column", field=column)
+    ok = table["ok_all"].to_numpy(dtype=bool) if "ok_all" in table.columns else None
+    fig = go.Figure()
+    groups = [("sweep point", np.ones(len(table), dtype=bool), "#1f77b4")]
+    if ok is not None:
+        groups = [
+            ("sweep point, meets the limits", ok, "#2ca02c"),
+            ("sweep point, breaks a limit", ~ok, "#bbbbbb"),
+        ]
+    for name, mask, color in groups:
+        sub = table[mask]
+        fig.add_trace(
+            go.Scatter(
+                x=sub["total_cost"],
+                y=sub["sequential_ms"],
+                mode="markers",
+                name=name,
+                marker={"color": color, "size": 6},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[planner_cost],
+            y=[planner_sequential_ms],
+            mode="markers",
+            name="planner",
+            marker={"symbol": "star", "size": 16, "color": "#d62728"},
+        )
+    )
+    fig.add_vline(
+        x=lower_bound,
+        line={"dash": "dash", "color": "#444444"},
+        annotation_text="certified lower bound",
+        annotation_position="top left",
+    )
+    if max_sequential_ms is not None:
+        fig.add_hline(
+            y=max_sequential_ms,
+            line={"dash": "dot", "color": "#d62728"},
+            annotation_text="sequential-time limit",
+        )
+    fig.update_xaxes(type="log", title_text="total cost (cost units, log)")
+    fig.update_yaxes(type="log", title_text="sequential time (ms, log)")
+    fig.update_layout(
+        title=title or "Planner vs every sweep point vs the bound", width=1000, height=450
+    )
     return fig
