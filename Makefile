@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,dist,measure,browser
+EXTRAS := dev,dist,measure,browser,serve
 LINTED := $(wildcard lib tests benchmarks scripts exercises conftest.py)
 
 .PHONY: lab test lint format exercises data bench clean setup notebooks
