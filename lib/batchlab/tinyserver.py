@@ -417,6 +417,7 @@ def serve_tiny(
     model, start ``transformers serve`` (its output on this terminal), ``announce`` the URL and
     model name once ``/v1/models`` answers (and the warm-up request is done), then wait. Returns
     the server's exit code (130 after Ctrl-C)."""
+    base = f"http://{_url_host(_loopback(host))}:{_port(port)}/v1"  # checked before any work
     missing = missing_serve_packages()
     if missing:
         raise ServerError(
@@ -424,7 +425,6 @@ def serve_tiny(
         )
     path = save_tiny_model(model_dir, seed=seed)
     cmd = serve_command(path, port=port, host=host, extra=extra_args)
-    base = f"http://{_url_host(_loopback(host))}:{_port(port)}/v1"
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env={**os.environ, **_ENV})
     try:
         _wait_ready(base, str(path), proc, ready_timeout_s, lambda: "")
