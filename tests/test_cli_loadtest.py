@@ -181,6 +181,8 @@ def test_loadtest_bad_input_and_unreachable_server_exit_2(capsys, requests_file,
         (["--host", "0.0.0.0"], "loopback"),
         (["--port", "70000"], "port"),
         (["--ready-timeout-s", "0"], "--ready-timeout-s"),
+        (["--threads", "0"], "threads"),
+        (["--cb-num-blocks", "0"], "num_blocks"),
     ],
 )
 def test_serve_tiny_bad_options_exit_2_before_any_work(capsys, args, message):

@@ -96,6 +96,16 @@ def test_loopback_hosts_are_accepted(host) -> None:
     assert cmd[cmd.index("--host") + 1] == host
     assert cmd[1:5] == ["-m", "transformers.cli.transformers", "serve", "/m"]
     assert "--continuous-batching" in cmd and cmd[cmd.index("--device") + 1] == "cpu"
+    assert cmd[cmd.index("--cb-num-blocks") + 1] == str(tiny.DEFAULT_NUM_BLOCKS)
+    assert cmd[cmd.index("--cb-max-batch-tokens") + 1] == str(tiny.DEFAULT_MAX_BATCH_TOKENS)
+
+
+def test_the_server_runs_offline_with_the_threads_asked_for() -> None:
+    env = tiny.server_env(3)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HUB_DISABLE_UPDATE_CHECK"] == "1"
+    with pytest.raises(InputError, match="threads"):
+        tiny.server_env(0)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "192.168.1.2", "example.org", "::"])
@@ -136,6 +146,7 @@ def test_live_loadtest_against_transformers_serve(tiny_dir) -> None:
     with tiny.TinyServer(model_dir=tiny_dir, ready_timeout_s=90) as server:
         pgid = server.proc.pid
         t0 = time.perf_counter()
+        start_s = t0 - t_start
         res = lt.loadtest(
             server.url,
             df,
@@ -157,6 +168,8 @@ def test_live_loadtest_against_transformers_serve(tiny_dir) -> None:
             timeout_s=30,
             progress=False,
         )
+        t_stop = time.perf_counter()
+    stop_s = time.perf_counter() - t_stop
     # nothing of the server is left
     assert server.proc.returncode is not None
     assert group_gone(pgid)
@@ -195,7 +208,10 @@ def test_live_loadtest_against_transformers_serve(tiny_dir) -> None:
         r = res.requests[res.requests["level"] == level]
         assert lv.loc[level, "latency_p50_ms"] <= lv.loc[level, "latency_p99_ms"]
         assert lv.loc[level, "latency_p99_ms"] == r["latency_ms"].max()  # nearest rank of 8
-    print(f"live load test: {time.perf_counter() - t_start:.1f} s in all, levels {wall_s:.1f} s")
+    print(
+        f"live load test: {time.perf_counter() - t_start:.1f} s in all: start {start_s:.1f} s, "
+        f"two levels {wall_s:.1f} s, stop {stop_s:.1f} s"
+    )
 
 
 @pytest.mark.slow

@@ -479,9 +479,12 @@ def cmd_serve_tiny(args) -> int:
         seed=args.seed,
         ready_timeout_s=args.ready_timeout_s,
         warmup=not args.no_warmup,
+        threads=args.threads,
+        num_blocks=args.cb_num_blocks,
+        max_batch_tokens=args.cb_max_batch_tokens,
         announce=lambda line: print(line, flush=True),
     )
-    return 130 if code == 130 else (EXIT_OK if code == 0 else EXIT_FAILED)
+    return code if code in (130, 143) else (EXIT_OK if code == 0 else EXIT_FAILED)
 
 
 # ----------------------------------------------------------------------------------- the parser
@@ -631,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--ready-timeout-s", type=float, default=180.0, help="wait for the server")
     p.add_argument("--no-warmup", action="store_true", help="announce before a warm-up request")
+    p.add_argument("--threads", type=int, default=1, help="the server's OpenMP threads")
+    p.add_argument("--cb-num-blocks", type=int, default=64, help="KV-cache pages of 256 tokens")
+    p.add_argument("--cb-max-batch-tokens", type=int, default=512, help="tokens per step")
     p.set_defaults(func=cmd_serve_tiny)
     return parser
 

@@ -18,6 +18,10 @@ gibberish, the timings are real).
 :class:`TinyServer` starts ``transformers serve PATH --continuous-batching --device cpu --host
 127.0.0.1 --port P`` in the background (tests, notebooks) and stops it with its whole process
 group; :func:`serve_tiny` runs it in the foreground (``batchlab serve-tiny``; Ctrl-C stops it).
+Two settings matter on a CPU: the KV cache is given a size (``--cb-num-blocks``, default 64
+pages of 256 tokens; left to itself continuous batching sizes it from the machine's free memory,
+about 10 GB here), and the server runs one OpenMP thread (on a busy 2-core machine the default
+two threads spin against the client and other work: steps were 5 to 7 times slower).
 Only loopback addresses are accepted. The server needs the ``serve`` extra (fastapi, uvicorn,
 pydantic, openai, accelerate, besides torch and transformers): :func:`missing_serve_packages`.
 """
@@ -55,6 +59,7 @@ __all__ = [
     "save_tiny_model",
     "serve_command",
     "serve_tiny",
+    "server_env",
     "tiny_tokenizer",
     "tiny_vocabulary",
 ]
@@ -74,6 +79,13 @@ SERVE_PACKAGES = (
 
 TINY_FORMAT = 1
 """Version of the saved folder's layout; a folder of another version is rebuilt."""
+
+DEFAULT_NUM_BLOCKS = 64
+"""KV-cache pages of the tiny server (256 tokens each: 16,384 tokens, 64 MB for the tiny model).
+Left to itself, continuous batching on a CPU sizes its cache from the machine's free memory
+(about 10 GB on a 24 GB machine)."""
+DEFAULT_MAX_BATCH_TOKENS = 512
+"""Tokens one step of the tiny server computes at most (prefill chunks included)."""
 
 _MARKER = "batchlab-tiny.json"
 _ENV = {
@@ -206,6 +218,12 @@ def _loopback(host: str) -> str:
     )
 
 
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"must be a whole number >= 1, got {value!r}", field=name)
+    return int(value)
+
+
 def _port(port: Any) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InputError(f"must be a port number in 1..65535, got {port!r}", field="port")
@@ -220,10 +238,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve_command(
-    path: str | os.PathLike[str], *, port: int, host: str = "127.0.0.1", extra: Sequence[str] = ()
+    path: str | os.PathLike[str],
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    num_blocks: int = DEFAULT_NUM_BLOCKS,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """The command line of ``transformers serve`` for a saved folder (this Python's
-    ``transformers`` CLI, continuous batching on the CPU)."""
+    ``transformers`` CLI, continuous batching on the CPU, a KV cache of ``num_blocks`` pages of
+    256 tokens and at most ``max_batch_tokens`` tokens a step)."""
     return [
         sys.executable,
         "-m",
@@ -237,8 +262,19 @@ def serve_command(
         _loopback(host),
         "--port",
         str(_port(port)),
+        "--cb-num-blocks",
+        str(_count(num_blocks, "num_blocks")),
+        "--cb-max-batch-tokens",
+        str(_count(max_batch_tokens, "max_batch_tokens")),
         *extra,
     ]
+
+
+def server_env(threads: int = 1) -> dict[str, str]:
+    """The environment of the server process: this one's, offline (nothing downloaded, no update
+    check), with ``threads`` OpenMP/MKL threads."""
+    n = str(_count(threads, "threads"))
+    return {**os.environ, **_ENV, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 
 def _url_host(host: str) -> str:
@@ -283,8 +319,10 @@ def _warm_up(base: str, model: str, timeout_s: float) -> None:
 
 
 def _stop_group(proc: subprocess.Popen, timeout_s: float, *, group: bool) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL (to the process group when it has its own)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM, then SIGKILL (to the process group when it has its own). Not SIGINT: after its
+    first request ``transformers serve`` 5.x shuts uvicorn down on SIGINT but then waits for
+    its generation thread and never exits; on SIGTERM it is gone in half a second."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         if proc.poll() is not None:
             break
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -307,9 +345,11 @@ class TinyServer:
     ``with TinyServer() as server:`` saves the model (:func:`save_tiny_model`), starts the server
     in a process group of its own on ``port`` (default: a free one), waits until ``/v1/models``
     lists it (at most ``ready_timeout_s``), sends one warm-up request (``warmup``), and on exit
-    stops the whole group (SIGINT, SIGTERM, SIGKILL, ``stop_timeout_s`` apart). ``url`` is the
+    stops the whole group (SIGTERM, then SIGKILL after ``stop_timeout_s``). ``url`` is the
     API root (``http://127.0.0.1:P/v1``), ``model`` the name to request. The server's output
     goes to ``log_path`` (default: a temporary file, removed on stop); its tail is in errors.
+    ``threads``, ``num_blocks``, ``max_batch_tokens``: see :func:`serve_tiny` and
+    :func:`serve_command`.
     """
 
     def __init__(
@@ -323,9 +363,15 @@ class TinyServer:
         warmup: bool = True,
         stop_timeout_s: float = 10.0,
         log_path: str | os.PathLike[str] | None = None,
+        threads: int = 1,
+        num_blocks: int = DEFAULT_NUM_BLOCKS,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.host = _loopback(host)
+        self.env = server_env(threads)
+        self.num_blocks = _count(num_blocks, "num_blocks")
+        self.max_batch_tokens = _count(max_batch_tokens, "max_batch_tokens")
         self.port = free_port(self.host) if port is None else _port(port)
         self.model_dir = model_dir
         self.seed = seed
@@ -368,14 +414,21 @@ class TinyServer:
             fd, name = tempfile.mkstemp(prefix="batchlab-tiny-server.", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
-        cmd = serve_command(self.path, port=self.port, host=self.host, extra=self.extra_args)
+        cmd = serve_command(
+            self.path,
+            port=self.port,
+            host=self.host,
+            num_blocks=self.num_blocks,
+            max_batch_tokens=self.max_batch_tokens,
+            extra=self.extra_args,
+        )
         with open(self._log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **_ENV},
+                env=self.env,
                 start_new_session=True,
             )
         try:
@@ -410,22 +463,42 @@ def serve_tiny(
     seed: int = 0,
     ready_timeout_s: float = 180.0,
     warmup: bool = True,
+    threads: int = 1,
+    num_blocks: int = DEFAULT_NUM_BLOCKS,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     extra_args: Sequence[str] = (),
     announce: Callable[[str], None] = print,
 ) -> int:
     """Run the tiny server in the foreground until Ctrl-C (``batchlab serve-tiny``): save the
     model, start ``transformers serve`` (its output on this terminal), ``announce`` the URL and
-    model name once ``/v1/models`` answers (and the warm-up request is done), then wait. Returns
-    the server's exit code (130 after Ctrl-C)."""
+    model name once ``/v1/models`` answers (and the warm-up request is done), then wait. Ctrl-C
+    or SIGTERM stops the server too. Returns the server's exit code (130 after Ctrl-C, 143 after
+    SIGTERM). ``threads``: the server's OpenMP threads (1: the tiny model's matrices gain
+    nothing from more, and a load-test client shares the CPU)."""
     base = f"http://{_url_host(_loopback(host))}:{_port(port)}/v1"  # checked before any work
+    env = server_env(threads)
+    _count(num_blocks, "num_blocks")
+    _count(max_batch_tokens, "max_batch_tokens")
     missing = missing_serve_packages()
     if missing:
         raise ServerError(
             f"transformers serve needs {', '.join(missing)}: pip install 'batchlab[measure,serve]'"
         )
     path = save_tiny_model(model_dir, seed=seed)
-    cmd = serve_command(path, port=port, host=host, extra=extra_args)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env={**os.environ, **_ENV})
+    cmd = serve_command(
+        path,
+        port=port,
+        host=host,
+        num_blocks=num_blocks,
+        max_batch_tokens=max_batch_tokens,
+        extra=extra_args,
+    )
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
     try:
         _wait_ready(base, str(path), proc, ready_timeout_s, lambda: "")
         if warmup:
@@ -438,9 +511,18 @@ def serve_tiny(
         )
         return int(proc.wait())
     except KeyboardInterrupt:
-        # the terminal sent SIGINT to the server too; give it time, then insist
+        # a terminal's Ctrl-C reached the server too, but it does not exit on SIGINT
         _stop_group(proc, 10.0, group=False)
         return 130
+    except _Terminated:
+        _stop_group(proc, 10.0, group=False)
+        return 143
     except BaseException:
         _stop_group(proc, 10.0, group=False)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived."""
