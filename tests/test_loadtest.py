@@ -507,11 +507,13 @@ def test_read_guidellm_report_into_the_same_table(tmp_path) -> None:
     first = res.levels.iloc[0]
     assert first["policy"] == "guidellm"
     assert first["n_requests"] == 3 and first["n_completed"] == 2 and first["n_errors"] == 1
-    assert first["duration_s"] == pytest.approx(0.061)
-    assert first["ttft_p50_ms"] == pytest.approx(10.0) and first["ttft_p99_ms"] == pytest.approx(
-        20.0
-    )
+    # closed loop: from the send (request_start, 1 ms after the targeted start) to the last end
+    assert first["duration_s"] == pytest.approx(0.060)
+    assert first["ttft_p50_ms"] == pytest.approx(9.0)
+    assert first["ttft_p99_ms"] == pytest.approx(19.0)
     assert first["tpot_p99_ms"] == pytest.approx(10.0)  # (60 - 20) / 4
+    # open loop: from the scheduled (targeted) start, as the built-in client does
+    assert res.levels.iloc[1]["ttft_p50_ms"] == pytest.approx(10.0)
     assert np.isnan(first["itl_p50_ms"])  # no per-token times in a GuideLLM report
     assert res.server["model"] == "m"
     path.write_text("{}")

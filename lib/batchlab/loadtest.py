@@ -1232,7 +1232,7 @@ def read_guidellm_report(
             ("incomplete", "timeout"),
         ):
             for rq in reqs.get(status_key) or ():
-                rows.append(_guidellm_record(rq, status, t0, source, where))
+                rows.append(_guidellm_record(rq, status, t0, mode == "closed", source, where))
         totals = (bench.get("metrics") or {}).get("request_totals") or {}
         if isinstance(totals.get("total"), int) and totals["total"] > len(rows):
             warnings.warn(
@@ -1274,7 +1274,11 @@ def _num(value: Any) -> float:
     return math.nan
 
 
-def _guidellm_record(rq: Any, status: str, t0: float, source: Path, where: str) -> dict[str, Any]:
+def _guidellm_record(
+    rq: Any, status: str, t0: float, closed: bool, source: Path, where: str
+) -> dict[str, Any]:
+    """One GuideLLM request as a record; its arrival is the scheduled start in an open loop
+    (``targeted_start``) and the send itself in a closed loop, as in :func:`loadtest`."""
     try:
         info = rq["info"]
         tm = info["timings"]
@@ -1301,7 +1305,7 @@ def _guidellm_record(rq: Any, status: str, t0: float, source: Path, where: str) 
         "prompt_len": _num(in_metrics.get("text_tokens")),
         "gen_len": out_tokens,
         "prompt_words": math.nan,
-        "arrival_ms": arrival if math.isfinite(arrival) else send,
+        "arrival_ms": arrival if math.isfinite(arrival) and not closed else send,
         "send_ms": send,
         "first_token_ms": first,
         "last_token_ms": ms("last_token_iteration"),
