@@ -305,20 +305,24 @@ def test_times_are_monotone_per_request() -> None:
 
 
 def test_ctrl_c_keeps_the_finished_levels_and_writes_them(tmp_path) -> None:
+    out = tmp_path / "run.csv"
+    on_disk = []
+
     # the 1st request of the 2nd level (bodies: 2 warm-ups, 2 of level 1, then level 2)
     def interrupt(k: int, body: dict) -> None:
         if k == 5:
+            on_disk.append(lt.load_loadtest(out).levels["level"].tolist())  # written after level 1
             _thread.interrupt_main()
 
     server = FakeServer(step_s=0.02, on_request=interrupt)
-    out = tmp_path / "run.csv"
     with pytest.warns(UserWarning, match="interrupted: 1 of 3 load levels finished"):
         res = run(server, table([4, 4], [10, 10]), concurrencies=[1, 2, 4], output=out)
+    assert on_disk == [[1.0]]
     assert res.interrupted
     assert res.levels["level"].tolist() == [1.0]
     back = lt.load_loadtest(out)
     assert back.levels["level"].tolist() == [1.0]
-    assert not back.interrupted  # written after level 1, before the interruption
+    assert back.interrupted  # rewritten at the end, marked as an interrupted sweep
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "run.csv",
         "run.json",

@@ -111,15 +111,8 @@ STATUSES = ("ok", "error", "timeout", "dropped")
 """Outcome of a request: completed, refused or failed, gave up after ``timeout_s``, stream cut."""
 
 _STATS = ("mean", "p50", "p95", "p99")
-LOAD_SWEEP_COLUMNS: tuple[str, ...] = (
-    "mode",
-    "level",
-    "policy",
-    "n_requests",
-    "duration_s",
-    "throughput_rps",
-    "output_tokens_per_s",
-    *(f"{base}_{s}_ms" for base in ("ttft", "tpot", "latency", "queue") for s in _STATS),
+_SERVER_SIDE = (
+    *(f"queue_{s}_ms" for s in _STATS),
     "busy_fraction",
     "mean_batch_size",
     "kv_util_mean",
@@ -130,6 +123,17 @@ LOAD_SWEEP_COLUMNS: tuple[str, ...] = (
     "preemptions",
     "n_batches",
     "n_steps",
+)  # what only the server sees: NaN in a measurement
+LOAD_SWEEP_COLUMNS: tuple[str, ...] = (
+    "mode",
+    "level",
+    "policy",
+    "n_requests",
+    "duration_s",
+    "throughput_rps",
+    "output_tokens_per_s",
+    *(f"{base}_{s}_ms" for base in ("ttft", "tpot", "latency") for s in _STATS),
+    *_SERVER_SIDE,
     "littles_L",
     "littles_lambda_W",
 )
@@ -150,23 +154,6 @@ MEASURED_COLUMNS: tuple[str, ...] = (
 the p99 of ``send_ms − arrival_ms`` (how late the client sent; near 0 unless it is overloaded)."""
 
 LEVEL_COLUMNS: tuple[str, ...] = LOAD_SWEEP_COLUMNS + MEASURED_COLUMNS
-
-_SERVER_SIDE = (
-    "queue_mean_ms",
-    "queue_p50_ms",
-    "queue_p95_ms",
-    "queue_p99_ms",
-    "busy_fraction",
-    "mean_batch_size",
-    "kv_util_mean",
-    "kv_util_peak",
-    "batch_efficiency",
-    "mean_queue_len",
-    "max_queue_len",
-    "preemptions",
-    "n_batches",
-    "n_steps",
-)
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "mode",
@@ -1159,12 +1146,14 @@ def loadtest(
                 state["interrupted"] = True
 
     _, interrupted = _run_in_thread(run)
-    if interrupted:
+    if interrupted or state["interrupted"]:
         state["interrupted"] = True
         warnings.warn(
             f"interrupted: {len(state['records'])} of {len(levels)} load levels finished",
             stacklevel=2,
         )
+        if out_path is not None and state["records"]:
+            result().save(out_path)  # the same levels, now marked as an interrupted sweep
     return result()
 
 
