@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,dist,measure,browser
+EXTRAS := dev,dist,measure,browser,serve
 LINTED := $(wildcard lib tests benchmarks scripts exercises conftest.py)
 
 .PHONY: lab test check lint format exercises data bench clean setup notebooks

@@ -42,6 +42,8 @@ LAYERS: dict[str, int] = {
     "simulate": 2,
     "measure": 2,
     "recommend": 2,
+    "loadtest": 2,
+    "tinyserver": 2,
     # 3. presentation
     "plots": 3,
     "widgets": 3,

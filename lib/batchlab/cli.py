@@ -98,6 +98,37 @@ def _read_requests(path: str) -> pd.DataFrame:
     return df
 
 
+def _requests_or_trace(source: str) -> pd.DataFrame:
+    """A request file, or a registered trace (by name)."""
+    from batchlab.datasets import TRACES, load_trace
+
+    if Path(source).exists():
+        return _read_requests(source)
+    if source.strip().lower() in TRACES:
+        return load_trace(source.strip().lower())
+    raise InputError(
+        f"no such request file, and not a registered trace name (traces: {', '.join(TRACES)})",
+        path=source,
+    )
+
+
+def _number_list(text: str | None, option: str, *, whole: bool) -> list[float] | list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]: positive numbers (whole numbers when ``whole``)."""
+    if text is None:
+        return []
+    values = []
+    for part in text.split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise InputError(f"not a number: {part.strip()!r} in {text!r}", field=option) from None
+        if not (math.isfinite(v) and v > 0) or (whole and v != int(v)):
+            kind = "whole numbers >= 1" if whole else "positive numbers"
+            raise InputError(f"must be comma-separated {kind}, got {text!r}", field=option)
+        values.append(int(v) if whole else v)
+    return values
+
+
 # ------------------------------------------------------------------------------------- commands
 
 
@@ -249,19 +280,10 @@ def cmd_evaluate(args) -> int:
 def cmd_simulate(args) -> int:
     """Simulate serving IN (a request file, or a registered trace name such as
     ``azure-conv-2023``) with a batching policy; print the aggregates (``--json``: as JSON)."""
-    from batchlab.datasets import TRACES, load_trace
     from batchlab.simulate import simulate
 
     source = args.input
-    if Path(source).exists():
-        requests = _read_requests(source)
-    elif source.strip().lower() in TRACES:
-        requests = load_trace(source.strip().lower())
-    else:
-        raise InputError(
-            f"no such request file, and not a registered trace name (traces: {', '.join(TRACES)})",
-            path=source,
-        )
+    requests = _requests_or_trace(source)
     if args.first_s is not None:
         check_scalar(
             args.first_s, "--first-s", float, min_val=0, include_boundaries="neither", unit="s"
@@ -497,6 +519,112 @@ def run_measure_cli(
     return MeasureRun(table=table, path=path, summary=summary)
 
 
+def cmd_loadtest(args) -> int:
+    """Measure a live OpenAI-compatible server at rising load (open-loop ``--rates``, closed-loop
+    ``--concurrency``); print one row per level and the knees; ``--output`` writes the levels,
+    the per-request records and the settings (after every level, atomically). Ctrl-C stops:
+    the finished levels are printed and written, exit code 130."""
+    import os
+
+    from batchlab.loadtest import loadtest
+
+    rates = _number_list(args.rates, "--rates", whole=False)
+    concurrency = _number_list(args.concurrency, "--concurrency", whole=True)
+    if not rates and not concurrency:
+        raise InputError("give --rates and/or --concurrency", field="--rates")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise InputError("the environment variable is not set", field=args.api_key_env)
+    if args.max_requests is not None and args.max_requests < 1:
+        raise InputError(f"must be >= 1, got {args.max_requests}", field="--max-requests")
+    for option, value in (
+        ("--duration-s", args.duration_s),
+        ("--timeout-s", args.timeout_s),
+        ("--burstiness", args.burstiness),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"must be a positive number, got {value}", field=option)
+    requests = _requests_or_trace(args.input)
+    try:
+        result = loadtest(
+            args.url,
+            requests,
+            model=args.model,
+            rates=rates or None,
+            concurrencies=concurrency or None,
+            arrivals=args.arrivals,
+            burstiness=args.burstiness,
+            seed=args.seed,
+            duration_s=args.duration_s,
+            max_requests=args.max_requests,
+            timeout_s=args.timeout_s,
+            chat=args.chat,
+            ignore_eos={"auto": None, "on": True, "off": False}[args.ignore_eos],
+            label=args.label,
+            api_key=api_key,
+            progress=not args.no_progress,
+            output=args.output,
+        )
+    except ImportError as exc:  # httpx missing: one line, exit code 2
+        raise InputError(str(exc)) from exc
+    knees = result.knees()
+    if args.json:
+        _print_json(
+            {
+                "settings": dict(result.settings),
+                "server": dict(result.server),
+                "interrupted": result.interrupted,
+                "knees": knees,
+                "output": args.output,
+                "levels": result.levels,
+            }
+        )
+    else:
+        srv = result.server
+        fields = "ignore_eos accepted" if srv.get("ignore_eos") else "no ignore_eos"
+        print(
+            f"{srv.get('url', args.url)} ({args.model}, {srv.get('endpoint', '')}, {fields}, "
+            f"{srv.get('tokens_per_word', float('nan')):.3g} tokens per prompt word): "
+            f"{len(result.levels)} level(s)"
+        )
+        if len(result.levels):
+            print(_table(result.table()))
+        for mode, knee in knees.items():
+            unit = "requests/s" if mode == "rate" else "clients"
+            text = f"{knee:g} {unit}" if math.isfinite(knee) else "none within the sweep"
+            print(f"knee ({mode}; p99 latency over 2x its lowest-load value): {text}")
+        if args.output:
+            print(f"written: {args.output} (+ .requests.jsonl, .json)")
+    if result.interrupted:
+        print("batchlab: interrupted: the levels above are the finished ones", file=sys.stderr)
+        return 130
+    return EXIT_OK
+
+
+def cmd_serve_tiny(args) -> int:
+    """Serve the tiny random Llama (the model of ``measure --model tiny``) with ``transformers
+    serve --continuous-batching`` on the CPU, in the foreground, until Ctrl-C."""
+    from batchlab.tinyserver import serve_tiny
+
+    if not (math.isfinite(args.ready_timeout_s) and args.ready_timeout_s > 0):
+        raise InputError("must be a positive number of seconds", field="--ready-timeout-s")
+    code = serve_tiny(
+        args.port,
+        host=args.host,
+        model_dir=args.model_dir,
+        seed=args.seed,
+        ready_timeout_s=args.ready_timeout_s,
+        warmup=not args.no_warmup,
+        threads=args.threads,
+        num_blocks=args.cb_num_blocks,
+        max_batch_tokens=args.cb_max_batch_tokens,
+        announce=lambda line: print(line, flush=True),
+    )
+    return code if code in (130, 143) else (EXIT_OK if code == 0 else EXIT_FAILED)
+
+
 # ----------------------------------------------------------------------------------- the parser
 
 
@@ -546,7 +674,7 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
             )
         elif first.sequence:
             group.add_argument(
-                flag, dest=dest, type=_number_list(first.type), metavar="A,B,...", help=text
+                flag, dest=dest, type=_list_type(first.type), metavar="A,B,...", help=text
             )
         else:
             group.add_argument(
@@ -554,7 +682,7 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
             )
 
 
-def _number_list(kind: type):
+def _list_type(kind: type):
     def parse(text: str) -> list:
         try:
             return [kind(item) for item in text.split(",") if item.strip()]
@@ -672,6 +800,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser(
+        "loadtest",
+        help="measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
+    )
+    p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000 (or .../v1)")
+    p.add_argument("input", metavar="IN", help="request file (JSONL/CSV/Parquet) or a trace name")
+    p.add_argument("--model", required=True, help="the model name the server serves")
+    p.add_argument("--rates", help="open loop: comma-separated requests/s, e.g. 1,2,4")
+    p.add_argument("--concurrency", help="closed loop: comma-separated clients, e.g. 1,4,16")
+    p.add_argument(
+        "--arrivals",
+        default="poisson",
+        choices=("poisson", "trace"),
+        help="open loop: Poisson (seeded) or the trace's arrival_s scaled to each rate",
+    )
+    p.add_argument("--burstiness", type=float, default=1.0, help="poisson: inter-arrival CV")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrivals and prompt words")
+    p.add_argument("--duration-s", type=float, default=60.0, help="seconds of sending per level")
+    p.add_argument("--max-requests", type=int, help="at most N requests per level")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit (seconds)")
+    p.add_argument("--chat", action="store_true", help="use /v1/chat/completions")
+    p.add_argument(
+        "--ignore-eos",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="send ignore_eos/min_tokens: auto (if the server accepts them), on, off",
+    )
+    p.add_argument("--label", default="measured", help="the policy column of the table")
+    p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding an API key")
+    p.add_argument("--output", "-o", metavar="OUT.csv", help="write the levels (+ records, JSON)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser(
+        "serve-tiny",
+        help="serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    p.add_argument("--model-dir", help="where to save the model (default: the user cache)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--ready-timeout-s", type=float, default=180.0, help="wait for the server")
+    p.add_argument("--no-warmup", action="store_true", help="announce before a warm-up request")
+    p.add_argument("--threads", type=int, default=1, help="the server's OpenMP threads")
+    p.add_argument("--cb-num-blocks", type=int, default=64, help="KV-cache pages of 256 tokens")
+    p.add_argument("--cb-max-batch-tokens", type=int, default=512, help="tokens per step")
+    p.set_defaults(func=cmd_serve_tiny)
     return parser
 
 
