@@ -210,6 +210,25 @@ class CostModel:
         lin, quad = _context_sums(_as_float(S_max, "S_max"), _as_float(G_max, "G_max"))
         return c.decode_ms_quad * quad + c.decode_ms_lin * c.hidden * lin
 
+    @property
+    def members_pay_caps(self) -> bool:
+        """True when a batch costs ``overhead + size · decode_cost(S_max, G_max)``: every member
+        pays the price at the batch's caps (every :class:`CostCoefficients` model). A model that
+        amortizes work over the batch (weights read once per step, as a hardware step-time model
+        does) returns False, and then only :meth:`batch_decode_cost` / :meth:`batch_decode_ms`
+        describe a batch."""
+        return True
+
+    def batch_decode_cost(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
+        """Decode cost of whole batches of ``size`` requests (cost units): ``size · decode_cost``
+        here; a model with ``members_pay_caps`` False prices the batch as a whole."""
+        return _as_float(size, "size") * self.decode_cost(S_max, G_max)
+
+    def batch_decode_ms(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
+        """Decode latency of whole batches of ``size`` requests (ms): ``decode_ms`` here, the same
+        for any size; a model with ``members_pay_caps`` False may grow it with the size."""
+        return self.decode_ms(S_max, G_max) + 0.0 * _as_float(size, "size")
+
     def compile_cost(self, s: ArrayLike) -> np.ndarray:
         """Compile cost of a shape with seq_align s (cost units), paid once per distinct shape."""
         c = self.coefficients

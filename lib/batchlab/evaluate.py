@@ -237,8 +237,12 @@ def evaluate_arrays(
 
     prefill_cost = model.prefill_cost(ctx)
     prefill_ms = model.prefill_ms(ctx)
-    decode_cost_b = model.decode_cost(s_max, g_max)  # per request of the batch
-    decode_ms_b = model.decode_ms(s_max, g_max)  # per batch
+    if model.members_pay_caps:
+        decode_cost_b = model.decode_cost(s_max, g_max)  # per request of the batch
+        decode_ms_b = model.decode_ms(s_max, g_max)  # per batch
+    else:  # the batch is priced as a whole; each member carries an equal share
+        decode_cost_b = model.batch_decode_cost(s_max, g_max, size) / np.maximum(size, 1)
+        decode_ms_b = model.batch_decode_ms(s_max, g_max, size)
 
     # compile: the first batch (batch_id order) of each distinct seq_align takes the spike on
     # its first plan row.
