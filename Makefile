@@ -1,14 +1,15 @@
 # batchlab: two commands for a new user.
-#   make lab   set up .venv and open JupyterLab on the chapters
-#   make test  set up .venv and run the whole test suite, notebooks included
+#   make lab    set up .venv and open JupyterLab on the chapters
+#   make test   set up .venv and run the whole test suite, notebooks included
+#   make check  the fast tier while developing: lint and the tests not marked slow (< 1 min)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,dist,measure,browser
+EXTRAS := dev,dist,measure,browser,serve
 LINTED := $(wildcard lib tests benchmarks scripts exercises conftest.py)
 
-.PHONY: lab test lint format exercises data bench clean setup notebooks
+.PHONY: lab test check lint format exercises data bench clean setup notebooks
 
 setup: $(STAMP)
 
@@ -25,6 +26,10 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+check: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider -p no:nbval -q tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

@@ -1,5 +1,9 @@
 """pytest configuration shared by the unit tests and the nbval runs of the notebooks.
 
+Test tiers: ``pytest -m "not slow"`` (``make check``) is the fast tier, under a minute on two
+cores; ``slow`` marks the notebooks, the browser test, real measurements with torch, console
+scripts in subprocesses and the long property runs. ``make test`` runs both.
+
 nbval compares every stored output of a notebook cell with a fresh run. Plotly figures
 (``application/vnd.plotly.v1+json`` and their ``text/html`` fallback) and widget views carry
 random ids, so they are left out of the comparison here; their text outputs (tables, numbers,
@@ -14,6 +18,16 @@ NOT_COMPARED = (
     "application/vnd.jupyter.widget-view+json",
     "application/vnd.jupyter.widget-state+json",
 )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Notebooks (nbval) and the browser test belong to the slow tier: ``pytest -m "not slow"``
+    (``make check``) leaves them out, ``make test`` runs everything."""
+    import pytest
+
+    for item in items:
+        if item.path.suffix == ".ipynb" or item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_collectstart(collector):

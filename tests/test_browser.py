@@ -348,13 +348,19 @@ def test_policy_explorer_sliders_in_jupyterlab(lab: Mapping[str, Any]) -> None:
     conv = datasets.load_trace("azure-conv-2023")
     conv10 = conv[conv["arrival_s"] < 600]
 
+    # the controls are generated from the policies' declarations: find them by their labels
+    sliders = widgets.policy_controls()
+    label = {name: slider.description for name, (slider, _) in sliders.items()}
+    seqs_label, wait_label = label["max_num_seqs"], label["max_wait_ms"]
+
     def check(controls: Mapping[str, Mapping[str, Any]], what: str) -> Any:
+        values = {
+            name: slider.type(controls[label[name]]["value"])
+            for name, (slider, _) in sliders.items()
+        }
         view = widgets.policy_explorer_state(
             conv10,
-            max_num_seqs=int(controls["max_num_seqs (sequences)"]["value"]),
-            max_num_batched_tokens=int(controls["max_num_batched_tokens"]["value"]),
-            max_wait_ms=float(controls["max_wait_ms (ms)"]["value"]),
-            chunked_prefill=bool(controls["chunked prefill (continuous)"]["value"]),
+            **values,
             model="llama-2-7b",
             gpu="h100-sxm",
             rate=1.5,
@@ -370,21 +376,21 @@ def test_policy_explorer_sliders_in_jupyterlab(lab: Mapping[str, Any]) -> None:
     controls = nb.controls(out)
     start = check(controls, "the widget after Run All")
 
-    seqs = 16 if int(controls["max_num_seqs (sequences)"]["value"]) != 16 else 32
+    seqs = 16 if int(controls[seqs_label]["value"]) != 16 else 32
     before = nb.snapshot(out)
-    nb.type_readout(out, "max_num_seqs (sequences)", str(seqs))
+    nb.type_readout(out, seqs_label, str(seqs))
     nb.wait_for_update(out, before)
     controls = nb.controls(out)
-    assert int(controls["max_num_seqs (sequences)"]["value"]) == seqs, _values(controls)
+    assert int(controls[seqs_label]["value"]) == seqs, _values(controls)
     view1 = check(controls, f"max_num_seqs = {seqs}")
     assert not view1.metrics.equals(start.metrics)
 
-    wait0 = float(controls["max_wait_ms (ms)"]["value"])
+    wait0 = float(controls[wait_label]["value"])
     before = nb.snapshot(out)
-    nb.press_on_handle(out, "max_wait_ms (ms)", Keys.ARROW_RIGHT, times=2)
+    nb.press_on_handle(out, wait_label, Keys.ARROW_RIGHT, times=2)
     nb.wait_for_update(out, before)
     controls = nb.controls(out)
-    assert float(controls["max_wait_ms (ms)"]["value"]) == wait0 + 10.0, _values(controls)
+    assert float(controls[wait_label]["value"]) == wait0 + 10.0, _values(controls)
     view2 = check(controls, f"max_wait_ms = {wait0 + 10:g}")
     assert not view2.metrics.equals(view1.metrics)
     _assert_drawn(nb, out, bars=4, lines=2)

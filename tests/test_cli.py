@@ -110,6 +110,7 @@ def test_profile_prints_percentiles(workloads, capsys):
     assert code == 0 and json.loads(out)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "chat.jsonl").exists(), reason="data/ not generated")
 def test_console_script_on_the_committed_workloads(tmp_path):
     exe = Path(sys.executable).with_name("batchlab")
@@ -126,3 +127,45 @@ def test_console_script_on_the_committed_workloads(tmp_path):
         [exe, "verify", *ins, *outs, "--max-shapes", "8"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_an_unexpected_exception_is_an_internal_error_with_its_traceback(
+    workloads, monkeypatch, capsys
+):
+    import batchlab.workload
+
+    def broken(df):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(batchlab.workload, "profile", broken)
+    code, out, err = run(capsys, "profile", workloads[0])
+    assert code == 70  # EX_SOFTWARE, not the usage code 2
+    assert "internal error" in err and "Traceback" in err and "ZeroDivisionError: a bug" in err
+
+
+def test_a_plain_value_error_is_not_disguised_as_a_usage_error(workloads, monkeypatch, capsys):
+    import batchlab.workload
+
+    def broken(df):
+        raise ValueError("operands could not be broadcast")  # numpy's, not an InputError
+
+    monkeypatch.setattr(batchlab.workload, "profile", broken)
+    code, _, err = run(capsys, "profile", workloads[0])
+    assert code == 70 and "internal error" in err
+
+
+def test_input_errors_are_one_line_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"request_id": "a", "prompt_len": 0, "gen_len": 3}\n', encoding="utf-8")
+    code, out, err = run(capsys, "profile", bad)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{bad}:1" in err and "prompt_len" in err
+
+
+def test_help_documents_the_exit_codes():
+    from batchlab.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    for code in ("0 success", "2 usage or input error", "70 internal error"):
+        assert code in text

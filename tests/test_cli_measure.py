@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from batchlab.cli import main
 from batchlab.measure import MEASUREMENT_COLUMNS, load_measurement, parse_batch_sizes
 
+pytestmark = pytest.mark.slow  # every test runs real generations with torch
+
 # two batch sizes, 8 prompt tokens, 3 generated tokens, one timed run, no warmup, on the CPU
 SMALL = [
     "measure",

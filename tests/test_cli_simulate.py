@@ -10,8 +10,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,19 +28,6 @@ def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def table(prompt, gen, arrival=None, prefix="r"):
-    df = pd.DataFrame(
-        {
-            "request_id": [f"{prefix}{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
-    if arrival is not None:
-        df["arrival_s"] = np.asarray(arrival, dtype=np.float64)
-    return df
 
 
 def same_summary(got: dict, expected: dict) -> None:
@@ -64,14 +49,14 @@ def workload_file(tmp_path_factory):
     return path, df
 
 
-def test_one_request_hand_worked(tmp_path, capsys):
+def test_one_request_hand_worked(request_table, tmp_path, capsys):
     # One request, prompt 100 tokens, 3 output tokens, alone in a static batch of 1: a prefill
     # of 100 tokens (emits token 1), then decode steps at context 101 and 102 (tokens 2, 3).
     # Llama-2-7B on an H100 is memory-bound at batch 1: a decode step at context L moves the
     # weights (6,738,415,616 params x 2 B = 13,476,831,232 B) and L x 524,288 B of KV cache,
     # at 3.35e12 B/s: L = 101 gives (13,476,831,232 + 52,953,088) / 3.35e12 s = 4.03874 ms.
     path = tmp_path / "one.jsonl"
-    write_requests(table([100], [3], [0.0]), path)
+    write_requests(request_table([100], [3], [0.0]), path)
     code, out, err = run(
         capsys, "simulate", path, "--policy", "static", "--batch-size", 1, "--json"
     )
@@ -186,9 +171,9 @@ def test_text_output_has_header_and_every_metric(workload_file, capsys):
     assert any(line.split()[:2] == ["latency_p99_ms", p99] for line in lines)
 
 
-def test_max_requests_takes_the_first_arrivals(tmp_path, capsys):
+def test_max_requests_takes_the_first_arrivals(request_table, tmp_path, capsys):
     # arrivals out of file order: the first 2 by arrival are r2 (0 s) and r0 (1 s)
-    df = table([50, 60, 70, 80], [5, 6, 7, 8], [1.0, 3.0, 0.0, 2.0])
+    df = request_table([50, 60, 70, 80], [5, 6, 7, 8], [1.0, 3.0, 0.0, 2.0])
     path = tmp_path / "t.csv"
     write_requests(df, path)
     code, out, err = run(capsys, "simulate", path, "--max-requests", 2, "--json")
@@ -240,11 +225,11 @@ def test_input_errors_exit_2_with_one_line(workload_file, capsys, argv, fragment
         assert fragment in err, (fragment, err)
 
 
-def test_file_and_arrival_errors(tmp_path, capsys):
+def test_file_and_arrival_errors(request_table, tmp_path, capsys):
     code, out, err = run(capsys, "simulate", tmp_path / "missing.jsonl")
     assert code == 2 and "missing.jsonl" in err and "azure-conv-2023" in err
     no_times = tmp_path / "n.jsonl"
-    write_requests(table([10, 20], [2, 3]), no_times)
+    write_requests(request_table([10, 20], [2, 3]), no_times)
     code, out, err = run(capsys, "simulate", no_times)
     assert code == 2 and "arrival_s" in err and "--rate" not in out
     code, out, err = run(capsys, "simulate", no_times, "--first-s", 5)
@@ -270,10 +255,10 @@ def test_rate_and_concurrency_are_exclusive(workload_file):
     policy=st.sampled_from(["static", "dynamic", "adaptive", "continuous"]),
     rate=st.floats(0.5, 50.0),
 )
-def test_cli_equals_library_on_random_tables(prompt, data, policy, rate):
+def test_cli_equals_library_on_random_tables(request_table, prompt, data, policy, rate):
     n = len(prompt)
     gen = data.draw(st.lists(st.integers(1, 400), min_size=n, max_size=n))
-    df = table(prompt, gen)
+    df = request_table(prompt, gen)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "w.parquet"
         write_requests(df, path)
@@ -288,10 +273,11 @@ def test_cli_equals_library_on_random_tables(prompt, data, policy, rate):
     same_summary(got["summary"], simulate(df, policy, rate=float(rate)).summary())
 
 
-def test_console_script(tmp_path):
+@pytest.mark.slow
+def test_console_script(request_table, tmp_path):
     exe = Path(sys.executable).with_name("batchlab")
     path = tmp_path / "w.jsonl"
-    write_requests(table([100, 200, 300], [10, 20, 30], [0.0, 0.1, 0.2]), path)
+    write_requests(request_table([100, 200, 300], [10, 20, 30], [0.0, 0.1, 0.2]), path)
     proc = subprocess.run(
         [exe, "simulate", path, "--policy", "dynamic", "--json"], capture_output=True, text=True
     )
@@ -301,3 +287,40 @@ def test_console_script(tmp_path):
         [exe, "simulate", path, "--policy", "nope"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_policy_options_are_generated_from_the_declared_knobs(capsys):
+    from batchlab.cli import build_parser
+    from batchlab.simulate import POLICIES
+
+    sub = build_parser()._subparsers._group_actions[0].choices["simulate"]
+    flags = {s for a in sub._actions for s in a.option_strings}
+    for cls in POLICIES.values():
+        for knob in cls.knobs:
+            assert "--" + knob.name.replace("_", "-") in flags, knob.name
+    help_text = sub.format_help()
+    assert "iteration-level" in help_text and "padded" in help_text
+
+
+def test_a_registered_policy_gets_its_options_on_the_command_line(workload_file, capsys):
+    path, _ = workload_file
+    from batchlab.simulate import POLICIES, ContinuousPolicy, Knob, register_policy
+
+    @register_policy
+    class Capped(ContinuousPolicy):
+        """Continuous batching with a hard cap on admissions per step."""
+
+        name = "capped-test"
+        knobs = (*ContinuousPolicy.knobs, Knob("cap", int, 4, "admissions per step", min_val=1))
+
+    try:
+        code, out, err = run(
+            capsys, "simulate", path, "--policy", "capped-test", "--cap", 3, "--rate", 5
+        )
+        assert code == 0, err
+        assert "cap=3" in out
+        # a knob of another policy is refused by the policy, naming the option
+        code, _, err = run(capsys, "simulate", path, "--policy", "static", "--cap", 3, "--rate", 5)
+        assert code == 2 and "cap" in err and "valid options" in err
+    finally:
+        del POLICIES["capped-test"]

@@ -97,6 +97,7 @@ def code_cells(path: Path) -> list[str]:
 # notebooks: in sync, solved, unsolved
 
 
+@pytest.mark.slow
 def test_learner_notebooks_are_in_sync_with_the_solutions():
     # the committed learner notebooks are byte for byte what the script generates
     done = subprocess.run(
@@ -109,6 +110,7 @@ def test_learner_notebooks_are_in_sync_with_the_solutions():
     assert set(NOTEBOOK_OF.values()) == {p.name for p in SOLUTIONS.glob("[0-9]*.ipynb")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_solution_notebook_passes_every_check(exercise, capsys):
     _, results = run_cells(code_cells(SOLUTIONS / NOTEBOOK_OF[exercise]))
@@ -118,6 +120,7 @@ def test_solution_notebook_passes_every_check(exercise, capsys):
     assert capsys.readouterr().out.count("Correct:") >= len(results)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_unsolved_learner_notebook_fails_every_check(exercise, capsys):
     learner = ROOT / "exercises" / NOTEBOOK_OF[exercise]
@@ -434,6 +437,7 @@ def test_scorecard_of_invalid_plans():
         capstone.scorecard(buckets, {"a": plans["a"]}, {})
 
 
+@pytest.mark.slow
 def test_capstone_check_on_baseline_and_planner(capsys):
     buckets = capstone.load_buckets()
     baseline = {name: plan.baseline_plan(df) for name, df in buckets.items()}

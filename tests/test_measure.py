@@ -1,4 +1,5 @@
-"""Tests of batchlab.measure: the tiny model, the generation loop, the table, analysis, files."""
+"""Tests of batchlab.measure with torch: the tiny model, the generation loop, the table, the
+roofline comparison of real runs, files (slow: they run real generations)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+
+pytestmark = pytest.mark.slow
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from batchlab import measure, roofline  # noqa: E402
+from batchlab.cli import run_measure_cli  # noqa: E402
 from batchlab.errors import InputError  # noqa: E402
 
 P, G = 16, 4  # tiny prompt and generation lengths for fast tests
@@ -233,7 +235,7 @@ def test_measure_spread_is_interquartile_range(tiny, monkeypatch):
         run = real(model, ids, gen_len, device=device)
         return measure.GenerationRun(run.tokens, next(fake), 2.0, run.kv_cache_bytes)
 
-    monkeypatch.setattr(measure, "greedy_decode", scripted)
+    monkeypatch.setattr(measure.harness, "greedy_decode", scripted)
     df = measure.measure_batch_sizes(tiny, [1], P, G, "cpu", warmup=1, repeats=3)
     assert next(fake, None) is None  # exactly five runs
     row = df.iloc[0]
@@ -263,7 +265,7 @@ def test_measure_stops_at_out_of_memory(tiny, monkeypatch, error):
             raise error()
         return real(model, ids, gen_len, device=device)
 
-    monkeypatch.setattr(measure, "greedy_decode", failing)
+    monkeypatch.setattr(measure.harness, "greedy_decode", failing)
     df = measure.measure_batch_sizes(tiny, [1, 2, 4, 8], P, G, "cpu", warmup=0, repeats=1)
     assert df["batch_size"].tolist() == [1, 2, 4]
     assert df["oom"].tolist() == [False, False, True]
@@ -277,7 +279,7 @@ def test_measure_reraises_other_errors(tiny, monkeypatch):
     def broken(model, ids, gen_len, *, device=None):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(measure, "greedy_decode", broken)
+    monkeypatch.setattr(measure.harness, "greedy_decode", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         measure.measure_batch_sizes(tiny, [1], P, G, "cpu", warmup=0, repeats=1)
 
@@ -318,123 +320,6 @@ def test_measure_cpu_device():
 # ------------------------------------------------------------------------------ analysis
 
 
-def synthetic(batch, thr, lat, **extra) -> pd.DataFrame:
-    df = pd.DataFrame(
-        {
-            "batch_size": batch,
-            "output_tokens_per_s": thr,
-            "latency_ms_per_request": lat,
-            "oom": [False] * len(batch),
-        }
-    )
-    for k, v in extra.items():
-        df[k] = v
-    return df
-
-
-def test_saturation_batch_size_hand_worked():
-    df = synthetic([1, 2, 4, 8, 16], [100, 180, 240, 250, 252], [10, 11, 13, 20, 40])
-    # best 252; 0.95 · 252 = 239.4 -> 4 is the first with >= 239.4 (240)
-    assert measure.saturation_batch_size(df) == 4
-    # 0.99 · 252 = 249.48 -> 8 (250)
-    assert measure.saturation_batch_size(df, 0.01) == 8
-    assert measure.saturation_batch_size(df, 0.0) == 16
-    # 0.5 · 252 = 126 -> 2
-    assert measure.saturation_batch_size(df, 0.5) == 2
-    # an OOM row with NaN figures is ignored, row order does not matter
-    oom = pd.concat([df, synthetic([32], [np.nan], [np.nan])]).iloc[::-1]
-    oom.loc[oom["batch_size"] == 32, "oom"] = True
-    assert measure.saturation_batch_size(oom) == 4
-    with pytest.raises(InputError):
-        measure.saturation_batch_size(df, 1.0)
-
-
-def test_max_batch_under_latency_hand_worked():
-    df = synthetic([1, 2, 4, 8, 16], [1, 2, 3, 4, 5], [10, 12, 20, 35, 70])
-    assert measure.max_batch_under_latency(df, 30) == 4
-    assert measure.max_batch_under_latency(df, 70) == 16  # the limit is inclusive
-    assert measure.max_batch_under_latency(df, 5) is None
-    df["decode_ms_per_step"] = [1.0, 1.0, 1.5, 2.5, 6.0]
-    assert measure.max_batch_under_latency(df, 2.0, column="decode_ms_per_step") == 4
-    with pytest.raises(InputError):
-        measure.max_batch_under_latency(df, -1)
-    with pytest.raises(InputError) as err:
-        measure.max_batch_under_latency(df, 10, column="nope")
-    assert err.value.field == "nope"
-
-
-def test_pareto_hand_worked():
-    # (throughput, latency): b=4 (170, 20) is dominated by b=2 (180, 12); b=32 (240, 90) by
-    # b=16 (252, 70). The rest trade throughput for latency.
-    df = synthetic([1, 2, 4, 8, 16, 32], [100, 180, 170, 250, 252, 240], [10, 12, 20, 35, 70, 90])
-    assert measure.pareto_batch_sizes(df) == [1, 2, 8, 16]
-    # an exact tie is not a domination: both stay
-    tie = synthetic([1, 2], [100, 100], [10, 10])
-    assert measure.pareto_batch_sizes(tie) == [1, 2]
-
-
-def _pareto_reference(batch, thr, lat):
-    keep = []
-    for i in range(len(batch)):
-        dominated = False
-        for j in range(len(batch)):
-            if thr[j] >= thr[i] and lat[j] <= lat[i] and (thr[j] > thr[i] or lat[j] < lat[i]):
-                dominated = True
-        if not dominated:
-            keep.append(batch[i])
-    return sorted(keep)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 20), st.integers(1, 20)), min_size=1, max_size=12))
-def test_pareto_matches_reference(points):
-    batch = list(range(1, len(points) + 1))
-    thr = [float(p[0]) for p in points]
-    lat = [float(p[1]) for p in points]
-    df = synthetic(batch, thr, lat)
-    assert measure.pareto_batch_sizes(df) == _pareto_reference(batch, thr, lat)
-
-
-def test_memory_per_sequence_hand_worked():
-    df = synthetic([1, 2, 3], [1, 1, 1], [1, 1, 1], peak_memory_mb=[10.0, 13.0, 14.0])
-    # x̄ = 2, ȳ = 37/3; Σ(x-x̄)(y-ȳ) = (-1)(-7/3) + 0 + (1)(5/3) = 4; Σ(x-x̄)² = 2 -> slope 2
-    assert measure.memory_per_sequence_mb(df) == pytest.approx(2.0)
-    one = synthetic([4], [1], [1], peak_memory_mb=[3.0])
-    with pytest.raises(InputError):
-        measure.memory_per_sequence_mb(one)
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    st.lists(st.integers(1, 512), min_size=2, max_size=10, unique=True),
-    st.floats(0.0, 100.0),
-    st.floats(-50.0, 500.0),
-)
-def test_memory_per_sequence_recovers_a_line(sizes, slope, intercept):
-    mem = [intercept + slope * b for b in sizes]
-    df = synthetic(sizes, [1.0] * len(sizes), [1.0] * len(sizes), peak_memory_mb=mem)
-    assert measure.memory_per_sequence_mb(df) == pytest.approx(slope, rel=1e-9, abs=1e-9)
-
-
-def test_summarize_measurement():
-    df = synthetic(
-        [1, 2, 4, 8],
-        [100, 180, 240, 250],
-        [10, 11, 13, 20],
-        peak_memory_mb=[5.0, 7.0, 11.0, 19.0],
-        kv_cache_mb=[1.0, 2.0, 4.0, 8.0],
-    )
-    s = measure.summarize_measurement(df, latency_limit_ms=12)
-    assert s.saturation_batch_size == 4  # 0.95 · 250 = 237.5
-    assert (s.best_throughput_batch_size, s.best_output_tokens_per_s) == (8, 250.0)
-    assert s.pareto_batch_sizes == (1, 2, 4, 8)
-    assert s.memory_per_sequence_mb == pytest.approx(2.0)  # 5 + 2·(b - 1) exactly
-    assert s.kv_cache_per_sequence_mb == pytest.approx(1.0)
-    assert s.max_batch_under_latency == 2
-    assert s.oom_batch_size is None
-    assert set(s.to_frame()["quantity"]) >= {"saturation_batch_size", "memory_per_sequence_mb"}
-
-
 # ------------------------------------------------------------------------------ roofline
 
 
@@ -461,27 +346,6 @@ def test_roofline_table_and_comparison(table, tiny):
         cmp["ratio_e2e_ms"], cmp["measured_e2e_ms"] / cmp["predicted_e2e_ms"]
     )
     np.testing.assert_allclose(cmp["ratio_kv_cache_mb"], 1.0)  # the cache arithmetic is exact
-
-
-def test_roofline_prefill_hand_worked():
-    spec = roofline.ModelSpec(
-        "toy",
-        n_layers=1,
-        hidden_size=8,
-        n_heads=2,
-        n_kv_heads=1,
-        intermediate_size=16,
-        vocab_size=32,
-    )
-    # a device so fast at arithmetic that every step is memory bound; 1 GB/s bandwidth
-    dev = roofline.DeviceSpec("bw", peak_flops=1e30, memory_bandwidth=1e9, memory_bytes=1e12)
-    one = roofline.prefill_bytes(spec, 10)
-    per_seq = one - spec.weight_bytes
-    pred = measure.roofline_table(spec, dev, [1, 3], 10, 2)
-    # batch 3 reads the weights once and writes 3 sequences' worth of bytes
-    expected = (spec.weight_bytes + 3 * per_seq) / 1e9 * 1e3
-    assert pred.loc[1, "prefill_ms"] == pytest.approx(expected)
-    assert pred.loc[0, "prefill_ms"] == pytest.approx(one / 1e9 * 1e3)
 
 
 # ------------------------------------------------------------------------------ files
@@ -561,7 +425,7 @@ def test_load_measurement_errors(table, tmp_path):
 
 
 def test_load_keeps_oom_rows(table, tmp_path):
-    df = pd.concat([table, pd.DataFrame([measure._oom_row(4, P, G, "cpu", 1)])], ignore_index=True)
+    df = pd.concat([table, pd.DataFrame([measure.oom_row(4, P, G, "cpu", 1)])], ignore_index=True)
     path = measure.save_measurement(df, tmp_path / "o.csv", settings={"note": "x"})
     back = measure.load_measurement(path)
     assert back["oom"].tolist() == [False, False, True]
@@ -572,16 +436,8 @@ def test_load_keeps_oom_rows(table, tmp_path):
 # ------------------------------------------------------------------------------ CLI helper
 
 
-def test_parse_batch_sizes():
-    assert measure.parse_batch_sizes("8, 1,2,2") == [1, 2, 8]
-    for bad in ("", "1,x", "0", "1,-2", "1.5"):
-        with pytest.raises(InputError) as err:
-            measure.parse_batch_sizes(bad)
-        assert err.value.field == "batch-sizes"
-
-
 def test_run_measure_cli(tmp_path):
-    run = measure.run_measure_cli(
+    run = run_measure_cli(
         "tiny",
         "1,2",
         P,

@@ -28,21 +28,9 @@ from batchlab.workload import lognormal_workload, profile, with_arrivals
 FAST = settings(max_examples=30, deadline=None)
 
 
-def table(prompt, gen, prefix="r", **extra):
-    n = len(prompt)
-    return pd.DataFrame(
-        {
-            "request_id": [f"{prefix}{i}" for i in range(n)],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-            **extra,
-        }
-    )
-
-
 @pytest.fixture(scope="module")
-def small():
-    return table([10, 70, 130, 600, 1000, 40], [5, 50, 20, 300, 7, 60])
+def small(request_table):
+    return request_table([10, 70, 130, 600, 1000, 40], [5, 50, 20, 300, 7, 60])
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +47,10 @@ def trace(fig, name):
 # ------------------------------------------------------------------ length distributions
 
 
-def test_length_distribution_hand_example():
+def test_length_distribution_hand_example(request_table):
     # lengths 1, 10, 100 with 2 log bins: edges 1, 10, 100; [1, 10) holds 1, [10, 100] holds 2
     # (numpy's last bin is closed): shares 1/3 and 2/3 of the requests.
-    df = table([1, 10, 100], [1, 10, 100])
+    df = request_table([1, 10, 100], [1, 10, 100])
     fig = plots.length_distribution_figure(df, n_bins=2)
     assert isinstance(fig, go.Figure)
     assert [t.name for t in fig.data] == ["workload", "workload"]
@@ -130,9 +118,9 @@ def test_percentiles_table_matches_profile(workload, small):
 # ------------------------------------------------------------------ arrivals
 
 
-def test_arrival_rate_hand_example():
+def test_arrival_rate_hand_example(request_table):
     # arrivals 0, 0.5, 1.2, 2.9 s in 1 s windows: [0,1) 2, [1,2) 1, [2,3) 1 requests
-    df = table([1, 2, 3, 4], [1, 1, 1, 1], arrival_s=[0.0, 0.5, 1.2, 2.9])
+    df = request_table([1, 2, 3, 4], [1, 1, 1, 1], arrival_s=[0.0, 0.5, 1.2, 2.9])
     fig = plots.arrival_rate_figure(df, window_s=1.0)
     np.testing.assert_allclose(fig.data[0].x, [0, 1, 2])
     np.testing.assert_allclose(fig.data[0].y, [2, 1, 1])

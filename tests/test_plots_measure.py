@@ -24,22 +24,7 @@ COMMITTED = ROOT / "data" / "measurements" / "tiny-llama-cpu-p128-g32.csv"
 TINY = roofline.ModelSpec("tiny", 4, 256, 4, 2, 688, 4096, 4.0, 4.0)
 
 
-def table(sizes, tps, latency, *, decode=None, oom=None, prompt_len=128, gen_len=32):
-    n = len(sizes)
-    df = pd.DataFrame(
-        {
-            "batch_size": np.asarray(sizes, dtype=np.int64),
-            "prompt_len": np.full(n, prompt_len, dtype=np.int64),
-            "gen_len": np.full(n, gen_len, dtype=np.int64),
-            "output_tokens_per_s": np.asarray(tps, dtype=np.float64),
-            "latency_ms_per_request": np.asarray(latency, dtype=np.float64),
-            "decode_ms_per_step": np.asarray(
-                decode if decode is not None else np.asarray(latency) / gen_len, dtype=np.float64
-            ),
-            "oom": np.zeros(n, dtype=bool) if oom is None else np.asarray(oom, dtype=bool),
-        }
-    )
-    return df
+LENGTHS = {"prompt_len": 128, "gen_len": 32}
 
 
 def trace(fig, name, meta=None):
@@ -49,11 +34,11 @@ def trace(fig, name, meta=None):
 
 
 @pytest.fixture()
-def hand():
+def hand(measurement_table):
     # throughput 100, 180, 300, 310 tokens/s at batch 1, 2, 4, 8: the best is 310 at 8;
     # within 5 %: >= 0.95 * 310 = 294.5, so the knee is 4 (300). Latency 10, 12, 20, 40 ms:
     # with a 20 ms limit the largest size meeting it (<=, inclusive) is 4; with 15 ms it is 2.
-    return table([1, 2, 4, 8], [100, 180, 300, 310], [10, 12, 20, 40])
+    return measurement_table([1, 2, 4, 8], [100, 180, 300, 310], [10, 12, 20, 40], **LENGTHS)
 
 
 # ------------------------------------------------------------------------------------ choices
@@ -92,9 +77,9 @@ def test_choice_table_without_limit_or_feasible_size(hand):
     assert pd.isna(strict["latency_choice"][0]) and np.isnan(strict["latency_at_choice_ms"][0])
 
 
-def test_choice_table_other_latency_column_and_several_tables(hand):
+def test_choice_table_other_latency_column_and_several_tables(measurement_table, hand):
     # decode_ms_per_step = latency / 32: 0.3125, 0.375, 0.625, 1.25 ms; limit 0.7 -> batch 4
-    other = table([1, 2, 4], [50, 90, 95], [5, 6, 9])
+    other = measurement_table([1, 2, 4], [50, 90, 95], [5, 6, 9], **LENGTHS)
     got = plots.batch_size_choice_table(
         {"a": hand, "b": other}, latency_column="decode_ms_per_step", latency_limit_ms=0.7
     )
@@ -104,20 +89,22 @@ def test_choice_table_other_latency_column_and_several_tables(hand):
     assert got["saturation_batch_size"].tolist() == [4, 4]
 
 
-def test_choice_table_leaves_out_of_memory_rows(hand):
+def test_choice_table_leaves_out_of_memory_rows(measurement_table, hand):
     # an OOM row is ignored even when it carries numbers; NaN rows too
-    df = pd.concat([hand, table([16], [1e6], [1.0], oom=[True])], ignore_index=True)
-    df = pd.concat([df, table([32], [np.nan], [np.nan])], ignore_index=True)
+    df = pd.concat(
+        [hand, measurement_table([16], [1e6], [1.0], oom=[True], **LENGTHS)], ignore_index=True
+    )
+    df = pd.concat([df, measurement_table([32], [np.nan], [np.nan], **LENGTHS)], ignore_index=True)
     got = plots.batch_size_choice_table(df, latency_limit_ms=100)
     assert got["best_batch_size"][0] == 8
     assert got["latency_choice"][0] == 8
 
 
-def test_choice_table_errors(hand):
+def test_choice_table_errors(measurement_table, hand):
     with pytest.raises(InputError, match="output_tokens_per_s"):
         plots.batch_size_choice_table(hand.drop(columns="output_tokens_per_s"))
     with pytest.raises(InputError, match="no successful rows"):
-        plots.batch_size_choice_table(table([1], [1.0], [1.0], oom=[True]))
+        plots.batch_size_choice_table(measurement_table([1], [1.0], [1.0], oom=[True], **LENGTHS))
     with pytest.raises(InputError):
         plots.batch_size_choice_table(42)
 
@@ -147,8 +134,8 @@ def test_figure_marks_knee_choice_and_limit(hand):
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis2.type == "log"
 
 
-def test_figure_marker_options(hand):
-    other = table([1, 2, 4, 8, 16], [10, 20, 40, 80, 81], [1, 2, 3, 4, 5])
+def test_figure_marker_options(measurement_table, hand):
+    other = measurement_table([1, 2, 4, 8, 16], [10, 20, 40, 80, 81], [1, 2, 3, 4, 5], **LENGTHS)
     both = {"a": hand, "b": other}
     fig = plots.throughput_latency_vs_batch_figure(both, saturation=None, latency_choice=None)
     assert [t.name for t in fig.data] == ["a throughput", "a latency", "b throughput", "b latency"]
@@ -169,9 +156,11 @@ def test_figure_marker_options(hand):
     )
 
 
-def test_figure_spread_in_hover_and_oom_left_out(hand):
+def test_figure_spread_in_hover_and_oom_left_out(measurement_table, hand):
     df = hand.assign(output_tokens_per_s_spread=[1.0, 2.0, 3.0, 4.0])
-    df = pd.concat([df, table([16], [np.nan], [np.nan], oom=[True])], ignore_index=True)
+    df = pd.concat(
+        [df, measurement_table([16], [np.nan], [np.nan], oom=[True], **LENGTHS)], ignore_index=True
+    )
     fig = plots.throughput_latency_vs_batch_figure(df)
     thr = trace(fig, "measurement throughput")
     assert list(thr.x) == [1, 2, 4, 8]
@@ -194,6 +183,7 @@ def test_figure_errors(hand):
         plots.throughput_latency_vs_batch_figure({"x": [1, 2]})
 
 
+@pytest.mark.slow
 @FAST
 @given(
     data=st.lists(
@@ -204,11 +194,11 @@ def test_figure_errors(hand):
     tolerance=st.sampled_from([0.0, 0.05, 0.2, 0.5]),
     limit=st.floats(0.1, 1e3, allow_nan=False),
 )
-def test_figure_markers_against_reference(data, tolerance, limit):
+def test_figure_markers_against_reference(measurement_table, data, tolerance, limit):
     sizes = [2**i for i in range(len(data))]
     tps = [d[0] for d in data]
     lat = [d[1] for d in data]
-    df = table(sizes, tps, lat)
+    df = measurement_table(sizes, tps, lat, **LENGTHS)
     fig = plots.throughput_latency_vs_batch_figure(df, tolerance=tolerance, latency_limit_ms=limit)
     # reference: the first size (increasing) within tolerance of the best; the last one under
     # the limit
@@ -247,10 +237,10 @@ def test_memory_table_against_the_kv_arithmetic():
     assert "predicted_kv_cache_mb" not in plots.memory_vs_batch_table(df).columns
 
 
-def test_memory_table_leaves_out_oom_and_checks_input():
-    df = table([1, 2, 4], [1, 2, 3], [1, 1, 1], oom=[False, False, True]).assign(
-        peak_memory_mb=[3.0, 5.0, np.nan], kv_cache_mb=[1.0, 2.0, np.nan]
-    )
+def test_memory_table_leaves_out_oom_and_checks_input(measurement_table):
+    df = measurement_table(
+        [1, 2, 4], [1, 2, 3], [1, 1, 1], oom=[False, False, True], **LENGTHS
+    ).assign(peak_memory_mb=[3.0, 5.0, np.nan], kv_cache_mb=[1.0, 2.0, np.nan])
     assert plots.memory_vs_batch_table(df)["batch_size"].tolist() == [1, 2]
     with pytest.raises(InputError, match="MB"):
         plots.memory_vs_batch_table(df, kv_prediction=-1.0)
@@ -261,12 +251,12 @@ def test_memory_table_leaves_out_oom_and_checks_input():
         plots.memory_vs_batch_table(df.drop(columns="peak_memory_mb"))
 
 
-def test_memory_figure_hand_example():
+def test_memory_figure_hand_example(measurement_table):
     # peak 3, 5, 9 MB at batch 1, 2, 4: least squares over x = 1, 2, 4 (mean 7/3) and
     # y = 3, 5, 9 (mean 17/3): slope = sum(dx dy) / sum(dx^2) = (32/9 + 2/9 + 50/9) /
     # (16/9 + 1/9 + 25/9) = 84 / 42 = 2 MB per sequence, intercept 17/3 - 2 x 7/3 = 1 MB:
     # the line y = 1 + 2x, through 3 and 9 at batch 1 and 4.
-    df = table([1, 2, 4], [1, 2, 3], [1, 1, 1]).assign(
+    df = measurement_table([1, 2, 4], [1, 2, 3], [1, 1, 1], **LENGTHS).assign(
         peak_memory_mb=[3.0, 5.0, 9.0], kv_cache_mb=[0.5, 1.0, 2.0]
     )
     fig = plots.memory_vs_batch_figure(df, kv_prediction=0.5)
@@ -293,9 +283,9 @@ def test_memory_figure_hand_example():
     st.lists(st.floats(0.0, 1e4, allow_nan=False), min_size=2, max_size=7),
     st.floats(0.0, 10.0, allow_nan=False),
 )
-def test_memory_fit_against_polyfit(peaks, per_seq):
+def test_memory_fit_against_polyfit(measurement_table, peaks, per_seq):
     sizes = [2**i for i in range(len(peaks))]
-    df = table(sizes, np.ones(len(sizes)), np.ones(len(sizes))).assign(
+    df = measurement_table(sizes, np.ones(len(sizes)), np.ones(len(sizes)), **LENGTHS).assign(
         peak_memory_mb=peaks, kv_cache_mb=np.asarray(sizes, dtype=float) * per_seq
     )
     fig = plots.memory_vs_batch_figure(df, kv_prediction=per_seq)

@@ -21,19 +21,6 @@ FAST = settings(max_examples=20, deadline=None)
 STEP = LinearStepTime(10, per_token_ms=0.1, per_seq_ms=1)
 
 
-def table(prompt, gen, arrival_s=None):
-    df = pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
-    if arrival_s is not None:
-        df["arrival_s"] = np.asarray(arrival_s, dtype=np.float64)
-    return df
-
-
 def trace(fig, name):
     found = [t for t in fig.data if t.name == name]
     assert len(found) == 1, [t.name for t in fig.data]
@@ -41,10 +28,10 @@ def trace(fig, name):
 
 
 @pytest.fixture(scope="module")
-def three():
+def three(request_table):
     # r0: prompt 10, 3 tokens, at 0 ms; r1: prompt 20, 1 token, at 0 ms; r2: prompt 5, 2 tokens,
     # at 5 ms. Step time 10 ms + 0.1 ms per prompt token + 1 ms per decoding sequence.
-    return table([10, 20, 5], [3, 1, 2], [0.0, 0.0, 0.005])
+    return request_table([10, 20, 5], [3, 1, 2], [0.0, 0.0, 0.005])
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +131,8 @@ def test_timeline_figure_continuous_step_kinds(continuous_run):
     assert len(trace(fig, "held").y) == 0  # continuous batching holds nobody
 
 
-def test_step_kinds_mixed_with_chunked_prefill():
-    df = table([300, 40, 500, 20], [30, 20, 5, 9], [0.0, 0.0, 0.02, 0.03])
+def test_step_kinds_mixed_with_chunked_prefill(request_table):
+    df = request_table([300, 40, 500, 20], [30, 20, 5, 9], [0.0, 0.0, 0.02, 0.03])
     res = simulate(df, "continuous", chunk_size=64, step_time=STEP, kv_blocks=200)
     kinds = plots.step_kinds(res)
     # reference: a plain loop over the steps
@@ -168,12 +155,12 @@ def test_step_kinds_mixed_with_chunked_prefill():
     policy=st.sampled_from(["static", "dynamic", "continuous"]),
     cap=st.integers(1, 15),
 )
-def test_timeline_table_against_reference(data, n, policy, cap):
+def test_timeline_table_against_reference(request_table, data, n, policy, cap):
     prompt = data.draw(st.lists(st.integers(1, 200), min_size=n, max_size=n))
     gen = data.draw(st.lists(st.integers(1, 30), min_size=n, max_size=n))
     arr = data.draw(st.lists(st.floats(0, 0.3), min_size=n, max_size=n))
     opts = {"batch_size": 3} if policy == "static" else {}
-    res = simulate(table(prompt, gen, arr), policy, step_time=STEP, kv_blocks=400, **opts)
+    res = simulate(request_table(prompt, gen, arr), policy, step_time=STEP, kv_blocks=400, **opts)
     t0 = data.draw(st.floats(0, 300))
     t1 = t0 + data.draw(st.floats(1, 400))
     got = plots.batch_timeline_table(res, t0, t1, max_requests=cap)
@@ -240,8 +227,8 @@ def test_latency_cdf_accepts_tables_and_lists(static_run, continuous_run):
         plots.latency_cdf_by_policy_figure(static_run, metrics=[])
 
 
-def test_latency_cdf_thins_points_exactly():
-    df = table(np.full(500, 50), np.arange(1, 501) % 37 + 1)
+def test_latency_cdf_thins_points_exactly(request_table):
+    df = request_table(np.full(500, 50), np.arange(1, 501) % 37 + 1)
     res = simulate(df, "continuous", rate=200.0, step_time=STEP, kv_blocks=5000)
     fig = plots.latency_cdf_by_policy_figure(res, metrics=["latency_ms"], max_points=50)
     line = fig.data[0]
@@ -346,10 +333,10 @@ def test_load_sweep_figure_knee_options(sweep_table):
         plots.load_sweep_figure(sweep_table, y_cols=[])
 
 
-def test_load_sweep_figure_on_a_real_sweep():
+def test_load_sweep_figure_on_a_real_sweep(request_table):
     from batchlab.simulate import load_sweep
 
-    df = table(np.full(60, 200), np.full(60, 20))
+    df = request_table(np.full(60, 200), np.full(60, 20))
     sw = load_sweep(
         df,
         "continuous",
@@ -403,7 +390,7 @@ def test_kv_utilisation_hand_example(static_run, continuous_run):
 def test_peak_per_bin_against_reference(values, max_points):
     x = np.cumsum(np.r_[0.0, np.ones(len(values) - 1)])
     y = np.asarray(values, dtype=np.float64)
-    px, py = plots._peak_per_bin(x, y, max_points)
+    px, py = plots.serving._peak_per_bin(x, y, max_points)
     if len(values) <= max_points:
         np.testing.assert_array_equal(px, x)
         return

@@ -18,6 +18,7 @@ from batchlab.roofline import (
     LinearStepTime,
     ModelSpec,
     RooflineStepTime,
+    StepTime,
     StepTimeModel,
     TableStepTime,
     decode_step_bytes,
@@ -286,15 +287,15 @@ def test_table_step_time_interpolates_by_hand():
     t = TableStepTime(_table())
     assert list(t.batch_sizes) == [1, 4, 8]  # the OOM row is dropped
     # decode at batch 2: between (1, 10) and (4, 16) → 10 + 6 · 1/3 = 12
-    assert t.step_ms(0, np.zeros(2)) == pytest.approx(12.0)
+    assert t.step_ms(0, np.ones(2)) == pytest.approx(12.0)
     # beyond the table: slope of the last segment (20 − 16) / 4 = 1 per sequence → 20 + 4 = 24
-    assert t.step_ms(0, np.zeros(12)) == pytest.approx(24.0)
+    assert t.step_ms(0, np.ones(12)) == pytest.approx(24.0)
     # prefill of 400 tokens = 4 measured prompts of 100 → 0.1 ms/token → 40 ms
     assert t.step_ms(400, np.zeros(0)) == pytest.approx(40.0)
     # 50 tokens: half a prompt, clamped to batch 1 → 0.4 ms/token → 20 ms
     assert t.step_ms(50, np.zeros(0)) == pytest.approx(20.0)
     # mixed: decode of 4 (16) + prefill of 800 tokens (batch 8: 0.05) = 16 + 40
-    assert t.step_ms(800, np.zeros(4)) == pytest.approx(56.0)
+    assert t.step_ms(800, np.ones(4)) == pytest.approx(56.0)
     np.testing.assert_allclose(t.decode_run_ms(np.ones(4), 3), [16.0, 16.0, 16.0])
     assert t.step_ms(0, np.zeros(0)) == 0.0
 
@@ -324,17 +325,17 @@ def test_table_from_the_measurement_columns_round_trips_the_roofline():
         )
     t = TableStepTime(pd.DataFrame(rows))
     for r in rows:
-        assert t.step_ms(0, np.zeros(r["batch_size"])) == pytest.approx(r["decode_ms_per_step"])
+        assert t.step_ms(0, np.ones(r["batch_size"])) == pytest.approx(r["decode_ms_per_step"])
         tokens = r["batch_size"] * 256
         assert t.step_ms(tokens, np.zeros(0)) == pytest.approx(r["prefill_ms_per_token"] * tokens)
 
 
 def test_generic_decode_run_of_the_base_class():
     class Quadratic(StepTimeModel):
-        def step_ms(
-            self, prefill_tokens, decode_context_lens, *, prefill_pairs=None, prefill_cached=0
-        ):
-            return float(np.sum(np.asarray(decode_context_lens) ** 2)) * 1e-3
+        needs_context_lens = True
+
+        def step(self, batch):
+            return StepTime(other_ms=float(np.sum(batch.decode_context_lens**2)) * 1e-3)
 
     q = Quadratic()
     # contexts (1, 2): 5e-3; then (2, 3): 13e-3

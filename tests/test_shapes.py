@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from batchlab.errors import InputError
 from batchlab.shapes import (
     GRID_FAMILIES,
-    Shape,
     align,
     assign_shapes,
     gen_buckets,
@@ -22,17 +21,13 @@ from batchlab.shapes import (
     linear_grid,
     min_batches,
     min_padding_tokens,
-    optimal_contiguous_split,
     optimal_shapes,
     padding_budget,
     padding_tokens,
     per_bucket_optimal_shapes,
     power_of_two_grid,
     quantile_grid,
-    segment_max,
-    segment_sum,
     shape_grid,
-    solve_contiguous_split,
 )
 
 FAST = settings(max_examples=60, deadline=None)
@@ -110,11 +105,6 @@ def test_align_rejects_bad_granularity():
     for g in (0, -64, 2.5, True):
         with pytest.raises(ValueError):
             align([10], g)
-
-
-def test_shape_defaults():
-    s = Shape(128)
-    assert (s.seq_align, s.heads_align, s.hidden_align) == (128, 32, 4096)
 
 
 # ------------------------------------------------------------------ grids
@@ -410,86 +400,6 @@ def test_gen_buckets_by_hand():
         gen_buckets([5], 0)
     with pytest.raises(ValueError, match="not positive"):
         gen_buckets([5, 0], 8)
-
-
-def test_contiguous_split_by_hand():
-    # gen lengths sorted; batch cost = 10 (overhead) + size · max(gen) in the batch
-    gen = np.array([1, 2, 3, 10, 11], dtype=np.int64)
-
-    def cost(starts, end):
-        return 10.0 + (end - starts) * segment_max(gen, starts, end)
-
-    # one batch: 10 + 5·11 = 65; split {1,2,3}{10,11}: (10 + 3·3) + (10 + 2·11) = 19 + 32 = 51
-    # three batches cost at least 30 + 3 + 22 = 55 > 51
-    res = solve_contiguous_split(5, cost)
-    assert res.starts.tolist() == [0, 3]
-    assert res.cost == 51.0 and res.n_batches == 2
-    # max 2 per batch: {1,2}{3}{10,11} = 14 + 13 + 32 = 59; {1}{2,3}{10,11} = 11 + 16 + 32 = 59
-    # tie, same number of batches, same last start 3 -> the earlier start before it: [0, 1, 3]
-    assert optimal_contiguous_split(5, cost, max_batch_size=2).tolist() == [0, 1, 3]
-    assert optimal_contiguous_split(0, cost).tolist() == []
-
-
-def _compositions(n, w):
-    """All batch start lists of n items with batches of at most w items."""
-    for mask in range(2 ** (n - 1)):
-        starts = [0] + [i for i in range(1, n) if mask >> (i - 1) & 1]
-        bounds = starts + [n]
-        if all(b - a <= w for a, b in itertools.pairwise(bounds)):
-            yield starts
-
-
-@settings(max_examples=80, deadline=None)
-@given(n=st.integers(1, 8), w=st.one_of(st.none(), st.integers(1, 8)), seed=st.integers(0, 10**6))
-def test_contiguous_split_matches_brute_force(n, w, seed):
-    rng = np.random.default_rng(seed)
-    table = rng.integers(0, 6, size=(n + 1, n + 1)).astype(float)  # small ints: many ties
-    table[rng.random((n + 1, n + 1)) < 0.1] = np.inf  # some infeasible batches
-
-    def cost(starts, end):
-        return table[starts, end]
-
-    width = n if w is None else w
-    best = None
-    for starts in _compositions(n, width):
-        bounds = starts + [n]
-        total = sum(table[a, b] for a, b in itertools.pairwise(bounds))
-        key = (total, len(starts), tuple(reversed(starts)))
-        if best is None or key < best:
-            best = key
-    if not np.isfinite(best[0]):
-        with pytest.raises(InputError, match="no feasible split"):
-            optimal_contiguous_split(n, cost, w)
-        return
-    res = solve_contiguous_split(n, cost, w)
-    assert res.cost == best[0]
-    assert res.n_batches == best[1]
-    assert res.starts.tolist() == list(reversed(best[2]))
-
-
-def test_contiguous_split_respects_max_batch_size_calls():
-    seen = []
-
-    def cost(starts, end):
-        seen.append((int(starts.min()), end))
-        return np.ones(starts.size)
-
-    starts = optimal_contiguous_split(10, cost, max_batch_size=3)
-    assert all(end - lo <= 3 for lo, end in seen)
-    assert np.diff(np.append(starts, 10)).max() <= 3
-    assert starts.size == min_batches(10, 3) == 4  # equal cost per batch: fewest batches
-    with pytest.raises(ValueError, match="segment_cost returned shape"):
-        optimal_contiguous_split(3, lambda s, e: np.zeros(1))
-
-
-@FAST
-@given(vals=st.lists(st.integers(-50, 50), min_size=1, max_size=15), data=st.data())
-def test_segment_helpers_match_slices(vals, data):
-    v = np.array(vals)
-    end = data.draw(st.integers(1, len(vals)))
-    starts = np.array(data.draw(st.lists(st.integers(0, end - 1), min_size=1, max_size=6)))
-    assert segment_max(v, starts, end).tolist() == [max(vals[s:end]) for s in starts]
-    assert segment_sum(v, starts, end).tolist() == [sum(vals[s:end]) for s in starts]
 
 
 # ------------------------------------------------------------------ bounds

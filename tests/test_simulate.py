@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchlab.errors import InputError
-from batchlab.roofline import LinearStepTime, RooflineStepTime, StepTimeModel
+from batchlab.roofline import LinearStepTime, RooflineStepTime, StepBatch, StepTimeModel
 from batchlab.simulate import (
     POLICIES,
     SimulationResult,
@@ -20,7 +20,6 @@ from batchlab.simulate import (
     find_knee,
     load_sweep,
     make_policy,
-    nearest_rank,
     simulate,
 )
 
@@ -275,6 +274,7 @@ def test_priority_goes_first():
 @pytest.mark.parametrize(
     "policy,opts", [("static", {"batch_size": 1}), ("continuous", {"max_num_seqs": 1})]
 )
+@pytest.mark.slow
 def test_md1_mean_wait_matches_pollaczek_khinchine(policy, opts):
     # Identical requests (prompt 10, gen 10), every step 10 ms: service D = 1 prefill + 9
     # decodes = 100 ms, deterministic. Poisson arrivals at rho = 0.5: lambda = 5 /s.
@@ -409,7 +409,10 @@ def ref_continuous(df, step, *, max_num_seqs, max_tokens, chunk, kv_blocks, bs, 
             if admitted:
                 tg = [P[i] + generated[i] for i in admitted]
                 dur = step.step_ms(
-                    tokens, np.zeros(0), prefill_pairs=sum(x * (x + 1) / 2 for x in tg)
+                    tokens,
+                    np.zeros(0),
+                    prefill_pairs=sum(x * (x + 1) / 2 for x in tg),
+                    prefill_seqs=len(admitted),
                 )
                 for i in admitted:
                     start[i] = t if start[i] is None else start[i]
@@ -500,6 +503,7 @@ def ref_continuous(df, step, *, max_num_seqs, max_tokens, chunk, kv_blocks, bs, 
                 np.array([r["cached"] + 1.0 for r in dec]),
                 prefill_pairs=pairs,
                 prefill_cached=cached,
+                prefill_seqs=sum(ch == r["pre"] for r, ch in work),
             )
             for r in dec:
                 r["cached"] += 1
@@ -611,7 +615,12 @@ def ref_padded(df, step, *, limit, max_wait, bs, kv_blocks, timeout_is_flush_onl
             b = b[:-1]
         waiting = waiting[len(b) :]
         pm, gm = max(P[i] for i in b), max(G[i] for i in b)
-        pre = step.step_ms(len(b) * pm, np.zeros(0), prefill_pairs=len(b) * pm * (pm + 1) / 2)
+        pre = step.step_ms(
+            len(b) * pm,
+            np.zeros(0),
+            prefill_pairs=len(b) * pm * (pm + 1) / 2,
+            prefill_seqs=len(b),
+        )
         decs = [step.step_ms(0, np.full(len(b), pm + j, dtype=float)) for j in range(1, gm)]
         for i in b:
             start[i] = t
@@ -782,18 +791,22 @@ def test_table_step_time_in_the_simulator():
 
 
 def test_a_generic_step_time_model_gives_the_same_runs():
-    # A StepTimeModel subclass without the simulator's fast path (contexts passed as arrays,
-    # decode runs step by step) must give the same timelines as the linear model it wraps.
+    # A StepTimeModel subclass that implements only step(), reading every decoder's context
+    # length (decode runs go step by step through the base class), must give the same
+    # timelines as the linear model it wraps; the lengths it gets agree with the sums.
     class Wrapped(StepTimeModel):
+        needs_context_lens = True
+
         def __init__(self, inner):
             self.inner = inner
             self.calls = 0
 
-        def step_ms(
-            self, prefill_tokens, decode_context_lens, *, prefill_pairs=None, prefill_cached=0
-        ):
+        def step(self, batch):
             self.calls += 1
-            return self.inner.step_ms(prefill_tokens, decode_context_lens)
+            lens = batch.decode_context_lens
+            assert lens is not None and lens.size == batch.decode_seqs
+            assert float(lens.sum()) == batch.decode_context
+            return self.inner.step(StepBatch.of(batch.prefill_tokens, lens))
 
     inner = LinearStepTime(10, 0.5, 1, 0.01)
     df = heavy_tail(120, 9)
@@ -835,14 +848,6 @@ def test_summary_timeline_and_progress(capsys):
     tl = res.timeline()
     assert tl["in_system"].iloc[-1] == 0 and tl["waiting"].min() >= 0
     assert "simulate continuous" in capsys.readouterr().err
-
-
-def test_nearest_rank():
-    v = np.array([5.0, 1.0, 4.0, 2.0, 3.0, np.nan])
-    assert nearest_rank(v, 0.5) == 3.0  # ⌈5 · 0.5⌉ = 3rd smallest
-    assert nearest_rank(v, 0.99) == 5.0
-    assert nearest_rank(v, 0.2) == 1.0
-    assert math.isnan(nearest_rank(np.array([np.nan]), 0.5))
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -943,3 +948,69 @@ def test_find_knee_kneedle_finds_the_corner_of_any_hinge(knee, slope):
     x = np.arange(0, 20, dtype=float)
     y = 3.0 + slope * np.maximum(x - knee, 0)
     assert find_knee(pd.DataFrame({"x": x, "y": y}), "x", "y", method="kneedle") == knee
+
+
+# --- Little's law catches a broken engine ------------------------------------------------------
+
+
+def _timeline_L(res: SimulationResult) -> float:
+    """L integrated from the per-request records alone (the old, tautological check)."""
+    tl = res.timeline()
+    t = tl["time_ms"].to_numpy()
+    return float(np.sum(np.diff(t) * tl["in_system"].to_numpy()[:-1]) / (t[-1] - t[0]))
+
+
+@pytest.mark.parametrize("policy", ["static", "continuous"])
+def test_littles_law_catches_records_that_disagree_with_the_engine(monkeypatch, policy):
+    import batchlab.simulate.engine as engine
+    from batchlab.simulate.state import Records
+
+    df = heavy_tail(200, 11)
+    kw = dict(step_time=LIN, kv_blocks=5000, rate=20.0, seed=2)
+    good = simulate(df, policy, **kw)
+    L, lw = good.littles_law()
+    assert L == pytest.approx(lw, rel=1e-9)
+
+    class LateRecords(Records):
+        """Writes every finish 5 ms after the engine released the request."""
+
+        def record(self, b):
+            count = super().record(b)
+            if b.finished is not None:
+                self.finish[b.finished] += 5.0
+            return count
+
+    monkeypatch.setattr(engine, "Records", LateRecords)
+    bad = simulate(df, policy, **kw)
+    L, lw = bad.littles_law()
+    # the engine counted what really happened; the records add 5 ms to every request
+    assert L == pytest.approx(good.littles_law()[0], rel=1e-12)
+    r = good.requests
+    span = r["finish_ms"].max() - r["arrival_ms"].min()
+    assert lw == pytest.approx((r["latency_ms"].sum() + 5.0 * len(df)) / (span + 5.0), rel=1e-9)
+    assert abs(lw / L - 1) > 1e-6  # far outside the 1e-9 the invariant allows
+    # ...while L integrated from the same records as λ·W cannot see it
+    assert _timeline_L(bad) == pytest.approx(lw, rel=1e-9)
+
+
+def test_littles_law_catches_closed_loop_arrivals_written_wrong(monkeypatch):
+    import batchlab.simulate.engine as engine
+    from batchlab.simulate.state import ArrivalStream
+
+    df = heavy_tail(120, 12)
+    kw = dict(step_time=LIN, kv_blocks=5000, concurrency=4, think_time_ms=30.0)
+    L, lw = simulate(df, "continuous", **kw).littles_law()
+    assert L == pytest.approx(lw, rel=1e-9)
+
+    class EarlyStamps(ArrivalStream):
+        """Delivers requests at the right time but records them as sent 20 ms earlier."""
+
+        def on_finished(self, count, end_ms):
+            k = self.known
+            super().on_finished(count, end_ms)
+            self.arrival_ms[self.order[k : self.known]] -= 20.0
+
+    monkeypatch.setattr(engine, "ArrivalStream", EarlyStamps)
+    bad = simulate(df, "continuous", **kw)
+    L, lw = bad.littles_law()
+    assert lw / L - 1 > 1e-3  # the records claim 20 ms more per request than ran

@@ -226,6 +226,7 @@ def dask_client():
         cluster.close()
 
 
+@pytest.mark.slow
 def test_dask_client_matches_in_process(dask_client, reference_sweep):
     df = grid_sweep(slow_square, SPACE, limits={"square": 20}, executor=dask_client, progress=False)
     pd.testing.assert_frame_equal(df, reference_sweep)
@@ -400,6 +401,7 @@ def _reference_front(matrix: np.ndarray) -> list[int]:
     return sorted(front, key=lambda i: (tuple(matrix[i]), i))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),

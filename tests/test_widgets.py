@@ -25,19 +25,9 @@ from batchlab.workload import lognormal_workload
 FAST = settings(max_examples=25, deadline=None)
 
 
-def table(prompt, gen):
-    return pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
-def small():
-    return table([10, 70, 130, 600, 1000, 40], [5, 50, 20, 300, 7, 60])
+def small(request_table):
+    return request_table([10, 70, 130, 600, 1000, 40], [5, 50, 20, 300, 7, 60])
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +165,8 @@ def test_state_limits(workload):
     st.lists(st.integers(-1, 18).map(lambda i: i * 64), min_size=0, max_size=5),
     st.one_of(st.none(), st.integers(-2, 400)),
 )
-def test_state_never_raises_and_message_iff_invalid(boundaries, gen_bucket_size):
-    df = table([10, 70, 130, 600, 1000, 40], [5, 50, 20, 300, 7, 60])
+def test_state_never_raises_and_message_iff_invalid(request_table, boundaries, gen_bucket_size):
+    df = request_table([10, 70, 130, 600, 1000, 40], [5, 50, 20, 300, 7, 60])
     view = widgets.shape_explorer_state(df, boundaries=boundaries, gen_bucket_size=gen_bucket_size)
     valid = (
         len(boundaries) > 0
@@ -344,7 +334,7 @@ def test_cost_state_matches_library(planned):
     [
         ({"batch_cost": -1.0}, "batch_cost"),
         ({"no_such": 1.0}, "unknown coefficient"),
-        ({"batch_cost": "x"}, "must be a number"),
+        ({"batch_cost": "x"}, "must be a finite number"),
         ({"prefill_cost_quad": float("inf")}, "finite"),
     ],
 )

@@ -19,29 +19,18 @@ FAST = settings(max_examples=15, deadline=None)
 STEP = LinearStepTime(10, per_token_ms=0.1, per_seq_ms=1)
 
 
-def table(prompt, gen, arrival_s=None):
-    df = pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
-    if arrival_s is not None:
-        df["arrival_s"] = np.asarray(arrival_s, dtype=np.float64)
-    return df
+@pytest.fixture(scope="module")
+def three(request_table):
+    return request_table([10, 20, 5], [3, 1, 2], [0.0, 0.0, 0.005])
 
 
 @pytest.fixture(scope="module")
-def three():
-    return table([10, 20, 5], [3, 1, 2], [0.0, 0.0, 0.005])
-
-
-@pytest.fixture(scope="module")
-def work():
+def work(request_table):
     rng = np.random.default_rng(4)
     n = 120
-    return table(rng.integers(20, 900, n), rng.integers(1, 120, n), np.sort(rng.uniform(0, 20, n)))
+    return request_table(
+        rng.integers(20, 900, n), rng.integers(1, 120, n), np.sort(rng.uniform(0, 20, n))
+    )
 
 
 def test_state_hand_example(three):
@@ -105,7 +94,7 @@ def test_state_knob_mapping_and_metrics(work):
     assert list(thr.x) == ["static", "dynamic", "adaptive", "continuous"]
 
 
-def test_state_invalid_knobs_give_a_message(work):
+def test_state_invalid_knobs_give_a_message(request_table, work):
     longest = int(work["prompt_len"].max())
     view = widgets.policy_explorer_state(
         work, max_num_batched_tokens=longest - 1, step_time=STEP, kv_blocks=2000
@@ -129,7 +118,7 @@ def test_state_invalid_knobs_give_a_message(work):
     unknown = widgets.policy_explorer_state(work, policies=["fifo"], step_time=STEP)
     assert "fifo" in unknown.message
     with pytest.raises(InputError):
-        widgets.policy_explorer_state(table([0], [1], [0.0]))  # a bad request table raises
+        widgets.policy_explorer_state(request_table([0], [1], [0.0]))  # a bad request table raises
 
 
 @FAST
@@ -139,8 +128,8 @@ def test_state_invalid_knobs_give_a_message(work):
     wait=st.sampled_from([-5.0, 0.0, 10.0, 100.0]),
     chunked=st.booleans(),
 )
-def test_state_never_raises_and_message_iff_invalid(seqs, tokens, wait, chunked):
-    df = table([300, 800, 40, 500], [5, 30, 2, 9], [0.0, 0.01, 0.02, 0.5])
+def test_state_never_raises_and_message_iff_invalid(request_table, seqs, tokens, wait, chunked):
+    df = request_table([300, 800, 40, 500], [5, 30, 2, 9], [0.0, 0.01, 0.02, 0.5])
     view = widgets.policy_explorer_state(
         df,
         max_num_seqs=seqs,

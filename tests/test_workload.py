@@ -289,6 +289,7 @@ def test_source_lines_follow_filtered_rows_and_survive_pandas_ops():
     assert np.asarray(ok.attrs["source_lines"]).dtype == np.int64
 
 
+@pytest.mark.slow
 def test_validate_a_million_requests():
     n = 1_000_000
     rng = np.random.default_rng(7)
@@ -535,7 +536,9 @@ def test_jsonl_bulk_path_is_used_for_clean_files(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("line-by-line parser used for a clean file")
 
-    monkeypatch.setattr(wl, "_parse_jsonl_lines", fail)
+    import batchlab.io
+
+    monkeypatch.setattr(batchlab.io, "_parse_lines", fail)
     pd.testing.assert_frame_equal(_plain(read_requests(path)), _plain(df))
     # a file whose ids mix numbers and strings needs the exact line-by-line parser
     path.write_text(_row(1, 1, 1) + "\n" + _row("b", 1, 1) + "\n")
@@ -552,6 +555,7 @@ def _with_extras(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip_200k_rows_with_extra_columns(tmp_path, fmt):
     df = _with_extras(
@@ -572,6 +576,7 @@ def test_round_trip_200k_rows_with_extra_columns(tmp_path, fmt):
     assert len(list(tmp_path.iterdir())) == 1  # no temporary files left behind
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

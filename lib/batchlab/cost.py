@@ -54,13 +54,12 @@ Presets: ``static-graph`` (the numbers above, defaults of :class:`CostCoefficien
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
-from numbers import Integral, Real
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 
 __all__ = [
@@ -106,20 +105,12 @@ class CostCoefficients:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _INT_FIELDS:
-                if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
-                    raise InputError(f"must be a positive integer, got {value!r}", field=f.name)
-                object.__setattr__(self, f.name, int(value))
+                value = check_scalar(value, f.name, int, min_val=1)
             elif f.name in _BOOL_FIELDS:
-                if not isinstance(value, bool | np.bool_):
-                    raise InputError(f"must be True or False, got {value!r}", field=f.name)
-                object.__setattr__(self, f.name, bool(value))
+                value = check_scalar(value, f.name, bool)
             else:
-                if isinstance(value, bool) or not isinstance(value, Real):
-                    raise InputError(f"must be a number, got {value!r}", field=f.name)
-                number = float(value)
-                if not math.isfinite(number) or number < 0:
-                    raise InputError(f"must be a finite number >= 0, got {value!r}", field=f.name)
-                object.__setattr__(self, f.name, number)
+                value = check_scalar(value, f.name, float, min_val=0)
+            object.__setattr__(self, f.name, value)
 
     def as_dict(self) -> dict[str, float | int | bool]:
         """The coefficients as a plain dict (field name -> value)."""
@@ -218,6 +209,25 @@ class CostModel:
         c = self.coefficients
         lin, quad = _context_sums(_as_float(S_max, "S_max"), _as_float(G_max, "G_max"))
         return c.decode_ms_quad * quad + c.decode_ms_lin * c.hidden * lin
+
+    @property
+    def members_pay_caps(self) -> bool:
+        """True when a batch costs ``overhead + size · decode_cost(S_max, G_max)``: every member
+        pays the price at the batch's caps (every :class:`CostCoefficients` model). A model that
+        amortizes work over the batch (weights read once per step, as a hardware step-time model
+        does) returns False, and then only :meth:`batch_decode_cost` / :meth:`batch_decode_ms`
+        describe a batch."""
+        return True
+
+    def batch_decode_cost(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
+        """Decode cost of whole batches of ``size`` requests (cost units): ``size · decode_cost``
+        here; a model with ``members_pay_caps`` False prices the batch as a whole."""
+        return _as_float(size, "size") * self.decode_cost(S_max, G_max)
+
+    def batch_decode_ms(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
+        """Decode latency of whole batches of ``size`` requests (ms): ``decode_ms`` here, the same
+        for any size; a model with ``members_pay_caps`` False may grow it with the size."""
+        return self.decode_ms(S_max, G_max) + 0.0 * _as_float(size, "size")
 
     def compile_cost(self, s: ArrayLike) -> np.ndarray:
         """Compile cost of a shape with seq_align s (cost units), paid once per distinct shape."""

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import pooch
 
+from batchlab.checks import check_csv_rows, check_scalar
 from batchlab.errors import InputError
 from batchlab.workload import validate_requests
 
@@ -85,42 +86,40 @@ class TraceInfo:
     description: str
 
 
+def _azure(kind: str, sha256: str, n_rows: int, description: str) -> TraceInfo:
+    """An Azure LLM inference trace of 2023-11-16 (``kind``: ``conv`` or ``code``)."""
+    file = f"AzureLLMInferenceTrace_{kind}.csv"
+    return TraceInfo(
+        name=f"azure-{kind}-2023",
+        file=file,
+        url=_AZURE_RAW + file,
+        sha256=sha256,
+        columns=("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+        prompt_column="ContextTokens",
+        gen_column="GeneratedTokens",
+        time_column="TIMESTAMP",
+        id_prefix=f"azure-{kind}",
+        n_rows=n_rows,
+        licence="CC-BY-4.0",
+        citation=_SPLITWISE,
+        description=description,
+    )
+
+
 TRACES: dict[str, TraceInfo] = {
-    "azure-conv-2023": TraceInfo(
-        name="azure-conv-2023",
-        file="AzureLLMInferenceTrace_conv.csv",
-        url=_AZURE_RAW + "AzureLLMInferenceTrace_conv.csv",
-        sha256="2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
-        columns=("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
-        prompt_column="ContextTokens",
-        gen_column="GeneratedTokens",
-        time_column="TIMESTAMP",
-        id_prefix="azure-conv",
-        n_rows=19_366,
-        licence="CC-BY-4.0",
-        citation=_SPLITWISE,
-        description=(
-            "Azure OpenAI conversation service, 2023-11-16, about 58 min, about 5.5 req/s, "
-            "arrivals close to Poisson."
-        ),
+    "azure-conv-2023": _azure(
+        "conv",
+        "2f1e5b666d4e3055fdbba98598ce2ec307767b9064e03e2fa46676dbcc7d0bf8",
+        19_366,
+        "Azure OpenAI conversation service, 2023-11-16, about 58 min, about 5.5 req/s, "
+        "arrivals close to Poisson.",
     ),
-    "azure-code-2023": TraceInfo(
-        name="azure-code-2023",
-        file="AzureLLMInferenceTrace_code.csv",
-        url=_AZURE_RAW + "AzureLLMInferenceTrace_code.csv",
-        sha256="54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
-        columns=("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
-        prompt_column="ContextTokens",
-        gen_column="GeneratedTokens",
-        time_column="TIMESTAMP",
-        id_prefix="azure-code",
-        n_rows=8_819,
-        licence="CC-BY-4.0",
-        citation=_SPLITWISE,
-        description=(
-            "Azure code-completion service, 2023-11-16, about 57 min, very bursty arrivals, "
-            "long prompts, short outputs."
-        ),
+    "azure-code-2023": _azure(
+        "code",
+        "54e9a6d2a4bd06ba1e060304b900abbc74cbea53de96506e60fe5bb4f2277fb6",
+        8_819,
+        "Azure code-completion service, 2023-11-16, about 57 min, very bursty arrivals, "
+        "long prompts, short outputs.",
     ),
     "sharegpt-lengths": TraceInfo(
         name="sharegpt-lengths",
@@ -283,28 +282,16 @@ def trace_path(
 def _lengths(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"must be a whole number of tokens >= 0, got {raw[column].iloc[pos]!r}",
-            path=path,
-            line=pos + 2,  # 1-based, after the header line
-            field=column,
-        )
+    check_csv_rows(bad, "must be a whole number of tokens >= 0", raw, column, path=path)
     return values.astype(np.int64)
 
 
 def _arrivals(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     stamps = pd.to_datetime(raw[column], format=_TIMESTAMP_FORMAT, errors="coerce")
     missing = stamps.isna().to_numpy()
-    if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        raise InputError(
-            f"not a timestamp like '2023-11-16 18:15:46.6805900', got {raw[column].iloc[pos]!r}",
-            path=path,
-            line=pos + 2,
-            field=column,
-        )
+    check_csv_rows(
+        missing, "not a timestamp like '2023-11-16 18:15:46.6805900'", raw, column, path=path
+    )
     ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     return (ns - ns.min()).astype(np.float64) / 1e9
 
@@ -352,11 +339,7 @@ def load_trace(
     ``path`` and ``dropped_rows``. See :func:`trace_path` for where the file is looked for.
     """
     info = _info(name)
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
-            raise InputError(
-                f"limit must be a positive integer or None, got {limit!r}", field="limit"
-            )
+    limit = check_scalar(limit, "limit", int, min_val=1, allow_none=True)
     path = trace_path(name, data_dir=data_dir, download=download)
     try:
         raw = pd.read_csv(path)

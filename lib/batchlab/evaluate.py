@@ -23,16 +23,30 @@ and the compile cost of a shape is carried by the request that takes the compile
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from batchlab.cost import Breakdown, CostBreakdown, CostCoefficients, CostModel, get_cost_model
-from batchlab.errors import VerificationError
-from batchlab.plan import _check
+from batchlab.errors import InputError, VerificationError
+from batchlab.plan import bucketed_plan, join_and_verify
+from batchlab.shapes import align
+from batchlab.stats import nearest_rank
 
-__all__ = ["Evaluation", "LatencyBreakdown", "PaddingTokens", "evaluate", "nearest_rank"]
+__all__ = [
+    "ArrayEvaluation",
+    "Evaluation",
+    "LatencyBreakdown",
+    "PaddingTokens",
+    "evaluate",
+    "evaluate_arrays",
+    "gen_bucket_tradeoff_table",
+    "nearest_rank",
+    "padding_by_shape_table",
+]
 
 
 @dataclass(frozen=True)
@@ -132,18 +146,6 @@ def _summary(
     }
 
 
-def nearest_rank(values: np.ndarray, percents: tuple[int, ...]) -> tuple[float, ...]:
-    """Nearest-rank percentiles: for p in ``percents`` (whole percent), the ceil(N*p/100)-th
-    smallest value (integer arithmetic, no rounding surprises). ``values`` must be non-empty."""
-    arr = np.asarray(values, dtype=np.float64).ravel()
-    n = len(arr)
-    if n == 0:
-        raise ValueError("nearest_rank needs at least one value")
-    ranks = [max(1, -(-n * int(p) // 100)) for p in percents]
-    part = np.partition(arr, sorted({r - 1 for r in ranks}))
-    return tuple(float(part[r - 1]) for r in ranks)
-
-
 def _group_max(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Per-group maximum of ``values`` (every group is non-empty), via an unbuffered ufunc."""
     if values.dtype.kind == "f":
@@ -155,8 +157,17 @@ def _group_max(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarr
 
 
 @dataclass(frozen=True, eq=False)
-class _Core:
-    """The arithmetic of an evaluation on arrays in plan-row order (see :func:`_core`)."""
+class ArrayEvaluation:
+    """The arithmetic of an evaluation on arrays in plan-row order (:func:`evaluate_arrays`).
+
+    Per batch (in batch_id order): ``batch_seq`` (its seq_align), ``size``, ``s_max``,
+    ``g_max`` (tokens), ``decode_cost_b`` (paid by each member, cost units), ``decode_ms_b``,
+    ``max_latency_b`` (ms). Per plan row: ``prefill_cost``, ``prefill_ms``, ``compile_ms``,
+    ``latency`` (ms). Per distinct shape: ``shapes_used`` and ``compile_cost_s``, and
+    ``spike_rows`` (the row taking each compile spike). Totals: ``p50``/``p95``/``p99`` (ms,
+    nearest rank), ``prompt_pad``/``gen_pad``/``useful`` (tokens), ``cost`` and
+    ``latency_parts`` (named parts). :meth:`summary` is :meth:`Evaluation.summary`'s dict.
+    """
 
     batch_seq: np.ndarray
     size: np.ndarray
@@ -194,7 +205,7 @@ class _Core:
         )
 
 
-def _core(
+def evaluate_arrays(
     model: CostModel,
     prompt: np.ndarray,
     gen: np.ndarray,
@@ -203,12 +214,14 @@ def _core(
     codes: np.ndarray,
     nb: int,
     first_row: np.ndarray,
-) -> _Core:
-    """Evaluation arithmetic on verified arrays in plan-row order.
+) -> ArrayEvaluation:
+    """Evaluation arithmetic on verified arrays in plan-row order, vectorized.
 
-    ``prompt``, ``gen``, ``aligned`` (align(prompt, g)) and ``seq`` (declared seq_align) are per
-    plan row; ``codes`` gives each row's batch index 0..nb-1 in batch_id order; ``first_row`` is
-    each batch's first plan row. Shared by :func:`evaluate` and the planner's candidate scoring.
+    ``prompt``, ``gen``, ``aligned`` (align(prompt, g)) and ``seq`` (declared seq_align) are
+    tokens per plan row; ``codes`` gives each row's batch index 0..nb-1 in batch_id order;
+    ``first_row`` is each batch's first plan row. The arrays must describe a verified plan
+    (one shape per batch, every request once). Shared by :func:`evaluate` and the planner's
+    candidate scoring, which scores plans without building tables.
     """
     c = model.coefficients
     n = len(codes)
@@ -224,8 +237,12 @@ def _core(
 
     prefill_cost = model.prefill_cost(ctx)
     prefill_ms = model.prefill_ms(ctx)
-    decode_cost_b = model.decode_cost(s_max, g_max)  # per request of the batch
-    decode_ms_b = model.decode_ms(s_max, g_max)  # per batch
+    if model.members_pay_caps:
+        decode_cost_b = model.decode_cost(s_max, g_max)  # per request of the batch
+        decode_ms_b = model.decode_ms(s_max, g_max)  # per batch
+    else:  # the batch is priced as a whole; each member carries an equal share
+        decode_cost_b = model.batch_decode_cost(s_max, g_max, size) / np.maximum(size, 1)
+        decode_ms_b = model.batch_decode_ms(s_max, g_max, size)
 
     # compile: the first batch (batch_id order) of each distinct seq_align takes the spike on
     # its first plan row.
@@ -250,7 +267,7 @@ def _core(
         prefill=float(prefill_ms.sum()),
         decode=float((size * decode_ms_b).sum()),
     )
-    return _Core(
+    return ArrayEvaluation(
         batch_seq=batch_seq,
         size=size,
         s_max=s_max,
@@ -290,7 +307,7 @@ def evaluate(
     """
     model = get_cost_model(cost_model)
     c = model.coefficients
-    checked = _check(requests, plan, c.granularity)
+    checked = join_and_verify(requests, plan, c.granularity)
     if checked.violations:
         raise VerificationError([msg for _, msg in checked.violations])
 
@@ -303,7 +320,9 @@ def evaluate(
     prompt = req["prompt_len"].to_numpy(dtype=np.int64)[pos]
     gen = req["gen_len"].to_numpy(dtype=np.int64)[pos]
     seq = pl["seq_align"].to_numpy(dtype=np.int64)
-    core = _core(model, prompt, gen, checked.aligned_prompt[pos], seq, codes, nb, checked.first_row)
+    core = evaluate_arrays(
+        model, prompt, gen, checked.aligned_prompt[pos], seq, codes, nb, checked.first_row
+    )
     batch_seq, size, s_max, g_max = core.batch_seq, core.size, core.s_max, core.g_max
     prefill_cost, prefill_ms = core.prefill_cost, core.prefill_ms
     decode_cost_b, decode_ms_b = core.decode_cost_b, core.decode_ms_b
@@ -389,3 +408,92 @@ def evaluate(
         batches=batches,
         requests=pd.DataFrame(per_request, copy=False),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# analysis tables (the numbers the chapters' figures draw)
+
+
+def padding_by_shape_table(
+    evaluation: Evaluation, cost_model: str | CostModel = "static-graph"
+) -> pd.DataFrame:
+    """Padding per shape bucket of an evaluated plan (tokens), one row per ``seq_align``.
+
+    Columns: ``seq_align``, ``n_requests``, ``n_batches``, ``prompt_padding`` (aligned prompt
+    minus prompt_len; under a padded cost model the declared seq_align minus prompt_len),
+    ``gen_padding`` (batch G_max minus gen_len), ``padding`` (their sum). The sums over rows equal
+    ``evaluation.padding_tokens`` when ``cost_model`` is the one the plan was evaluated with.
+    """
+    cm = get_cost_model(cost_model)
+    req = evaluation.requests
+    batches = evaluation.batches
+    prompt = req["prompt_len"].to_numpy(dtype=np.int64)
+    gen = req["gen_len"].to_numpy(dtype=np.int64)
+    seq = req["seq_align"].to_numpy(dtype=np.int64)
+    ctx = seq if cm.padded else align(prompt, cm.granularity)
+    where = pd.Index(batches["batch_id"].to_numpy(dtype=object)).get_indexer(
+        req["batch_id"].to_numpy(dtype=object)
+    )
+    g_max = batches["g_max"].to_numpy(dtype=np.int64)[where]
+    shapes, inverse = np.unique(seq, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    m = len(shapes)
+    batch_shapes = batches["seq_align"].to_numpy(dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "seq_align": shapes,
+            "n_requests": np.bincount(inverse, minlength=m).astype(np.int64),
+            "n_batches": np.bincount(np.searchsorted(shapes, batch_shapes), minlength=m).astype(
+                np.int64
+            ),
+            "prompt_padding": np.bincount(inverse, weights=ctx - prompt, minlength=m).astype(
+                np.int64
+            ),
+            "gen_padding": np.bincount(inverse, weights=g_max - gen, minlength=m).astype(np.int64),
+        }
+    ).assign(padding=lambda t: t["prompt_padding"] + t["gen_padding"])
+
+
+def gen_bucket_tradeoff_table(
+    requests: pd.DataFrame,
+    seq_aligns: ArrayLike,
+    bucket_sizes: Iterable[int | None],
+    *,
+    max_batch_size: int | None = None,
+    cost_model: str | CostModel = "static-graph",
+) -> pd.DataFrame:
+    """Padding and batches of ``plan.bucketed_plan`` for each gen-bucket size (tokens).
+
+    One row per size (None = no gen buckets): ``gen_bucket_size``, ``n_batches``,
+    ``prompt_padding`` and ``gen_padding`` (tokens), ``pad_ratio``, ``total_cost``,
+    ``p95_latency_ms`` and ``sequential_ms`` of :func:`evaluate` under ``cost_model``.
+    """
+    cm = get_cost_model(cost_model)
+    shapes = np.asarray(seq_aligns, dtype=np.int64).reshape(-1)
+    rows = []
+    for size in bucket_sizes:
+        plan = bucketed_plan(
+            requests,
+            shapes,
+            gen_bucket_size=size,
+            max_batch_size=max_batch_size,
+            granularity=cm.granularity,
+        )
+        ev = evaluate(requests, plan, cm)
+        rows.append(
+            {
+                "gen_bucket_size": None if size is None else int(size),
+                "n_batches": ev.n_batches,
+                "prompt_padding": ev.padding_tokens.prompt,
+                "gen_padding": ev.padding_tokens.gen,
+                "pad_ratio": ev.pad_ratio,
+                "total_cost": ev.cost.total,
+                "p95_latency_ms": ev.p95_latency_ms,
+                "sequential_ms": ev.sequential_ms,
+            }
+        )
+    if not rows:
+        raise InputError("no bucket sizes given", field="bucket_sizes")
+    out = pd.DataFrame(rows)
+    out["gen_bucket_size"] = pd.Series([r["gen_bucket_size"] for r in rows], dtype=object)
+    return out

@@ -15,31 +15,31 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 from numpy.typing import ArrayLike
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError, VerificationError
-from batchlab.io import atomic_write
+from batchlab.io import JsonLines, atomic_write, read_json_lines
 from batchlab.shapes import align, assign_shapes, gen_buckets
 from batchlab.workload import MAX_LENGTH, validate_requests
 
 __all__ = [
     "DEFAULT_HEADS_ALIGN",
     "DEFAULT_HIDDEN_ALIGN",
+    "JoinedPlan",
     "PLAN_COLUMNS",
     "VIOLATION_KINDS",
     "VerificationReport",
     "baseline_plan",
     "bucketed_plan",
+    "join_and_verify",
     "plan_from_batches",
     "read_plan",
     "validate_plan",
@@ -196,15 +196,8 @@ def _frame(data: dict[str, object]) -> pd.DataFrame:
 
 
 def _json_int(value: object, *, path: object, line: int, field: str, rid: str | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(
-            f"must be a whole number, got {value!r}",
-            path=path,
-            line=line,
-            field=field,
-            request_id=rid,
-        )
-    if isinstance(value, float) and not value.is_integer():
+    not_number = isinstance(value, bool) or not isinstance(value, int | float)
+    if not_number or (isinstance(value, float) and not value.is_integer()):
         raise InputError(
             f"must be a whole number, got {value!r}",
             path=path,
@@ -240,36 +233,33 @@ def read_plan(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Raises :class:`InputError` naming the file, the 1-based line and the field (for example
     ``shape.seq_align``) of the first bad value. Duplicate ids are left to :func:`verify`.
-    Well-formed files are parsed by Arrow's JSON reader; anything it does not accept as is
-    (and every error) goes through an exact line-by-line reader.
+    The file is read by :func:`batchlab.io.read_json_lines`; a well-formed file is converted
+    from the bulk parser's columns, anything else (and every error) goes through an exact
+    check of each object.
     """
-    fast = _read_plan_arrow(path)
-    return fast if fast is not None else _read_plan_lines(path)
-
-
-_WHITESPACE_LINE = re.compile(rb"(?m)^[ \t\r\f\v]+$")
+    parsed = read_json_lines(path, what="rows")
+    if parsed.table is not None:
+        fast = _plan_from_table(parsed.table)
+        if fast is not None:
+            return fast
+        parsed = read_json_lines(path, bulk=False, what="rows")  # the exact objects
+    return _plan_from_objects(parsed)
 
 
 def _read_plan_arrow(path: str | os.PathLike[str]) -> pd.DataFrame | None:
-    """Fast path of :func:`read_plan`; None whenever the line-by-line reader must decide."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    # Arrow accepts a few things the line reader rejects (a BOM, two objects on one line, an
-    # object split over lines): require exactly one object per non-blank line.
-    if raw.startswith(b"\xef\xbb\xbf") or _WHITESPACE_LINE.search(raw):
-        return None
-    lines = raw.split(b"\n")
-    n_lines = len(lines) - lines.count(b"")
-    try:
-        table = pa_json.read_json(pa.BufferReader(raw))
-    except (pa.ArrowException, ValueError):
-        return None
+    """The bulk path of :func:`read_plan` alone; None whenever the exact reader must decide."""
+    parsed = read_json_lines(path, what="rows")
+    return None if parsed.table is None else _plan_from_table(parsed.table)
+
+
+def _read_plan_lines(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The exact path of :func:`read_plan` alone: every object checked one by one."""
+    return _plan_from_objects(read_json_lines(path, bulk=False, what="rows"))
+
+
+def _plan_from_table(table: pa.Table) -> pd.DataFrame | None:
+    """A plan from the bulk parser's columns; None when a column needs the exact checks."""
     n = table.num_rows
-    if n == 0 or n != n_lines:
-        return None
     if not {"request_id", "batch_id", "shape"} <= set(table.column_names):
         return None
     ids = {}
@@ -305,66 +295,48 @@ def _read_plan_arrow(path: str | os.PathLike[str]) -> pd.DataFrame | None:
     return _frame(data)
 
 
-def _read_plan_lines(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Exact reader of :func:`read_plan`: one line at a time, errors name file, line, field."""
+def _plan_from_objects(parsed: JsonLines) -> pd.DataFrame:
+    """A plan from parsed objects, each checked: errors name file, line and field."""
+    path = parsed.path
     rids: list[str] = []
     bids: list[str] = []
     batch_names: dict[str, str] = {}  # one str object per distinct batch id: faster grouping
     cols: dict[str, list[int]] = {c: [] for c in SHAPE_COLUMNS}
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot open plan file: {exc.strerror or exc}", path=path) from exc
-    with fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", path=path, line=lineno) from exc
-            if not isinstance(obj, dict):
-                raise InputError(
-                    f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno
-                )
-            if "request_id" not in obj:
-                raise InputError("missing field", path=path, line=lineno, field="request_id")
-            rid = _json_id(obj["request_id"], path=path, line=lineno, field="request_id", rid=None)
-            if "batch_id" not in obj:
-                raise InputError(
-                    "missing field", path=path, line=lineno, field="batch_id", request_id=rid
-                )
-            bid = _json_id(obj["batch_id"], path=path, line=lineno, field="batch_id", rid=rid)
-            shape = obj.get("shape")
-            if shape is None:
-                raise InputError(
-                    "missing field", path=path, line=lineno, field="shape", request_id=rid
-                )
-            if not isinstance(shape, dict):
-                raise InputError(
-                    f"must be an object with seq_align, got {shape!r}",
-                    path=path,
-                    line=lineno,
-                    field="shape",
-                    request_id=rid,
-                )
-            if "seq_align" not in shape:
-                raise InputError(
-                    "missing field",
-                    path=path,
-                    line=lineno,
-                    field="shape.seq_align",
-                    request_id=rid,
-                )
-            for column in SHAPE_COLUMNS:
-                value = shape.get(column, _SHAPE_DEFAULTS.get(column))
-                cols[column].append(
-                    _json_int(value, path=path, line=lineno, field=f"shape.{column}", rid=rid)
-                )
-            rids.append(rid)
-            bids.append(batch_names.setdefault(bid, bid))
-    if not rids:
-        raise InputError("the plan file has no rows", path=path)
+    for obj, lineno in zip(parsed.objects(), parsed.lines.tolist(), strict=True):
+        if "request_id" not in obj:
+            raise InputError("missing field", path=path, line=lineno, field="request_id")
+        rid = _json_id(obj["request_id"], path=path, line=lineno, field="request_id", rid=None)
+        if "batch_id" not in obj:
+            raise InputError(
+                "missing field", path=path, line=lineno, field="batch_id", request_id=rid
+            )
+        bid = _json_id(obj["batch_id"], path=path, line=lineno, field="batch_id", rid=rid)
+        shape = obj.get("shape")
+        if shape is None:
+            raise InputError("missing field", path=path, line=lineno, field="shape", request_id=rid)
+        if not isinstance(shape, dict):
+            raise InputError(
+                f"must be an object with seq_align, got {shape!r}",
+                path=path,
+                line=lineno,
+                field="shape",
+                request_id=rid,
+            )
+        if "seq_align" not in shape:
+            raise InputError(
+                "missing field",
+                path=path,
+                line=lineno,
+                field="shape.seq_align",
+                request_id=rid,
+            )
+        for column in SHAPE_COLUMNS:
+            value = shape.get(column, _SHAPE_DEFAULTS.get(column))
+            cols[column].append(
+                _json_int(value, path=path, line=lineno, field=f"shape.{column}", rid=rid)
+            )
+        rids.append(rid)
+        bids.append(batch_names.setdefault(bid, bid))
     data: dict[str, object] = {
         "request_id": np.array(rids, dtype=object),
         "batch_id": np.array(bids, dtype=object),
@@ -477,21 +449,11 @@ def _fmt_shape(shape: Sequence[int]) -> str:
 
 
 def _check_max_shapes(max_shapes: int | None) -> int | None:
-    if max_shapes is None:
-        return None
-    if isinstance(max_shapes, bool) or not isinstance(max_shapes, Integral) or max_shapes < 1:
-        raise InputError(
-            f"must be a positive integer or None, got {max_shapes!r}", field="max_shapes"
-        )
-    return int(max_shapes)
+    return check_scalar(max_shapes, "max_shapes", int, min_val=1, allow_none=True)
 
 
 def _check_granularity(granularity: int) -> int:
-    if isinstance(granularity, bool) or not isinstance(granularity, Integral) or granularity < 1:
-        raise InputError(
-            f"must be a positive integer (tokens), got {granularity!r}", field="granularity"
-        )
-    return int(granularity)
+    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
 
 
 def _distinct_shapes(seq: np.ndarray, heads: np.ndarray, hidden: np.ndarray) -> np.ndarray:
@@ -502,19 +464,33 @@ def _distinct_shapes(seq: np.ndarray, heads: np.ndarray, hidden: np.ndarray) -> 
     return arr[order]
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """A request table joined with a plan, with the violations found (internal)."""
+@dataclass(frozen=True, eq=False)
+class JoinedPlan:
+    """A request table joined with a plan, and the violations found (:func:`join_and_verify`).
 
-    requests: pd.DataFrame  # validated request table
-    plan: pd.DataFrame  # validated plan
-    violations: list[tuple[str, str]]  # (kind, message), cap not included
-    shapes: np.ndarray  # (k, 3) distinct shapes of the plan, sorted
-    req_pos: np.ndarray  # per plan row: index of its request in `requests`, or -1 if unknown
-    batch_codes: np.ndarray  # per plan row: batch index in batch_id string order
-    batch_ids: np.ndarray  # distinct batch ids, sorted (object)
-    first_row: np.ndarray  # per batch: position of its first plan row
-    aligned_prompt: np.ndarray  # per request: align(prompt_len, g)
+    ``requests`` / ``plan``: the validated tables; ``violations``: ``(kind, message)`` pairs
+    (kinds of :data:`VIOLATION_KINDS`, the shape cap not checked); ``shapes``: the plan's
+    distinct (seq_align, heads_align, hidden_align) rows, sorted, (k, 3) int64; per plan row,
+    ``req_pos`` (its request's position in ``requests``, -1 if unknown) and ``batch_codes``
+    (its batch's index in ``batch_ids``, the distinct batch ids in string order); per batch,
+    ``first_row`` (its first plan row); per request, ``aligned_prompt`` (align(prompt_len, g),
+    tokens).
+    """
+
+    requests: pd.DataFrame
+    plan: pd.DataFrame
+    violations: list[tuple[str, str]]
+    shapes: np.ndarray
+    req_pos: np.ndarray
+    batch_codes: np.ndarray
+    batch_ids: np.ndarray
+    first_row: np.ndarray
+    aligned_prompt: np.ndarray
+
+    @property
+    def ok(self) -> bool:
+        """True when no violation was found."""
+        return not self.violations
 
 
 def _lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -533,8 +509,12 @@ def _lookup(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
         return pos
 
 
-def _check(requests: pd.DataFrame, plan: pd.DataFrame, granularity: int) -> _Checked:
-    """Validate, join and check a plan against its requests (vectorized; no cap check)."""
+def join_and_verify(
+    requests: pd.DataFrame, plan: pd.DataFrame, granularity: int = 64
+) -> JoinedPlan:
+    """Validate both tables, join the plan to its requests and find every violation except
+    the shape cap (vectorized): the seam :func:`verify` and :func:`batchlab.evaluate.evaluate`
+    share. Bad tables raise :class:`InputError`; violations are returned, not raised."""
     g = _check_granularity(granularity)
     req = validate_requests(requests)
     pl = validate_plan(plan)
@@ -653,7 +633,7 @@ def _check(requests: pd.DataFrame, plan: pd.DataFrame, granularity: int) -> _Che
 
     # Without a multi-shape batch, each batch's first row carries its only shape.
     rows = np.arange(m) if differs.any() else first_row
-    return _Checked(
+    return JoinedPlan(
         requests=req,
         plan=pl,
         violations=violations,
@@ -705,7 +685,7 @@ def verify(
     Bad tables (wrong columns, values) raise :class:`InputError` instead.
     """
     cap = _check_max_shapes(max_shapes)
-    checked = _check(requests, plan, granularity)
+    checked = join_and_verify(requests, plan, granularity)
     violations = checked.violations + _cap_violation(checked.shapes, cap, "in the plan")
     return _report(violations, checked.shapes)
 
@@ -752,7 +732,7 @@ def verify_plans(
     violations: list[tuple[str, str]] = []
     all_shapes = []
     for label, req, pl in zip(labels, req_list, plan_list, strict=True):
-        checked = _check(req, pl, granularity)
+        checked = join_and_verify(req, pl, granularity)
         violations.extend((kind, f"{label}: {msg}") for kind, msg in checked.violations)
         all_shapes.append(checked.shapes)
     stacked = np.concatenate(all_shapes, axis=0)
@@ -773,8 +753,7 @@ def baseline_plan(requests: pd.DataFrame, k: int = 8, granularity: int = 64) -> 
     batch (``b000000`` for the smallest shape, ...). Rows are ordered by batch, then by the
     request table's order. Generation lengths are ignored.
     """
-    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-        raise InputError(f"must be a positive integer, got {k!r}", field="k")
+    k = check_scalar(k, "k", int, min_val=1)
     g = _check_granularity(granularity)
     req = validate_requests(requests)
     aligned = align(req["prompt_len"].to_numpy(dtype=np.int64), g)
@@ -829,14 +808,7 @@ def bucketed_plan(
             f"must be positive multiples of the granularity {g}, got {int(bad[0])}",
             field="seq_aligns",
         )
-    if max_batch_size is not None and (
-        isinstance(max_batch_size, bool)
-        or not isinstance(max_batch_size, Integral)
-        or max_batch_size < 1
-    ):
-        raise InputError(
-            f"must be a positive integer or None, got {max_batch_size!r}", field="max_batch_size"
-        )
+    max_batch_size = check_scalar(max_batch_size, "max_batch_size", int, min_val=1, allow_none=True)
     ids = req["request_id"].to_numpy(dtype=object)
     seq = assign_shapes(req["prompt_len"].to_numpy(dtype=np.int64), shapes, g, request_ids=ids)
     n = len(seq)

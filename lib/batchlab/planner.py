@@ -40,7 +40,7 @@ import pandas as pd
 
 from batchlab.cost import CostModel, get_cost_model
 from batchlab.errors import InputError, LimitError
-from batchlab.evaluate import Evaluation, _core, evaluate
+from batchlab.evaluate import Evaluation, evaluate, evaluate_arrays
 from batchlab.plan import plan_from_batches
 from batchlab.shapes import align, joint_optimal_shapes, min_batches, min_padding_tokens
 from batchlab.workload import validate_requests
@@ -203,7 +203,13 @@ def lower_bounds(
 
 @dataclass(frozen=True)
 class BucketPlan:
-    """The plan of one bucket with its evaluation, lower bounds, limits and search settings."""
+    """The plan of one bucket with its evaluation, bounds, limits and search settings.
+
+    ``lower_bound`` (cost units) is a certified lower bound on the cost of *every* plan of this
+    bucket that meets its limits (the exact model's dual bound, or the Lagrangian bound of
+    :mod:`batchlab.exact`, never below ``bounds.min_cost``); ``optimality_gap`` is
+    ``cost / lower_bound − 1``: the plan is at most that fraction above the optimum.
+    """
 
     name: str
     plan: pd.DataFrame
@@ -211,12 +217,20 @@ class BucketPlan:
     bounds: LowerBounds
     limits: Limits
     settings: dict = field(default_factory=dict)
+    lower_bound: float = -math.inf
+
+    @property
+    def optimality_gap(self) -> float:
+        """cost / lower_bound − 1 (dimensionless, >= 0): how far above the optimum at most."""
+        return _gap(self.evaluation.cost.total, self.lower_bound)
 
     def comparison(self) -> pd.DataFrame:
-        """Achieved value, lower bound and limit per metric (one row per metric)."""
+        """Achieved value, lower bound and limit per metric (one row per metric); the
+        ``total_cost`` row's bound is the certified ``lower_bound`` and its ``optimality_gap``
+        is filled (the other metrics' floors are the simple :class:`LowerBounds`)."""
         summary = self.evaluation.summary()
         rows = [
-            ("total_cost", summary["total_cost"], self.bounds.min_cost, self.limits.max_cost),
+            ("total_cost", summary["total_cost"], self.lower_bound, self.limits.max_cost),
             (
                 "pad_ratio",
                 summary["pad_ratio"],
@@ -242,20 +256,39 @@ class BucketPlan:
         out["limit_met"] = [
             lim is None or achieved <= lim * (1 + 1e-12) for _, achieved, _, lim in rows
         ]
+        out["optimality_gap"] = [self.optimality_gap] + [math.nan] * (len(rows) - 1)
         return out
+
+
+def _gap(cost: float, bound: float) -> float:
+    if not math.isfinite(bound) or bound <= 0:
+        return math.inf
+    return max(0.0, float(cost) / float(bound) - 1.0)
 
 
 @dataclass(frozen=True)
 class PlanResult:
-    """Plans for every bucket and the global shape set they share."""
+    """Plans for every bucket and the global shape set they share.
+
+    ``lower_bound``: a certified lower bound on the total cost of every set of plans that meets
+    the limits and the shared cap (at least the sum of the buckets' bounds); ``max_shapes`` is
+    the cap used (clamped to the number of distinct aligned prompt lengths).
+    """
 
     buckets: tuple[BucketPlan, ...]
     shapes: tuple[int, ...]
     max_shapes: int
+    lower_bound: float = -math.inf
+    method: str = "heuristic"
 
     @property
     def total_cost(self) -> float:
         return float(sum(b.evaluation.cost.total for b in self.buckets))
+
+    @property
+    def optimality_gap(self) -> float:
+        """total_cost / lower_bound − 1 (dimensionless)."""
+        return _gap(self.total_cost, self.lower_bound)
 
     def __getitem__(self, name: str) -> BucketPlan:
         for b in self.buckets:
@@ -477,7 +510,7 @@ def _candidate(bucket, shapes, cm, gen_bucket, lam, window) -> _Candidate:
     order, batch, seq = _batch_bucket(bucket, shapes, cm, gen_bucket, lam, window)
     nb = int(batch.max()) + 1
     first_row = np.unique(batch, return_index=True)[1]
-    core = _core(
+    core = evaluate_arrays(
         cm,
         bucket.prompt[order],
         bucket.gen[order],
@@ -619,49 +652,12 @@ def _infeasible(bucket: _Bucket, tried: list[_Candidate]) -> LimitError:
     return err
 
 
-def plan_requests(
-    buckets: pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame],
-    cost_model: str | CostModel = "static-graph",
-    max_shapes: int = 8,
-    limits: Limits | Mapping[str, Limits | Mapping] | None = None,
-    *,
-    heads_align: int = 32,
-    hidden_align: int = 4096,
-    window: int | None = None,
-) -> PlanResult:
-    """Plan one or several buckets of requests sharing one global cap of ``max_shapes`` shapes.
-
-    ``buckets``: a request table, a list of them, or a mapping name -> table. ``limits``: one
-    :class:`Limits` for all buckets, or a mapping bucket name -> Limits (or a dict of its keys).
-    ``window``: the longest batch the DP considers, in runs of identical requests (default:
-    adaptive to the bucket size). Returns a :class:`PlanResult`; raises
-    :class:`~batchlab.errors.LimitError` when a limit cannot be met.
-    """
-    cm = get_cost_model(cost_model)
-    if isinstance(max_shapes, bool) or int(max_shapes) != max_shapes or max_shapes < 1:
-        raise InputError(f"must be a positive whole number, got {max_shapes!r}", field="max_shapes")
-    named = _as_buckets(buckets)
-    names = [n for n, _ in named]
-    if len(set(names)) != len(names):
-        raise InputError(f"bucket names must be unique, got {names}", field="buckets")
-    lims = _limits_for(limits, names)
-    prepared = []
-    for name, df in named:
-        req = validate_requests(df, source=df.attrs.get("source", name))
-        p = req["prompt_len"].to_numpy(np.int64)
-        g = req["gen_len"].to_numpy(np.int64)
-        lim = lims[name]
-        prepared.append(
-            _Bucket(
-                name,
-                req,
-                p,
-                g,
-                align(p, cm.granularity),
-                lim,
-                lower_bounds(req, cm, lim.max_batch_size),
-            )
-        )
+def _contiguous_search(
+    prepared: list[_Bucket], cm: CostModel, max_shapes: int, window: int | None
+) -> tuple[list[_Candidate], list[list[_Candidate]]]:
+    """The contiguous-run search for large buckets: for every global shape count a joint optimal
+    shape set; inside each shape group an exact DP over runs of one sort order; λ bisection for
+    the sequential limit. Returns the best candidate per bucket and every candidate tried."""
     n_total = sum(len(b.prompt) for b in prepared)
     if window is None:
         window = int(min(512, max(48, 3_000_000 // max(n_total, 1))))
@@ -716,18 +712,945 @@ def plan_requests(
         retry = list({tuple(o[2].tolist()): o for o in retry}.values())
         options += [plan_all(o[2], full=True) for o in retry]
         options.sort(key=rank)
-    n_bad, _, shapes, best = options[0]
-    if n_bad:
-        for i, (bucket, chosen) in enumerate(zip(prepared, best, strict=True)):
-            if not chosen.ok:
-                raise _infeasible(bucket, tried[i])
-    used = sorted(set().union(*(c.shapes_used() for c in best)))
+    return options[0][3], tried
+
+
+# ---------------------------------------------------------------------------------------------
+# the cap heuristic: greedy merges of batches by their caps
+
+#: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
+_MERGE_LIMIT = 2500
+#: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
+_EXACT_AUTO_SIZE = 4000
+#: the Lagrangian bound is computed when a bucket has at most this many types
+_BOUND_LIMIT = 4000
+#: buckets larger than this are compared with the baseline only, not the whole sweep grid
+_REFERENCE_GRID_LIMIT = 20_000
+#: the shape-cap bound is computed when types × candidate shapes is at most this
+_CAP_BOUND_LIMIT = 400_000
+
+
+@dataclass(frozen=True, eq=False)
+class _Pieces:
+    """A bucket's initial batches: the requests of one type in chunks of at most max_batch_size.
+
+    ``req_order`` sorts the requests by type; piece p holds rows ``start[p]:start[p]+n[p]`` of it.
+    """
+
+    s: np.ndarray  # S cap (aligned length or, padded-graph, the declared shape), tokens
+    g: np.ndarray  # G cap, tokens
+    n: np.ndarray  # requests
+    pre_ms: np.ndarray  # prefill_ms of the piece's own aligned length (static-graph p95)
+    req_order: np.ndarray
+    start: np.ndarray
+
+
+def _make_pieces(bucket: _Bucket, cm: CostModel, s_of_request: np.ndarray, mbs: int) -> _Pieces:
+    """Group identical requests (same S cap and gen_len) into pieces of at most ``mbs``."""
+    key_s, key_g = s_of_request, bucket.gen
+    order = np.lexsort((key_g, key_s, bucket.aligned))
+    runs = _runs([bucket.aligned[order], key_s[order], key_g[order]])
+    lengths = np.diff(runs)
+    reps = -(-lengths // mbs)
+    run_of_piece = np.repeat(np.arange(len(lengths)), reps)
+    k = np.arange(len(run_of_piece)) - (np.cumsum(reps) - reps)[run_of_piece]
+    start = runs[:-1][run_of_piece] + k * mbs
+    n = np.minimum(mbs, lengths[run_of_piece] - k * mbs)
+    first = order[start]
+    return _Pieces(
+        s=key_s[first].astype(np.float64),
+        g=key_g[first].astype(np.float64),
+        n=n.astype(np.float64),
+        pre_ms=cm.prefill_ms(bucket.aligned[first]),
+        req_order=order,
+        start=start,
+    )
+
+
+def _cap_price(cm: CostModel, s, g) -> np.ndarray:
+    """Cost per member of a batch with caps (s, g): decode, plus prefill at s when padded."""
+    out = cm.decode_cost(s, g)
+    return out + cm.prefill_cost(s) if cm.padded else out
+
+
+def _cap_ms(cm: CostModel, s, g) -> np.ndarray:
+    """The slowest member's latency of a batch with caps (s, g), no compile spike (ms)."""
+    return cm.prefill_ms(s) + cm.decode_ms(s, g) + cm.overhead_ms
+
+
+class _MergeSearch:
+    """Greedy merging of batches: repeatedly merge the pair of batches (any two, not only
+    neighbours in some order) whose merge saves the most ``overhead + members × price + μ ×
+    latency``, until no merge saves anything; then move single pieces between batches while a
+    move saves (:meth:`relocate`). max_batch_size, the pad-ratio budget and the p95 budget
+    (requests allowed over the limit) are hard constraints checked on every merge and move.
+
+    Caps are kept as indices into the sorted distinct S and G values, so prices and latencies
+    are table look-ups; the pairwise matrices of merged caps are built once per bucket and each
+    merge updates one row and column (O(pieces) numpy work).
+    """
+
+    def __init__(self, cm: CostModel, pieces: _Pieces, limits: Limits, budgets: dict) -> None:
+        self.cm = cm
+        self.p = pieces
+        self.sv, si = np.unique(pieces.s, return_inverse=True)
+        self.gv, gi = np.unique(pieces.g, return_inverse=True)
+        self.si, self.gi = si.reshape(-1), gi.reshape(-1)
+        ss, gg = np.meshgrid(self.sv, self.gv, indexing="ij")
+        self.price = _cap_price(cm, ss, gg)
+        self.lat = _cap_ms(cm, ss, gg)
+        self.dec = cm.decode_ms(ss, gg) + cm.overhead_ms
+        self.width = gg + ss if cm.padded else gg
+        n = pieces.n
+        self.mbs = float(limits.max_batch_size or n.sum())
+        ms, mg = np.maximum.outer(self.si, self.si), np.maximum.outer(self.gi, self.gi)
+        self.nm = n[:, None] + n[None, :]
+        self.latm = self.lat[ms, mg]
+        self.pricem = self.price[ms, mg]
+        del ms, mg
+        self.bad = self.nm > self.mbs
+        np.fill_diagonal(self.bad, True)
+        self.lim95 = limits.max_p95_latency_ms
+        self.budgets = budgets
+
+    def _over(self, members: list[int], s: int, g: int) -> float:
+        """Requests of a batch with cap indices (s, g) over the p95 limit (no compile spike)."""
+        if self.lim95 is None or not members:
+            return 0.0
+        p = self.p
+        idx = np.asarray(members)
+        if self.cm.padded:
+            return float(p.n[idx].sum()) if self.lat[s, g] > self.lim95 else 0.0
+        return float(p.n[idx][p.pre_ms[idx] + self.dec[s, g] > self.lim95].sum())
+
+    def run(self, mu: float, relocate: bool = True):
+        """Batch label per piece and the batches' caps (tokens) and sizes."""
+        p = self.p
+        si, gi, n = self.si.copy(), self.gi.copy(), p.n.copy()
+        oh = self.cm.overhead_cost
+        fb = oh + mu * self.lat[si, gi] + n * self.price[si, gi]
+        gain = fb[:, None] + fb[None, :] - (oh + mu * self.latm + self.nm * self.pricem)
+        gain[self.bad] = -np.inf
+        b = len(si)
+        alive = np.ones(b, dtype=bool)
+        members = [[i] for i in range(b)]
+        over = None
+        if self.lim95 is not None:
+            over = np.array([self._over([i], si[i], gi[i]) for i in range(b)])
+        over_left = self.budgets["over"] - (over.sum() if over is not None else 0.0)
+        pad_left = self.budgets["pad"] - float((n * self.width[si, gi]).sum())
+        best_col = gain.argmax(axis=1)
+        best_val = gain[np.arange(b), best_col]
+        width = self.width
+        while True:
+            r = int(best_val.argmax())
+            if not best_val[r] > 0:
+                break
+            c = int(best_col[r])
+            s2, g2, n2 = max(si[r], si[c]), max(gi[r], gi[c]), n[r] + n[c]
+            d_pad = n2 * width[s2, g2] - n[r] * width[si[r], gi[r]] - n[c] * width[si[c], gi[c]]
+            d_over = 0.0
+            if over is not None:
+                d_over = self._over(members[r] + members[c], s2, g2) - over[r] - over[c]
+            if d_pad > pad_left + 1e-9 or d_over > over_left + 1e-9:
+                gain[r, c] = gain[c, r] = -np.inf
+                for x in (r, c):
+                    best_col[x] = int(gain[x].argmax())
+                    best_val[x] = gain[x, best_col[x]]
+                continue
+            i, j = (r, c) if r < c else (c, r)
+            pad_left -= d_pad
+            over_left -= d_over
+            si[i], gi[i], n[i] = s2, g2, n2
+            members[i] = members[i] + members[j]
+            members[j] = []
+            if over is not None:
+                over[i] += over[j] + d_over
+                over[j] = 0.0
+            alive[j] = False
+            fb[i] = oh + mu * self.lat[s2, g2] + n2 * self.price[s2, g2]
+            ms, mg = np.maximum(s2, si), np.maximum(g2, gi)
+            row = fb[i] + fb - (oh + mu * self.lat[ms, mg] + (n2 + n) * self.price[ms, mg])
+            row[~alive] = -np.inf
+            row[i] = -np.inf
+            row[n2 + n > self.mbs] = -np.inf
+            gain[i, :] = row
+            gain[:, i] = row
+            gain[j, :] = -np.inf
+            gain[:, j] = -np.inf
+            best_val[j] = -np.inf
+            stale = alive & ((best_col == i) | (best_col == j))
+            stale[i] = True
+            fresh = alive & ~stale & (row > best_val)
+            best_val[fresh] = row[fresh]
+            best_col[fresh] = i
+            rows = np.flatnonzero(stale)
+            if rows.size:
+                cols = gain[rows].argmax(axis=1)
+                best_col[rows] = cols
+                best_val[rows] = gain[rows, cols]
+        roots = np.flatnonzero(alive)
+        label = np.empty(b, dtype=np.int64)
+        for k, root in enumerate(roots.tolist()):
+            label[members[root]] = k
+        if relocate:
+            label = self.relocate(mu, label, pad_left, over_left)
+        return self._caps(label)
+
+    def _caps(self, label: np.ndarray):
+        nb = int(label.max()) + 1
+        cs, cg, size = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64), np.zeros(nb)
+        np.maximum.at(cs, label, self.si)
+        np.maximum.at(cg, label, self.gi)
+        np.add.at(size, label, self.p.n)
+        return label, self.sv[cs], self.gv[cg], size
+
+    def relocate(self, mu: float, label: np.ndarray, pad_left: float, over_left: float):
+        """Local search after the merges: move single pieces to the batch (or a batch of their
+        own) where ``overhead + members × price + μ × latency`` drops most, under the same hard
+        constraints, until no move helps (at most four sweeps)."""
+        p = self.p
+        oh = self.cm.overhead_cost
+        lat, price, width = self.lat, self.price, self.width
+        nb = int(label.max()) + 1
+        cs, cg = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64)
+        size = np.zeros(nb)
+        np.maximum.at(cs, label, self.si)
+        np.maximum.at(cg, label, self.gi)
+        np.add.at(size, label, p.n)
+        members: list[list[int]] = [[] for _ in range(nb)]
+        for piece, lab in enumerate(label.tolist()):
+            members[lab].append(piece)
+
+        def f(s, g, n):
+            return np.where(n > 0, oh + mu * lat[s, g] + n * price[s, g], 0.0)
+
+        over = None
+        if self.lim95 is not None:
+            over = np.array([self._over(m, cs[k], cg[k]) for k, m in enumerate(members)])
+        order = np.argsort(-(p.n * price[self.si, self.gi]), kind="stable")
+        for _ in range(4):
+            moved = 0
+            fb = f(cs, cg, size)
+            for piece in order.tolist():
+                src = int(label[piece])
+                rest = [x for x in members[src] if x != piece]
+                ps, pg, pn = self.si[piece], self.gi[piece], p.n[piece]
+                rs = rg = 0
+                rn = size[src] - pn
+                if rest:
+                    rs, rg = int(self.si[rest].max()), int(self.gi[rest].max())
+                f_rest = float(f(rs, rg, rn)) if rest else 0.0
+                ins_s, ins_g = np.maximum(cs, ps), np.maximum(cg, pg)
+                d_ins = f(ins_s, ins_g, size + pn) - fb
+                d_ins[(size == 0) | (size + pn > self.mbs)] = np.inf
+                d_ins[src] = np.inf
+                dest = int(d_ins.argmin())
+                best = float(d_ins[dest])
+                alone = float(f(ps, pg, pn))
+                if rest and alone < best:
+                    dest, best = -1, alone
+                delta = f_rest - float(fb[src]) + best
+                if not np.isfinite(best) or not delta < -1e-9 * float(fb[src]):
+                    continue
+                d_pad = -size[src] * width[cs[src], cg[src]] + (rn * width[rs, rg] if rest else 0)
+                if dest >= 0:
+                    d_pad += (size[dest] + pn) * width[ins_s[dest], ins_g[dest]]
+                    d_pad -= size[dest] * width[cs[dest], cg[dest]]
+                else:
+                    d_pad += pn * width[ps, pg]
+                d_over = 0.0
+                new_src = new_dest = 0.0
+                if over is not None:
+                    new_src = self._over(rest, rs, rg)
+                    if dest >= 0:
+                        new_dest = self._over(members[dest] + [piece], ins_s[dest], ins_g[dest])
+                        d_over = new_src + new_dest - over[src] - over[dest]
+                    else:
+                        new_dest = self._over([piece], ps, pg)
+                        d_over = new_src + new_dest - over[src]
+                if d_pad > pad_left + 1e-9 or d_over > over_left + 1e-9:
+                    continue
+                pad_left -= d_pad
+                over_left -= d_over
+                if dest < 0:
+                    dest = nb
+                    nb += 1
+                    members.append([])
+                    cs, cg = np.append(cs, 0), np.append(cg, 0)
+                    size, fb = np.append(size, 0.0), np.append(fb, 0.0)
+                    if over is not None:
+                        over = np.append(over, 0.0)
+                if over is not None:
+                    over[src] = new_src
+                    over[dest] = new_dest
+                members[src] = rest
+                cs[src], cg[src], size[src] = rs, rg, rn
+                members[dest].append(piece)
+                cs[dest], cg[dest] = max(cs[dest], ps), max(cg[dest], pg)
+                size[dest] += pn
+                fb[src] = float(f(rs, rg, rn)) if rest else 0.0
+                fb[dest] = float(f(cs[dest], cg[dest], size[dest]))
+                label[piece] = dest
+                moved += 1
+            if not moved:
+                break
+        keep = np.flatnonzero(size > 0)
+        remap = np.full(nb, -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        return remap[label]
+
+
+def _budgets(bucket: _Bucket, cm: CostModel) -> dict:
+    """Pad tokens (counted at the caps: Σ members × (G, or S + G when padded)) and requests
+    over the p95 limit that a plan may spend."""
+    lim = bucket.limits
+    n = len(bucket.prompt)
+    pad = math.inf
+    if lim.max_pad_ratio is not None:
+        useful = float(bucket.prompt.sum() + bucket.gen.sum())
+        extra = (
+            float(bucket.prompt.sum())
+            if cm.padded
+            else -float((bucket.aligned - bucket.prompt).sum())
+        )
+        pad = lim.max_pad_ratio * useful * (1 - 1e-12) + float(bucket.gen.sum()) + extra
+    over = math.inf
+    if lim.max_p95_latency_ms is not None:
+        over = float(n - math.ceil(0.95 * n))
+    return {"pad": pad, "over": over}
+
+
+def _arrange(
+    bucket: _Bucket, cm: CostModel, batch: np.ndarray, seq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plan rows for a batch label and declared shape per request, with each shape's compile
+    spike (compile_ms on the first row of the first batch using it) on the request where it
+    hurts least: the one that does not cross the p95 limit and raises its batch's latency least.
+
+    Returns (order, batch code per row in batch_id order, seq_align per row).
+    """
+    _, codes = np.unique(batch, return_inverse=True)
+    codes = codes.reshape(-1)
+    nb = int(codes.max()) + 1
+    ctx = seq if cm.padded else bucket.aligned
+    s_max = np.zeros(nb)
+    g_max = np.zeros(nb)
+    np.maximum.at(s_max, codes, ctx)
+    np.maximum.at(g_max, codes, bucket.gen)
+    if cm.padded:
+        s_max = np.zeros(nb)
+        np.maximum.at(s_max, codes, seq)
+    dec = cm.decode_ms(s_max, g_max) + cm.overhead_ms
+    lat = cm.prefill_ms(ctx) + dec[codes]
+    top = np.full(nb, -np.inf)
+    np.maximum.at(top, codes, lat)
+    inc = np.maximum(0.0, lat + cm.compile_ms - top[codes])
+    lim95 = bucket.limits.max_p95_latency_ms
+    crosses = np.zeros(len(lat), dtype=bool)
+    if lim95 is not None:
+        crosses = (lat <= lim95) & (lat + cm.compile_ms > lim95)
+    carrier = np.zeros(len(lat), dtype=bool)
+    pick = np.lexsort((inc, crosses, seq))
+    first = np.unique(seq[pick], return_index=True)[1]
+    carrier[pick[first]] = True
+    carrier_batch = np.zeros(nb, dtype=bool)
+    carrier_batch[codes[carrier]] = True
+    rank = np.empty(nb, dtype=np.int64)
+    batch_order = np.lexsort((np.arange(nb), ~carrier_batch))
+    rank[batch_order] = np.arange(nb)
+    new_codes = rank[codes]
+    order = np.lexsort((~carrier, new_codes))
+    return order, new_codes[order], seq[order]
+
+
+def _scored(
+    bucket: _Bucket, cm: CostModel, batch: np.ndarray, seq: np.ndarray, settings: dict
+) -> _Candidate:
+    """A candidate from a batch label and declared shape per request, scored exactly."""
+    order, codes, seq_rows = _arrange(bucket, cm, batch, seq)
+    nb = int(codes[-1]) + 1 if len(codes) else 0
+    nb = int(codes.max()) + 1
+    first_row = np.unique(codes, return_index=True)[1]
+    core = evaluate_arrays(
+        cm,
+        bucket.prompt[order],
+        bucket.gen[order],
+        bucket.aligned[order],
+        seq_rows,
+        codes,
+        nb,
+        first_row,
+    )
+    summary = core.summary()
+    return _Candidate(order, codes, seq_rows, summary, bucket.limits.violations(summary), settings)
+
+
+def _from_pieces(
+    bucket: _Bucket, cm: CostModel, pieces: _Pieces, label: np.ndarray, shape: np.ndarray, settings
+) -> _Candidate:
+    """Scored candidate from a batch label per piece; ``shape``: declared shape per batch label
+    (static-graph: the bucket's shape for all)."""
+    batch = np.empty(len(bucket.prompt), dtype=np.int64)
+    batch[pieces.req_order] = np.repeat(label, pieces.n.astype(np.int64))
+    return _scored(bucket, cm, batch, shape[batch], settings)
+
+
+def _merge_plan(
+    bucket: _Bucket, cm: CostModel, s_of_request: np.ndarray, declared: int | None, settings: dict
+) -> tuple[_Candidate | None, float, list[_Candidate]]:
+    """The cap heuristic on one bucket: greedy merges at λ = 0, then, when the sequential limit
+    binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
+    every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
+
+    Returns the best candidate (None when the bucket has too many pieces), the λ used
+    (cost units per ms) and every candidate tried.
+    """
+    lim = bucket.limits
+    mbs = int(lim.max_batch_size or len(bucket.prompt))
+    pieces = _make_pieces(bucket, cm, s_of_request, mbs)
+    if len(pieces.n) > _MERGE_LIMIT:
+        return None, 0.0, []
+    search = _MergeSearch(cm, pieces, lim, _budgets(bucket, cm))
+    tried: list[_Candidate] = []
+
+    def at(mu: float, relocate: bool = False) -> _Candidate:
+        label, s, g, _ = search.run(mu, relocate)
+        shape = np.full(len(s), declared, dtype=np.int64) if declared else s.astype(np.int64)
+        settings_mu = {**settings, "lagrange_multiplier": float(mu)}
+        cand = _from_pieces(bucket, cm, pieces, label, shape, settings_mu)
+        tried.append(cand)
+        return cand
+
+    best = at(0.0)
+    mu_used = 0.0
+    limit = lim.max_sequential_ms
+    if limit is not None and best.summary["sequential_ms"] > limit:
+        base = best.summary
+        lo, hi = 0.0, 0.25 * base["total_cost"] / max(base["sequential_ms"], 1e-9)
+        cand = at(hi)
+        for _ in range(14):
+            if cand.summary["sequential_ms"] <= limit:
+                break
+            lo, hi = hi, hi * 4
+            cand = at(hi)
+        if cand.summary["sequential_ms"] <= limit:
+            feasible = [cand]
+            for _ in range(10):
+                mid = math.sqrt(lo * hi) if lo > 0 else hi / 8
+                cand = at(mid)
+                if cand.summary["sequential_ms"] <= limit:
+                    hi = mid
+                    feasible.append(cand)
+                else:
+                    lo = mid
+                if lo > 0 and hi / lo < 1.01:
+                    break
+            mu_used = hi
+            # the local search moves the boundary: bisect again with it, from a little below
+            lo_r, hi_r = (lo if lo > 0 else hi / 4) / 1.1, hi
+            if at(hi_r, relocate=True).summary["sequential_ms"] <= limit:
+                for _ in range(4):
+                    mid = math.sqrt(lo_r * hi_r)
+                    if at(mid, relocate=True).summary["sequential_ms"] <= limit:
+                        hi_r = mid
+                    else:
+                        lo_r = mid
+    else:
+        at(0.0, relocate=True)
+    best = min(tried, key=_rank)
+    return best, mu_used, tried
+
+
+# ---------------------------------------------------------------------------------------------
+# reference candidates: the baseline packer and a grid of bucketed plans (chapter 04's knobs)
+
+#: the bucketed-plan knobs the planner always compares against (chapter 04's sweep grid)
+SWEEP_GEN_BUCKETS = (64, 128, 256, 1024)
+SWEEP_BATCH_SIZES = (16, 32, 64)
+
+
+def _bucketed(bucket: _Bucket, shapes: np.ndarray, gen_bucket: int | None, mbs: int | None):
+    """Batch label per request of ``plan.bucketed_plan`` (smallest covering shape, one batch per
+    (shape, gen bucket), chunks of ``mbs``) on arrays."""
+    n = len(bucket.prompt)
+    seq = shapes[np.searchsorted(shapes, bucket.aligned, side="left")]
+    gb = np.zeros(n, dtype=np.int64) if gen_bucket is None else (bucket.gen - 1) // gen_bucket
+    order = np.lexsort((np.arange(n), gb, seq))
+    new = np.ones(n, dtype=bool)
+    new[1:] = (seq[order][1:] != seq[order][:-1]) | (gb[order][1:] != gb[order][:-1])
+    if mbs is not None:
+        start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+        new |= (np.arange(n) - start) % mbs == 0
+    batch = np.empty(n, dtype=np.int64)
+    batch[order] = np.cumsum(new) - 1
+    return batch, seq
+
+
+def _reference_candidates(
+    bucket: _Bucket, cm: CostModel, max_shapes: int, declared: int | None
+) -> list[_Candidate]:
+    """The baseline plan and every bucketed plan of chapter 04's grid (shape family × k <=
+    max_shapes × gen bucket × batch size within the limit), scored exactly. ``declared``: one
+    shape for every batch (static-graph, where only compile depends on it), None to keep each
+    batch's own shape."""
+    from batchlab.shapes import GRID_FAMILIES, shape_grid
+
+    out = []
+    g = cm.granularity
+    n = len(bucket.prompt)
+    lim_mbs = bucket.limits.max_batch_size
+    ks = range(1, max_shapes + 1) if n <= _REFERENCE_GRID_LIMIT else range(0)
+    base = np.unique(
+        np.sort(bucket.aligned)[
+            (np.arange(1, max_shapes + 1) * n + max_shapes - 1) // max_shapes - 1
+        ]
+    )
+    plans = [("baseline", base, None, None)]
+    seen = set()
+    for family in GRID_FAMILIES:
+        for k in ks:
+            shapes = np.asarray(shape_grid(family, bucket.prompt, k, g), dtype=np.int64)
+            if len(shapes) > max_shapes:
+                continue
+            key = tuple(shapes.tolist())
+            if key in seen:
+                continue
+            seen.add(key)
+            for gb in SWEEP_GEN_BUCKETS:
+                for mbs in SWEEP_BATCH_SIZES:
+                    if lim_mbs is not None and mbs > lim_mbs:
+                        continue
+                    plans.append((family, shapes, gb, mbs))
+    for family, shapes, gb, mbs in plans:
+        if mbs is None and lim_mbs is not None:
+            mbs = lim_mbs
+        batch, seq = _bucketed(bucket, shapes, gb, mbs)
+        if declared is not None:
+            seq = np.full(n, declared, dtype=np.int64)
+        settings = {
+            "method": "reference",
+            "family": family,
+            "n_shapes_global": len(shapes),
+            "gen_bucket_size": gb,
+            "max_batch_size": mbs,
+        }
+        out.append(_scored(bucket, cm, batch, seq, settings))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the exact model and the bounds
+
+
+def _spec(bucket: _Bucket, problem, compile_cost: float):
+    from batchlab.exact import BucketSpec
+
+    lim = bucket.limits
+    return BucketSpec(
+        problem=problem,
+        max_batch_size=lim.max_batch_size,
+        max_cost=lim.max_cost,
+        max_pad_ratio=lim.max_pad_ratio,
+        max_p95_latency_ms=lim.max_p95_latency_ms,
+        max_sequential_ms=lim.max_sequential_ms,
+        prompt_sum=int(bucket.prompt.sum()),
+        gen_sum=int(bucket.gen.sum()),
+        align_pad=int((bucket.aligned - bucket.prompt).sum()),
+        compile_cost=float(compile_cost),
+    )
+
+
+def _exact_candidates(
+    buckets: list[_Bucket],
+    cm: CostModel,
+    problems,
+    inverses,
+    specs,
+    max_shapes: int,
+    static_shapes: list[int] | None,
+    time_limit_s: float,
+):
+    """Solve the exact model; returns (status, bound, candidate per bucket or None)."""
+    from batchlab.exact import solve_exact
+
+    sol = solve_exact(specs, max_shapes, time_limit_s)
+    if not sol.buckets:
+        return sol.status, sol.bound, [None] * len(buckets)
+    cands = []
+    for bi, bucket in enumerate(buckets):
+        inv = inverses[bi]
+        by_type = {t: list(np.flatnonzero(inv == t)) for t in np.unique(inv).tolist()}
+        batch = np.empty(len(bucket.prompt), dtype=np.int64)
+        seq = np.empty(len(bucket.prompt), dtype=np.int64)
+        carriers = sol.carriers[bi]
+        label = 0
+        for s, g, nk, members in sol.buckets[bi]:
+            rows = []
+            carrier = carriers.get(s)
+            for t, cnt in members:
+                take = [by_type[t].pop() for _ in range(cnt)]
+                rows.extend((r, t) for r in take)
+            # S-tight members first, the spike's carrier before everything
+            rows.sort(
+                key=lambda rt: (
+                    not (carrier and carrier[0] == rt[1] and carrier[1:] == (s, g)),
+                    problems[bi].type_a[rt[1]] != s,
+                )
+            )
+            for pos, (r, _) in enumerate(rows):
+                batch[r] = label + pos % nk
+                seq[r] = static_shapes[bi] if static_shapes is not None else s
+            label += nk
+        cands.append(_scored(bucket, cm, batch, seq, {"method": "exact", "status": sol.status}))
+    return sol.status, sol.bound, cands
+
+
+def _static_shapes(buckets: list[_Bucket], cm: CostModel, max_shapes: int) -> list[int]:
+    """Under static-graph the declared shape changes only the compile cost, paid once per shape
+    per plan: one shape per bucket, its longest aligned prompt, is optimal, and when buckets must
+    share (fewer shapes than buckets) the least total compile cost is an exact DP over the
+    buckets' longest prompts."""
+    tops = [np.asarray([int(b.aligned.max())]) for b in buckets]
+    chosen = joint_optimal_shapes(
+        tops,
+        max_shapes,
+        cm.granularity,
+        cost=lambda seq, a: cm.compile_cost(seq) + 0.0 * a,
+    )
+    return [int(chosen[np.searchsorted(chosen, t[0])]) for t in tops]
+
+
+def _bucket_bound(bucket: _Bucket, cm: CostModel, shapes_all: np.ndarray | None, mu: float):
+    """The Lagrangian lower bound of one bucket (see :mod:`batchlab.exact`), or None when the
+    bucket is too large for it. Includes the compile cost no plan avoids. The multiplier is
+    searched (golden section, the bound is concave in it) around ``mu``, the heuristic's λ."""
+    from batchlab.exact import cap_problem, lagrangian_bound
+
+    problem, _ = cap_problem(cm, bucket.aligned, bucket.gen, bucket.prompt, shapes_all)
+    if len(problem.type_a) > _BOUND_LIMIT:
+        return None
+    compile_lb = float(cm.compile_cost(int(bucket.aligned.max())))
+    limit = bucket.limits.max_sequential_ms
+    if limit is None or mu <= 0:
+        return lagrangian_bound(problem, None, [0.0], compile_lb)[0] * (1 - 1e-9)
+    cache: dict[float, float] = {}
+
+    def value(m: float) -> float:
+        if m not in cache:
+            cache[m] = lagrangian_bound(problem, limit, [m], compile_lb)[0]
+        return cache[m]
+
+    lo, hi = 0.3 * mu, 1.3 * mu
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    for _ in range(5):
+        if value(a) >= value(b):
+            hi, b = b, a
+            a = hi - ratio * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + ratio * (hi - lo)
+    return max(max(cache.values()), value(0.0)) * (1 - 1e-9)
+
+
+def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[float], cap: int):
+    """Shape-cap-aware Lagrangian bounds under padded-graph (see
+    :func:`batchlab.exact.shape_cap_bound`): per bucket and for all buckets together; -inf where
+    the instance is too large for them."""
+    from batchlab.exact import cap_problem, shape_cap_bound
+
+    problems = [cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)[0] for b in prepared]
+    if sum(len(p.type_a) for p in problems) * len(distinct) > _CAP_BOUND_LIMIT:
+        return [-math.inf] * len(prepared), -math.inf
+    per, mus_best = [], []
+    for b, p, mu in zip(prepared, problems, mus, strict=True):
+        lim = b.limits.max_sequential_ms
+        compile_lb = float(cm.compile_cost(int(b.aligned.max())))
+        best, best_mu = -math.inf, 0.0
+        for m in sorted({0.0 if lim is None else f * mu for f in (0.85, 1.0)}):
+            v = shape_cap_bound([p], [m], [lim], cap, compile_lb, cm.granularity)
+            if v > best:
+                best, best_mu = v, m
+        per.append(best * (1 - 1e-9))
+        mus_best.append(best_mu)
+    if len(prepared) == 1:
+        return per, per[0]
+    compile_lb = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
+    joint = shape_cap_bound(
+        problems,
+        mus_best,
+        [b.limits.max_sequential_ms for b in prepared],
+        cap,
+        compile_lb,
+        cm.granularity,
+    )
+    return per, joint * (1 - 1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# the planner
+
+EXACT_MODES = ("auto", "always", "never")
+
+
+def _check_options(max_shapes, time_limit_s, exact) -> None:
+    if isinstance(max_shapes, bool) or int(max_shapes) != max_shapes or max_shapes < 1:
+        raise InputError(f"must be a positive whole number, got {max_shapes!r}", field="max_shapes")
+    if (
+        isinstance(time_limit_s, bool)
+        or not isinstance(time_limit_s, int | float | np.number)
+        or not math.isfinite(time_limit_s)
+        or time_limit_s <= 0
+    ):
+        raise InputError(
+            f"must be a positive number of seconds, got {time_limit_s!r}", field="time_limit_s"
+        )
+    if exact not in EXACT_MODES:
+        raise InputError(f"must be one of {', '.join(EXACT_MODES)}, got {exact!r}", field="exact")
+
+
+def _request_batches(c: _Candidate) -> np.ndarray:
+    """Batch label per request (request table order) of a candidate."""
+    out = np.empty(len(c.order), dtype=np.int64)
+    out[c.order] = c.batch
+    return out
+
+
+def _smallest_covering(shapes: np.ndarray, aligned: np.ndarray) -> np.ndarray:
+    return shapes[np.searchsorted(shapes, aligned, side="left")]
+
+
+def plan_requests(
+    buckets: pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame],
+    cost_model: str | CostModel = "static-graph",
+    max_shapes: int = 8,
+    limits: Limits | Mapping[str, Limits | Mapping] | None = None,
+    *,
+    heads_align: int = 32,
+    hidden_align: int = 4096,
+    window: int | None = None,
+    time_limit_s: float = 10.0,
+    exact: str = "auto",
+    progress: bool | None = None,
+) -> PlanResult:
+    """Plan one or several buckets of requests sharing one global cap of ``max_shapes`` shapes,
+    with a certified lower bound on the cost of every plan that meets the limits.
+
+    ``buckets``: a request table, a list of them, or a mapping name -> table. ``limits``: one
+    :class:`Limits` for all buckets, or a mapping bucket name -> Limits (or a dict of its keys).
+    ``max_shapes`` larger than the number of distinct aligned prompt lengths is clamped to it
+    (with a warning). ``exact``: ``"always"`` solves the exact model (HiGHS) within
+    ``time_limit_s`` seconds, ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
+    model is small enough to fit the budget. ``window``: the widest batch, in runs, of the
+    contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
+    shows when planning takes longer than a second; ``progress=None`` shows it only on a
+    terminal (so stored notebook outputs do not depend on timing), True always, False never.
+
+    Returns a :class:`PlanResult` (every bucket's plan, ``lower_bound`` and
+    ``optimality_gap``); raises :class:`~batchlab.errors.LimitError` when a limit cannot be met.
+    """
+    import time
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from batchlab.exact import cap_problem, model_size
+
+    cm = get_cost_model(cost_model)
+    _check_options(max_shapes, time_limit_s, exact)
+    named = _as_buckets(buckets)
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise InputError(f"bucket names must be unique, got {names}", field="buckets")
+    lims = _limits_for(limits, names)
+    prepared = []
+    for name, df in named:
+        req = validate_requests(df, source=df.attrs.get("source", name))
+        p = req["prompt_len"].to_numpy(np.int64)
+        g = req["gen_len"].to_numpy(np.int64)
+        lim = lims[name]
+        prepared.append(
+            _Bucket(
+                name,
+                req,
+                p,
+                g,
+                align(p, cm.granularity),
+                lim,
+                lower_bounds(req, cm, lim.max_batch_size),
+            )
+        )
+    distinct = np.unique(np.concatenate([b.aligned for b in prepared]))
+    cap = int(max_shapes)
+    if cap > len(distinct) and cap > 8:  # 8, the default, clamps silently
+        warnings.warn(
+            f"max_shapes = {cap:,} is more than the {len(distinct):,} distinct aligned prompt "
+            f"lengths of the input; using {len(distinct):,} (more shapes cannot help)",
+            stacklevel=2,
+        )
+    cap = min(cap, len(distinct))
+    deadline = time.perf_counter() + float(time_limit_s)
+    nb = len(prepared)
+    import sys
+
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    bar = tqdm(total=3 * nb, desc="plan", delay=1.0, disable=not progress, leave=False)
+    tried: list[list[_Candidate]] = [[] for _ in prepared]
+    mus = [0.0] * nb
+    exact_bound = -math.inf
+    exact_status = "not run"
+    large = []
+
+    def want_exact(size: int) -> bool:
+        return exact == "always" or (exact == "auto" and size <= _EXACT_AUTO_SIZE)
+
+    if not cm.padded:
+        declared = _static_shapes(prepared, cm, cap)
+        chosen: list[_Candidate] = []
+        bucket_exact = [-math.inf] * nb
+        for i, b in enumerate(prepared):
+            merged, mus[i], cands = _merge_plan(
+                b, cm, b.aligned, declared[i], {"method": "merge", "n_shapes_global": 1}
+            )
+            if merged is None:
+                large.append(i)
+            tried[i] += cands
+            tried[i] += _reference_candidates(b, cm, cap, declared[i])
+            bar.update()
+            problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
+            spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
+            if want_exact(model_size([spec])):
+                left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
+                status, bound, cands = _exact_candidates(
+                    [b], cm, [problem], [inverse], [spec], cap, [declared[i]], left
+                )
+                exact_status = status
+                bucket_exact[i] = bound
+                tried[i] += [c for c in cands if c is not None]
+                if status == "infeasible":
+                    tried[i] = tried[i] or []
+            bar.update()
+        if large:
+            best_large, more = _contiguous_search(prepared, cm, cap, window)
+            for i in large:
+                for c in more[i]:
+                    batch = _request_batches(c)
+                    seq = np.full(len(batch), declared[i], dtype=np.int64)
+                    tried[i].append(
+                        _scored(prepared[i], cm, batch, seq, {**c.settings, "method": "contiguous"})
+                    )
+        chosen = [min(t, key=_rank) for t in tried]
+        shapes_total = float(cm.compile_cost(np.asarray(declared)).sum())
+        own_total = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
+        per_exact = bucket_exact
+    else:
+        options: list[list[_Candidate]] = []
+        aligned_sets = [b.aligned for b in prepared]
+        mean_gen = float(np.mean(np.concatenate([b.gen for b in prepared])))
+
+        def alone(seq_align, aligned_len):
+            return (
+                cm.prefill_cost(seq_align) + cm.decode_cost(seq_align, mean_gen) + 0 * aligned_len
+            )
+
+        sets = []
+        for k in range(cap, max(0, cap - 3), -1):
+            shapes = np.asarray(
+                joint_optimal_shapes(aligned_sets, k, cm.granularity, cost=alone), dtype=np.int64
+            )
+            if not any(np.array_equal(shapes, s) for s in sets):
+                sets.append(shapes)
+        for shapes in sets:
+            option = []
+            for i, b in enumerate(prepared):
+                s_req = _smallest_covering(shapes, b.aligned)
+                merged, mu, cands = _merge_plan(
+                    b, cm, s_req, None, {"method": "merge", "n_shapes_global": len(shapes)}
+                )
+                if merged is None:
+                    large.append(i)
+                    option = None
+                    break
+                mus[i] = max(mus[i], mu)
+                tried[i] += cands
+                option.append(merged)
+            if option is None:
+                break
+            options.append(option)
+        bar.update(nb)
+        if nb == 1:
+            refs = _reference_candidates(prepared[0], cm, cap, None)
+            tried[0] += refs
+            options.append([min(refs, key=_rank)])
+        problems, inverses, specs = [], [], []
+        for b in prepared:
+            problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)
+            problems.append(problem)
+            inverses.append(inverse)
+            specs.append(_spec(b, problem, 0.0))
+        if not large and want_exact(model_size(specs)):
+            left = max(0.05, deadline - time.perf_counter())
+            exact_status, exact_bound, cands = _exact_candidates(
+                prepared, cm, problems, inverses, specs, cap, None, left
+            )
+            if all(c is not None for c in cands):
+                for i, c in enumerate(cands):
+                    tried[i].append(c)
+                options.append(cands)
+        bar.update(nb)
+        if large:
+            best_large, more = _contiguous_search(prepared, cm, cap, window)
+            for i in range(nb):
+                tried[i] += more[i]
+            options.append(best_large)
+        options.sort(
+            key=lambda o: (sum(not c.ok for c in o), sum(c.summary["total_cost"] for c in o))
+        )
+        chosen = options[0]
+        shapes_total = own_total = 0.0
+        per_exact = [exact_bound if nb == 1 else -math.inf] * nb
+    for i, (bucket, c) in enumerate(zip(prepared, chosen, strict=True)):
+        if not c.ok:
+            bar.close()
+            raise _infeasible(bucket, tried[i])
     plans = []
-    for b, c in zip(prepared, best, strict=True):
+    bounds_total = 0.0
+    cap_bounds = [-math.inf] * nb
+    joint_cap_bound = -math.inf
+    if cm.padded:
+        cap_bounds, joint_cap_bound = _padded_cap_bounds(prepared, cm, distinct, mus, cap)
+    for i, (b, c) in enumerate(zip(prepared, chosen, strict=True)):
+        mu = mus[i]
+        lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
+        bound = max(
+            b.bounds.min_cost,
+            lag if lag is not None else -math.inf,
+            per_exact[i],
+            cap_bounds[i],
+        )
+        bounds_total += bound
         plan, ev = c.materialize(b, cm, heads_align, hidden_align)
-        plans.append(BucketPlan(b.name, plan, ev, b.bounds, b.limits, c.settings))
+        settings = {
+            **c.settings,
+            "bound_method": "exact"
+            if per_exact[i] >= bound
+            else ("lagrangian" if lag is not None and lag >= b.bounds.min_cost else "simple"),
+            "exact_status": exact_status,
+        }
+        plans.append(
+            BucketPlan(b.name, plan, ev, b.bounds, b.limits, settings, lower_bound=float(bound))
+        )
+        bar.update()
+    bar.close()
+    total_bound = max(bounds_total + shapes_total - own_total, exact_bound, joint_cap_bound)
+    used = sorted(set().union(*(c.shapes_used() for c in chosen)))
+    methods = {c.settings.get("method", "contiguous") for c in chosen}
     return PlanResult(
         buckets=tuple(plans),
         shapes=tuple(used),
-        max_shapes=int(max_shapes),
+        max_shapes=cap,
+        lower_bound=float(total_bound),
+        method="+".join(sorted(methods)),
     )

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab import measure, roofline
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError, LimitError
 
 __all__ = [
@@ -147,19 +148,9 @@ def max_batch_for_memory(
         dev = roofline.get_gpu(device)
     except ValueError as exc:
         raise InputError(str(exc), field="device") from exc
-    if (
-        isinstance(context_len, bool)
-        or not isinstance(context_len, int | np.integer)
-        or context_len < 1
-    ):
-        raise InputError(
-            f"must be a positive whole number of tokens, got {context_len!r}", field="context_len"
-        )
-    if not (isinstance(memory_fraction, int | float) and 0 < memory_fraction <= 1):
-        raise InputError(f"must be in (0, 1], got {memory_fraction!r}", field="memory_fraction")
-    return int(
-        roofline.max_batch_size(spec, dev, int(context_len), memory_fraction=float(memory_fraction))
-    )
+    context_len = check_scalar(context_len, "context_len", int, min_val=1, unit="tokens")
+    memory_fraction = roofline.check_memory_fraction(memory_fraction)
+    return int(roofline.max_batch_size(spec, dev, context_len, memory_fraction=memory_fraction))
 
 
 @dataclass(frozen=True)
@@ -211,12 +202,6 @@ class Recommendation:
         )
 
 
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InputError(f"must be a positive whole number of tokens, got {value!r}", field=name)
-    return int(value)
-
-
 def _table_len(table: pd.DataFrame, name: str) -> int | None:
     if name not in table.columns:
         return None
@@ -261,14 +246,16 @@ def recommend(
     Raises :class:`LimitError` when not one sequence fits in memory.
     """
     case = get_use_case(use_case)
-    if not (isinstance(memory_fraction, int | float) and 0 < memory_fraction <= 1):
-        raise InputError(f"must be in (0, 1], got {memory_fraction!r}", field="memory_fraction")
-    if latency_limit_ms is not None and not (
-        isinstance(latency_limit_ms, int | float | np.number) and latency_limit_ms > 0
-    ):
-        raise InputError(
-            f"must be a positive number of ms, got {latency_limit_ms!r}", field="latency_limit_ms"
-        )
+    memory_fraction = roofline.check_memory_fraction(memory_fraction)
+    latency_limit_ms = check_scalar(
+        latency_limit_ms,
+        "latency_limit_ms",
+        float,
+        min_val=0,
+        include_boundaries="neither",
+        allow_none=True,
+        unit="ms",
+    )
     if (model is None) != (device is None):
         raise InputError(
             "pass both model and device (or neither)", field="model" if model is None else "device"
@@ -290,8 +277,8 @@ def recommend(
     else:
         source = "roofline"
 
-    p = _as_int(prompt_len, "prompt_len") if prompt_len is not None else None
-    g = _as_int(gen_len, "gen_len") if gen_len is not None else None
+    p = check_scalar(prompt_len, "prompt_len", int, min_val=1, allow_none=True, unit="tokens")
+    g = check_scalar(gen_len, "gen_len", int, min_val=1, allow_none=True, unit="tokens")
     if table is not None:
         p = p or _table_len(table, "prompt_len")
         g = g or _table_len(table, "gen_len")
@@ -323,7 +310,7 @@ def recommend(
         assert memory_limit is not None
         table = measure.roofline_table(model, device, _powers_of_two_upto(memory_limit), p, g)
 
-    ok = measure._valid_rows(
+    ok = measure.valid_rows(
         table,
         [
             "output_tokens_per_s",

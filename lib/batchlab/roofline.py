@@ -10,8 +10,8 @@ The model is a Llama-style decoder (gated MLP, grouped-query attention). Definit
   ``H·n_kv_heads·head_dim``; gated MLP ``3·H·I``; two RMSNorm vectors ``2·H``) + final norm ``H`` +
   ``lm_head`` ``V·H`` unless tied to the embeddings.
 * FLOPs of a forward pass: ``2`` per matrix parameter per token (the matmul weights of all layers),
-  ``2·V·H`` for the logits of each *emitted* position (the last position of a prefill, every
-  sequence of a decode step), and attention ``4 · n_layers · n_heads · head_dim`` per causal
+  ``2·V·H`` for the logits of each *emitted* position (the last position of each sequence whose
+  prefill ends in the step, every sequence of a decode step), and attention ``4 · n_layers · n_heads · head_dim`` per causal
   (query, key) pair (``QKᵀ`` and ``PV``). A prefill of ``n`` tokens after ``c`` cached tokens has
   ``n·c + n(n+1)/2`` pairs; a decode step at context length ``L`` (the new token included) has
   ``L`` pairs.
@@ -19,15 +19,14 @@ The model is a Llama-style decoder (gated MLP, grouped-query attention). Definit
   ``kv_bytes_per_token · (c + n)`` for a prefill, ``kv_bytes_per_token · ΣL`` for a decode step.
   Activations are not counted (they are small beside weights in decode, and prefill is
   compute-bound).
-* Step time = ``max(FLOPs / peak_flops, bytes / memory_bandwidth)`` + ``step_overhead_ms``.
-  Peak figures are data-sheet maxima, so predicted times are lower bounds.
+* Step time = ``max(FLOPs / peak_flops, bytes / memory_bandwidth)`` + ``step_overhead_ms``
+  (:class:`RooflineStepTime`, a :class:`batchlab.steptime.StepTimeModel`). Peak figures are
+  data-sheet maxima, so predicted times are lower bounds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +36,16 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError
+from batchlab.steptime import (
+    LinearStepTime,
+    StepBatch,
+    StepTime,
+    StepTimeModel,
+    TableStepTime,
+)
+from batchlab.steptime import context_lens as context_lens_array
 
 __all__ = [
     "GPUS",
@@ -46,8 +54,11 @@ __all__ = [
     "LinearStepTime",
     "ModelSpec",
     "RooflineStepTime",
+    "StepBatch",
+    "StepTime",
     "StepTimeModel",
     "TableStepTime",
+    "check_memory_fraction",
     "decode_step_bytes",
     "decode_step_flops",
     "get_gpu",
@@ -63,10 +74,6 @@ __all__ = [
 ]
 
 GiB = 2**30
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -97,13 +104,12 @@ class ModelSpec:
             "intermediate_size",
             "vocab_size",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-                raise InputError(f"must be a positive integer, got {value!r}", field=name)
+            object.__setattr__(self, name, check_scalar(getattr(self, name), name, int, min_val=1))
         for name in ("bytes_per_weight", "bytes_per_kv"):
-            value = getattr(self, name)
-            if not (_is_real(value) and math.isfinite(value) and value > 0):
-                raise InputError(f"must be a positive number of bytes, got {value!r}", field=name)
+            value = check_scalar(
+                getattr(self, name), name, float, min_val=0, include_boundaries="neither"
+            )
+            object.__setattr__(self, name, value)
         if self.hidden_size % self.n_heads:
             raise InputError(
                 f"hidden_size {self.hidden_size} is not a multiple of n_heads {self.n_heads}",
@@ -144,17 +150,20 @@ class ModelSpec:
         """Bytes of KV cache per token: 2 · n_layers · n_kv_heads · head_dim · bytes_per_kv."""
         return 2.0 * self.n_layers * self.n_kv_heads * self.head_dim * float(self.bytes_per_kv)
 
-    # FLOP coefficients used by the formulas (see the module docstring).
+    # FLOP coefficients of the formulas (see the module docstring).
     @property
-    def _flops_per_token(self) -> float:
+    def flops_per_token(self) -> float:
+        """FLOPs of the matrix weights for one token, all layers: 2 · n_layers · matmul params."""
         return 2.0 * self.n_layers * self.matmul_params_per_layer
 
     @property
-    def _flops_per_logit_row(self) -> float:
+    def flops_per_logit_row(self) -> float:
+        """FLOPs of the LM head for one emitted position: 2 · vocab_size · hidden_size."""
         return 2.0 * self.vocab_size * self.hidden_size
 
     @property
-    def _flops_per_pair(self) -> float:
+    def flops_per_pair(self) -> float:
+        """Attention FLOPs per causal (query, key) pair: 4 · n_layers · n_heads · head_dim."""
         return 4.0 * self.n_layers * self.n_heads * self.head_dim
 
 
@@ -171,20 +180,16 @@ class DeviceSpec:
 
     def __post_init__(self) -> None:
         for name in ("peak_flops", "memory_bandwidth", "memory_bytes"):
-            value = getattr(self, name)
-            if not (_is_real(value) and math.isfinite(value) and value > 0):
-                raise InputError(f"must be a positive number, got {value!r}", field=name)
-        value = self.step_overhead_ms
-        if not (_is_real(value) and math.isfinite(value) and value >= 0):
-            raise InputError(
-                f"must be a number of ms >= 0, got {value!r}", field="step_overhead_ms"
+            value = check_scalar(
+                getattr(self, name), name, float, min_val=0, include_boundaries="neither"
             )
+            object.__setattr__(self, name, value)
+        overhead = check_scalar(self.step_overhead_ms, "step_overhead_ms", float, min_val=0)
+        object.__setattr__(self, "step_overhead_ms", overhead)
 
     def scaled(self, n: int) -> DeviceSpec:
         """``n`` devices as one (ideal tensor parallelism): n× FLOP/s, bandwidth and memory."""
-        if isinstance(n, bool) or int(n) != n or n < 1:
-            raise InputError(f"must be a positive integer, got {n!r}", field="n_devices")
-        n = int(n)
+        n = check_scalar(n, "n_devices", int, min_val=1)
         if n == 1:
             return self
         return dataclasses.replace(
@@ -275,10 +280,11 @@ def kv_cache_bytes_per_token(model: str | ModelSpec) -> float:
     return get_model(model).kv_bytes_per_token
 
 
-def _check_fraction(memory_fraction: float) -> float:
-    if not (_is_real(memory_fraction) and 0 < memory_fraction <= 1):
-        raise InputError(f"must be in (0, 1], got {memory_fraction!r}", field="memory_fraction")
-    return float(memory_fraction)
+def check_memory_fraction(memory_fraction: float) -> float:
+    """The share of device memory usable, a number in (0, 1]."""
+    return check_scalar(
+        memory_fraction, "memory_fraction", float, min_val=0, max_val=1, include_boundaries="right"
+    )
 
 
 def max_kv_tokens(
@@ -290,7 +296,7 @@ def max_kv_tokens(
     weights alone do not fit.
     """
     spec, dev = get_model(model), get_gpu(device)
-    free = _check_fraction(memory_fraction) * dev.memory_bytes - spec.weight_bytes
+    free = check_memory_fraction(memory_fraction) * dev.memory_bytes - spec.weight_bytes
     if free <= 0:
         return 0
     return int(free // spec.kv_bytes_per_token)
@@ -303,24 +309,12 @@ def max_batch_size(
     memory_fraction: float = 0.9,
 ) -> int:
     """Largest number of sequences of ``context_len`` tokens whose KV cache fits beside the weights."""
-    if isinstance(context_len, bool) or int(context_len) != context_len or context_len <= 0:
-        raise InputError(
-            f"must be a positive number of tokens, got {context_len!r}", field="context_len"
-        )
-    return max_kv_tokens(model, device, memory_fraction) // int(context_len)
+    tokens = check_scalar(context_len, "context_len", int, min_val=1, unit="tokens")
+    return max_kv_tokens(model, device, memory_fraction) // tokens
 
 
-def _check_tokens(value: Any, field: str) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 0:
-        raise InputError(f"must be a whole number of tokens >= 0, got {value!r}", field=field)
-    return int(value)
-
-
-def _context_array(context_lens: ArrayLike) -> np.ndarray:
-    arr = np.asarray(context_lens, dtype=np.float64).reshape(-1)
-    if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 1):
-        raise InputError("context lengths must be finite and >= 1 token", field="context_lens")
-    return arr
+def _tokens(value: Any, name: str) -> int:
+    return check_scalar(value, name, int, min_val=0, unit="tokens")
 
 
 def prefill_flops(model: str | ModelSpec, n_tokens: int, context: int = 0) -> float:
@@ -330,19 +324,19 @@ def prefill_flops(model: str | ModelSpec, n_tokens: int, context: int = 0) -> fl
     (n·context + n(n+1)/2)`` (causal attention). 0 for ``n_tokens == 0``.
     """
     spec = get_model(model)
-    n = _check_tokens(n_tokens, "n_tokens")
-    c = _check_tokens(context, "context")
+    n = _tokens(n_tokens, "n_tokens")
+    c = _tokens(context, "context")
     if n == 0:
         return 0.0
     pairs = n * c + n * (n + 1) / 2.0
-    return spec._flops_per_token * n + spec._flops_per_logit_row + spec._flops_per_pair * pairs
+    return spec.flops_per_token * n + spec.flops_per_logit_row + spec.flops_per_pair * pairs
 
 
 def prefill_bytes(model: str | ModelSpec, n_tokens: int, context: int = 0) -> float:
     """Bytes moved by that prefill: the weights once + KV read of ``context`` and write of ``n``."""
     spec = get_model(model)
-    n = _check_tokens(n_tokens, "n_tokens")
-    c = _check_tokens(context, "context")
+    n = _tokens(n_tokens, "n_tokens")
+    c = _tokens(context, "context")
     if n == 0:
         return 0.0
     return spec.weight_bytes + spec.kv_bytes_per_token * (c + n)
@@ -351,9 +345,9 @@ def prefill_bytes(model: str | ModelSpec, n_tokens: int, context: int = 0) -> fl
 def decode_step_flops(model: str | ModelSpec, context_lens: ArrayLike) -> float:
     """FLOPs of one decode step over a batch; ``context_lens[i]`` counts the new token too."""
     spec = get_model(model)
-    ctx = _context_array(context_lens)
+    ctx = context_lens_array(context_lens)
     n = ctx.size
-    return (spec._flops_per_token + spec._flops_per_logit_row) * n + spec._flops_per_pair * float(
+    return (spec.flops_per_token + spec.flops_per_logit_row) * n + spec.flops_per_pair * float(
         ctx.sum()
     )
 
@@ -364,7 +358,7 @@ def decode_step_bytes(model: str | ModelSpec, context_lens: ArrayLike) -> float:
     0 for an empty batch (no step runs).
     """
     spec = get_model(model)
-    ctx = _context_array(context_lens)
+    ctx = context_lens_array(context_lens)
     if ctx.size == 0:
         return 0.0
     return spec.weight_bytes + spec.kv_bytes_per_token * float(ctx.sum())
@@ -384,65 +378,24 @@ def step_time_ms(
     ``max(FLOPs / peak_flops, bytes / memory_bandwidth) · 1e3 + step_overhead_ms``; the weights
     are read once for the whole step. 0.0 for an empty step.
     """
-    spec, dev = get_model(model), get_gpu(device)
-    p = _check_tokens(prefill_tokens, "prefill_tokens")
-    c = _check_tokens(prefill_context, "prefill_context")
-    ctx = _context_array(context_lens)
-    if p == 0 and ctx.size == 0:
-        return 0.0
-    pairs = p * c + p * (p + 1) / 2.0
-    return RooflineStepTime(spec, dev).step_ms(
-        p, ctx, prefill_pairs=pairs if p else None, prefill_cached=c if p else 0
+    batch = StepBatch.of(
+        _tokens(prefill_tokens, "prefill_tokens"),
+        context_lens,
+        prefill_cached=_tokens(prefill_context, "prefill_context") if prefill_tokens else 0,
     )
-
-
-class StepTimeModel:
-    """How long one engine step takes (ms). The simulator's only view of the hardware.
-
-    A step runs ``prefill_tokens`` prompt tokens (possibly several sequences' chunks) and one
-    decode token for each sequence in ``decode_context_lens`` (context length including the new
-    token). ``prefill_pairs`` is the number of causal (query, key) attention pairs of the prefill
-    part (default: one sequence from position 0, ``n(n+1)/2``) and ``prefill_cached`` the cached
-    tokens those chunks attend to (read from the KV cache). Subclasses implement :meth:`step_ms`;
-    :meth:`decode_run_ms` (consecutive decode steps) has a generic loop here, vectorized in the
-    subclasses.
-    """
-
-    def step_ms(
-        self,
-        prefill_tokens: int,
-        decode_context_lens: np.ndarray,
-        *,
-        prefill_pairs: float | None = None,
-        prefill_cached: int = 0,
-    ) -> float:
-        """Duration of one step in ms (0.0 for an empty step)."""
-        raise NotImplementedError
-
-    def decode_run_ms(self, decode_context_lens: ArrayLike, n_steps: int) -> np.ndarray:
-        """Durations (ms) of ``n_steps`` consecutive decode-only steps of the same sequences;
-        at step ``j`` (0-based) every context length is ``decode_context_lens + j``."""
-        ctx = np.asarray(decode_context_lens, dtype=np.float64).reshape(-1)
-        return np.array([self.step_ms(0, ctx + j) for j in range(int(n_steps))], dtype=np.float64)
-
-    def _decode_run(self, n_seqs: int, sum_ctx: float, n_steps: int) -> np.ndarray:
-        """Fast path used by the simulator when ``sums_only``: durations of ``n_steps`` decode
-        steps of ``n_seqs`` sequences whose context lengths sum to ``sum_ctx`` at the first."""
-        raise NotImplementedError
-
-    def _step(self, p: int, n: int, s: float, pairs: float, cached: int) -> float:
-        """Fast path used by the simulator when ``sums_only``: one step of ``p`` prefill tokens
-        (``pairs`` attention pairs, ``cached`` tokens read) and ``n`` decodes with ΣL = ``s``."""
-        raise NotImplementedError
-
-    #: True when the time of a decode step depends only on the number of sequences and ΣL.
-    sums_only: bool = False
+    return RooflineStepTime(model, device).duration_ms(batch)
 
 
 class RooflineStepTime(StepTimeModel):
-    """Step times from the roofline formulas of a model on a device (see the module docstring)."""
+    """Step times from the roofline formulas of a model on a device (see the module docstring).
 
-    sums_only = True
+    One roofline over the whole step: its work takes ``max(FLOPs / peak_flops, bytes /
+    memory_bandwidth)``, reported as ``compute_ms`` when arithmetic is the bound and as
+    ``memory_ms`` when memory traffic is, plus the device's ``step_overhead_ms``. FLOPs: 2 per
+    matrix weight per prompt or decode token, the LM head for every emitted row (each sequence
+    whose prefill ends in the step and each decoding sequence), attention per (query, key)
+    pair; bytes: the weights once, the KV cache read and written.
+    """
 
     def __init__(self, model: str | ModelSpec, device: str | DeviceSpec) -> None:
         self.model = get_model(model)
@@ -450,9 +403,9 @@ class RooflineStepTime(StepTimeModel):
         m, d = self.model, self.device
         self._inv_flops = 1e3 / d.peak_flops  # ms per FLOP
         self._inv_bw = 1e3 / d.memory_bandwidth  # ms per byte
-        self._tok = m._flops_per_token
-        self._logit = m._flops_per_logit_row
-        self._pair = m._flops_per_pair
+        self._tok = m.flops_per_token
+        self._logit = m.flops_per_logit_row
+        self._pair = m.flops_per_pair
         self._w = m.weight_bytes
         self._kv = m.kv_bytes_per_token
         self._oh = d.step_overhead_ms
@@ -460,229 +413,59 @@ class RooflineStepTime(StepTimeModel):
     def __repr__(self) -> str:
         return f"RooflineStepTime({self.model.name!r}, {self.device.name!r})"
 
-    def step_ms(
-        self,
-        prefill_tokens: int,
-        decode_context_lens: np.ndarray,
-        *,
-        prefill_pairs: float | None = None,
-        prefill_cached: int = 0,
-    ) -> float:
-        """Roofline duration of one step in ms (0.0 for an empty step)."""
-        p = int(prefill_tokens)
-        n = len(decode_context_lens)
-        s = float(np.sum(decode_context_lens)) if n else 0.0
-        pairs = p * (p + 1) / 2.0 if prefill_pairs is None else float(prefill_pairs)
-        return self._step(p, n, s, pairs, int(prefill_cached))
+    def flops(self, batch: StepBatch) -> float:
+        """FLOPs of the step."""
+        p = batch.prefill_tokens
+        return (
+            self._tok * (p + batch.decode_seqs)
+            + self._logit * (batch.prefill_seqs + batch.decode_seqs)
+            + self._pair * (batch.prefill_pairs + batch.decode_context)
+        )
 
-    def _step(self, p: int, n: int, s: float, pairs: float, cached: int) -> float:
+    def bytes_moved(self, batch: StepBatch) -> float:
+        """Bytes the step moves: the weights once, the KV cache read and written (0 when
+        empty)."""
+        if batch.empty:
+            return 0.0
+        kv_tokens = batch.decode_context
+        if batch.prefill_tokens:
+            kv_tokens += batch.prefill_cached + batch.prefill_tokens
+        return self._w + self._kv * kv_tokens
+
+    def step(self, batch: StepBatch) -> StepTime:
+        """The roofline time, attributed to its bound, plus the per-step overhead."""
+        if batch.empty:
+            return StepTime()
+        compute = self.flops(batch) * self._inv_flops
+        memory = self.bytes_moved(batch) * self._inv_bw
+        if compute >= memory:
+            return StepTime(compute_ms=compute, overhead_ms=self._oh)
+        return StepTime(memory_ms=memory, overhead_ms=self._oh)
+
+    def duration_ms(self, batch: StepBatch) -> float:
+        """Roofline duration of one step in ms (0.0 for an empty step)."""
+        p, n = batch.prefill_tokens, batch.decode_seqs
         if p == 0 and n == 0:
             return 0.0
+        s = batch.decode_context
         flops = (self._tok + self._logit) * n + self._pair * s
         moved = self._w + self._kv * s
         if p:
-            flops += self._tok * p + self._logit + self._pair * pairs
-            moved += self._kv * (cached + p)
+            flops += (
+                self._tok * p + self._logit * batch.prefill_seqs + self._pair * batch.prefill_pairs
+            )
+            moved += self._kv * (batch.prefill_cached + p)
         return max(flops * self._inv_flops, moved * self._inv_bw) + self._oh
 
-    def _decode_run(self, n_seqs: int, sum_ctx: float, n_steps: int) -> np.ndarray:
-        s = sum_ctx + n_seqs * np.arange(n_steps, dtype=np.float64)
-        compute = ((self._tok + self._logit) * n_seqs + self._pair * s) * self._inv_flops
+    def decode_steps_ms(self, batch: StepBatch, n_steps: int) -> np.ndarray:
+        """Durations (ms) of consecutive decode steps, vectorized over the steps."""
+        n = batch.decode_seqs
+        if n == 0:
+            return np.zeros(int(n_steps))
+        s = batch.decode_context + n * np.arange(int(n_steps), dtype=np.float64)
+        compute = ((self._tok + self._logit) * n + self._pair * s) * self._inv_flops
         memory = (self._w + self._kv * s) * self._inv_bw
         return np.maximum(compute, memory) + self._oh
-
-    def decode_run_ms(self, decode_context_lens: ArrayLike, n_steps: int) -> np.ndarray:
-        """Durations (ms) of ``n_steps`` consecutive decode steps, vectorized over the steps."""
-        ctx = _context_array(decode_context_lens)
-        if ctx.size == 0:
-            return np.zeros(int(n_steps))
-        return self._decode_run(ctx.size, float(ctx.sum()), int(n_steps))
-
-
-class LinearStepTime(StepTimeModel):
-    """A simple linear step-time model, for hand-worked examples and tests.
-
-    ``step_ms = per_step_ms + per_token_ms · prefill_tokens + per_seq_ms · decode_seqs +
-    per_context_ms · Σ decode context lengths`` (all in ms), and 0.0 for an empty step.
-    """
-
-    sums_only = True
-
-    def __init__(
-        self,
-        per_step_ms: float,
-        per_token_ms: float = 0.0,
-        per_seq_ms: float = 0.0,
-        per_context_ms: float = 0.0,
-    ) -> None:
-        for name, value in (
-            ("per_step_ms", per_step_ms),
-            ("per_token_ms", per_token_ms),
-            ("per_seq_ms", per_seq_ms),
-            ("per_context_ms", per_context_ms),
-        ):
-            if not (_is_real(value) and math.isfinite(value) and value >= 0):
-                raise InputError(f"must be a number of ms >= 0, got {value!r}", field=name)
-        self.per_step_ms = float(per_step_ms)
-        self.per_token_ms = float(per_token_ms)
-        self.per_seq_ms = float(per_seq_ms)
-        self.per_context_ms = float(per_context_ms)
-
-    def __repr__(self) -> str:
-        return (
-            f"LinearStepTime(per_step_ms={self.per_step_ms}, per_token_ms={self.per_token_ms}, "
-            f"per_seq_ms={self.per_seq_ms}, per_context_ms={self.per_context_ms})"
-        )
-
-    def step_ms(
-        self,
-        prefill_tokens: int,
-        decode_context_lens: np.ndarray,
-        *,
-        prefill_pairs: float | None = None,
-        prefill_cached: int = 0,
-    ) -> float:
-        """Linear duration of one step in ms (0.0 for an empty step)."""
-        n = len(decode_context_lens)
-        s = float(np.sum(decode_context_lens)) if n else 0.0
-        return self._step(int(prefill_tokens), n, s, 0.0, 0)
-
-    def _step(self, p: int, n: int, s: float, pairs: float, cached: int) -> float:
-        if p == 0 and n == 0:
-            return 0.0
-        return (
-            self.per_step_ms + self.per_token_ms * p + self.per_seq_ms * n + self.per_context_ms * s
-        )
-
-    def _decode_run(self, n_seqs: int, sum_ctx: float, n_steps: int) -> np.ndarray:
-        if n_seqs == 0:
-            return np.zeros(n_steps)
-        s = sum_ctx + n_seqs * np.arange(n_steps, dtype=np.float64)
-        return self.per_step_ms + self.per_seq_ms * n_seqs + self.per_context_ms * s
-
-    def decode_run_ms(self, decode_context_lens: ArrayLike, n_steps: int) -> np.ndarray:
-        """Durations (ms) of ``n_steps`` consecutive decode steps, vectorized over the steps."""
-        ctx = np.asarray(decode_context_lens, dtype=np.float64).reshape(-1)
-        return self._decode_run(ctx.size, float(ctx.sum()), int(n_steps))
-
-
-class TableStepTime(StepTimeModel):
-    """Step times from a measured table (the batch-size measurement chapter's CSV).
-
-    Columns used: ``batch_size``, ``decode_ms_per_step`` and ``prefill_ms_per_token``; optional
-    ``prompt_len`` (the measured prompt length) and ``oom`` (rows marked are dropped, as are rows
-    with NaN figures). Both figures are interpolated linearly in the batch size and extrapolated
-    beyond the measured range with the slope of the nearest segment (never below 0). A step
-    costs ``decode_ms_per_step(n_decode) + prefill_tokens · prefill_ms_per_token(b)``, where
-    ``b = prefill_tokens / prompt_len`` (the prefill's size in measured prompts, clamped to the
-    measured batch sizes; the smallest measured batch size when the table has no prompt length).
-    The table is measured at one context length: context growth is not modelled.
-    """
-
-    def __init__(self, table: pd.DataFrame, *, prompt_len: int | None = None) -> None:
-        if not isinstance(table, pd.DataFrame):
-            raise InputError(f"expected a DataFrame, got {type(table).__name__}", field="step_time")
-        for column in ("batch_size", "decode_ms_per_step", "prefill_ms_per_token"):
-            if column not in table.columns:
-                raise InputError("missing column in the step-time table", field=column)
-        df = table
-        if "oom" in df.columns:
-            df = df[~df["oom"].fillna(False).astype(bool)]
-        b = pd.to_numeric(df["batch_size"], errors="coerce").to_numpy(dtype=float)
-        dec = pd.to_numeric(df["decode_ms_per_step"], errors="coerce").to_numpy(dtype=float)
-        pre = pd.to_numeric(df["prefill_ms_per_token"], errors="coerce").to_numpy(dtype=float)
-        ok = (
-            np.isfinite(b) & np.isfinite(dec) & np.isfinite(pre) & (b > 0) & (dec >= 0) & (pre >= 0)
-        )
-        if not ok.any():
-            raise InputError(
-                "no usable row (batch_size > 0 with finite decode_ms_per_step and "
-                "prefill_ms_per_token)",
-                field="batch_size",
-            )
-        order = np.argsort(b[ok], kind="stable")
-        b, dec, pre = b[ok][order], dec[ok][order], pre[ok][order]
-        uniq, first = np.unique(b, return_index=True)
-        # Several rows at one batch size: their mean.
-        counts = np.diff(np.append(first, b.size))
-        self.batch_sizes = uniq
-        self.decode_ms = np.add.reduceat(dec, first) / counts
-        self.prefill_ms_per_token = np.add.reduceat(pre, first) / counts
-        if prompt_len is None and "prompt_len" in df.columns:
-            pl = pd.to_numeric(df["prompt_len"], errors="coerce").to_numpy(dtype=float)[ok]
-            pl = pl[np.isfinite(pl) & (pl > 0)]
-            prompt_len = float(np.median(pl)) if pl.size else None
-        if prompt_len is not None and not (prompt_len > 0):
-            raise InputError(f"must be positive, got {prompt_len!r}", field="prompt_len")
-        self.prompt_len = None if prompt_len is None else float(prompt_len)
-        self._cache: dict[float, float] = {}
-
-    def __repr__(self) -> str:
-        sizes = ", ".join(f"{x:g}" for x in self.batch_sizes)
-        return f"TableStepTime(batch_sizes=[{sizes}], prompt_len={self.prompt_len})"
-
-    def _interp(self, x: np.ndarray | float, y: np.ndarray) -> np.ndarray:
-        xs = self.batch_sizes
-        x = np.asarray(x, dtype=np.float64)
-        if xs.size == 1:
-            return np.broadcast_to(y[0], x.shape).astype(np.float64)
-        out = np.interp(x, xs, y)
-        lo = x < xs[0]
-        hi = x > xs[-1]
-        if lo.any():
-            slope = (y[1] - y[0]) / (xs[1] - xs[0])
-            out = np.where(lo, y[0] + slope * (x - xs[0]), out)
-        if hi.any():
-            slope = (y[-1] - y[-2]) / (xs[-1] - xs[-2])
-            out = np.where(hi, y[-1] + slope * (x - xs[-1]), out)
-        return np.maximum(out, 0.0)
-
-    def decode_ms_at(self, batch_size: float) -> float:
-        """Interpolated decode step time (ms) at a batch size."""
-        hit = self._cache.get(batch_size)
-        if hit is None:
-            hit = float(self._interp(float(batch_size), self.decode_ms))
-            if len(self._cache) < 1 << 16:
-                self._cache[batch_size] = hit
-        return hit
-
-    def _prefill_ms(self, p: int) -> float:
-        if self.prompt_len is None:
-            b = self.batch_sizes[0]
-        else:
-            b = min(max(p / self.prompt_len, self.batch_sizes[0]), self.batch_sizes[-1])
-        return p * float(self._interp(b, self.prefill_ms_per_token))
-
-    def step_ms(
-        self,
-        prefill_tokens: int,
-        decode_context_lens: np.ndarray,
-        *,
-        prefill_pairs: float | None = None,
-        prefill_cached: int = 0,
-    ) -> float:
-        """Interpolated duration of one step in ms (0.0 for an empty step)."""
-        return self._step(int(prefill_tokens), len(decode_context_lens), 0.0, 0.0, 0)
-
-    sums_only = True
-
-    def _step(self, p: int, n: int, s: float, pairs: float, cached: int) -> float:
-        total = 0.0
-        if n:
-            total += self.decode_ms_at(n)
-        if p:
-            total += self._prefill_ms(p)
-        return total
-
-    def _decode_run(self, n_seqs: int, sum_ctx: float, n_steps: int) -> np.ndarray:
-        if n_seqs == 0:
-            return np.zeros(n_steps)
-        return np.full(n_steps, self.decode_ms_at(n_seqs))
-
-    def decode_run_ms(self, decode_context_lens: ArrayLike, n_steps: int) -> np.ndarray:
-        """Durations (ms) of ``n_steps`` consecutive decode steps (constant: no context term)."""
-        n = np.asarray(decode_context_lens).reshape(-1).size
-        return self._decode_run(n, 0.0, int(n_steps))
 
 
 def model_table(models: Mapping[str, ModelSpec] | None = None) -> pd.DataFrame:

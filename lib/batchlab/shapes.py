@@ -8,18 +8,18 @@ Vocabulary (all lengths in tokens):
   ``>= align(len)``; the padding it pays is ``shape - len``.
 * ``optimal_shapes`` finds the exact set of at most ``k`` shapes minimizing the total padding (or a
   custom per-request cost) by dynamic programming over the distinct aligned lengths.
-* ``optimal_contiguous_split`` cuts a sorted group of requests into contiguous batches with the
-  least total batch cost (exact dynamic programming, vectorized per batch end).
+* ``padding_vs_k_table`` compares the grid families with the optimum for each number of shapes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 
 DEFAULT_GRANULARITY = 64
@@ -27,13 +27,10 @@ DEFAULT_GRANULARITY = 64
 GRID_FAMILIES = ("power_of_two", "linear", "geometric", "quantile", "optimal")
 
 ShapeCost = Callable[[np.ndarray, np.ndarray], np.ndarray]
-SegmentCost = Callable[[np.ndarray, int], np.ndarray]
 
 __all__ = [
     "DEFAULT_GRANULARITY",
     "GRID_FAMILIES",
-    "ContiguousSplit",
-    "Shape",
     "align",
     "assign_shapes",
     "gen_buckets",
@@ -42,24 +39,19 @@ __all__ = [
     "linear_grid",
     "min_batches",
     "min_padding_tokens",
-    "optimal_contiguous_split",
     "optimal_shapes",
     "padding_budget",
     "padding_tokens",
+    "padding_vs_k_table",
     "per_bucket_optimal_shapes",
     "power_of_two_grid",
     "quantile_grid",
-    "segment_max",
-    "segment_sum",
     "shape_grid",
-    "solve_contiguous_split",
 ]
 
 
 def _check_granularity(granularity: int) -> int:
-    if isinstance(granularity, bool) or int(granularity) != granularity or granularity <= 0:
-        raise ValueError(f"granularity must be a positive integer (tokens), got {granularity!r}")
-    return int(granularity)
+    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
 
 
 def align(x: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
@@ -69,28 +61,12 @@ def align(x: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
     return -(-arr // g) * g
 
 
-@dataclass(frozen=True)
-class Shape:
-    """A compiled padded shape: sequence length (tokens), attention heads and hidden size."""
-
-    seq_align: int
-    heads_align: int = 32
-    hidden_align: int = 4096
-
-
 # --------------------------------------------------------------------------------------------
 # validation helpers
 
 
 def _check_int(value: object, name: str, *, minimum: int = 1) -> int:
-    """An integer parameter ``>= minimum`` (bools and non-integral floats are refused)."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or int(value) < minimum:  # type: ignore[call-overload]
-        raise InputError(f"must be an integer >= {minimum}, got {value!r}", field=name)
-    return int(value)  # type: ignore[call-overload]
+    return check_scalar(value, name, int, min_val=minimum)
 
 
 def _as_lengths(
@@ -479,8 +455,51 @@ def padding_tokens(
     return int((assign_shapes(arr, seq_aligns, granularity) - arr).sum())
 
 
+def padding_vs_k_table(
+    lengths: ArrayLike,
+    ks: Iterable[int] = range(1, 17),
+    *,
+    families: Sequence[str] = GRID_FAMILIES,
+    granularity: int = DEFAULT_GRANULARITY,
+) -> pd.DataFrame:
+    """Prompt padding of each grid family for each k (tokens).
+
+    One row per (family, k): ``n_shapes`` (distinct shapes of :func:`shape_grid`),
+    ``padding_tokens`` (:func:`padding_tokens` with each length at its smallest covering shape)
+    and ``padding_fraction`` (padding / Σ lengths). ``power_of_two`` ignores k: it has one row, at
+    ``k = n_shapes``. ``optimal`` is the exact least padding for at most k shapes.
+    """
+    arr = np.asarray(lengths).reshape(-1)
+    ks = sorted({check_scalar(k, "ks", int, min_val=1) for k in ks})
+    if not ks:
+        raise InputError("give at least one number of shapes", field="ks")
+    unknown = [f for f in families if f not in GRID_FAMILIES]
+    if unknown:
+        raise InputError(
+            f"unknown grid famil(y/ies) {unknown}; expected {', '.join(GRID_FAMILIES)}",
+            field="families",
+        )
+    total = float(np.asarray(arr, dtype=np.float64).sum())
+    rows = []
+    for family in families:
+        for k in ks[:1] if family == "power_of_two" else ks:
+            shapes = shape_grid(family, arr, k, granularity)
+            pad = padding_tokens(arr, shapes, granularity)
+            rows.append(
+                {
+                    "family": family,
+                    "k": len(shapes) if family == "power_of_two" else k,
+                    "n_shapes": len(shapes),
+                    "padding_tokens": pad,
+                    "padding_fraction": pad / total,
+                    "shapes": tuple(int(s) for s in shapes),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------------------------
-# generation-length buckets and the contiguous batch split
+# generation-length buckets
 
 
 def gen_buckets(gen_len: ArrayLike, bucket_size: int) -> np.ndarray:
@@ -491,103 +510,6 @@ def gen_buckets(gen_len: ArrayLike, bucket_size: int) -> np.ndarray:
     size = _check_int(bucket_size, "bucket_size")
     arr = _as_lengths(gen_len, name="gen_len")
     return (arr - 1) // size
-
-
-@dataclass(frozen=True)
-class ContiguousSplit:
-    """An optimal contiguous split: batch ``starts`` (offsets into the sorted group, int64,
-    beginning with 0), the total ``cost`` (cost units) and ``n_batches``."""
-
-    starts: np.ndarray
-    cost: float
-    n_batches: int
-
-
-def solve_contiguous_split(
-    n: int, segment_cost: SegmentCost, max_batch_size: int | None = None
-) -> ContiguousSplit:
-    """Exact least-cost partition of ``n`` sorted items into contiguous batches.
-
-    ``segment_cost(starts, end)`` returns the cost of every batch ``[start, end)`` for an int64
-    array of ``starts`` at once (``inf`` marks an infeasible batch). Batches hold at most
-    ``max_batch_size`` items (None: no limit). ``D[e] = min_s D[s] + segment_cost(s, e)`` over
-    ``e − W <= s < e``: O(n·W) cost evaluations, one vectorized call per end.
-
-    Ties (equal cost): fewer batches, then the earliest start of the last batch (larger later
-    batches). Raises InputError when every partition has infinite cost.
-    """
-    n = _check_int(n, "n", minimum=0)
-    width = n if max_batch_size is None else _check_int(max_batch_size, "max_batch_size")
-    if n == 0:
-        return ContiguousSplit(np.zeros(0, dtype=np.int64), 0.0, 0)
-    best = np.full(n + 1, np.inf)
-    best[0] = 0.0
-    nb = np.zeros(n + 1, dtype=np.int64)
-    prev = np.zeros(n + 1, dtype=np.int64)
-    for end in range(1, n + 1):
-        lo = max(0, end - width)
-        starts = np.arange(lo, end, dtype=np.int64)
-        seg = np.asarray(segment_cost(starts, end), dtype=np.float64)
-        if seg.shape != starts.shape:
-            raise InputError(
-                f"segment_cost returned shape {seg.shape} for {starts.size} starts",
-                field="segment_cost",
-            )
-        if np.isnan(seg).any():
-            raise InputError(f"segment_cost returned NaN for end {end}", field="segment_cost")
-        cand = best[lo:end] + seg
-        low = cand.min()
-        if not np.isfinite(low):
-            continue  # best[end] stays inf
-        tied = np.flatnonzero(cand == low)
-        pick = tied[np.argmin(nb[lo:end][tied])]  # fewest batches, then earliest start
-        best[end] = low
-        prev[end] = lo + pick
-        nb[end] = nb[lo + pick] + 1
-    if not np.isfinite(best[n]):
-        raise InputError(
-            f"no feasible split of {n} items: every partition has infinite cost",
-            field="segment_cost",
-        )
-    out = []
-    end = n
-    while end > 0:
-        end = int(prev[end])
-        out.append(end)
-    return ContiguousSplit(np.asarray(out[::-1], dtype=np.int64), float(best[n]), int(nb[n]))
-
-
-def optimal_contiguous_split(
-    n: int, segment_cost: SegmentCost, max_batch_size: int | None = None
-) -> np.ndarray:
-    """Batch start offsets (sorted int64, beginning with 0) of the least-cost contiguous split of
-    ``n`` sorted items; see ``solve_contiguous_split`` for the cost callable and ties."""
-    return solve_contiguous_split(n, segment_cost, max_batch_size).starts
-
-
-def segment_max(values: ArrayLike, starts: ArrayLike, end: int) -> np.ndarray:
-    """``max(values[s:end])`` for every ``s`` in ``starts`` (each ``< end``), vectorized: a
-    reverse running maximum over ``values[min(starts):end]``. For batch costs such as the
-    largest gen_len or aligned prompt of each candidate batch."""
-    v = np.asarray(values)
-    s = np.asarray(starts, dtype=np.int64)
-    if s.size == 0:
-        return v[:0].copy()
-    lo = int(s.min())
-    suffix = np.maximum.accumulate(v[lo:end][::-1])[::-1]
-    return suffix[s - lo]
-
-
-def segment_sum(values: ArrayLike, starts: ArrayLike, end: int) -> np.ndarray:
-    """``sum(values[s:end])`` for every ``s`` in ``starts`` (each ``< end``), vectorized with a
-    reverse cumulative sum over ``values[min(starts):end]``."""
-    v = np.asarray(values)
-    s = np.asarray(starts, dtype=np.int64)
-    if s.size == 0:
-        return v[:0].copy()
-    lo = int(s.min())
-    suffix = np.cumsum(v[lo:end][::-1])[::-1]
-    return suffix[s - lo]
 
 
 # --------------------------------------------------------------------------------------------

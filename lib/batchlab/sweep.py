@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 
 __all__ = [
@@ -301,8 +302,7 @@ def binary_search(
     """
     if not callable(fn) or not callable(predicate):
         raise InputError("fn and predicate must be callable")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
-        raise InputError(f"max_iter must be an integer >= 0, got {max_iter!r}", field="max_iter")
+    max_iter = check_scalar(max_iter, "max_iter", int, min_val=0)
     if integer:
         for label, v in (("lo", lo), ("hi", hi)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):

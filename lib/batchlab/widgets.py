@@ -10,9 +10,9 @@ Each widget has a pure *state-to-view* function that the tests (and chapters) ca
   coefficients, next to the unchanged model, with the figure of
   :func:`batchlab.plots.cost_latency_parts_figure`.
 * :func:`policy_explorer_state` -> :class:`PolicyView`: simulations of batching policies
-  (``batchlab.simulate``) for the knobs ``max_num_seqs``, ``max_num_batched_tokens``,
-  ``max_wait_ms`` and chunked prefill, a metrics table and the figure of
-  :func:`batchlab.plots.policy_dashboard_figure`.
+  (``batchlab.simulate``) for the controls the policies declare on their knobs (with the
+  built-ins: ``max_num_seqs``, ``max_num_batched_tokens``, ``max_wait_ms`` and chunked
+  prefill), a metrics table and the figure of :func:`batchlab.plots.policy_dashboard_figure`.
 
 The widgets :func:`shape_explorer`, :func:`cost_explorer` and :func:`policy_explorer` call these
 functions from their ``observe`` callbacks (sliders use ``continuous_update=False``) and copy the
@@ -81,8 +81,19 @@ _METRIC_COLUMNS = ["metric", "value", "unit", "limit", "met"]
 # shape explorer: state -> view
 
 
+class _ViewStatus:
+    """``ok``: True when the view has no ``message`` (the setting was valid and computed)."""
+
+    message: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the setting was valid and everything was computed (no message)."""
+        return self.message is None
+
+
 @dataclass(frozen=True, eq=False)
-class ExplorerView:
+class ExplorerView(_ViewStatus):
     """What the shape explorer shows for one setting.
 
     ``shapes``: the seq_align values (tokens) in use (as given when they are invalid);
@@ -103,11 +114,6 @@ class ExplorerView:
     message: str | None
     figure: go.Figure
     settings: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when the setting is valid and was evaluated."""
-        return self.message is None
 
     @property
     def limits_met(self) -> bool | None:
@@ -339,7 +345,7 @@ _COST_METRICS = (
 
 
 @dataclass(frozen=True, eq=False)
-class CostView:
+class CostView(_ViewStatus):
     """What the cost explorer shows for one set of coefficients.
 
     ``reference``: the plan under the unchanged cost model; ``cost_model`` / ``evaluation``: the
@@ -354,10 +360,6 @@ class CostView:
     metrics: pd.DataFrame
     message: str | None
     figure: go.Figure
-
-    @property
-    def ok(self) -> bool:
-        return self.message is None
 
 
 def cost_explorer_state(
@@ -471,7 +473,28 @@ def _message_html(message: str | None) -> str:
 # shape explorer widget
 
 
-class ShapeExplorer(widgets.VBox):
+class _Explorer(widgets.VBox):
+    """What the explorers share: a ``view`` computed from the controls (:meth:`_compute`),
+    shown in ``figure`` and the HTML parts (:meth:`_show_view`), recomputed on every change."""
+
+    def _compute(self) -> Any:
+        raise NotImplementedError
+
+    def _show_view(self) -> None:
+        raise NotImplementedError
+
+    def refresh(self) -> Any:
+        """Recompute the view for the current controls and update the figure and tables."""
+        self.view = self._compute()
+        _sync_figure(self.figure, self.view.figure)
+        self._show_view()
+        return self.view
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        self.refresh()
+
+
+class ShapeExplorer(_Explorer):
     """The shape explorer (see :func:`shape_explorer`). Parts: ``figure`` (the FigureWidget),
     ``controls`` (name -> widget; ``controls['boundaries']`` is a tuple of sliders),
     ``metrics_html``, ``message_html`` and the current ``view`` (:class:`ExplorerView`)."""
@@ -601,13 +624,6 @@ class ShapeExplorer(widgets.VBox):
             **self.settings(),
         )
 
-    def refresh(self) -> ExplorerView:
-        """Recompute the view for the current controls and update the figure and tables."""
-        self.view = self._compute()
-        _sync_figure(self.figure, self.view.figure)
-        self._show_view()
-        return self.view
-
     def _show_view(self) -> None:
         view = self.view
         self.message_html.value = _message_html(view.message)
@@ -719,7 +735,7 @@ def shape_explorer(
 # cost explorer widget
 
 
-class CostExplorer(widgets.VBox):
+class CostExplorer(_Explorer):
     """The cost explorer (see :func:`cost_explorer`). Parts: ``figure`` (the FigureWidget),
     ``controls`` (coefficient name -> slider), ``reset`` (button), ``metrics_html``,
     ``message_html`` and the current ``view`` (:class:`CostView`)."""
@@ -816,13 +832,6 @@ class CostExplorer(widgets.VBox):
             reference=self._reference,
         )
 
-    def refresh(self) -> CostView:
-        """Recompute the view for the current sliders and update the figure and table."""
-        self.view = self._compute()
-        _sync_figure(self.figure, self.view.figure)
-        self._show_view()
-        return self.view
-
     def _show_view(self) -> None:
         self.message_html.value = _message_html(self.view.message)
         self.metrics_html.value = _table_html(self.view.metrics)
@@ -863,6 +872,7 @@ __all__ += [
     "POLICY_METRICS",
     "PolicyExplorer",
     "PolicyView",
+    "policy_controls",
     "policy_explorer",
     "policy_explorer_state",
 ]
@@ -880,41 +890,29 @@ POLICY_METRICS = (
     ("preemptions", "requests"),
 )
 
+_DEFAULT_POLICIES = ("dynamic", "continuous")
 
-def _policy_options(
-    policy: str,
-    max_num_seqs: int,
-    max_num_batched_tokens: int | None,
-    max_wait_ms: float,
-    chunked_prefill: bool,
-) -> dict[str, Any]:
-    """The explorer's knobs as the options of one policy (see :func:`policy_explorer_state`)."""
-    if policy == "static":
-        return {"batch_size": max_num_seqs, "timeout_ms": max_wait_ms}
-    if policy in ("dynamic", "adaptive"):
-        return {"max_batch_size": max_num_seqs, "max_wait_ms": max_wait_ms}
-    if policy == "continuous":
-        return {
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            "chunked_prefill": bool(chunked_prefill),
-        }
-    raise InputError(
-        f"the policy explorer has no knobs for policy {policy!r}; choose among static, "
-        "dynamic, adaptive, continuous",
-        field="policies",
-    )
+
+def policy_controls(policies: Sequence[str] = _DEFAULT_POLICIES) -> dict[str, Any]:
+    """The explorer's controls for ``policies``, from their declared knobs: control name ->
+    (:class:`batchlab.simulate.Slider`, the ``(policy, knob)`` pairs it sets), in order."""
+    from batchlab.simulate.policies import explorer_sliders
+
+    try:
+        return explorer_sliders([str(p) for p in policies])
+    except InputError as err:
+        raise InputError(err.message, field="policies") from None
 
 
 @dataclass(frozen=True, eq=False)
-class PolicyView:
-    """What the policy explorer shows for one setting of its knobs.
+class PolicyView(_ViewStatus):
+    """What the policy explorer shows for one setting of its controls.
 
     ``results``: policy name -> :class:`batchlab.simulate.SimulationResult` (the policies whose
     options were valid); ``metrics``: one row per simulated policy, columns ``policy`` and the
     :data:`POLICY_METRICS`; ``message``: why a setting (or a policy's options) is invalid, else
     None; ``figure``: :func:`batchlab.plots.policy_dashboard_figure` of ``results``;
-    ``settings``: the knobs as given.
+    ``settings``: the controls' values as given.
     """
 
     results: Mapping[str, Any]
@@ -923,20 +921,11 @@ class PolicyView:
     figure: go.Figure
     settings: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def ok(self) -> bool:
-        """True when every policy was simulated."""
-        return self.message is None
-
 
 def policy_explorer_state(
     requests: pd.DataFrame,
     *,
-    max_num_seqs: int = 64,
-    max_num_batched_tokens: int | None = None,
-    max_wait_ms: float = 50.0,
-    chunked_prefill: bool = False,
-    policies: Sequence[str] = ("dynamic", "continuous"),
+    policies: Sequence[str] = _DEFAULT_POLICIES,
     model: str | Any = "llama-2-7b",
     gpu: str | Any = "h100-sxm",
     rate: float | None = None,
@@ -944,33 +933,47 @@ def policy_explorer_state(
     seed: int = 0,
     kv_blocks: int | None = None,
     step_time: Any = None,
+    **controls: Any,
 ) -> PolicyView:
-    """Simulate ``requests`` under each of ``policies`` with the explorer's knobs.
+    """Simulate ``requests`` under each of ``policies`` with the explorer's controls.
 
-    Knobs to options: ``static``: ``batch_size = max_num_seqs``, ``timeout_ms = max_wait_ms``;
-    ``dynamic`` / ``adaptive``: ``max_batch_size = max_num_seqs``, ``max_wait_ms``;
-    ``continuous``: ``max_num_seqs``, ``max_num_batched_tokens`` (tokens per step; None = the
-    library default) and ``chunked_prefill``. Arrivals: the table's ``arrival_s``, or ``rate``
-    (requests/s, Poisson with ``seed``) or ``concurrency`` (closed loop); step times from
-    ``step_time`` (a StepTimeModel or a measured table) or else the roofline of ``model`` on
-    ``gpu``; ``kv_blocks`` (and the default KV budget of ``model`` on ``gpu``) as in
+    The controls are the explorer sliders the policies declare on their knobs
+    (:func:`policy_controls`): with the built-in policies ``max_num_seqs`` (the batch-size
+    limit: static ``batch_size``, dynamic/adaptive ``max_batch_size``, continuous
+    ``max_num_seqs``), ``max_wait_ms`` (static ``timeout_ms``, dynamic/adaptive
+    ``max_wait_ms``), ``max_num_batched_tokens`` and ``chunked_prefill`` (continuous). A
+    control not given takes its declared default. Arrivals: the table's ``arrival_s``, or
+    ``rate`` (requests/s, Poisson with ``seed``) or ``concurrency`` (closed loop); step times
+    from ``step_time`` (a StepTimeModel or a measured table) or else the roofline of ``model``
+    on ``gpu``; ``kv_blocks`` (and the default KV budget of ``model`` on ``gpu``) as in
     :func:`batchlab.simulate.simulate`.
 
-    Invalid knobs (for example a prompt longer than ``max_num_batched_tokens`` without chunked
-    prefill) give a ``message`` naming the policy, and that policy is left out; they never raise.
-    Raises only for a bad request table (``InputError``).
+    Invalid settings (for example a prompt longer than ``max_num_batched_tokens`` without
+    chunked prefill, an unknown policy or control) give a ``message`` naming the policy, and
+    that policy is left out; they never raise. Raises only for a bad request table
+    (``InputError``).
     """
     from batchlab.plots import policy_dashboard_figure
     from batchlab.simulate import simulate
+    from batchlab.simulate.policies import explorer_options
 
     req = validate_requests(requests)
     results: dict[str, Any] = {}
     problems: list[str] = []
-    for policy in policies:
+    values: dict[str, Any] = {}
+    try:
+        sliders = policy_controls(policies)
+    except InputError as err:
+        sliders = {}
+        problems.append(str(err))
+    unknown = sorted(set(controls) - set(sliders))
+    if unknown:
+        problems.append(f"unknown control(s) {unknown}; controls: {', '.join(sliders)}")
+    for name, (slider, _) in sliders.items():
+        values[name] = controls[name] if name in controls else slider.default
+    for policy in policies if sliders else ():
         try:
-            options = _policy_options(
-                str(policy), max_num_seqs, max_num_batched_tokens, max_wait_ms, chunked_prefill
-            )
+            options = explorer_options(str(policy), values)
             results[str(policy)] = simulate(
                 req,
                 str(policy),
@@ -997,10 +1000,7 @@ def policy_explorer_state(
         message="; ".join(problems) if problems else None,
         figure=figure,
         settings={
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            "max_wait_ms": max_wait_ms,
-            "chunked_prefill": chunked_prefill,
+            **values,
             "policies": tuple(policies),
             "rate": rate,
             "concurrency": concurrency,
@@ -1008,11 +1008,32 @@ def policy_explorer_state(
     )
 
 
-class PolicyExplorer(widgets.VBox):
+def _control_widget(slider: Any, value: Any, requests: pd.DataFrame) -> widgets.Widget:
+    """The ipywidget of one declared control (a slider, or a checkbox for a switch)."""
+    style = {"description_width": "190px"}
+    layout = widgets.Layout(width="520px")
+    if slider.type is bool:
+        return widgets.Checkbox(value=bool(value), description=slider.description)
+    low, high = slider.range_for(requests, value)
+    common = dict(
+        value=value,
+        min=low,
+        max=high,
+        step=slider.step,
+        description=slider.description,
+        continuous_update=False,
+        style=style,
+        layout=layout,
+    )
+    if slider.type is int:
+        return widgets.IntSlider(**common)
+    return widgets.FloatSlider(readout_format=".0f", **common)
+
+
+class PolicyExplorer(_Explorer):
     """The policy explorer (see :func:`policy_explorer`). Parts: ``figure`` (the FigureWidget),
-    ``controls`` (name -> widget: ``max_num_seqs``, ``max_num_batched_tokens``,
-    ``max_wait_ms``, ``chunked_prefill``), ``metrics_html``, ``message_html`` and the current
-    ``view`` (:class:`PolicyView`)."""
+    ``controls`` (control name -> widget, one per explorer slider the policies declare),
+    ``metrics_html``, ``message_html`` and the current ``view`` (:class:`PolicyView`)."""
 
     def __init__(
         self,
@@ -1020,39 +1041,21 @@ class PolicyExplorer(widgets.VBox):
         *,
         model: str | Any = "llama-2-7b",
         gpu: str | Any = "h100-sxm",
-        policies: Sequence[str] = ("dynamic", "continuous"),
-        max_num_seqs: int = 64,
-        max_num_batched_tokens: int | None = None,
-        max_wait_ms: float = 50.0,
-        chunked_prefill: bool = False,
+        policies: Sequence[str] = _DEFAULT_POLICIES,
         rate: float | None = None,
         concurrency: int | None = None,
         seed: int = 0,
         kv_blocks: int | None = None,
         step_time: Any = None,
+        **controls: Any,
     ) -> None:
         self._requests = validate_requests(requests)
-        seqs = _whole(max_num_seqs)
-        if seqs is None or seqs < 1:
+        sliders = policy_controls(policies)
+        unknown = sorted(set(controls) - set(sliders))
+        if unknown:
             raise InputError(
-                f"must be a whole number >= 1, got {max_num_seqs!r}", field="max_num_seqs"
+                f"unknown control(s) {unknown}; controls: {', '.join(sliders)}", field=unknown[0]
             )
-        try:
-            wait = float(max_wait_ms)
-        except (TypeError, ValueError):
-            wait = math.nan
-        if not (math.isfinite(wait) and wait >= 0):
-            raise InputError(
-                f"must be a number of ms >= 0, got {max_wait_ms!r}", field="max_wait_ms"
-            )
-        tokens_given = None if max_num_batched_tokens is None else _whole(max_num_batched_tokens)
-        if max_num_batched_tokens is not None and (tokens_given is None or tokens_given < 1):
-            raise InputError(
-                f"must be a whole number of tokens >= 1, got {max_num_batched_tokens!r}",
-                field="max_num_batched_tokens",
-            )
-        for policy in policies:
-            _policy_options(str(policy), 1, None, 0.0, False)  # unknown names raise here
         self._fixed = {
             "model": model,
             "gpu": gpu,
@@ -1063,47 +1066,13 @@ class PolicyExplorer(widgets.VBox):
             "kv_blocks": kv_blocks,
             "step_time": step_time,
         }
-        step = 256
-        longest = int((self._requests["prompt_len"] + self._requests["gen_len"]).max())
-        default_tokens = max(8192, -(-longest // step) * step)
-        tokens = default_tokens if tokens_given is None else tokens_given
-        style = {"description_width": "190px"}
-        layout = widgets.Layout(width="520px")
-        self.controls: dict[str, widgets.Widget] = {
-            "max_num_seqs": widgets.IntSlider(
-                value=seqs,
-                min=1,
-                max=max(512, seqs),
-                description="max_num_seqs (sequences)",
-                continuous_update=False,
-                style=style,
-                layout=layout,
-            ),
-            "max_num_batched_tokens": widgets.IntSlider(
-                value=tokens,
-                min=min(step, tokens),
-                max=max(32768, default_tokens, tokens),
-                step=step,
-                description="max_num_batched_tokens",
-                continuous_update=False,
-                style=style,
-                layout=layout,
-            ),
-            "max_wait_ms": widgets.FloatSlider(
-                value=wait,
-                min=0.0,
-                max=max(1000.0, wait),
-                step=5.0,
-                description="max_wait_ms (ms)",
-                continuous_update=False,
-                readout_format=".0f",
-                style=style,
-                layout=layout,
-            ),
-            "chunked_prefill": widgets.Checkbox(
-                value=bool(chunked_prefill), description="chunked prefill (continuous)"
-            ),
-        }
+        self.controls: dict[str, widgets.Widget] = {}
+        for name, (slider, _) in sliders.items():
+            given = controls.get(name)
+            value = slider.check(given) if given is not None else None
+            if value is None:
+                value = slider.start_for(self._requests)
+            self.controls[name] = _control_widget(slider, value, self._requests)
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
         self.view = self._compute()
@@ -1118,14 +1087,16 @@ class PolicyExplorer(widgets.VBox):
             load = f"closed loop of {int(concurrency)} clients"
         else:
             load = "the table's arrival times"
+        sets = "; ".join(
+            f"{name} sets {', '.join(f'{p}.{k}' for p, k in pairs)}"
+            for name, (_, pairs) in sliders.items()
+        )
         head = widgets.HTML(
             f"<b>Policy explorer</b>: {n:,} requests, {html.escape(load)}, "
             f"{html.escape(str(getattr(model, 'name', model)))} on "
             f"{html.escape(str(getattr(gpu, 'name', gpu)))} "
             f"({'roofline' if step_time is None else 'given'} step times). "
-            "<small>max_num_seqs is the batch-size limit of every policy; "
-            "max_num_batched_tokens and chunked prefill apply to continuous batching, "
-            "max_wait_ms to dynamic (and static) batching.</small>"
+            f"<small>{html.escape(sets)}.</small>"
         )
         super().__init__(
             [
@@ -1138,18 +1109,11 @@ class PolicyExplorer(widgets.VBox):
         )
 
     def settings(self) -> dict[str, Any]:
-        """The knobs of :func:`policy_explorer_state` for the current controls."""
+        """The controls of :func:`policy_explorer_state` for the current widgets."""
         return {name: control.value for name, control in self.controls.items()}
 
     def _compute(self) -> PolicyView:
         return policy_explorer_state(self._requests, **self.settings(), **self._fixed)
-
-    def refresh(self) -> PolicyView:
-        """Re-simulate for the current controls and update the figure and the metrics table."""
-        self.view = self._compute()
-        _sync_figure(self.figure, self.view.figure)
-        self._show_view()
-        return self.view
 
     def _show_view(self) -> None:
         self.message_html.value = _message_html(self.view.message)
@@ -1160,47 +1124,21 @@ class PolicyExplorer(widgets.VBox):
         ]
         self.metrics_html.value = _table_html(table)
 
-    def _on_change(self, change: Mapping[str, Any]) -> None:
-        self.refresh()
 
-
-def policy_explorer(
-    requests: pd.DataFrame,
-    *,
-    model: str | Any = "llama-2-7b",
-    gpu: str | Any = "h100-sxm",
-    policies: Sequence[str] = ("dynamic", "continuous"),
-    max_num_seqs: int = 64,
-    max_num_batched_tokens: int | None = None,
-    max_wait_ms: float = 50.0,
-    chunked_prefill: bool = False,
-    rate: float | None = None,
-    concurrency: int | None = None,
-    seed: int = 0,
-    kv_blocks: int | None = None,
-    step_time: Any = None,
-) -> PolicyExplorer:
+def policy_explorer(requests: pd.DataFrame, **options: Any) -> PolicyExplorer:
     """An interactive batching-policy explorer (a ``VBox``; display it in Jupyter).
 
-    Sliders (``continuous_update=False``): ``max_num_seqs`` (sequences), ``max_num_batched_tokens``
-    (tokens per step, steps of 256; starts at the library default, at least 8,192) and
-    ``max_wait_ms`` (ms), and a chunked-prefill checkbox. Each change re-simulates ``requests``
-    under ``policies`` (:func:`policy_explorer_state`, with the knob mapping described there) and
-    updates, in one ``batch_update()``, the latency CDF, latency percentiles and throughput of
+    ``options``: those of :class:`PolicyExplorer` (``model``, ``gpu``, ``policies``, ``rate``,
+    ``concurrency``, ``seed``, ``kv_blocks``, ``step_time``, and starting values of the
+    controls by name).
+
+    One control per explorer slider that ``policies`` declare on their knobs
+    (:func:`policy_controls`; with the built-ins: ``max_num_seqs`` in sequences,
+    ``max_num_batched_tokens`` in tokens per step, starting at the library default,
+    ``max_wait_ms`` in ms, and a ``chunked_prefill`` switch), starting at ``controls`` or their
+    declared defaults; sliders use ``continuous_update=False``. Each change re-simulates
+    ``requests`` under ``policies`` (:func:`policy_explorer_state`) and updates, in one
+    ``batch_update()``, the latency CDF, latency percentiles and throughput of
     :func:`batchlab.plots.policy_dashboard_figure`, and the metrics table below it.
     """
-    return PolicyExplorer(
-        requests,
-        model=model,
-        gpu=gpu,
-        policies=policies,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_wait_ms=max_wait_ms,
-        chunked_prefill=chunked_prefill,
-        rate=rate,
-        concurrency=concurrency,
-        seed=seed,
-        kv_blocks=kv_blocks,
-        step_time=step_time,
-    )
+    return PolicyExplorer(requests, **options)

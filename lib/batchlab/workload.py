@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from batchlab.checks import as_named, check_scalar
 from batchlab.errors import InputError
-from batchlab.io import atomic_path, atomic_write
+from batchlab.io import (
+    atomic_path,
+    atomic_write,
+    blank_and_object,
+    check_utf8,
+    read_bytes,
+    read_json_lines,
+    split_records,
+)
+from batchlab.stats import nearest_rank
 
 REQUEST_COLUMNS = ("request_id", "prompt_len", "gen_len")
 MAX_LENGTH = 2**31 - 1
@@ -56,6 +67,7 @@ __all__ = [
     "arrival_rate_over_time",
     "arrival_times",
     "bimodal_workload",
+    "length_percentiles_table",
     "lognormal_workload",
     "profile",
     "read_requests",
@@ -341,62 +353,6 @@ def _format_of(path: Path) -> str:
     )
 
 
-_WS = b" \t\r\n"
-
-
-def _records(data: bytes, *, quotes: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split ``data`` into records at newlines (outside double quotes if ``quotes``).
-
-    Returns the byte ``starts`` and ``ends`` of each record (ends exclude the newline) and the
-    1-based file ``line`` each record starts on. Vectorized over the bytes.
-    """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
-    seps = newlines
-    if quotes:
-        quote_pos = np.flatnonzero(buf == 34)
-        if len(quote_pos):
-            # a newline separates records when an even number of quotes comes before it
-            seps = newlines[np.searchsorted(quote_pos, newlines) % 2 == 0]
-    starts = np.concatenate(([0], seps + 1)).astype(np.int64)
-    ends = np.concatenate((seps, [len(buf)])).astype(np.int64)
-    lines = np.searchsorted(newlines, starts) + 1
-    return starts, ends, lines
-
-
-def _blank_and_shape(
-    data: bytes, starts: np.ndarray, ends: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each record: is it blank (only whitespace), and does it look like ``{...}``?
-
-    Records starting with a non-blank byte are judged on their first and last bytes, vectorized;
-    the rare others (indented or empty) are stripped one by one.
-    """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    n = len(starts)
-    nonempty = ends > starts
-    first = np.zeros(n, dtype=np.uint8)
-    last = np.zeros(n, dtype=np.uint8)
-    first[nonempty] = buf[starts[nonempty]]
-    last[nonempty] = buf[ends[nonempty] - 1]
-    # drop one trailing \r (CRLF files)
-    cr = nonempty & (last == 13) & (ends - starts >= 2)
-    last[cr] = buf[ends[cr] - 2]
-    ws_first = np.isin(first, np.frombuffer(_WS, dtype=np.uint8)) | ~nonempty
-    blank = np.zeros(n, dtype=bool)
-    objectish = ~ws_first & (first == ord("{")) & (last == ord("}"))
-    for i in np.flatnonzero(ws_first):
-        stripped = data[starts[i] : ends[i]].strip(_WS)
-        blank[i] = not stripped
-        objectish[i] = stripped.startswith(b"{") and stripped.endswith(b"}")
-    return blank, objectish
-
-
-def _decode_error(path: Path, data: bytes, err: UnicodeDecodeError) -> InputError:
-    line = data.count(b"\n", 0, err.start) + 1
-    return InputError(f"not valid UTF-8 text ({err.reason})", path=path, line=line)
-
-
 def _json_id_ok(value: object) -> bool:
     """A JSON request_id must be a string or an integer (missing values are checked later)."""
     if value is None:
@@ -407,128 +363,54 @@ def _json_id_ok(value: object) -> bool:
     return t is float and math.isnan(value)
 
 
-def _parse_jsonl_lines(
-    path: Path, data: bytes, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray
-) -> pd.DataFrame:
-    """Parse each non-blank line with :func:`json.loads`; raise on the first bad line."""
-    pieces = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
-    try:
-        objs = list(map(json.loads, pieces))
-    except ValueError:
-        objs = None
-    if objs is None:  # locate the first bad line
-        for piece, line in zip(pieces, lines.tolist(), strict=True):
-            try:
-                json.loads(piece)
-            except UnicodeDecodeError as err:
-                raise InputError(
-                    f"not valid UTF-8 text ({err.reason})", path=path, line=line
-                ) from None
-            except json.JSONDecodeError as err:
-                raise InputError(
-                    f"invalid JSON: {err.msg} (column {err.colno})", path=path, line=line
-                ) from None
-        raise AssertionError("unreachable: a line failed to parse once but not twice")
-    not_dict = next((i for i, o in enumerate(objs) if type(o) is not dict), None)
-    if not_dict is not None:
-        got = type(objs[not_dict]).__name__
-        raise InputError(
-            f"not a JSON object (got a JSON {_JSON_TYPE_NAMES.get(got, got)})",
-            path=path,
-            line=int(lines[not_dict]),
-        )
-    df = pd.DataFrame.from_records(objs)
-    if "request_id" in df.columns:
-        ids = df["request_id"]
-        if ids.dtype == object:
-            ok = np.fromiter(map(_json_id_ok, ids.to_numpy()), dtype=bool, count=len(df))
-        elif ids.dtype.kind in "fb":  # floats or booleans (NaN = missing, reported later)
-            ok = ids.isna().to_numpy()
-        else:
-            ok = np.ones(len(df), dtype=bool)
-        if not ok.all():
-            pos = int(np.flatnonzero(~ok)[0])
-            raise InputError(
-                f"must be a string or an integer, got {_show(ids.iloc[pos])}",
-                path=path,
-                line=int(lines[pos]),
-                field="request_id",
-            )
-    return df
-
-
-_JSON_TYPE_NAMES = {
-    "list": "array",
-    "str": "string",
-    "int": "number",
-    "float": "number",
-    "bool": "boolean",
-    "NoneType": "null",
-}
-
-
-def _arrow_jsonl(data: bytes, n_rows: int, max_line: int) -> pd.DataFrame | None:
-    """Bulk-parse JSON Lines with pyarrow; None when the caller should parse line by line."""
+def _arrow_ids_ok(table: Any) -> bool:
+    """The bulk parser's request_id column holds strings or (64-bit signed) integers."""
     import pyarrow as pa
-    import pyarrow.json as pajson
 
-    block = max(1 << 20, 2 * max_line + 16)
-    try:
-        table = pajson.read_json(
-            io.BytesIO(data), read_options=pajson.ReadOptions(block_size=block)
-        )
-        stamps = [f for f in table.schema if pa.types.is_timestamp(f.type)]
-        if stamps:  # pyarrow turns date-like strings into timestamps: keep the text instead
-            names = table.column_names
-            schema = pa.schema([(f.name, pa.string()) for f in stamps])
-            table = pajson.read_json(
-                io.BytesIO(data),
-                read_options=pajson.ReadOptions(block_size=block),
-                parse_options=pajson.ParseOptions(explicit_schema=schema),
-            )
-            if sorted(table.column_names) != sorted(names):
-                return None
-            table = table.select(names)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if table.num_rows != n_rows:
-        return None
-    if "request_id" in table.column_names:
-        t = table.schema.field("request_id").type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
-            if not (pa.types.is_integer(t) and t.bit_width <= 64 and pa.types.is_signed_integer(t)):
-                return None
-    return table.to_pandas()
+    if "request_id" not in table.column_names:
+        return True
+    t = table.schema.field("request_id").type
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_null(t)
+        or (pa.types.is_integer(t) and t.bit_width <= 64 and pa.types.is_signed_integer(t))
+    )
 
 
-def _check_utf8(path: Path, data: bytes) -> None:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _decode_error(path, data, err) from None
-
-
-def _read_jsonl(path: Path, data: bytes) -> pd.DataFrame:
-    _check_utf8(path, data)
-    starts, ends, lines = _records(data, quotes=False)
-    blank, objectish = _blank_and_shape(data, starts, ends)
-    keep = ~blank
-    if not keep.any():
-        raise InputError("empty file: no requests", path=path)
-    starts, ends, lines, objectish = starts[keep], ends[keep], lines[keep], objectish[keep]
-    df = None
-    # The bulk parser treats newlines as plain whitespace; when every non-blank line starts
-    # with '{' and ends with '}' and the row count equals the line count, each line is exactly
-    # one object (two objects cannot merge across '}\n{' without a comma).
-    if objectish.all():
-        df = _arrow_jsonl(data, len(starts), int((ends - starts).max()))
-    if df is None:
-        df = _parse_jsonl_lines(path, data, starts, ends, lines)
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    parsed = read_json_lines(path, what="requests")
+    if parsed.table is not None and _arrow_ids_ok(parsed.table):
+        df = parsed.table.to_pandas()
+    else:
+        df = pd.DataFrame.from_records(parsed.objects())
+        _check_json_ids(df, path, parsed.lines)
     for column in REQUEST_COLUMNS:
         if column not in df.columns:
-            raise InputError("missing field", path=path, line=int(lines[0]), field=column)
-    df.attrs["source_lines"] = SourceLines(lines)
+            raise InputError("missing field", path=path, line=int(parsed.lines[0]), field=column)
+    df.attrs["source_lines"] = SourceLines(parsed.lines)
     return df
+
+
+def _check_json_ids(df: pd.DataFrame, path: Path, lines: np.ndarray) -> None:
+    """A JSON request_id must be a string or an integer (missing values are checked later)."""
+    if "request_id" not in df.columns:
+        return
+    ids = df["request_id"]
+    if ids.dtype == object:
+        ok = np.fromiter(map(_json_id_ok, ids.to_numpy()), dtype=bool, count=len(df))
+    elif ids.dtype.kind in "fb":  # floats or booleans (NaN = missing, reported later)
+        ok = ids.isna().to_numpy()
+    else:
+        ok = np.ones(len(df), dtype=bool)
+    if not ok.all():
+        pos = int(np.flatnonzero(~ok)[0])
+        raise InputError(
+            f"must be a string or an integer, got {_show(ids.iloc[pos])}",
+            path=path,
+            line=int(lines[pos]),
+            field="request_id",
+        )
 
 
 _PANDAS_LINE = re.compile(r"line (\d+)")
@@ -537,9 +419,9 @@ _PANDAS_LINE = re.compile(r"line (\d+)")
 def _read_csv(path: Path, data: bytes) -> pd.DataFrame:
     if not data.strip(b" \t\r\n\xef\xbb\xbf"):
         raise InputError("empty file: no header and no requests", path=path)
-    _check_utf8(path, data)
-    starts, ends, lines = _records(data, quotes=True)
-    blank, _ = _blank_and_shape(data, starts, ends)
+    check_utf8(path, data)
+    starts, ends, lines = split_records(data, quotes=True)
+    blank, _ = blank_and_object(data, starts, ends)
     try:
         df = pd.read_csv(
             io.BytesIO(data),
@@ -600,21 +482,11 @@ def read_requests(path: str | Path) -> pd.DataFrame:
     """
     p = Path(path)
     fmt = _format_of(p)
-    if not p.is_file():
-        raise InputError("no such file" if not p.exists() else "not a file", path=p)
-    if fmt == "parquet":
-        df = _read_parquet(p)
+    if fmt == "jsonl":
+        df = _read_jsonl(p)
     else:
-        try:
-            data = p.read_bytes()
-        except OSError as err:
-            raise InputError(f"cannot read: {err.strerror or err}", path=p) from None
-        if fmt == "jsonl":
-            if data.startswith(b"\xef\xbb\xbf"):
-                data = data[3:]
-            df = _read_jsonl(p, data)
-        else:
-            df = _read_csv(p, data)
+        data = read_bytes(p)  # checks the file exists for Parquet too
+        df = _read_parquet(p) if fmt == "parquet" else _read_csv(p, data)
     return validate_requests(df, source=p)
 
 
@@ -722,35 +594,21 @@ def write_requests(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def _check_count(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n must be a positive integer (requests), got {n!r}", field="n")
-    return int(n)
+    return check_scalar(n, "n", int, min_val=1, unit="requests")
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"must be a number, got {value!r}", field=name) from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        need = ">= 0" if allow_zero else "> 0"
-        raise InputError(f"must be finite and {need}, got {value!r}", field=name)
-    return v
+    include = "both" if allow_zero else "neither"
+    return check_scalar(value, name, float, min_val=0, include_boundaries=include)
 
 
 def _check_max_len(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or not 1 <= value <= MAX_LENGTH:
-        raise InputError(
-            f"must be an integer in [1, {MAX_LENGTH}] tokens, got {value!r}", field=name
-        )
-    return int(value)
+    return check_scalar(value, name, int, min_val=1, max_val=MAX_LENGTH, unit="tokens")
 
 
 def _rng(seed: int) -> np.random.Generator:
-    """``numpy.random.default_rng(seed)``; the seed must be a non-negative integer."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"must be a non-negative integer, got {seed!r}", field="seed")
-    return np.random.default_rng(int(seed))
+    """``numpy.random.default_rng(seed)``; the seed must be a whole number >= 0."""
+    return np.random.default_rng(check_scalar(seed, "seed", int, min_val=0))
 
 
 def _make_ids(n: int, prefix: str) -> np.ndarray:
@@ -970,14 +828,6 @@ def with_arrivals(
 # ---------------------------------------------------------------------------------------------
 
 
-def _nearest_rank(sorted_values: np.ndarray, percents: tuple[int, ...]) -> np.ndarray:
-    """Nearest-rank percentiles: the ceil(p/100 * N)-th smallest (integer arithmetic)."""
-    n = len(sorted_values)
-    p = np.asarray(percents, dtype=np.int64)
-    ranks = np.maximum(-(-p * n // 100), 1)  # ceil(p * n / 100), at least 1
-    return sorted_values[ranks - 1]
-
-
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     dx = x - x.mean()
     dy = y - y.mean()
@@ -1050,7 +900,7 @@ def profile(df: pd.DataFrame) -> WorkloadProfile:
     columns = {f: table[f].to_numpy(dtype=np.int64) for f in _LENGTH_FIELDS}
     for field, values in columns.items():
         s = np.sort(values)
-        pct = _nearest_rank(s, PROFILE_PERCENTILES)
+        pct = nearest_rank(s, PROFILE_PERCENTILES)
         rows[field] = [n, int(s[0]), float(values.mean()), *map(int, pct), int(s[-1])]
         p95 = pct[PROFILE_PERCENTILES.index(95)]
         p99 = pct[PROFILE_PERCENTILES.index(OUTLIER_PERCENTILE)]
@@ -1102,6 +952,20 @@ def profile(df: pd.DataFrame) -> WorkloadProfile:
         interarrival_cv=cv,
         duration_s=duration,
     )
+
+
+def length_percentiles_table(
+    workloads: pd.DataFrame | Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame],
+) -> pd.DataFrame:
+    """One row per (workload, length field) from :func:`profile`: ``workload``, ``field``
+    and the profile's ``count, min, mean, p50, p90, p95, p99, max`` (tokens, nearest rank).
+    ``workloads``: one request table, a mapping name -> table, or a list."""
+    parts = []
+    for name, df in as_named(workloads, "request table", "workload"):
+        lengths = profile(df).lengths.reset_index()
+        lengths.insert(0, "workload", name)
+        parts.append(lengths)
+    return pd.concat(parts, ignore_index=True)
 
 
 def arrival_rate_over_time(df: pd.DataFrame, window_s: float) -> pd.DataFrame:

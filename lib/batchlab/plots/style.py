@@ -1,0 +1,241 @@
+"""Shared style of the figures: part colors, series colors, axis labels with units, and the
+small helpers every domain's figures use (named items, CDF points, step lines, log bins)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from numpy.typing import ArrayLike
+
+from batchlab.checks import as_named, check_scalar
+from batchlab.errors import InputError
+from batchlab.evaluate import Evaluation
+from batchlab.stats import nearest_rank
+
+__all__ = [
+    "COST_PARTS",
+    "MEASUREMENT_LABELS",
+    "METRIC_LABELS",
+    "PART_COLORS",
+    "SERIES_COLORS",
+    "SIMULATION_LABELS",
+    "axis_label",
+    "cdf_points",
+    "cdf_trace",
+    "series_color",
+    "length_histogram",
+    "log2_ticks",
+    "log_bin_edges",
+    "named_items",
+    "percentile_markers",
+    "rgba",
+    "step_xy",
+    "use_notebook_renderer",
+]
+
+COST_PARTS = ("overhead", "compile", "prefill", "decode")
+#: One color per part, shared by every figure.
+
+PART_COLORS = {
+    "overhead": "#636EFA",
+    "compile": "#EF553B",
+    "prefill": "#00CC96",
+    "decode": "#AB63FA",
+}
+
+#: Colors of the series of a figure, in order.
+SERIES_COLORS = (
+    "#1F77B4",
+    "#FF7F0E",
+    "#2CA02C",
+    "#D62728",
+    "#9467BD",
+    "#8C564B",
+    "#E377C2",
+    "#7F7F7F",
+    "#BCBD22",
+    "#17BECF",
+)
+#: Axis labels (with units) of the metrics of ``Evaluation.summary()`` and the sweep tables.
+
+METRIC_LABELS = {
+    "total_cost": "total cost (cost units)",
+    "cost_overhead": "overhead cost (cost units)",
+    "cost_compile": "compile cost (cost units)",
+    "cost_prefill": "prefill cost (cost units)",
+    "cost_decode": "decode cost (cost units)",
+    "pad_ratio": "pad ratio (padding / useful tokens)",
+    "p50_latency_ms": "p50 latency (ms)",
+    "p95_latency_ms": "p95 latency (ms)",
+    "p99_latency_ms": "p99 latency (ms)",
+    "sequential_ms": "sequential time (ms)",
+    "n_batches": "batches",
+    "n_shapes": "shapes",
+    "n_requests": "requests",
+    "prompt_len": "prompt length (tokens)",
+    "gen_len": "generation length (tokens)",
+}
+
+SIMULATION_LABELS: dict[str, str] = {
+    "throughput_rps": "throughput (requests/s)",
+    "output_tokens_per_s": "output throughput (tokens/s)",
+    "latency_ms": "request latency (ms)",
+    "ttft_ms": "time to first token (ms)",
+    "tpot_ms": "time per output token (ms)",
+    "queue_ms": "queueing time (ms)",
+    "mean_batch_size": "mean batch size (sequences)",
+    "kv_util_mean": "KV-cache use, time-weighted mean (share of blocks)",
+    "kv_util_peak": "KV-cache use, peak (share of blocks)",
+    "busy_fraction": "busy fraction",
+    "preemptions": "preemptions",
+    **{
+        f"{base}_{stat}_ms": f"{stat} {name} (ms)"
+        for base, name in (
+            ("latency", "latency"),
+            ("ttft", "time to first token"),
+            ("tpot", "time per output token"),
+            ("queue", "queueing time"),
+        )
+        for stat in ("mean", "p50", "p95", "p99")
+    },
+}
+
+MEASUREMENT_LABELS: dict[str, str] = {
+    "batch_size": "batch size (sequences)",
+    "prefill_ms": "prefill (ms)",
+    "prefill_ms_per_token": "prefill per prompt token (ms)",
+    "decode_ms_per_step": "decode step = time per output token (ms)",
+    "e2e_ms": "end-to-end time of a batch (ms)",
+    "latency_ms_per_request": "request latency (ms)",
+    "output_tokens_per_s": "output throughput (tokens/s)",
+    "peak_memory_mb": "peak memory above baseline (MB)",
+    "kv_cache_mb": "KV cache (MB)",
+}
+
+
+def axis_label(name: str) -> str:
+    """The axis label (with units) of a column or metric name, else the name itself."""
+    for labels in (METRIC_LABELS, SIMULATION_LABELS, MEASUREMENT_LABELS):
+        if name in labels:
+            return labels[name]
+    return name
+
+
+def series_color(i: int) -> str:
+    """The ``i``-th series color (cycling)."""
+    return SERIES_COLORS[i % len(SERIES_COLORS)]
+
+
+def rgba(hex_color: str, alpha: float) -> str:
+    """``#RRGGBB`` with an opacity, as a plotly ``rgba(...)`` string."""
+    h = hex_color.lstrip("#")
+    r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def named_items(items: Any, what: str, default_name: str) -> list[tuple[str, Any]]:
+    """``(name, item)`` pairs from one item, a mapping name -> item or a sequence of items
+    (:func:`batchlab.checks.as_named`; an Evaluation, array or Series counts as one item)."""
+    return as_named(
+        items, what, default_name, single=(pd.DataFrame, Evaluation, np.ndarray, pd.Series)
+    )
+
+
+def cdf_points(values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted values and their cumulative shares (%): the point of rank r (1-based) of n is
+    (x_r, 100·r/n); above ``max_points`` only ranks evenly spaced from 1 to n (each exact)."""
+    lat = np.sort(np.asarray(values, dtype=np.float64))
+    n = lat.size
+    if n == 0:
+        return lat, lat
+    ranks = np.arange(1, n + 1)
+    if n > max_points:
+        ranks = np.unique(np.linspace(1, n, int(max_points)).round().astype(np.int64))
+    return lat[ranks - 1], ranks / n * 100.0
+
+
+def log2_ticks(sizes: np.ndarray) -> dict[str, Any]:
+    """A log x axis with a tick at every batch size."""
+    vals = np.unique(np.asarray(sizes).astype(np.int64))
+    return {"type": "log", "tickvals": vals.tolist(), "ticktext": [str(v) for v in vals]}
+
+
+def log_bin_edges(low: float, high: float, n_bins: int = 50) -> np.ndarray:
+    """``n_bins + 1`` geometrically spaced bin edges from ``low`` to ``high`` (tokens, > 0).
+
+    When ``high <= low`` the range is widened to ``[low, low + 1]`` so one value still has a bin.
+    """
+    n_bins = check_scalar(n_bins, "n_bins", int, min_val=1)
+    lo = float(low)
+    hi = float(high)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0:
+        raise InputError(f"bin range must be finite and > 0, got [{low!r}, {high!r}]")
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.geomspace(lo, hi, int(n_bins) + 1)
+
+
+def length_histogram(lengths: ArrayLike, edges: ArrayLike) -> np.ndarray:
+    """Requests per bin (int64): ``numpy.histogram`` counts; the last bin includes its right
+    edge."""
+    counts, _ = np.histogram(np.asarray(lengths, dtype=np.float64), bins=np.asarray(edges))
+    return counts.astype(np.int64)
+
+
+def step_xy(edges: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x = the bin edges, y = the bin values with the last repeated (for ``line_shape='hv'``)."""
+    return edges, np.append(values, values[-1] if len(values) else 0.0)
+
+
+def use_notebook_renderer(renderer: str = "plotly_mimetype+notebook_connected") -> None:
+    """Set plotly's default renderer for the chapters.
+
+    ``plotly_mimetype`` is drawn by JupyterLab's plotly extension (and kept in the saved
+    notebook); ``notebook_connected`` adds a small HTML fallback that loads plotly.js from its
+    CDN, for viewers without the extension. Neither embeds the 4 MB plotly.js in the notebook.
+    """
+    import plotly.io as pio
+
+    pio.renderers.default = renderer
+
+
+def cdf_trace(
+    name: str, values: np.ndarray, i: int, max_points: int, *, showlegend: bool = True
+) -> go.Scatter:
+    """The empirical CDF of ``values`` (ms) as a step line (:func:`cdf_points`), series ``i``."""
+    x, y = cdf_points(values, max_points)
+    return go.Scatter(
+        x=x,
+        y=y,
+        name=name,
+        legendgroup=name,
+        showlegend=showlegend,
+        mode="lines",
+        line={"shape": "hv", "color": series_color(i)},
+        hovertemplate=f"{name}<br>%{{y:.2f}}% of requests ≤ %{{x:.4g}} ms<extra></extra>",
+    )
+
+
+def percentile_markers(
+    name: str, values: np.ndarray, i: int, percents: Sequence[int], *, labels: bool = True
+) -> go.Scatter:
+    """Diamonds at the nearest-rank ``percents`` of ``values`` (ms) on a CDF (trace
+    ``<name> percentiles``; none when there are no values)."""
+    pcts = [int(p) for p in percents] if np.size(values) else []
+    marks = nearest_rank(values, pcts) if pcts else ()
+    return go.Scatter(
+        x=list(marks),
+        y=[float(p) for p in pcts],
+        name=f"{name} percentiles",
+        legendgroup=name,
+        showlegend=False,
+        mode="markers+text" if labels else "markers",
+        text=[f"p{p}" for p in pcts],
+        textposition="middle left",
+        marker={"color": series_color(i), "size": 8, "symbol": "diamond"},
+        hovertemplate=f"{name}<br>%{{text}} = %{{x:.4g}} ms<extra></extra>",
+    )

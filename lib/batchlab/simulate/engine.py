@@ -1,0 +1,302 @@
+"""The discrete-event engine: build a run's state, drive a policy's event loop, tabulate.
+
+:func:`simulate` validates the requests and the options, builds the pieces of
+:mod:`batchlab.simulate.state` (requests, arrivals, records, one replica), runs :func:`run` and
+returns a :class:`~batchlab.simulate.results.SimulationResult`. :func:`run` is the loop of one
+replica: hand over arrivals, start what the policy says, advance the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchlab.checks import check_scalar, is_number
+from batchlab.errors import InputError
+from batchlab.roofline import (
+    DeviceSpec,
+    ModelSpec,
+    RooflineStepTime,
+    get_gpu,
+    get_model,
+    max_kv_tokens,
+)
+from batchlab.simulate.policies import Policy, make_policy
+from batchlab.simulate.results import SimulationResult
+from batchlab.simulate.state import (
+    DEFAULT_BLOCK_SIZE,
+    INF,
+    PRIORITY_NAMES,
+    STEP_COLUMNS,
+    ArrivalStream,
+    Records,
+    RequestArrays,
+    SimState,
+)
+from batchlab.steptime import StepTimeModel, TableStepTime
+from batchlab.workload import arrival_times, validate_requests
+
+__all__ = ["draw_arrivals", "priority_levels", "resolve_step_time", "run", "simulate"]
+
+_STEP_INT = STEP_COLUMNS[2:]
+
+
+def draw_arrivals(n: int, rate_per_s: float, *, seed: int, burstiness: float = 1.0) -> np.ndarray:
+    """Arrival times (s) of ``n`` requests at ``rate_per_s``: exponential inter-arrivals
+    (Poisson) for ``burstiness == 1``, else gamma inter-arrivals with that coefficient of
+    variation (shape ``1 / burstiness²``, mean ``1 / rate``). The first request arrives at 0.
+    See :func:`batchlab.workload.arrival_times`."""
+    n = check_scalar(n, "n", int, min_val=1)
+    rate = check_scalar(rate_per_s, "rate", float, min_val=0, include_boundaries="neither")
+    cv = check_scalar(burstiness, "burstiness", float, min_val=0, include_boundaries="neither")
+    process = "poisson" if cv == 1.0 else "bursty"
+    return arrival_times(n, rate_per_s=rate, seed=seed, process=process, burstiness=cv)
+
+
+def priority_levels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(priority values as ints, dense levels 0..L-1) from the optional ``priority`` column:
+    ``"high"``/``"normal"``/``"low"`` or whole numbers (smaller is served first)."""
+    n = len(df)
+    if "priority" not in df.columns:
+        ones = np.full(n, PRIORITY_NAMES["normal"], dtype=np.int64)
+        return ones, np.zeros(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.int64)
+    for pos, v in enumerate(df["priority"].tolist()):
+        if isinstance(v, str):
+            key = v.strip().lower()
+            if key in PRIORITY_NAMES:
+                values[pos] = PRIORITY_NAMES[key]
+                continue
+            try:
+                v = float(key)
+            except ValueError:
+                v = None
+        if is_number(v) and math.isfinite(v) and int(v) == v:
+            values[pos] = int(v)
+            continue
+        raise InputError(
+            f"must be 'high', 'normal', 'low' or an integer (smaller is served first), got {v!r}",
+            field="priority",
+            request_id=str(df["request_id"].iloc[pos]),
+        )
+    _, levels = np.unique(values, return_inverse=True)
+    return values, levels.astype(np.int64)
+
+
+def resolve_step_time(
+    step_time: Any, model: str | ModelSpec, gpu: str | DeviceSpec
+) -> StepTimeModel:
+    """The step-time model of a run: ``step_time`` itself, a measured table
+    (:class:`~batchlab.steptime.TableStepTime`), or the roofline of ``model`` on ``gpu``."""
+    if step_time is None:
+        return RooflineStepTime(model, gpu)
+    if isinstance(step_time, StepTimeModel):
+        return step_time
+    if isinstance(step_time, pd.DataFrame):
+        return TableStepTime(step_time)
+    raise InputError(
+        "must be None (roofline of model and gpu), a StepTimeModel or a measured table "
+        f"(DataFrame), got {type(step_time).__name__}",
+        field="step_time",
+    )
+
+
+def _kv_budget(
+    kv_blocks: int | None,
+    block_size: int,
+    model: str | ModelSpec,
+    gpu: str | DeviceSpec,
+    memory_fraction: float,
+) -> int:
+    if kv_blocks is not None:
+        return check_scalar(kv_blocks, "kv_blocks", int, min_val=1)
+    tokens = max_kv_tokens(model, gpu, memory_fraction)
+    if tokens < block_size:
+        spec, dev = get_model(model), get_gpu(gpu)
+        raise InputError(
+            f"the weights of {spec.name} ({spec.weight_bytes / 1e9:.1f} GB) leave no room for "
+            f"a KV cache in {memory_fraction:g} of {dev.name}'s {dev.memory_bytes / 1e9:.1f} GB "
+            "(use a larger or scaled GPU, e.g. '4xa100-80gb', or give kv_blocks)",
+            field="gpu",
+        )
+    return tokens // block_size
+
+
+def _arrivals(
+    df: pd.DataFrame,
+    rate: float | None,
+    concurrency: int | None,
+    seed: int,
+    burstiness: float,
+    think_time_ms: float,
+) -> tuple[ArrivalStream, str]:
+    """The arrival stream of a run and its mode: ``trace``, ``rate`` or ``closed``."""
+    n = len(df)
+    if concurrency is None and think_time_ms != 0:
+        raise InputError(
+            "think_time_ms applies to a closed loop (concurrency=)", field="think_time_ms"
+        )
+    if rate is None and burstiness != 1.0:
+        raise InputError("burstiness applies to drawn arrivals (rate=)", field="burstiness")
+    if concurrency is not None and rate is not None:
+        raise InputError(
+            "give rate (open loop) or concurrency (closed loop), not both", field="rate"
+        )
+    if concurrency is not None:
+        c = check_scalar(concurrency, "concurrency", int, min_val=1)
+        think = check_scalar(think_time_ms, "think_time_ms", float, min_val=0, unit="ms")
+        arrival = np.full(n, np.nan)
+        known = min(c, n)
+        arrival[:known] = 0.0
+        return ArrivalStream(arrival, np.arange(n, dtype=np.int64), known, think), "closed"
+    if rate is not None:
+        arrival = draw_arrivals(n, rate, seed=seed, burstiness=burstiness) * 1e3
+        return ArrivalStream(arrival, np.arange(n, dtype=np.int64), n, None), "rate"
+    if "arrival_s" not in df.columns:
+        raise InputError(
+            "requests have no arrival_s column: give rate= (open loop) or concurrency= "
+            "(closed loop)",
+            field="arrival_s",
+        )
+    arrival = df["arrival_s"].to_numpy(dtype=np.float64) * 1e3
+    order = np.argsort(arrival, kind="stable").astype(np.int64)
+    return ArrivalStream(arrival, order, n, None), "trace"
+
+
+def simulate(
+    requests: pd.DataFrame,
+    policy: str | Policy = "continuous",
+    *,
+    model: str | ModelSpec = "llama-2-7b",
+    gpu: str | DeviceSpec = "h100-sxm",
+    step_time: StepTimeModel | pd.DataFrame | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    burstiness: float = 1.0,
+    think_time_ms: float = 0.0,
+    kv_blocks: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    memory_fraction: float = 0.9,
+    **policy_options: Any,
+) -> SimulationResult:
+    """Simulate serving ``requests`` with a batching policy on one model replica.
+
+    ``requests``: request_id, prompt_len, gen_len (tokens), and ``arrival_s`` (seconds) unless
+    ``rate`` (requests/s: arrivals re-drawn with ``seed``, Poisson or gamma with CV
+    ``burstiness``) or ``concurrency`` (closed loop of that many clients, ``think_time_ms``
+    between a response and the client's next request) is given; optional ``priority``.
+    ``policy``: a name in :data:`~batchlab.simulate.policies.POLICIES` (options as keywords,
+    e.g. ``max_num_seqs=64``; its declared knobs) or a :class:`Policy`. Step times:
+    ``step_time`` (a StepTimeModel or a measured table), else the roofline of ``model`` on
+    ``gpu``. KV cache: ``kv_blocks`` blocks of ``block_size`` tokens, by default what fits
+    beside the weights in ``memory_fraction`` of ``gpu``'s memory
+    (:func:`batchlab.roofline.max_kv_tokens`). ``progress`` shows a tqdm bar of finished
+    requests.
+    """
+    df = validate_requests(requests)
+    pol = make_policy(policy, **policy_options)
+    st = resolve_step_time(step_time, model, gpu)
+    bs = check_scalar(block_size, "block_size", int, min_val=1, unit="tokens")
+    kvb = _kv_budget(kv_blocks, bs, model, gpu, memory_fraction)
+    prio_values, levels = priority_levels(df)
+    arrivals, mode = _arrivals(df, rate, concurrency, seed, burstiness, think_time_ms)
+    reqs = RequestArrays(
+        prompt=df["prompt_len"].to_numpy(dtype=np.int64),
+        gen=df["gen_len"].to_numpy(dtype=np.int64),
+        level=levels,
+        request_ids=df["request_id"].tolist(),
+    )
+    records = Records(reqs.n)
+    state = SimState(reqs, arrivals, records, st, kvb, bs)
+    pol.setup(state)
+    run(state, pol, progress)
+    return _result(df, prio_values, state, pol, mode)
+
+
+def run(state: SimState, pol: Policy, progress: bool = False) -> None:
+    """The event loop of one replica: hand over arrivals, start what the policy says, advance
+    the clock; until every request has finished (a stall is a RuntimeError)."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=state.n, unit="req", desc=f"simulate {pol.name}")
+    shown = 0
+    n = state.n
+    arrivals, records = state.arrivals, state.records
+    try:
+        while records.finished < n:
+            taken = arrivals.take(state.clock)
+            if taken is not None:
+                arrived, at_ms = taken
+                records.delivered(at_ms, state.clock)
+                pol.on_arrivals(state, arrived)
+            b = pol.next_batch(state)
+            if b is None:
+                t = min(arrivals.next_ms(), pol.wake_time(state))
+                if t == INF:
+                    if pol.flush(state):
+                        continue
+                    raise RuntimeError(
+                        f"simulation stalled at {state.clock:.3f} ms with "
+                        f"{n - records.finished} requests unfinished"
+                    )
+                if t > state.clock:
+                    state.clock = t
+                continue
+            state.clock = b.start_ms + b.duration_ms
+            finished = state.record(b)
+            if finished:
+                arrivals.on_finished(finished, state.clock)
+            pol.on_batch_end(state, b)
+            if bar is not None and records.finished - shown >= 256:
+                bar.update(records.finished - shown)
+                shown = records.finished
+    finally:
+        if bar is not None:
+            bar.update(records.finished - shown)
+            bar.close()
+
+
+def _result(
+    df: pd.DataFrame, prio_values: np.ndarray, state: SimState, pol: Policy, mode: str
+) -> SimulationResult:
+    rec = state.records
+    gen = state.gen
+    arrival = state.arrival
+    out = df.drop(columns=[c for c in ("arrival_s",) if c in df.columns]).copy()
+    if "priority" not in out.columns:
+        out["priority"] = prio_values
+    out["arrival_ms"] = arrival
+    out["start_ms"] = rec.start
+    out["first_token_ms"] = rec.first
+    out["last_token_ms"] = rec.last
+    out["finish_ms"] = rec.finish
+    out["queue_ms"] = rec.start - arrival
+    out["ttft_ms"] = rec.first - arrival
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["tpot_ms"] = np.where(gen > 1, (rec.last - rec.first) / (gen - 1), np.nan)
+    out["latency_ms"] = rec.finish - arrival
+    out["preemptions"] = rec.preemptions
+    out["batch_id"] = rec.batch_id
+    steps = pd.DataFrame(state.log, columns=list(STEP_COLUMNS))
+    for col in _STEP_INT:
+        steps[col] = steps[col].astype(np.int64)
+    return SimulationResult(
+        requests=out,
+        steps=steps,
+        policy=pol.name,
+        options=dict(pol.options()),
+        kv_blocks=state.kv_blocks,
+        block_size=state.block_size,
+        mode=mode,
+        step_time=repr(state.step_time),
+        padded=pol.padded(),
+        occupancy_request_ms=rec.occupancy_ms,
+        occupancy_span_ms=rec.last_event_ms - rec.first_event_ms,
+    )

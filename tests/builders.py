@@ -1,0 +1,83 @@
+"""Builders of hand-made tables shared by the tests (the fixtures of ``conftest.py`` hand
+them out; hypothesis strategies import them directly)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["lognormal_requests", "measurement_table", "request_table"]
+
+
+def request_table(
+    prompt: Sequence[int],
+    gen: Sequence[int],
+    arrival_s: Sequence[float] | None = None,
+    *,
+    prefix: str = "r",
+    **extra: object,
+) -> pd.DataFrame:
+    """Requests ``<prefix>0, <prefix>1, ...`` with these lengths (tokens), optional arrivals
+    (s) and extra columns."""
+    df = pd.DataFrame(
+        {
+            "request_id": [f"{prefix}{i}" for i in range(len(prompt))],
+            "prompt_len": np.asarray(prompt, dtype=np.int64),
+            "gen_len": np.asarray(gen, dtype=np.int64),
+            **extra,
+        }
+    )
+    if arrival_s is not None:
+        df["arrival_s"] = np.asarray(arrival_s, dtype=np.float64)
+    return df
+
+
+def lognormal_requests(
+    n: int,
+    seed: int,
+    *,
+    prompt_median: float = 500,
+    gen_median: float = 100,
+    max_prompt_len: int = 8192,
+    max_gen_len: int = 1024,
+    prefix: str = "r",
+) -> pd.DataFrame:
+    """``n`` requests with log-normal lengths (sigma 0.8 for prompts, 0.9 for generations)."""
+    rng = np.random.default_rng(seed)
+    p = np.clip(rng.lognormal(np.log(prompt_median), 0.8, n), 1, max_prompt_len)
+    g = np.clip(rng.lognormal(np.log(gen_median), 0.9, n), 1, max_gen_len)
+    return request_table(p.astype(np.int64), g.astype(np.int64), prefix=prefix)
+
+
+def measurement_table(
+    sizes: Sequence[int],
+    tps: Sequence[float],
+    latency: Sequence[float],
+    *,
+    oom: Sequence[bool] | None = None,
+    prompt_len: int | None = None,
+    gen_len: int | None = None,
+    decode: Sequence[float] | None = None,
+    **extra: object,
+) -> pd.DataFrame:
+    """A measurement-like table: batch sizes, output tokens/s, request latency (ms), ``oom``
+    (all False by default); with ``prompt_len`` / ``gen_len`` those columns too, and then
+    ``decode_ms_per_step`` (``decode``, default latency / gen_len); extra columns (scalars are
+    broadcast)."""
+    n = len(sizes)
+    df = pd.DataFrame({"batch_size": np.asarray(sizes, dtype=np.int64)})
+    if prompt_len is not None:
+        df["prompt_len"] = np.full(n, prompt_len, dtype=np.int64)
+    if gen_len is not None:
+        df["gen_len"] = np.full(n, gen_len, dtype=np.int64)
+    df["output_tokens_per_s"] = np.asarray(tps, dtype=np.float64)
+    df["latency_ms_per_request"] = np.asarray(latency, dtype=np.float64)
+    if gen_len is not None or decode is not None:
+        per_step = np.asarray(latency) / gen_len if decode is None else decode
+        df["decode_ms_per_step"] = np.asarray(per_step, dtype=np.float64)
+    df["oom"] = np.zeros(n, dtype=bool) if oom is None else np.asarray(oom, dtype=bool)
+    for name, values in extra.items():
+        df[name] = values
+    return df

@@ -1,0 +1,25 @@
+"""Fixtures shared by the test modules: builders of request tables and measurement tables
+(from ``tests/builders.py``), session-scoped so hypothesis tests can use them too."""
+
+from __future__ import annotations
+
+import builders
+import pytest
+
+
+@pytest.fixture(scope="session")
+def request_table():
+    """Builder: ``request_table(prompt, gen, arrival_s=None, *, prefix="r", **extra)``."""
+    return builders.request_table
+
+
+@pytest.fixture(scope="session")
+def lognormal_requests():
+    """Builder: ``lognormal_requests(n, seed, *, prompt_median=500, gen_median=100, ...)``."""
+    return builders.lognormal_requests
+
+
+@pytest.fixture(scope="session")
+def measurement_table():
+    """Builder: ``measurement_table(sizes, tps, latency, *, oom=None, **extra)``."""
+    return builders.measurement_table

@@ -1,0 +1,255 @@
+"""The tiny Llama served by ``transformers serve``: its tokenizer (every id a visible word), the
+saved folder, and (slow) a real server on 127.0.0.1 under load, and ``batchlab serve-tiny``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlab import loadtest as lt
+from batchlab.errors import InputError
+
+tiny = pytest.importorskip("batchlab.tinyserver")
+pytest.importorskip("transformers", reason="the tiny model needs the measure extra")
+pytest.importorskip("tokenizers", reason="the tiny tokenizer needs the tokenizers package")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return tiny.save_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+def live_or_skip() -> None:
+    missing = tiny.missing_serve_packages()
+    if missing:
+        pytest.skip(
+            f"the live server test needs {', '.join(missing)}: pip install 'batchlab[measure,serve]'"
+        )
+
+
+# ------------------------------------------------------------------------- tokenizer, folder
+
+
+def test_every_id_decodes_to_visible_text_as_its_own_stream_event() -> None:
+    from tokenizers.decoders import DecodeStream
+
+    words = tiny.tiny_vocabulary(4096)
+    assert len(words) == len(set(words)) == 4096
+    assert all(w and not any(c.isspace() for c in w) for w in words)
+    fast = tiny.tiny_tokenizer(4096)
+    rust = fast._tokenizer
+    stream = DecodeStream([], skip_special_tokens=True)  # as transformers serve decodes
+    ids = np.random.default_rng(0).integers(0, 4096, 2000).tolist() + list(range(4096))
+    pieces = [stream.step(rust, i) for i in ids]
+    assert all(p is not None and p.strip() for p in pieces)
+    assert fast.all_special_ids == []
+
+
+def test_prompt_words_are_one_token_each_and_no_bos_is_added() -> None:
+    fast = tiny.tiny_tokenizer()
+    text = lt.prompt_text(37, seed=1, index=4)
+    ids = fast(text)["input_ids"]
+    assert len(ids) == 37
+    assert max(ids) < len(lt.PROMPT_WORDS)  # known words, never <unk>
+    assert fast("zebra")["input_ids"] == [4095]  # an unknown word is <unk>, still one token
+    messages = [{"role": "user", "content": text}]
+    chat = fast.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert len(fast(chat)["input_ids"]) == 37 + 2  # "user:" and "assistant:"
+
+
+def test_saved_folder_is_reused_and_generates_exactly_max_new_tokens(tiny_dir) -> None:
+    from batchlab.measure import load_model
+
+    marker = tiny_dir / "batchlab-tiny.json"
+    before = marker.stat().st_mtime_ns
+    assert tiny.save_tiny_model(tiny_dir) == tiny_dir
+    assert marker.stat().st_mtime_ns == before  # reused, not rebuilt
+    model = load_model(tiny_dir)
+    assert model.config.eos_token_id is None
+    assert model.generation_config.eos_token_id is None
+    import torch
+
+    out = model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=9, do_sample=False)
+    assert out.shape == (1, 3 + 9)
+
+
+def test_a_folder_not_written_here_is_never_overwritten(tmp_path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="not written by batchlab"):
+        tiny.save_tiny_model(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_hosts_are_accepted(host) -> None:
+    cmd = tiny.serve_command("/m", port=8123, host=host)
+    assert cmd[cmd.index("--host") + 1] == host
+    assert cmd[1:5] == ["-m", "transformers.cli.transformers", "serve", "/m"]
+    assert "--continuous-batching" in cmd and cmd[cmd.index("--device") + 1] == "cpu"
+    assert cmd[cmd.index("--cb-num-blocks") + 1] == str(tiny.DEFAULT_NUM_BLOCKS)
+    assert cmd[cmd.index("--cb-max-batch-tokens") + 1] == str(tiny.DEFAULT_MAX_BATCH_TOKENS)
+
+
+def test_the_server_runs_offline_with_the_threads_asked_for() -> None:
+    env = tiny.server_env(3)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "3"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HUB_DISABLE_UPDATE_CHECK"] == "1"
+    with pytest.raises(InputError, match="threads"):
+        tiny.server_env(0)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "192.168.1.2", "example.org", "::"])
+def test_other_hosts_are_refused(host) -> None:
+    with pytest.raises(InputError, match="loopback"):
+        tiny.serve_command("/m", port=8123, host=host)
+
+
+@pytest.mark.parametrize("port", [0, 70000, "80", True])
+def test_bad_ports_are_refused(port) -> None:
+    with pytest.raises(InputError, match="port"):
+        tiny.serve_command("/m", port=port)
+
+
+# ---------------------------------------------------------------------- the live server (slow)
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_live_loadtest_against_transformers_serve(tiny_dir) -> None:
+    live_or_skip()
+    t_start = time.perf_counter()
+    n = 8
+    df = pd.DataFrame(
+        {
+            "request_id": [f"q{i}" for i in range(n)],
+            "prompt_len": [24, 40, 16, 32, 24, 48, 16, 32],
+            "gen_len": [16, 12, 20, 16, 8, 16, 24, 12],
+        }
+    )
+    with tiny.TinyServer(model_dir=tiny_dir, ready_timeout_s=90) as server:
+        pgid = server.proc.pid
+        t0 = time.perf_counter()
+        start_s = t0 - t_start
+        res = lt.loadtest(
+            server.url,
+            df,
+            model=server.model,
+            concurrencies=[1, 4],
+            max_requests=n,
+            duration_s=30,
+            timeout_s=30,
+            progress=False,
+        )
+        wall_s = time.perf_counter() - t0
+        chat = lt.loadtest(
+            server.url,
+            df.iloc[:4],
+            model=server.model,
+            concurrencies=[2],
+            chat=True,
+            duration_s=30,
+            timeout_s=30,
+            progress=False,
+        )
+        t_stop = time.perf_counter()
+    stop_s = time.perf_counter() - t_stop
+    # nothing of the server is left
+    assert server.proc.returncode is not None
+    assert group_gone(pgid)
+    # transformers serve refuses unknown fields; the client learnt it and went on without them
+    assert res.server["ignore_eos"] is False
+    assert "Unexpected fields" in res.server["length_fields_refused"]
+    assert res.server["tokens_per_word"] == 1.0 and res.server["prompt_overhead_tokens"] == 0.0
+    assert chat.server["prompt_overhead_tokens"] == 2.0  # "user:" and "assistant:"
+    for result in (res, chat):
+        r = result.requests
+        assert (r["status"] == "ok").all(), r["error"].tolist()
+        # exactly the tokens asked for, each one observed in the stream, as usage says
+        assert (r["tokens_out"] == r["gen_len"]).all()
+        assert (r["tokens_streamed"] == r["usage_completion_tokens"]).all()
+        assert (r["tokens_in"] == r["prompt_len"]).all()
+        assert (r["finish_reason"] == "length").all()
+        for _, rec in r.iterrows():
+            t = np.asarray(rec["token_ms"])
+            assert len(t) == rec["gen_len"]
+            assert rec["arrival_ms"] <= rec["send_ms"] < rec["first_token_ms"]
+            assert (np.diff(t) >= 0).all() and t[-1] == rec["last_token_ms"]
+            assert rec["last_token_ms"] <= rec["finish_ms"]
+            assert 0 < rec["ttft_ms"] <= rec["latency_ms"]
+    lv = res.levels.set_index("level")
+    assert lv["n_requests"].tolist() == [n, n] and lv["n_completed"].tolist() == [n, n]
+    assert (
+        (lv[["n_errors", "n_timeouts", "n_dropped", "n_short", "n_token_mismatch"]] == 0)
+        .all()
+        .all()
+    )
+    np.testing.assert_allclose(lv["throughput_rps"], n / lv["duration_s"])
+    np.testing.assert_allclose(lv["output_tokens_per_s"], df["gen_len"].sum() / lv["duration_s"])
+    assert lv["duration_s"].sum() <= wall_s
+    assert lv.loc[1.0, "littles_L"] <= 1 + 1e-9 and lv.loc[4.0, "littles_L"] <= 4 + 1e-9
+    for level in (1.0, 4.0):
+        r = res.requests[res.requests["level"] == level]
+        assert lv.loc[level, "latency_p50_ms"] <= lv.loc[level, "latency_p99_ms"]
+        assert lv.loc[level, "latency_p99_ms"] == r["latency_ms"].max()  # nearest rank of 8
+    print(
+        f"live load test: {time.perf_counter() - t_start:.1f} s in all: start {start_s:.1f} s, "
+        f"two levels {wall_s:.1f} s, stop {stop_s:.1f} s"
+    )
+
+
+@pytest.mark.slow
+def test_serve_tiny_command_announces_the_url_and_stops_on_ctrl_c(tiny_dir) -> None:
+    live_or_skip()
+    port = tiny.free_port()
+    cmd = [sys.executable, "-m", "batchlab.cli", "serve-tiny", "--port", str(port)]
+    cmd += ["--model-dir", str(tiny_dir), "--ready-timeout-s", "90"]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    lines: list[str] = []  # read by a thread: the server's access log shares the pipe
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stdout))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(line.startswith("model name:") for line in lines):
+                break
+            time.sleep(0.2)
+        assert f"serving the tiny Llama at http://127.0.0.1:{port}/v1" in lines, lines
+        assert f"model name: {tiny_dir}" in lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as resp:
+            assert str(tiny_dir) in resp.read().decode()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        reader.join(10)
+        proc.stdout.close()
+    deadline = time.monotonic() + 20
+    while not group_gone(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_gone(proc.pid)
