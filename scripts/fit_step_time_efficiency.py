@@ -36,14 +36,11 @@ from batchlab.calibration import (
     VIDUR_A100,
     ElementwiseEfficiency,
     KernelEfficiency,
-    dense_kernel_ms,
-    dense_ms,
     efficiency_table,
     profile_dense_ms,
-    profile_model_spec,
     read_operator_profile,
 )
-from batchlab.roofline import GPUS
+from batchlab.roofline import GPUS, dense_kernel_ms, dense_ms, profile_model_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILES = REPO.parent / "shared" / "profiles" / "vidur-a100"

@@ -1,4 +1,5 @@
-"""Tests of batchlab.calibration: kernel rooflines, named step parts, the A100 fit."""
+"""Tests of the calibrated step times: batchlab.calibration (kernel rooflines, the A100 fit)
+and batchlab.roofline.RooflineStepTime in named parts."""
 
 from __future__ import annotations
 
@@ -18,18 +19,25 @@ from batchlab.calibration import (
     VIDUR_A100,
     ElementwiseEfficiency,
     KernelEfficiency,
-    KernelRoofline,
-    StepParts,
-    dense_kernel_ms,
-    dense_ms,
     elementwise_ms,
     matmul_ms,
     profile_dense_ms,
-    profile_model_spec,
     read_operator_profile,
 )
 from batchlab.errors import InputError
-from batchlab.roofline import GPUS, MODELS, DeviceSpec, ModelSpec, RooflineStepTime, get_gpu
+from batchlab.roofline import (
+    GPUS,
+    MODELS,
+    DeviceSpec,
+    ModelSpec,
+    RooflineStepTime,
+    dense_kernel_ms,
+    dense_ms,
+    get_gpu,
+    get_model,
+    profile_model_spec,
+)
+from batchlab.steptime import StepBatch
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO.parent / "shared" / "profiles" / "vidur-a100"
@@ -49,6 +57,32 @@ steps = st.tuples(
 # --- the data-sheet ideal is the old roofline, exactly -------------------------------------------
 
 
+def _batch(p, n, mean_ctx, cached, seqs=1):
+    """A step of ``p`` prefill tokens (``seqs`` chunks ending, after ``cached`` cached tokens)
+    and ``n`` decodes at context ``mean_ctx + 1``."""
+    ctx = np.full(n, mean_ctx + 1.0)
+    if not p:
+        return StepBatch.of(0, ctx)
+    pairs = p * cached + p * (p + 1) / 2.0
+    return StepBatch.of(p, ctx, prefill_pairs=pairs, prefill_cached=cached, prefill_seqs=seqs)
+
+
+def _old_roofline_ms(model, device, batch):
+    """The data-sheet roofline as it was before calibration (a slow obvious reference)."""
+    m, d = get_model(model), get_gpu(device)
+    if batch.empty:
+        return 0.0
+    p, n = batch.prefill_tokens, batch.decode_seqs
+    flops = (
+        m.flops_per_token * (p + n)
+        + m.flops_per_logit_row * (batch.prefill_seqs + n)
+        + m.flops_per_pair * (batch.prefill_pairs + batch.decode_context)
+    )
+    kv = batch.decode_context + ((batch.prefill_cached + p) if p else 0)
+    moved = m.weight_bytes + m.kv_bytes_per_token * kv
+    return max(flops / d.peak_flops * 1e3, moved / d.memory_bandwidth * 1e3) + d.step_overhead_ms
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     step=steps,
@@ -59,21 +93,17 @@ steps = st.tuples(
 def test_ideal_equals_old_roofline_exactly(step, model, gpu, overhead):
     p, n, mean_ctx, cached = step
     device = DeviceSpec("d", GPUS[gpu].peak_flops, GPUS[gpu].memory_bandwidth, 80e9, overhead)
-    old = RooflineStepTime(model, device)
-    new = KernelRoofline(model, device, calibrated=False)
-    s = float(n * (mean_ctx + 1))
-    pairs = p * cached + p * (p + 1) / 2.0
-    assert new._step(p, n, s, pairs, cached) == old._step(p, n, s, pairs, cached)
-    ctx = np.full(n, mean_ctx + 1.0)
-    kw = dict(prefill_pairs=pairs if p else None, prefill_cached=cached if p else 0)
-    assert new.step_ms(p, ctx, **kw) == old.step_ms(p, ctx, **kw)
-    vec = new.steps_ms(p, n, s, prefill_pairs=pairs, prefill_cached=cached)
-    assert float(vec) == old._step(p, n, s, pairs, cached)
-    parts = new.step(p, ctx, **kw)
-    assert parts.total_ms == pytest.approx(old.step_ms(p, ctx, **kw), rel=1e-12, abs=1e-15)
+    ideal = RooflineStepTime(model, device, calibrated=False)
+    batch = _batch(p, n, mean_ctx, cached)
+    old = _old_roofline_ms(model, device, batch)
+    assert ideal.duration_ms(batch) == pytest.approx(old, rel=1e-14, abs=1e-15)
+    parts = ideal.step(batch)
+    assert parts.total_ms == pytest.approx(old, rel=1e-12, abs=1e-15)
+    assert sum(parts.parts.values()) == pytest.approx(old, rel=1e-12, abs=1e-15)
     if n:
-        run_new, run_old = new.decode_run_ms(ctx, 17), old.decode_run_ms(ctx, 17)
-        assert np.array_equal(run_new, run_old)
+        run = ideal.decode_steps_ms(batch, 17)
+        loop = [_old_roofline_ms(model, device, batch.advanced(j)) for j in range(17)]
+        assert np.allclose(run, loop, rtol=1e-14, atol=0)
 
 
 def test_ideal_dense_by_hand():
@@ -90,15 +120,16 @@ def test_ideal_dense_by_hand():
 
 
 def test_ideal_parts_share_the_bounding_resource():
-    new = KernelRoofline("llama-3-8b", "h100-sxm", calibrated=False)
-    decode = new.step(0, np.full(8, 1000.0))  # memory-bound: weights + KV reads
+    new = RooflineStepTime("llama-3-8b", "h100-sxm", calibrated=False)
+    decode = new.step(StepBatch.of(0, np.full(8, 1000.0))).parts  # memory-bound
     spec = MODELS["llama-3-8b"]
-    assert decode.attention_ms == pytest.approx(spec.kv_bytes_per_token * 8000 / 3.35e12 * 1e3)
-    assert decode.dense_ms + decode.lm_head_ms == pytest.approx(spec.weight_bytes / 3.35e12 * 1e3)
-    prefill = new.step(4096)  # compute-bound
+    assert decode["attention"] == pytest.approx(spec.kv_bytes_per_token * 8000 / 3.35e12 * 1e3)
+    assert decode["dense"] + decode["lm_head"] == pytest.approx(spec.weight_bytes / 3.35e12 * 1e3)
+    prefill = new.step(StepBatch.of(4096))  # compute-bound
     flops_per_token = 2 * 32 * spec.matmul_params_per_layer
-    assert prefill.dense_ms == pytest.approx(flops_per_token * 4096 / 989.5e12 * 1e3)
-    assert prefill.lm_head_ms == pytest.approx(2 * 128256 * 4096 / 989.5e12 * 1e3)
+    assert prefill.bound == "compute" and prefill.memory_ms == 0
+    assert prefill.parts["dense"] == pytest.approx(flops_per_token * 4096 / 989.5e12 * 1e3)
+    assert prefill.parts["lm_head"] == pytest.approx(2 * 128256 * 4096 / 989.5e12 * 1e3)
 
 
 # --- kernel times by hand ----------------------------------------------------------------------
@@ -114,6 +145,8 @@ def test_matmul_and_elementwise_by_hand():
     p = e.overlap_p
     want = e.matmul_latency_us * 1e-3 + (tc**p + tm**p) ** (1 / p)
     assert matmul_ms(1, k, n, a100, e) == pytest.approx(want, rel=1e-12)
+    t, compute_bound = matmul_ms([1, 4096], k, n, a100, e, with_bound=True)
+    assert list(compute_bound) == [False, True] and t[0] == pytest.approx(want, rel=1e-12)
     # 129 tokens are padded to 256 rows of compute (tile of 128); 64 are not padded
     tc129 = 2 * 256 * k * n / (312e12 * e.matmul_compute) * 1e3
     tm129 = (2 * k * n + 2 * 129 * (k + n)) / (2039e9 * e.matmul_memory) * 1e3
@@ -237,13 +270,12 @@ def test_dense_is_nondecreasing_in_tokens(gpu):
 
 
 def test_steps_are_nondecreasing_in_work():
-    model = KernelRoofline("llama-3-8b", "h100-sxm")
-    n = np.arange(1, 513)
-    by_batch = model.steps_ms(0, n, 1000.0 * n)
+    model = RooflineStepTime("llama-3-8b", "h100-sxm")
+    by_batch = [model.duration_ms(StepBatch.of(0, np.full(b, 1000.0))) for b in range(1, 513)]
     assert np.all(np.diff(by_batch) > 0)
-    by_context = model.steps_ms(0, 32, np.arange(32, 200_000, 97))
+    by_context = model.decode_steps_ms(StepBatch.of(0, np.full(32, 1.0)), 6000)
     assert np.all(np.diff(by_context) >= 0)
-    by_prefill = model.steps_ms(np.arange(1, 4097), 0, 0)
+    by_prefill = [model.duration_ms(StepBatch.of(p)) for p in range(1, 4097)]
     assert np.all(np.diff(by_prefill) >= 0)
 
 
@@ -251,24 +283,28 @@ def test_steps_are_nondecreasing_in_work():
 @given(step=steps, model=st.sampled_from(sorted(MODELS)), gpu=st.sampled_from(sorted(GPUS)))
 def test_vectorized_equals_scalar(step, model, gpu):
     p, n, mean_ctx, cached = step
-    rl = KernelRoofline(model, gpu)
-    s = float(n * (mean_ctx + 1))
-    pairs = p * cached + p * (p + 1) / 2.0
-    scalar = rl._step(p, n, s, pairs, cached)
-    vec = float(rl.steps_ms(p, n, s, prefill_pairs=pairs, prefill_cached=cached))
-    assert vec == pytest.approx(scalar, rel=1e-12, abs=0.0)
-    ctx = np.full(n, mean_ctx + 1.0)
-    kw = dict(prefill_pairs=pairs if p else None, prefill_cached=cached if p else 0)
-    parts = rl.step(p, ctx, **kw)
-    assert parts.total_ms == pytest.approx(scalar, rel=1e-12, abs=0.0)
-    assert rl.step_ms(p, ctx, **kw) == pytest.approx(scalar, rel=1e-12, abs=0.0)
+    rl = RooflineStepTime(model, gpu)
+    batch = _batch(p, n, mean_ctx, cached)
+    parts = rl.step(batch)  # the kernels one by one
+    fast = rl.duration_ms(batch)  # tables and two scalar rooflines
+    assert fast == pytest.approx(parts.total_ms, rel=1e-12, abs=0.0)
+    assert sum(parts.parts.values()) == pytest.approx(parts.total_ms, rel=1e-12, abs=0.0)
     if n:
-        run = rl.decode_run_ms(ctx, 9)
-        loop = [rl.step_ms(0, ctx + j) for j in range(9)]
+        run = rl.decode_steps_ms(batch, 9)
+        loop = [rl.step(batch.advanced(j)).total_ms for j in range(9)]
         assert np.allclose(run, loop, rtol=1e-12, atol=0)
     assert float(rl.dense_ms(p + n)) == pytest.approx(
         float(dense_ms(model, gpu, [p + n])[0]), rel=1e-15
     )
+    if p + n:
+        assert parts.parts["dense"] == pytest.approx(float(rl.dense_ms(p + n)), rel=1e-12)
+
+
+def test_steps_beyond_the_tables_are_computed_directly():
+    rl = RooflineStepTime("llama-2-7b", "a100-80gb")
+    huge = StepBatch.of(RooflineStepTime.TABLE_LIMIT + 5, (1000.0,) * 3)
+    assert rl.duration_ms(huge) == pytest.approx(rl.step(huge).total_ms, rel=1e-12)
+    assert rl.duration_ms(huge) > rl.duration_ms(StepBatch.of(1000, (1000.0,) * 3))
 
 
 @settings(max_examples=100, deadline=None)
@@ -277,37 +313,45 @@ def test_calibrated_is_slower_than_the_data_sheet_ideal(step, model, gpu):
     p, n, mean_ctx, cached = step
     if p == 0 and n == 0:
         return
-    s = float(n * (mean_ctx + 1))
-    pairs = p * cached + p * (p + 1) / 2.0
-    cal = KernelRoofline(model, gpu)._step(p, n, s, pairs, cached)
-    ideal = KernelRoofline(model, gpu, calibrated=False)._step(p, n, s, pairs, cached)
+    batch = _batch(p, n, mean_ctx, cached)
+    cal = RooflineStepTime(model, gpu).duration_ms(batch)
+    ideal = RooflineStepTime(model, gpu, calibrated=False).duration_ms(batch)
     assert cal > ideal
 
 
 def test_step_parts_by_name():
-    rl = KernelRoofline("llama-2-7b", get_gpu("h100-sxm"))
-    parts = rl.step(512, np.array([100.0, 2000.0]), prefill_cached=0)
-    assert isinstance(parts, StepParts)
-    d = parts.as_dict()
-    assert set(d) == {"dense_ms", "attention_ms", "lm_head_ms", "overhead_ms", "total_ms"}
-    assert d["total_ms"] == pytest.approx(
-        d["dense_ms"] + d["attention_ms"] + d["lm_head_ms"] + d["overhead_ms"]
-    )
-    assert parts.dense_ms == pytest.approx(float(rl.dense_ms(514)))
-    assert min(parts.dense_ms, parts.attention_ms, parts.lm_head_ms) > 0
-    assert rl.step(0, ()).total_ms == 0.0
+    rl = RooflineStepTime("llama-2-7b", get_gpu("h100-sxm"))
+    step = rl.step(StepBatch.of(512, np.array([100.0, 2000.0])))
+    assert set(step.parts) == {"dense", "attention", "lm_head", "overhead"}
+    assert sum(step.parts.values()) == pytest.approx(step.total_ms)
+    assert step.compute_ms + step.memory_ms + step.overhead_ms == pytest.approx(step.total_ms)
+    assert step.other_ms == 0.0
+    assert step.parts["dense"] == pytest.approx(float(rl.dense_ms(514)))
+    assert min(step.parts["dense"], step.parts["attention"], step.parts["lm_head"]) > 0
+    # 514 tokens: the projections are compute-bound; the elementwise kernels are memory-bound
+    assert step.compute_ms > step.memory_ms > 0
+    assert rl.step(StepBatch()).total_ms == 0.0
     # two prefill chunks emit two logit rows: a larger LM head than one chunk
-    assert rl.step(512, prefill_seqs=2).lm_head_ms > rl.step(512, prefill_seqs=1).lm_head_ms
-    assert "calibrated" in repr(rl)
+    one = rl.step(StepBatch.of(512, prefill_seqs=1)).parts["lm_head"]
+    two = rl.step(StepBatch.of(512, prefill_seqs=2)).parts["lm_head"]
+    assert two > one
+    assert repr(rl) == "RooflineStepTime('llama-2-7b', 'h100-sxm')"
+    assert "calibrated=False" in repr(RooflineStepTime("llama-2-7b", "h100-sxm", calibrated=False))
+    # a decode step of one sequence is memory-bound in every kernel
+    decode = rl.step(StepBatch.of(0, [1000.0]))
+    assert decode.compute_ms == 0.0 and decode.bound == "memory"
+    with_overhead = RooflineStepTime(
+        "llama-2-7b", DeviceSpec("x", 1e15, 3e12, 80e9, step_overhead_ms=0.25)
+    )
+    assert with_overhead.step(StepBatch.of(0, [1000.0])).parts["overhead"] == 0.25
 
 
 def test_decode_step_against_hand_figures():
     # Llama-2-7B decoding one sequence at 1,000 tokens of context on an H100 SXM: the weights
     # (13.5 GB) stream at ~79 % of 3.35 TB/s plus ~300 launches: 5-6 ms, vs 4.0 ms ideal
-    cal = KernelRoofline("llama-2-7b", "h100-sxm").step_ms(0, np.array([1000.0]))
-    ideal = KernelRoofline("llama-2-7b", "h100-sxm", calibrated=False).step_ms(
-        0, np.array([1000.0])
-    )
+    batch = StepBatch.of(0, np.array([1000.0]))
+    cal = RooflineStepTime("llama-2-7b", "h100-sxm").duration_ms(batch)
+    ideal = RooflineStepTime("llama-2-7b", "h100-sxm", calibrated=False).duration_ms(batch)
     weights = MODELS["llama-2-7b"].weight_bytes + MODELS["llama-2-7b"].kv_bytes_per_token * 1000
     assert ideal == pytest.approx(weights / 3.35e12 * 1e3)
     assert 1.25 * ideal < cal < 1.6 * ideal
@@ -328,16 +372,15 @@ def test_bad_input_is_a_clear_error():
     assert err.value.field == "m_tile"
     with pytest.raises(InputError):
         dense_ms("llama-2-7b", "h100-sxm", [-1])
-    with pytest.raises(InputError):
-        KernelRoofline("llama-2-7b", "h100-sxm", efficiency="fast")
-    rl = KernelRoofline("llama-2-7b", "h100-sxm")
     with pytest.raises(InputError) as err:
-        rl.step(10, [0.0])
-    assert err.value.field == "decode_context_lens"
-    with pytest.raises(InputError):
-        rl.step(10.5)
-    with pytest.raises(InputError):
-        rl.step(10, prefill_seqs=0)
+        RooflineStepTime("llama-2-7b", "h100-sxm", efficiency="fast")
+    assert err.value.field == "efficiency"
+    with pytest.raises(InputError) as err:
+        RooflineStepTime("llama-2-7b", "h100-sxm", calibrated="yes")
+    assert err.value.field == "calibrated"
+    with pytest.raises(InputError) as err:
+        DeviceSpec("x", 1e12, 1e11, 1e9, n_sms=0)
+    assert err.value.field == "n_sms"
 
 
 def test_efficiency_replace_changes_the_times():

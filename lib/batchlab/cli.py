@@ -277,6 +277,18 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+def _step_time(args):
+    """The step-time model of ``batchlab simulate``: calibrated roofline (default), the
+    data-sheet ideal (``--ideal``) or a model fitted on a measurement (``--step-time``)."""
+    if args.step_time is not None:
+        from batchlab.measure import fit_step_time, load_measurement
+
+        return fit_step_time(load_measurement(args.step_time))
+    from batchlab.roofline import RooflineStepTime
+
+    return RooflineStepTime(args.model, args.gpu, calibrated=not args.ideal)
+
+
 def cmd_simulate(args) -> int:
     """Simulate serving IN (a request file, or a registered trace name such as
     ``azure-conv-2023``) with a batching policy; print the aggregates (``--json``: as JSON)."""
@@ -324,6 +336,7 @@ def cmd_simulate(args) -> int:
         args.policy,
         model=args.model,
         gpu=args.gpu,
+        step_time=_step_time(args),
         seed=args.seed,
         kv_blocks=args.kv_blocks,
         block_size=args.block_size,
@@ -339,6 +352,7 @@ def cmd_simulate(args) -> int:
         "options": dict(result.options),
         "model": args.model,
         "gpu": args.gpu,
+        "step_time": result.step_time,
         "mode": result.mode,
         "kv_blocks": result.kv_blocks,
         "block_size": result.block_size,
@@ -753,6 +767,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="continuous", help=_policy_help())
     p.add_argument("--model", default="llama-2-7b", help="model preset (roofline step times)")
     p.add_argument("--gpu", default="h100-sxm", help="GPU preset, or Nx<preset>")
+    times = p.add_mutually_exclusive_group()
+    times.add_argument(
+        "--ideal",
+        action="store_true",
+        help="data-sheet roofline step times (default: calibrated on measured GPU profiles)",
+    )
+    times.add_argument(
+        "--step-time",
+        metavar="MEASUREMENT.csv",
+        help="step times fitted on a measurement (batchlab measure); --model/--gpu then only "
+        "size the KV cache",
+    )
     load = p.add_mutually_exclusive_group()
     load.add_argument("--rate", type=float, help="open loop: Poisson arrivals, requests/s")
     load.add_argument("--concurrency", type=int, help="closed loop: number of clients")
