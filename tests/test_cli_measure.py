@@ -82,12 +82,15 @@ def test_measure_saves_and_reports(capsys, tmp_path):
 
 
 def test_measure_default_path_and_no_save(capsys, tmp_path, monkeypatch):
+    # by default the user's cache folder, never the repository's data/ (issue 11)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code, out, err = run(capsys, *SMALL)
     assert code == 0, err
-    saved = Path("data/measurements/tiny-llama-cpu-p8-g3.csv")
+    saved = tmp_path / "cache" / "batchlab" / "measurements" / "tiny-llama-cpu-p8-g3.csv"
     assert saved.exists() and saved.with_suffix(".json").exists()
     assert f"saved {saved}" in out
+    assert not (tmp_path / "data").exists()
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.chdir(other)

@@ -372,7 +372,8 @@ def cmd_simulate(args) -> int:
         mode = "trace arrival times"
     print(
         f"{source}: {len(requests):,} requests, {mode}, "
-        f"{result.policy} ({opts}) on {args.model} / {args.gpu}"
+        f"{result.policy} ({opts}) on "
+        + (f"{args.model} / {args.gpu}" if args.step_time is None else result.step_time)
     )
     print(
         f"KV cache: {result.kv_blocks:,} blocks of {result.block_size} tokens "
@@ -390,14 +391,68 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    """Measure greedy generation at several batch sizes on this machine (``--model tiny``: a
-    small random Llama, no download); print the table and its analysis (saturation, memory per
-    sequence, latency-limited size), and save it as CSV + JSON unless ``--no-save``."""
+    """Measure generation on this machine (``--model tiny``: a small random Llama, no
+    download) with the static engine (padded batches at several batch sizes: the table and its
+    analysis) or the continuous-batching engine (every step timed over batch sizes and prompt
+    lengths, and the step-time model fitted on it); save CSV + JSON (default: the user's cache
+    folder, the path is printed) unless ``--no-save``."""
     from batchlab.measure import parse_batch_sizes
 
+    continuous = args.engine == "continuous"
+    if args.batch_sizes is None:
+        args.batch_sizes = "1,2,4,8" if continuous else "1,2,4,8,16"
+    if args.repeats is None:
+        args.repeats = 2 if continuous else 3
+    if continuous and args.prompt_lens is None:
+        args.prompt_lens = "32,128,384"
     sizes = parse_batch_sizes(args.batch_sizes)  # checked before the (slow) measurement
     if args.no_save and args.output is not None:
         raise InputError("--output and --no-save contradict each other", field="--output")
+    check_scalar(args.threads, "--threads", int, min_val=1)
+    if args.engine == "continuous":
+        if args.prompt_len is not None:
+            raise InputError(
+                "applies to --engine static (continuous: --prompt-lens)", field="--prompt-len"
+            )
+        if args.latency_limit_ms is not None:
+            raise InputError("applies to --engine static", field="--latency-limit-ms")
+        lens = parse_batch_sizes(args.prompt_lens)
+        try:
+            run = run_measure_continuous_cli(
+                args.model,
+                sizes,
+                lens,
+                args.gen_len,
+                device=args.device,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                seed=args.seed,
+                threads=args.threads,
+                output=args.output,
+                save=not args.no_save,
+                progress=not args.no_progress,
+            )
+        except ImportError as exc:
+            raise InputError(str(exc), field="--model") from exc
+        if args.json:
+            _print_json(
+                {
+                    "settings": run.steps.attrs.get("settings", {}),
+                    "path": None if run.path is None else str(run.path),
+                    "fit": {
+                        **run.fit.coefficients(),
+                        "residual": dataclasses.asdict(run.fit.residual),
+                    },
+                    "table": run.table,
+                }
+            )
+            return EXIT_OK
+        print(run.report())
+        return EXIT_OK
+    if args.prompt_lens is not None:
+        raise InputError(
+            "applies to --engine continuous (static: --prompt-len)", field="--prompt-lens"
+        )
     check_scalar(
         args.tolerance, "--tolerance", float, min_val=0, max_val=1, include_boundaries="left"
     )
@@ -414,7 +469,7 @@ def cmd_measure(args) -> int:
         run = run_measure_cli(
             args.model,
             sizes,
-            args.prompt_len,
+            128 if args.prompt_len is None else args.prompt_len,
             args.gen_len,
             device=args.device,
             warmup=args.warmup,
@@ -426,6 +481,7 @@ def cmd_measure(args) -> int:
             latency_column=args.latency_column,
             tolerance=args.tolerance,
             progress=not args.no_progress,
+            threads=args.threads,
         )
     except ImportError as exc:  # torch / transformers missing: one line, exit code 2
         raise InputError(str(exc), field="--model") from exc
@@ -441,6 +497,82 @@ def cmd_measure(args) -> int:
         return EXIT_OK
     print(run.report())
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class ContinuousMeasureRun:
+    """The outcome of :func:`run_measure_continuous_cli`: the step table, its summary by batch
+    size and prompt length (:func:`batchlab.measure.decode_table`), the fitted step-time model
+    and where it was saved."""
+
+    steps: pd.DataFrame = field(repr=False)
+    table: pd.DataFrame = field(repr=False)
+    fit: Any  # batchlab.steptime.FittedStepTime
+    path: Path | None
+
+    def report(self) -> str:
+        """Lines for the terminal."""
+        settings = self.steps.attrs.get("settings", {})
+        cfg = settings.get("engine_config", {})
+        lines = [
+            f"continuous-batching engine: {len(self.steps):,} steps, "
+            f"{settings.get('num_threads', '?')} torch thread(s), "
+            f"{cfg.get('max_batch_tokens', '?')} tokens and "
+            f"{cfg.get('max_requests_per_batch', '?')} sequences per step at most",
+            self.table.to_string(index=False, float_format=lambda v: f"{v:,.3f}"),
+            "fitted step time (ms): "
+            + ", ".join(f"{k} {v:.4g}" for k, v in self.fit.coefficients().items()),
+            f"fit residual: {self.fit.residual}",
+        ]
+        if self.path is not None:
+            lines.append(f"saved {self.path} (+ {self.path.with_suffix('.json').name})")
+        return "\n".join(lines)
+
+
+def run_measure_continuous_cli(
+    model: Any = "tiny",
+    batch_sizes: Sequence[int] | str = "1,2,4,8",
+    prompt_lens: Sequence[int] | str = "32,128,384",
+    gen_len: int = 32,
+    *,
+    device: str = "auto",
+    warmup: int = 1,
+    repeats: int = 2,
+    seed: int = 0,
+    threads: int = 1,
+    output: str | os.PathLike[str] | None = None,
+    save: bool = True,
+    progress: bool = True,
+) -> ContinuousMeasureRun:
+    """What ``batchlab measure --engine continuous`` does: time the continuous-batching engine
+    step by step (:func:`batchlab.measure.measure_continuous`), fit the step-time model, save
+    (default: :func:`batchlab.measure.default_measurement_path`, the user's cache folder)."""
+    from batchlab.measure import (
+        decode_table,
+        fit_step_time,
+        measure_continuous,
+        parse_batch_sizes,
+        save_measurement,
+    )
+
+    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
+    lens = parse_batch_sizes(prompt_lens) if isinstance(prompt_lens, str) else prompt_lens
+    steps = measure_continuous(
+        model,
+        sizes,
+        lens,
+        gen_len,
+        device=device,
+        warmup=warmup,
+        repeats=repeats,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
+    path = save_measurement(steps, output) if save else None
+    return ContinuousMeasureRun(
+        steps=steps, table=decode_table(steps), fit=fit_step_time(steps), path=path
+    )
 
 
 @dataclass(frozen=True)
@@ -508,12 +640,15 @@ def run_measure_cli(
     latency_column: str = "latency_ms_per_request",
     tolerance: float = 0.05,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> MeasureRun:
-    """What ``batchlab measure`` does: measure with a progress bar, save, analyze.
+    """What ``batchlab measure`` (``--engine static``) does: measure with a progress bar,
+    save, analyze.
 
     ``batch_sizes`` may be a string such as ``"1,2,4,8"``. Saves to ``output`` (default
-    :func:`batchlab.measure.default_measurement_path` under ``data/measurements/``) unless
-    ``save`` is False. Print ``run.report()`` for the terminal.
+    :func:`batchlab.measure.default_measurement_path`: the user's cache folder, never the
+    repository) unless ``save`` is False. ``threads``: PyTorch's thread count (recorded). Print
+    ``run.report()`` for the terminal.
     """
     from batchlab.measure import (
         measure_batch_sizes,
@@ -524,7 +659,16 @@ def run_measure_cli(
 
     sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
     table = measure_batch_sizes(
-        model, sizes, prompt_len, gen_len, device, warmup, repeats, seed=seed, progress=progress
+        model,
+        sizes,
+        prompt_len,
+        gen_len,
+        device,
+        warmup,
+        repeats,
+        seed=seed,
+        progress=progress,
+        threads=threads,
     )
     path = save_measurement(table, output) if save else None
     summary = summarize_measurement(
@@ -796,23 +940,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "measure",
-        help="measure throughput, latency and memory at several batch sizes on this machine",
+        help="measure generation on this machine: padded batches (static) or every step of a "
+        "continuous-batching engine",
     )
     p.add_argument(
         "--model", default="tiny", help="'tiny' (random small Llama, no download) or a local folder"
     )
-    p.add_argument("--batch-sizes", default="1,2,4,8,16", help="comma-separated, e.g. 1,2,4,8")
-    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence")
+    p.add_argument(
+        "--engine",
+        choices=("static", "continuous"),
+        default="static",
+        help="static: padded batches decoding together, one row per batch size; continuous: "
+        "transformers' continuous-batching engine, one row per step, and a fitted step-time model",
+    )
+    p.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 1,2,4,8")
+    p.add_argument(
+        "--prompt-len", type=int, default=None, help="static: prompt tokens per sequence (128)"
+    )
+    p.add_argument(
+        "--prompt-lens",
+        default=None,
+        help="continuous: comma-separated prompt lengths, the contexts decode is measured at "
+        "(32,128,384)",
+    )
     p.add_argument("--gen-len", type=int, default=32, help="generated tokens per sequence (>= 2)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads (recorded; default 1)")
     p.add_argument("--warmup", type=int, default=1, help="discarded runs per batch size")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (median)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (static 3, continuous 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompts and tiny weights")
     p.add_argument(
         "--output",
         "-o",
         metavar="OUT.csv",
-        help="where to save (default: data/measurements/<model>-<device>-p<P>-g<G>.csv)",
+        help="where to save (default: the user's cache folder, e.g. "
+        "~/.cache/batchlab/measurements/<model>-<device>-p<P>-g<G>.csv; printed)",
     )
     p.add_argument("--no-save", action="store_true", help="do not write the CSV and JSON")
     p.add_argument("--latency-limit-ms", type=float, help="report the largest size meeting it")
