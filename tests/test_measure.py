@@ -391,7 +391,9 @@ def test_save_default_path_is_the_user_cache(table, tmp_path, monkeypatch):
     assert path.name == "tiny-llama-cpu-p16-g4.csv"
     assert path.exists() and not (tmp_path / "data").exists()
     settings = {**table.attrs["settings"], "engine": "continuous"}
-    assert measure.default_measurement_path(settings, "x").name == "tiny-llama-cpu-continuous-g4.csv"
+    assert (
+        measure.default_measurement_path(settings, "x").name == "tiny-llama-cpu-continuous-g4.csv"
+    )
 
 
 def _write(tmp_path, df):
