@@ -71,9 +71,19 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _cost_model(args):
-    from batchlab.cost import get_cost_model
+    """``--cost-model``: a preset (static-graph, padded-graph), ``<model>@<gpu>`` (real units
+    on the calibrated roofline, e.g. llama-3-8b@h100-sxm) or a measurement file (``batchlab
+    measure``'s CSV: the step-time model fitted on it); ``--granularity`` overrides its g."""
+    from batchlab.cost import StepTimeCostModel, get_cost_model
 
-    cm = get_cost_model(args.cost_model)
+    text = args.cost_model
+    if text.lower().endswith(".csv") or Path(text).is_file():
+        from batchlab.measure import fit_step_time, load_measurement
+
+        fitted = fit_step_time(load_measurement(text))
+        cm = StepTimeCostModel.from_step_time(fitted, name=f"fitted on {Path(text).name}")
+    else:
+        cm = get_cost_model(text)
     g = getattr(args, "granularity", None)
     if g is not None and g != cm.granularity:
         cm = cm.with_coefficients(granularity=g, name=f"{cm.name} (g={g})")
@@ -249,7 +259,10 @@ def cmd_verify(args) -> int:
     half = len(paths) // 2
     requests = [_read_requests(p) for p in paths[:half]]
     plans = [read_plan(p) for p in paths[half:]]
-    report = verify_plans(requests, plans, max_shapes=args.max_shapes, granularity=args.granularity)
+    granularity = args.granularity
+    if granularity is None:
+        granularity = 64 if args.cost_model is None else _cost_model(args).granularity
+    report = verify_plans(requests, plans, max_shapes=args.max_shapes, granularity=granularity)
     if args.json:
         _print_json(
             {"ok": report.ok, "n_shapes": report.n_shapes, "violations": list(report.violations)}
@@ -861,7 +874,12 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, *, cost=True):
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if cost:
-            p.add_argument("--cost-model", default="static-graph", help="cost model preset")
+            p.add_argument(
+                "--cost-model",
+                default="static-graph",
+                help="static-graph, padded-graph, <model>@<gpu> (GPU-ms and real ms, e.g. "
+                "llama-3-8b@h100-sxm) or a measurement CSV (batchlab measure)",
+            )
             p.add_argument("--granularity", type=int, default=None, help="alignment g (tokens)")
 
     p = sub.add_parser("profile", help="profile request files")
@@ -893,7 +911,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify plans: IN... PLAN... (as many of each)")
     p.add_argument("files", nargs="+", metavar="IN_OR_PLAN")
     p.add_argument("--max-shapes", type=int, default=None)
-    p.add_argument("--granularity", type=int, default=64)
+    p.add_argument("--granularity", type=int, default=None, help="alignment g (default 64)")
+    p.add_argument(
+        "--cost-model", default=None, help="take g from this cost model (as plan and evaluate)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
