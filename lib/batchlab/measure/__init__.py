@@ -74,6 +74,7 @@ from batchlab.measure.engine import (
     measure_continuous,
     run_engine,
 )
+from batchlab.measure.fidelity import FIDELITY_METRICS, fidelity, served_summary
 from batchlab.measure.files import (
     default_measurement_path,
     is_step_table,
@@ -109,6 +110,7 @@ __all__ = [
     "MEASUREMENT_COLUMNS",
     "STEP_COLUMNS",
     "TIMING_COLUMNS",
+    "FIDELITY_METRICS",
     "EngineConfig",
     "EngineRun",
     "GenerationRun",
@@ -119,6 +121,7 @@ __all__ = [
     "compare_with_roofline",
     "decode_table",
     "default_measurement_path",
+    "fidelity",
     "fit_step_time",
     "greedy_decode",
     "is_step_table",
@@ -142,6 +145,7 @@ __all__ = [
     "run_engine",
     "save_measurement",
     "saturation_batch_size",
+    "served_summary",
     "step_features",
     "steps_of_measurement",
     "summarize_measurement",

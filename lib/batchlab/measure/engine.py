@@ -93,6 +93,7 @@ ENGINE_REQUEST_COLUMNS: tuple[str, ...] = (
 """Columns of an engine run's request table (ms from the run's start; ``n_tokens``: tokens
 the request generated)."""
 
+_WARMUP = object()  # the label of the warm-up request's steps (dropped)
 _LOCK = threading.Lock()  # one instrumented engine at a time (the wrappers are class-level)
 
 
@@ -294,6 +295,7 @@ def run_engine(
     progress: bool = False,
     batches: Sequence[Sequence[int]] | None = None,
     labels: Sequence[Any] | None = None,
+    warmup: bool = True,
 ) -> EngineRun:
     """Serve ``requests`` (request_id, prompt_len, gen_len, optional arrival_s) on the
     continuous-batching engine and time every step.
@@ -303,7 +305,9 @@ def run_engine(
     arrival time (open loop, from the session's start); without it, all at once. ``batches``
     (lists of row positions) instead submits the groups one after the other, each once the
     previous has finished, with ``labels`` recorded on their steps (the measurement's runs).
-    Stops at ``timeout_s`` (InputError). ``threads``: PyTorch threads (recorded).
+    ``warmup``: first serve one short request, untimed (the engine builds its KV cache and warms
+    its kernels on its first steps), so the session's clock starts on a ready engine. Stops at
+    ``timeout_s`` (InputError). ``threads``: PyTorch threads (recorded).
     """
     gen_cls, _, _ = _engine_classes()
     cfg = config or EngineConfig()
@@ -339,9 +343,18 @@ def run_engine(
             generation_config=generation, continuous_batching_config=cfg.transformers_config()
         )
         manager.start()
-        t_start = time.perf_counter()
         deadline = time.monotonic() + timeout_s
         try:
+            if warmup:  # the engine builds its cache and warms its kernels on the first steps
+                recorder.label = _WARMUP
+                warm = manager.add_request(
+                    _prompts([16], vocab, seed + 1)[0], max_new_tokens=4, record_timestamps=True
+                )
+                while time.monotonic() < deadline:
+                    r = manager.get_result(timeout=0.5)
+                    if r is not None and r.request_id == warm and r.is_finished():
+                        break
+            t_start = time.perf_counter()
             for group, label in zip(groups, group_labels, strict=True):
                 recorder.label = label
                 order = group
@@ -394,7 +407,7 @@ def run_engine(
             manager.stop(block=True, timeout=10)
             if bar is not None:
                 bar.close()
-    steps = _step_frame(recorder.steps, t_start)
+    steps = _step_frame([r for r in recorder.steps if r["label"] is not _WARMUP], t_start)
     rows = []
     for i, rid in enumerate(ids):
         r = results[rid]
