@@ -86,11 +86,14 @@ def test_hardware_preset_by_name():
     assert four.gpus == 4
     assert four.prefill_cost(512) == pytest.approx(4 * four.prefill_ms(512))
     ideal = hardware_cost_model("llama-3-8b@h100-sxm", calibrated=False)
-    assert ideal.prefill_ms(512) < cm.prefill_ms(512) and "ideal" in ideal.name
+    assert ideal.prefill_ms(512) < cm.prefill_ms(512) and ideal.name == "llama-3-8b@h100-sxm:ideal"
+    assert get_cost_model("llama-3-8b@h100-sxm:ideal").prefill_ms(512) == ideal.prefill_ms(512)
+    padded = get_cost_model("llama-3-8b@h100-sxm:padded")
+    assert padded.padded and padded.name == "llama-3-8b@h100-sxm:padded"
     g = cm.with_coefficients(granularity=32, batch_ms=4.0)
     assert isinstance(g, StepTimeCostModel) and g.step_time is cm.step_time
     assert (g.granularity, g.overhead_ms, g.overhead_cost) == (32, 4.0, 4.0)
-    for bad in ("llama-3-8b@nope", "nope@h100-sxm", "llama-3-8b@", "@h100-sxm"):
+    for bad in ("llama-3-8b@nope", "nope@h100-sxm", "llama-3-8b@", "@h100-sxm", "a@l4:fast"):
         with pytest.raises(InputError) as err:
             get_cost_model(bad)
         assert err.value.field == "cost_model"

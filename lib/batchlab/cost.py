@@ -512,12 +512,24 @@ def hardware_cost_model(
 ) -> StepTimeCostModel:
     """The cost model of ``"<model>@<gpu>"`` (e.g. ``"llama-3-8b@h100-sxm"``,
     ``"llama-2-70b@4xh100-sxm"``): :class:`StepTimeCostModel` on the calibrated roofline of a
-    model preset on a GPU preset (``calibrated=False``: the data-sheet ideal); ``Nx<gpu>``
-    counts N GPUs in the cost. InputError naming the presets otherwise."""
+    model preset on a GPU preset. Suffixes (or the keywords): ``:ideal`` the data-sheet roofline
+    (``calibrated=False``), ``:padded`` prefill and decode at the declared shape (as
+    ``padded-graph``). ``Nx<gpu>`` counts N GPUs in the cost. InputError naming the presets
+    otherwise."""
     from batchlab.roofline import MODELS, RooflineStepTime, get_gpu, get_model
 
     text = str(spec).strip().lower()
-    model, sep, gpu = text.partition("@")
+    base, *flags = text.split(":")
+    for flag in flags:
+        if flag == "ideal":
+            calibrated = False
+        elif flag == "padded":
+            padded = True
+        else:
+            raise InputError(
+                f"unknown suffix :{flag} in {spec!r}; use :ideal or :padded", field="cost_model"
+            )
+    model, sep, gpu = base.partition("@")
     if not sep or not model or not gpu:
         raise InputError(
             f"expected <model>@<gpu> (e.g. llama-3-8b@h100-sxm), got {spec!r}; models: "
@@ -533,9 +545,10 @@ def hardware_cost_model(
     head, x, _ = gpu.partition("x")
     if x and head.isdigit():
         n = int(head)
+    name = base + ("" if calibrated else ":ideal") + (":padded" if padded else "")
     return StepTimeCostModel.from_step_time(
         step_time,
-        name=text if calibrated else f"{text} (ideal)",
+        name=name,
         overhead_ms=overhead_ms,
         compile_ms=compile_ms,
         granularity=granularity,
