@@ -202,7 +202,7 @@ def test_one_context_table_says_so_and_warns_on_long_generations():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert model.decode_steps_ms(first, 20).tolist() == [6.0] * 20  # up to 169 < 220
-    with pytest.warns(UserWarning, match="more than twice the 110"):
+    with pytest.warns(UserWarning, match="beyond twice the 110 tokens"):
         model.decode_steps_ms(first, 200)
     with warnings.catch_warnings():  # once per model
         warnings.simplefilter("error")

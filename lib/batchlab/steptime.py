@@ -324,7 +324,8 @@ class TableStepTime(StepTimeModel):
     (``other_ms``; ``parts``: ``decode`` and ``prefill``).
 
     A table measured at a single context does not model context growth: its repr says so, and
-    a run of decode steps reaching more than twice the measured context warns (once).
+    a run of decode steps reaching more than twice the measured context warns (once per model,
+    with a message that names the table, so Python shows it once per table and call site).
     """
 
     def __init__(self, table: pd.DataFrame, *, prompt_len: int | None = None) -> None:
@@ -465,10 +466,9 @@ class TableStepTime(StepTimeModel):
             if not self._warned and measured > 0 and mean + k - 1 > 2 * measured:
                 self._warned = True
                 warnings.warn(
-                    f"{self!r} is used for decode contexts up to {mean + k - 1:,.0f} tokens, "
-                    f"more than twice the {measured:,.0f} it was measured at: its step times "
-                    "do not grow with the context (measure several contexts, e.g. "
-                    "`batchlab measure --engine continuous`)",
+                    f"{self!r} is used for decode contexts beyond twice the {measured:,.0f} "
+                    "tokens it was measured at: its step times do not grow with the context "
+                    "(measure several contexts: `batchlab measure --engine continuous`)",
                     stacklevel=2,
                 )
             return np.full(k, self.decode_ms_at(n))
