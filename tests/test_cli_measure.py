@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -82,12 +81,15 @@ def test_measure_saves_and_reports(capsys, tmp_path):
 
 
 def test_measure_default_path_and_no_save(capsys, tmp_path, monkeypatch):
+    # by default the user's cache folder, never the repository's data/ (issue 11)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code, out, err = run(capsys, *SMALL)
     assert code == 0, err
-    saved = Path("data/measurements/tiny-llama-cpu-p8-g3.csv")
+    saved = tmp_path / "cache" / "batchlab" / "measurements" / "tiny-llama-cpu-p8-g3.csv"
     assert saved.exists() and saved.with_suffix(".json").exists()
     assert f"saved {saved}" in out
+    assert not (tmp_path / "data").exists()
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.chdir(other)
@@ -206,3 +208,38 @@ def test_measure_progress_bar_on_stderr(capsys):
     assert code == 0, err
     assert "batch sizes" in err and "2/2" in err  # the tqdm bar, on stderr
     assert out.split()[0] == "batch_size" and "saturation batch size" in out
+
+
+def test_measure_continuous_engine_steps_and_fit(capsys, tmp_path, monkeypatch):
+    # the continuous-batching engine, every step recorded with its composition: each run's
+    # prompts prefill (B·P tokens in all, B first tokens), then G - 1 decode steps of B
+    # sequences at contexts P + 1 … P + G - 1
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv = ["measure", "--engine", "continuous", "--batch-sizes", "1,3", "--prompt-lens", "8,24"]
+    code, out, err = run(capsys, *argv, "--gen-len", 4, "--repeats", 1, "--no-progress")
+    assert code == 0, err
+    saved = tmp_path / "cache" / "batchlab" / "measurements" / "tiny-llama-cpu-continuous-g4.csv"
+    assert f"saved {saved}" in out and "1 torch thread(s)" in out and "fit residual" in out
+    steps = load_measurement(saved)
+    assert steps.attrs["settings"]["num_threads"] == 1
+    assert steps.attrs["settings"]["engine"] == "continuous"
+    runs = steps.groupby("run")
+    assert runs.ngroups == 2 * 2 * 2  # prompt lengths x batch sizes x (warmup + repeat)
+    for _, r in runs:
+        b, p = int(r["batch_size"].iloc[0]), int(r["prompt_len"].iloc[0])
+        assert r["prefill_tokens"].sum() == b * p and r["prefill_seqs"].sum() == b
+        dec = r[r["prefill_tokens"] == 0]
+        assert dec["decode_seqs"].tolist() == [b] * 3
+        assert dec["decode_context"].tolist() == [b * (p + t) for t in (1, 2, 3)]
+        assert (r["step_ms"] > 0).all() and (r["forward_ms"] <= r["step_ms"]).all()
+    assert steps["warmup"].sum() == len(steps) / 2
+    code, out, err = run(capsys, *argv, "--gen-len", 4, "--repeats", 1, "--no-save", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["path"] is None and data["fit"]["residual"]["n_steps"] > 0
+    assert {row["batch_size"] for row in data["table"]} == {1, 3}
+    # options of the other engine are refused with one line, exit 2
+    code, out, err = run(capsys, *argv, "--prompt-len", 8)
+    assert code == 2 and "--prompt-len" in err
+    code, out, err = run(capsys, "measure", "--prompt-lens", "8,16")
+    assert code == 2 and "--prompt-lens" in err

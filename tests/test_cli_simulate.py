@@ -54,20 +54,23 @@ def test_one_request_hand_worked(request_table, tmp_path, capsys):
     # of 100 tokens (emits token 1), then decode steps at context 101 and 102 (tokens 2, 3).
     # Llama-2-7B on an H100 is memory-bound at batch 1: a decode step at context L moves the
     # weights (6,738,415,616 params x 2 B = 13,476,831,232 B) and L x 524,288 B of KV cache,
-    # at 3.35e12 B/s: L = 101 gives (13,476,831,232 + 52,953,088) / 3.35e12 s = 4.03874 ms.
+    # at 3.35e12 B/s: L = 101 gives (13,476,831,232 + 52,953,088) / 3.35e12 s = 4.03874 ms
+    # (the data-sheet ideal, --ideal).
     path = tmp_path / "one.jsonl"
     write_requests(request_table([100], [3], [0.0]), path)
-    code, out, err = run(
-        capsys, "simulate", path, "--policy", "static", "--batch-size", 1, "--json"
-    )
+    argv = ["simulate", path, "--policy", "static", "--batch-size", 1, "--json"]
+    code, out, err = run(capsys, *argv, "--ideal")
     assert code == 0, err
     data = json.loads(out)
     decode_101 = (13_476_831_232 + 101 * 524_288) / 3.35e12 * 1e3
-    assert step_time_ms("llama-2-7b", "h100-sxm", context_lens=[101]) == pytest.approx(decode_101)
+    ideal = {"calibrated": False}
+    assert step_time_ms("llama-2-7b", "h100-sxm", context_lens=[101], **ideal) == pytest.approx(
+        decode_101
+    )
     expected = (
-        step_time_ms("llama-2-7b", "h100-sxm", prefill_tokens=100)
+        step_time_ms("llama-2-7b", "h100-sxm", prefill_tokens=100, **ideal)
         + decode_101
-        + step_time_ms("llama-2-7b", "h100-sxm", context_lens=[102])
+        + step_time_ms("llama-2-7b", "h100-sxm", context_lens=[102], **ideal)
     )
     s = data["summary"]
     assert s["latency_p50_ms"] == pytest.approx(expected, rel=1e-12)
@@ -78,6 +81,18 @@ def test_one_request_hand_worked(request_table, tmp_path, capsys):
     # KV budget: floor((0.9 x 80 GiB - 13,476,831,232 B) / 524,288 B) = 121,750 tokens, in
     # blocks of 16: 7,609 blocks (121,744 tokens)
     assert data["kv_blocks"] == 7_609 and data["kv_tokens"] == 121_744
+    assert data["step_time"] == "RooflineStepTime('llama-2-7b', 'h100-sxm', calibrated=False)"
+    # by default the calibrated kernels: the same three steps, each slower than the ideal
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    data = json.loads(out)
+    calibrated = sum(
+        step_time_ms("llama-2-7b", "h100-sxm", **kw)
+        for kw in ({"prefill_tokens": 100}, {"context_lens": [101]}, {"context_lens": [102]})
+    )
+    assert data["summary"]["latency_p50_ms"] == pytest.approx(calibrated, rel=1e-12)
+    assert 1.3 * expected < calibrated < 2.0 * expected
+    assert data["step_time"] == "RooflineStepTime('llama-2-7b', 'h100-sxm')"
 
 
 def test_json_matches_the_library_open_loop(workload_file, capsys):

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "datasets": 1,
     "steptime": 1,
     "roofline": 1,
+    "calibration": 1,
     # 2. serving
     "simulate": 2,
     "measure": 2,

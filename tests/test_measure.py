@@ -328,10 +328,12 @@ def test_roofline_table_and_comparison(table, tiny):
     dev = roofline.DeviceSpec("toy", peak_flops=1e12, memory_bandwidth=1e10, memory_bytes=1e9)
     pred = measure.roofline_table(spec, dev, [1, 2], P, G)
     assert tuple(pred.columns) == measure.MEASUREMENT_COLUMNS
-    # decode: the mean of the roofline step times at contexts P + 1 … P + G - 1
+    # decode: the mean of the roofline step times at contexts P + 1 … P + G - 1; a device
+    # without a data-sheet SM count (a measured CPU, this toy) gets the data-sheet ideal
     for b in (1, 2):
         steps = [
-            roofline.step_time_ms(spec, dev, context_lens=np.full(b, P + t)) for t in range(1, G)
+            roofline.step_time_ms(spec, dev, context_lens=np.full(b, P + t), calibrated=False)
+            for t in range(1, G)
         ]
         row = pred.loc[pred["batch_size"] == b].iloc[0]
         assert row["decode_ms_per_step"] == pytest.approx(np.mean(steps))
@@ -378,13 +380,20 @@ def test_table_step_time_reads_a_saved_measurement(table, tmp_path):
         assert steps.step_ms(b * P, np.array([])) == pytest.approx(row["prefill_ms"], rel=1e-5)
 
 
-def test_save_default_path(table, tmp_path, monkeypatch):
+def test_save_default_path_is_the_user_cache(table, tmp_path, monkeypatch):
+    # never the repository's data/: the user's cache folder (XDG_CACHE_HOME on Linux)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = measure.save_measurement(table)
     assert path == measure.default_measurement_path(table.attrs["settings"])
-    assert path.parts[:2] == ("data", "measurements")
+    assert path.parent == measure.measurement_dir()
+    assert path.is_relative_to(tmp_path / "cache")
     assert path.name == "tiny-llama-cpu-p16-g4.csv"
-    assert (tmp_path / path).exists()
+    assert path.exists() and not (tmp_path / "data").exists()
+    settings = {**table.attrs["settings"], "engine": "continuous"}
+    assert (
+        measure.default_measurement_path(settings, "x").name == "tiny-llama-cpu-continuous-g4.csv"
+    )
 
 
 def _write(tmp_path, df):

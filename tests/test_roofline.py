@@ -190,29 +190,33 @@ def test_flops_and_bytes_by_hand():
 
 
 def test_step_time_by_hand():
+    ideal = {"calibrated": False}  # the data-sheet roofline
     # one decode token at context 1 on H100 is memory-bound:
     # (13,476,831,232 + 524,288) B / 3.35e12 B/s = 4.0230912 ms
-    t = step_time_ms("llama-2-7b", "h100-sxm", context_lens=[1])
+    t = step_time_ms("llama-2-7b", "h100-sxm", context_lens=[1], **ideal)
     assert t == pytest.approx(4.0230912, rel=1e-12)
     # a prefill of 4096 tokens is compute-bound: FLOPs / 989.5e12
     f = prefill_flops("llama-2-7b", 4096)
     assert f / 989.5e12 * 1e3 > prefill_bytes("llama-2-7b", 4096) / 3.35e12 * 1e3
-    assert step_time_ms("llama-2-7b", "h100-sxm", prefill_tokens=4096) == pytest.approx(
+    assert step_time_ms("llama-2-7b", "h100-sxm", prefill_tokens=4096, **ideal) == pytest.approx(
         f / 989.5e12 * 1e3, rel=1e-12
     )
     # overhead is added once
     dev = DeviceSpec("slow", 1e12, 1e11, 1e12, step_overhead_ms=2.5)
     base = DeviceSpec("slow", 1e12, 1e11, 1e12)
     spec = MODELS["llama-2-7b"]
-    assert step_time_ms(spec, dev, context_lens=[9, 9]) == pytest.approx(
-        step_time_ms(spec, base, context_lens=[9, 9]) + 2.5
+    assert step_time_ms(spec, dev, context_lens=[9, 9], **ideal) == pytest.approx(
+        step_time_ms(spec, base, context_lens=[9, 9], **ideal) + 2.5
     )
-    assert step_time_ms(spec, dev) == 0.0  # an empty step does not run
+    assert step_time_ms(spec, dev, **ideal) == 0.0  # an empty step does not run
 
 
 def test_mixed_step_reads_weights_once():
+    ideal = {"calibrated": False}
     spec, dev = MODELS["llama-2-7b"], GPUS["a100-80gb"]
-    mixed = step_time_ms(spec, dev, prefill_tokens=10, context_lens=[100, 200], prefill_context=50)
+    mixed = step_time_ms(
+        spec, dev, prefill_tokens=10, context_lens=[100, 200], prefill_context=50, **ideal
+    )
     flops = prefill_flops(spec, 10, 50) + decode_step_flops(spec, [100, 200])
     moved = spec.weight_bytes + spec.kv_bytes_per_token * (50 + 10 + 300)
     assert mixed == pytest.approx(max(flops / dev.peak_flops, moved / dev.memory_bandwidth) * 1e3)

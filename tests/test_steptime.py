@@ -59,7 +59,7 @@ def test_linear_parts_by_hand():
 
 
 def test_roofline_attributes_time_to_its_bound_by_hand():
-    rt = RooflineStepTime("llama-2-7b", "h100-sxm")
+    rt = RooflineStepTime("llama-2-7b", "h100-sxm", calibrated=False)
     spec, dev = get_model("llama-2-7b"), get_gpu("h100-sxm")
     # one decode of 1 sequence at context 100: memory-bound (weights dominate)
     t = rt.step(StepBatch.of(0, [100]))

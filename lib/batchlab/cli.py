@@ -71,9 +71,19 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _cost_model(args):
-    from batchlab.cost import get_cost_model
+    """``--cost-model``: a preset (static-graph, padded-graph), ``<model>@<gpu>`` (real units
+    on the calibrated roofline, e.g. llama-3-8b@h100-sxm) or a measurement file (``batchlab
+    measure``'s CSV: the step-time model fitted on it); ``--granularity`` overrides its g."""
+    from batchlab.cost import StepTimeCostModel, get_cost_model
 
-    cm = get_cost_model(args.cost_model)
+    text = args.cost_model
+    if text.lower().endswith(".csv") or Path(text).is_file():
+        from batchlab.measure import fit_step_time, load_measurement
+
+        fitted = fit_step_time(load_measurement(text))
+        cm = StepTimeCostModel.from_step_time(fitted, name=f"fitted on {Path(text).name}")
+    else:
+        cm = get_cost_model(text)
     g = getattr(args, "granularity", None)
     if g is not None and g != cm.granularity:
         cm = cm.with_coefficients(granularity=g, name=f"{cm.name} (g={g})")
@@ -249,7 +259,10 @@ def cmd_verify(args) -> int:
     half = len(paths) // 2
     requests = [_read_requests(p) for p in paths[:half]]
     plans = [read_plan(p) for p in paths[half:]]
-    report = verify_plans(requests, plans, max_shapes=args.max_shapes, granularity=args.granularity)
+    granularity = args.granularity
+    if granularity is None:
+        granularity = 64 if args.cost_model is None else _cost_model(args).granularity
+    report = verify_plans(requests, plans, max_shapes=args.max_shapes, granularity=granularity)
     if args.json:
         _print_json(
             {"ok": report.ok, "n_shapes": report.n_shapes, "violations": list(report.violations)}
@@ -275,6 +288,18 @@ def cmd_evaluate(args) -> int:
     rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
     print(_table(rows))
     return EXIT_OK
+
+
+def _step_time(args):
+    """The step-time model of ``batchlab simulate``: calibrated roofline (default), the
+    data-sheet ideal (``--ideal``) or a model fitted on a measurement (``--step-time``)."""
+    if args.step_time is not None:
+        from batchlab.measure import fit_step_time, load_measurement
+
+        return fit_step_time(load_measurement(args.step_time))
+    from batchlab.roofline import RooflineStepTime
+
+    return RooflineStepTime(args.model, args.gpu, calibrated=not args.ideal)
 
 
 def cmd_simulate(args) -> int:
@@ -324,6 +349,7 @@ def cmd_simulate(args) -> int:
         args.policy,
         model=args.model,
         gpu=args.gpu,
+        step_time=_step_time(args),
         seed=args.seed,
         kv_blocks=args.kv_blocks,
         block_size=args.block_size,
@@ -339,6 +365,7 @@ def cmd_simulate(args) -> int:
         "options": dict(result.options),
         "model": args.model,
         "gpu": args.gpu,
+        "step_time": result.step_time,
         "mode": result.mode,
         "kv_blocks": result.kv_blocks,
         "block_size": result.block_size,
@@ -358,7 +385,8 @@ def cmd_simulate(args) -> int:
         mode = "trace arrival times"
     print(
         f"{source}: {len(requests):,} requests, {mode}, "
-        f"{result.policy} ({opts}) on {args.model} / {args.gpu}"
+        f"{result.policy} ({opts}) on "
+        + (f"{args.model} / {args.gpu}" if args.step_time is None else result.step_time)
     )
     print(
         f"KV cache: {result.kv_blocks:,} blocks of {result.block_size} tokens "
@@ -376,14 +404,68 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    """Measure greedy generation at several batch sizes on this machine (``--model tiny``: a
-    small random Llama, no download); print the table and its analysis (saturation, memory per
-    sequence, latency-limited size), and save it as CSV + JSON unless ``--no-save``."""
+    """Measure generation on this machine (``--model tiny``: a small random Llama, no
+    download) with the static engine (padded batches at several batch sizes: the table and its
+    analysis) or the continuous-batching engine (every step timed over batch sizes and prompt
+    lengths, and the step-time model fitted on it); save CSV + JSON (default: the user's cache
+    folder, the path is printed) unless ``--no-save``."""
     from batchlab.measure import parse_batch_sizes
 
+    continuous = args.engine == "continuous"
+    if args.batch_sizes is None:
+        args.batch_sizes = "1,2,4,8" if continuous else "1,2,4,8,16"
+    if args.repeats is None:
+        args.repeats = 2 if continuous else 3
+    if continuous and args.prompt_lens is None:
+        args.prompt_lens = "32,128,384"
     sizes = parse_batch_sizes(args.batch_sizes)  # checked before the (slow) measurement
     if args.no_save and args.output is not None:
         raise InputError("--output and --no-save contradict each other", field="--output")
+    check_scalar(args.threads, "--threads", int, min_val=1)
+    if args.engine == "continuous":
+        if args.prompt_len is not None:
+            raise InputError(
+                "applies to --engine static (continuous: --prompt-lens)", field="--prompt-len"
+            )
+        if args.latency_limit_ms is not None:
+            raise InputError("applies to --engine static", field="--latency-limit-ms")
+        lens = parse_batch_sizes(args.prompt_lens)
+        try:
+            run = run_measure_continuous_cli(
+                args.model,
+                sizes,
+                lens,
+                args.gen_len,
+                device=args.device,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                seed=args.seed,
+                threads=args.threads,
+                output=args.output,
+                save=not args.no_save,
+                progress=not args.no_progress,
+            )
+        except ImportError as exc:
+            raise InputError(str(exc), field="--model") from exc
+        if args.json:
+            _print_json(
+                {
+                    "settings": run.steps.attrs.get("settings", {}),
+                    "path": None if run.path is None else str(run.path),
+                    "fit": {
+                        **run.fit.coefficients(),
+                        "residual": dataclasses.asdict(run.fit.residual),
+                    },
+                    "table": run.table,
+                }
+            )
+            return EXIT_OK
+        print(run.report())
+        return EXIT_OK
+    if args.prompt_lens is not None:
+        raise InputError(
+            "applies to --engine continuous (static: --prompt-len)", field="--prompt-lens"
+        )
     check_scalar(
         args.tolerance, "--tolerance", float, min_val=0, max_val=1, include_boundaries="left"
     )
@@ -400,7 +482,7 @@ def cmd_measure(args) -> int:
         run = run_measure_cli(
             args.model,
             sizes,
-            args.prompt_len,
+            128 if args.prompt_len is None else args.prompt_len,
             args.gen_len,
             device=args.device,
             warmup=args.warmup,
@@ -412,6 +494,7 @@ def cmd_measure(args) -> int:
             latency_column=args.latency_column,
             tolerance=args.tolerance,
             progress=not args.no_progress,
+            threads=args.threads,
         )
     except ImportError as exc:  # torch / transformers missing: one line, exit code 2
         raise InputError(str(exc), field="--model") from exc
@@ -427,6 +510,82 @@ def cmd_measure(args) -> int:
         return EXIT_OK
     print(run.report())
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class ContinuousMeasureRun:
+    """The outcome of :func:`run_measure_continuous_cli`: the step table, its summary by batch
+    size and prompt length (:func:`batchlab.measure.decode_table`), the fitted step-time model
+    and where it was saved."""
+
+    steps: pd.DataFrame = field(repr=False)
+    table: pd.DataFrame = field(repr=False)
+    fit: Any  # batchlab.steptime.FittedStepTime
+    path: Path | None
+
+    def report(self) -> str:
+        """Lines for the terminal."""
+        settings = self.steps.attrs.get("settings", {})
+        cfg = settings.get("engine_config", {})
+        lines = [
+            f"continuous-batching engine: {len(self.steps):,} steps, "
+            f"{settings.get('num_threads', '?')} torch thread(s), "
+            f"{cfg.get('max_batch_tokens', '?')} tokens and "
+            f"{cfg.get('max_requests_per_batch', '?')} sequences per step at most",
+            self.table.to_string(index=False, float_format=lambda v: f"{v:,.3f}"),
+            "fitted step time (ms): "
+            + ", ".join(f"{k} {v:.4g}" for k, v in self.fit.coefficients().items()),
+            f"fit residual: {self.fit.residual}",
+        ]
+        if self.path is not None:
+            lines.append(f"saved {self.path} (+ {self.path.with_suffix('.json').name})")
+        return "\n".join(lines)
+
+
+def run_measure_continuous_cli(
+    model: Any = "tiny",
+    batch_sizes: Sequence[int] | str = "1,2,4,8",
+    prompt_lens: Sequence[int] | str = "32,128,384",
+    gen_len: int = 32,
+    *,
+    device: str = "auto",
+    warmup: int = 1,
+    repeats: int = 2,
+    seed: int = 0,
+    threads: int = 1,
+    output: str | os.PathLike[str] | None = None,
+    save: bool = True,
+    progress: bool = True,
+) -> ContinuousMeasureRun:
+    """What ``batchlab measure --engine continuous`` does: time the continuous-batching engine
+    step by step (:func:`batchlab.measure.measure_continuous`), fit the step-time model, save
+    (default: :func:`batchlab.measure.default_measurement_path`, the user's cache folder)."""
+    from batchlab.measure import (
+        decode_table,
+        fit_step_time,
+        measure_continuous,
+        parse_batch_sizes,
+        save_measurement,
+    )
+
+    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
+    lens = parse_batch_sizes(prompt_lens) if isinstance(prompt_lens, str) else prompt_lens
+    steps = measure_continuous(
+        model,
+        sizes,
+        lens,
+        gen_len,
+        device=device,
+        warmup=warmup,
+        repeats=repeats,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
+    path = save_measurement(steps, output) if save else None
+    return ContinuousMeasureRun(
+        steps=steps, table=decode_table(steps), fit=fit_step_time(steps), path=path
+    )
 
 
 @dataclass(frozen=True)
@@ -494,12 +653,15 @@ def run_measure_cli(
     latency_column: str = "latency_ms_per_request",
     tolerance: float = 0.05,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> MeasureRun:
-    """What ``batchlab measure`` does: measure with a progress bar, save, analyze.
+    """What ``batchlab measure`` (``--engine static``) does: measure with a progress bar,
+    save, analyze.
 
     ``batch_sizes`` may be a string such as ``"1,2,4,8"``. Saves to ``output`` (default
-    :func:`batchlab.measure.default_measurement_path` under ``data/measurements/``) unless
-    ``save`` is False. Print ``run.report()`` for the terminal.
+    :func:`batchlab.measure.default_measurement_path`: the user's cache folder, never the
+    repository) unless ``save`` is False. ``threads``: PyTorch's thread count (recorded). Print
+    ``run.report()`` for the terminal.
     """
     from batchlab.measure import (
         measure_batch_sizes,
@@ -510,7 +672,16 @@ def run_measure_cli(
 
     sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
     table = measure_batch_sizes(
-        model, sizes, prompt_len, gen_len, device, warmup, repeats, seed=seed, progress=progress
+        model,
+        sizes,
+        prompt_len,
+        gen_len,
+        device,
+        warmup,
+        repeats,
+        seed=seed,
+        progress=progress,
+        threads=threads,
     )
     path = save_measurement(table, output) if save else None
     summary = summarize_measurement(
@@ -703,7 +874,12 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, *, cost=True):
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if cost:
-            p.add_argument("--cost-model", default="static-graph", help="cost model preset")
+            p.add_argument(
+                "--cost-model",
+                default="static-graph",
+                help="static-graph, padded-graph, <model>@<gpu> (GPU-ms and real ms, e.g. "
+                "llama-3-8b@h100-sxm) or a measurement CSV (batchlab measure)",
+            )
             p.add_argument("--granularity", type=int, default=None, help="alignment g (tokens)")
 
     p = sub.add_parser("profile", help="profile request files")
@@ -735,7 +911,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify plans: IN... PLAN... (as many of each)")
     p.add_argument("files", nargs="+", metavar="IN_OR_PLAN")
     p.add_argument("--max-shapes", type=int, default=None)
-    p.add_argument("--granularity", type=int, default=64)
+    p.add_argument("--granularity", type=int, default=None, help="alignment g (default 64)")
+    p.add_argument(
+        "--cost-model", default=None, help="take g from this cost model (as plan and evaluate)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
@@ -753,6 +932,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="continuous", help=_policy_help())
     p.add_argument("--model", default="llama-2-7b", help="model preset (roofline step times)")
     p.add_argument("--gpu", default="h100-sxm", help="GPU preset, or Nx<preset>")
+    times = p.add_mutually_exclusive_group()
+    times.add_argument(
+        "--ideal",
+        action="store_true",
+        help="data-sheet roofline step times (default: calibrated on measured GPU profiles)",
+    )
+    times.add_argument(
+        "--step-time",
+        metavar="MEASUREMENT.csv",
+        help="step times fitted on a measurement (batchlab measure); --model/--gpu then only "
+        "size the KV cache",
+    )
     load = p.add_mutually_exclusive_group()
     load.add_argument("--rate", type=float, help="open loop: Poisson arrivals, requests/s")
     load.add_argument("--concurrency", type=int, help="closed loop: number of clients")
@@ -770,23 +961,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "measure",
-        help="measure throughput, latency and memory at several batch sizes on this machine",
+        help="measure generation on this machine: padded batches (static) or every step of a "
+        "continuous-batching engine",
     )
     p.add_argument(
         "--model", default="tiny", help="'tiny' (random small Llama, no download) or a local folder"
     )
-    p.add_argument("--batch-sizes", default="1,2,4,8,16", help="comma-separated, e.g. 1,2,4,8")
-    p.add_argument("--prompt-len", type=int, default=128, help="prompt tokens per sequence")
+    p.add_argument(
+        "--engine",
+        choices=("static", "continuous"),
+        default="static",
+        help="static: padded batches decoding together, one row per batch size; continuous: "
+        "transformers' continuous-batching engine, one row per step, and a fitted step-time model",
+    )
+    p.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 1,2,4,8")
+    p.add_argument(
+        "--prompt-len", type=int, default=None, help="static: prompt tokens per sequence (128)"
+    )
+    p.add_argument(
+        "--prompt-lens",
+        default=None,
+        help="continuous: comma-separated prompt lengths, the contexts decode is measured at "
+        "(32,128,384)",
+    )
     p.add_argument("--gen-len", type=int, default=32, help="generated tokens per sequence (>= 2)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads (recorded; default 1)")
     p.add_argument("--warmup", type=int, default=1, help="discarded runs per batch size")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (median)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (static 3, continuous 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompts and tiny weights")
     p.add_argument(
         "--output",
         "-o",
         metavar="OUT.csv",
-        help="where to save (default: data/measurements/<model>-<device>-p<P>-g<G>.csv)",
+        help="where to save (default: the user's cache folder, e.g. "
+        "~/.cache/batchlab/measurements/<model>-<device>-p<P>-g<G>.csv; printed)",
     )
     p.add_argument("--no-save", action="store_true", help="do not write the CSV and JSON")
     p.add_argument("--latency-limit-ms", type=float, help="report the largest size meeting it")

@@ -50,11 +50,18 @@ the sum over batches of the batch's largest request latency [ms]; padding ratio 
 Presets: ``static-graph`` (the numbers above, defaults of :class:`CostCoefficients`) and
 ``padded-graph`` (same numbers, ``padded=True``: prefill and decode run at the batch's declared
 ``seq_align`` s, i.e. S_i -> s and S_max -> s).
+
+**Real units.** ``"<model>@<gpu>"`` (e.g. ``"llama-3-8b@h100-sxm"``, :func:`hardware_cost_model`)
+and :class:`StepTimeCostModel` (from any step-time model, e.g. one fitted on a measurement)
+price the same plans in GPU-milliseconds with real latencies in ms: a prefill costs the time of
+its prefill step, and a batch's decode the step times of the whole batch (weights read once per
+step for all its members, KV cache per sequence).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -63,12 +70,15 @@ from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 
 __all__ = [
+    "MEMBER_FLOOR_BATCH",
     "PRESETS",
     "Breakdown",
     "CostBreakdown",
     "CostCoefficients",
     "CostModel",
+    "StepTimeCostModel",
     "get_cost_model",
+    "hardware_cost_model",
 ]
 
 _INT_FIELDS = ("hidden", "granularity")
@@ -260,8 +270,11 @@ def get_cost_model(name_or_model: str | CostCoefficients | CostModel) -> CostMod
     if isinstance(name_or_model, str):
         if name_or_model in PRESETS:
             return CostModel(PRESETS[name_or_model], name=name_or_model)
+        if "@" in name_or_model:
+            return hardware_cost_model(name_or_model)
         raise InputError(
-            f"unknown cost model {name_or_model!r}; presets: {', '.join(sorted(PRESETS))}",
+            f"unknown cost model {name_or_model!r}; presets: {', '.join(sorted(PRESETS))}, or "
+            "<model>@<gpu> (e.g. llama-3-8b@h100-sxm)",
             field="cost_model",
         )
     raise TypeError(
@@ -298,3 +311,247 @@ class Breakdown:
 @dataclass(frozen=True)
 class CostBreakdown(Breakdown):
     """Total cost split into named parts (cost units)."""
+
+
+# --- costs in real units: a cost model built from a step-time model ----------------------------
+
+#: Batch size at which :meth:`StepTimeCostModel.decode_cost` prices a member (the price a member
+#: pays in the largest batch: a lower bound on its share in any batch up to that size).
+MEMBER_FLOOR_BATCH = 1 << 16
+
+
+@dataclass(frozen=True, eq=False)
+class StepTimeCostModel(CostModel):
+    """Costs in GPU-milliseconds and latencies in real ms, from a step-time model
+    (:class:`batchlab.steptime.StepTimeModel`: the calibrated roofline of a model on a GPU, or a
+    model fitted on a measurement).
+
+    * prefill, per request at aligned prompt length ``S``: the time of one prefill step of ``S``
+      tokens (its own forward pass from position 0, emitting the first token);
+    * decode of a batch of ``B`` requests with caps ``(S_max, G_max)``: the ``G_max − 1`` decode
+      steps of ``B`` sequences at contexts ``S_max + 1`` … ``S_max + G_max − 1`` (the prefill
+      emits the first token), each costing the step time of the whole batch: the weights are
+      read once per step for all ``B``, the KV cache per sequence. ``batch_decode_ms`` is that
+      sum (the latency of every member), ``batch_decode_cost`` the same times ``gpus``;
+    * per batch: ``overhead_ms``; per distinct shape: ``compile_ms`` (both 0 unless measured or
+      configured); cost = ``gpus`` × ms.
+
+    A batch is priced as a whole, so ``members_pay_caps`` is False. ``decode_cost(S, G)`` is the
+    price per member in a batch of :data:`MEMBER_FLOOR_BATCH` and ``decode_ms(S, G)`` the
+    latency of a batch of one: as every step-time model here takes no less per sequence in a
+    smaller batch and no less time for a larger one, they bound every batch's share and latency
+    from below, so a planner's cap model on them is a relaxation and its bounds stay valid.
+
+    Vectorized: prefill times per distinct length; decode sums from per-size cumulative tables
+    over contexts (one vectorized ``decode_steps_ms`` call per batch size seen).
+    """
+
+    step_time: Any = None
+    gpus: int = 1
+    member_floor_batch: int = MEMBER_FLOOR_BATCH
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from batchlab.steptime import StepTimeModel
+
+        if not isinstance(self.step_time, StepTimeModel):
+            raise InputError(
+                f"must be a StepTimeModel, got {type(self.step_time).__name__}", field="step_time"
+            )
+        object.__setattr__(self, "gpus", check_scalar(self.gpus, "gpus", int, min_val=1))
+        floor = check_scalar(self.member_floor_batch, "member_floor_batch", int, min_val=1)
+        object.__setattr__(self, "member_floor_batch", floor)
+        object.__setattr__(self, "_prefill", {})
+        object.__setattr__(self, "_cum", {})
+
+    @classmethod
+    def from_step_time(
+        cls,
+        step_time: Any,
+        *,
+        name: str | None = None,
+        overhead_ms: float = 0.0,
+        compile_ms: float = 0.0,
+        granularity: int = 64,
+        padded: bool = False,
+        gpus: int = 1,
+    ) -> StepTimeCostModel:
+        """The cost model of a step-time model; ``overhead_ms`` per batch, ``compile_ms`` per
+        shape (ms), ``gpus`` the devices the model runs on (cost = ``gpus`` × ms)."""
+        overhead = check_scalar(overhead_ms, "overhead_ms", float, min_val=0, unit="ms")
+        compile_ = check_scalar(compile_ms, "compile_ms", float, min_val=0, unit="ms")
+        n = check_scalar(gpus, "gpus", int, min_val=1)
+        hidden = getattr(getattr(step_time, "model", None), "hidden_size", 4096)
+        coefficients = CostCoefficients(
+            hidden=int(hidden),
+            granularity=granularity,
+            padded=padded,
+            **{f.name: 0.0 for f in fields(CostCoefficients) if f.name.startswith(_POLY)},
+            batch_cost=n * overhead,
+            batch_ms=overhead,
+            compile_cost_quad=0.0,
+            compile_cost_lin=0.0,
+            compile_ms=compile_,
+        )
+        return cls(coefficients, name=name or repr(step_time), step_time=step_time, gpus=n)
+
+    # -- what evaluate and the planner call -------------------------------------------------
+
+    @property
+    def members_pay_caps(self) -> bool:
+        """False: a batch is priced as a whole (weights amortized over its members)."""
+        return False
+
+    def prefill_ms(self, S: ArrayLike) -> np.ndarray:
+        """Per-request prefill latency (ms): one prefill step of ``S`` tokens."""
+        from batchlab.steptime import StepBatch
+
+        s = _as_float(S, "S")
+        uniq, inv = np.unique(s.astype(np.int64).reshape(-1), return_inverse=True)
+        cache = self._prefill
+        out = np.empty(uniq.size)
+        for i, v in enumerate(uniq.tolist()):
+            hit = cache.get(v)
+            if hit is None:
+                batch = StepBatch(v, v * (v + 1) / 2.0, 0, 1 if v else 0, 0, 0.0)
+                hit = cache[v] = float(self.step_time.duration_ms(batch))
+            out[i] = hit
+        return out[inv].reshape(s.shape)
+
+    def prefill_cost(self, S: ArrayLike) -> np.ndarray:
+        """Per-request prefill cost (GPU-ms): ``gpus ×`` :meth:`prefill_ms`."""
+        return self.gpus * self.prefill_ms(S)
+
+    def _cumulative(self, size: int, top: int) -> np.ndarray:
+        """``C[c] = Σ_{x=1}^{c}`` (decode step time of ``size`` sequences at context ``x``) for
+        ``c = 0 … top`` at least."""
+        from batchlab.steptime import StepBatch
+
+        table = self._cum.get(size)
+        if table is None or table.size <= top:
+            n = max(1024, 1 << int(top).bit_length())
+            first = StepBatch(0, 0.0, 0, 0, size, float(size))
+            steps = np.asarray(self.step_time.decode_steps_ms(first, n), dtype=np.float64)
+            table = np.concatenate([[0.0], np.cumsum(steps)])
+            self._cum[size] = table
+        return table
+
+    def batch_decode_ms(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
+        """Decode latency of whole batches (ms): ``G_max − 1`` steps of ``size`` sequences at
+        contexts ``S_max + 1`` … ``S_max + G_max − 1``."""
+        s, g, b = np.broadcast_arrays(
+            _as_float(S_max, "S_max"), _as_float(G_max, "G_max"), _as_float(size, "size")
+        )
+        s = s.astype(np.int64)
+        end = s + np.maximum(g.astype(np.int64) - 1, 0)
+        sizes = b.astype(np.int64)
+        out = np.zeros(s.shape)
+        if out.size == 0:
+            return out
+        uniq, inv = np.unique(sizes.reshape(-1), return_inverse=True)
+        flat_s, flat_e, flat = s.reshape(-1), end.reshape(-1), out.reshape(-1)
+        for k, n in enumerate(uniq.tolist()):
+            if n <= 0:
+                continue
+            at = inv == k
+            table = self._cumulative(n, int(flat_e[at].max()))
+            flat[at] = table[flat_e[at]] - table[flat_s[at]]
+        return out
+
+    def batch_decode_cost(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
+        """Decode cost of whole batches (GPU-ms): ``gpus ×`` :meth:`batch_decode_ms`."""
+        return self.gpus * self.batch_decode_ms(S_max, G_max, size)
+
+    def decode_ms(self, S_max: ArrayLike, G_max: ArrayLike) -> np.ndarray:
+        """Decode latency of a batch of one (ms): a lower bound on any batch's."""
+        return self.batch_decode_ms(S_max, G_max, 1)
+
+    def decode_cost(self, S_max: ArrayLike, G_max: ArrayLike) -> np.ndarray:
+        """The per-member floor (GPU-ms): each member's share of a batch of
+        :data:`MEMBER_FLOOR_BATCH` at these caps, a lower bound on its share in any batch."""
+        b = self.member_floor_batch
+        return self.batch_decode_cost(S_max, G_max, b) / b
+
+    def compile_cost(self, s: ArrayLike) -> np.ndarray:
+        """Compile cost of a shape (GPU-ms): ``gpus × compile_ms``, the devices idle meanwhile."""
+        return self.gpus * self.coefficients.compile_ms + 0.0 * _as_float(s, "s")
+
+    def with_coefficients(self, *, name: str | None = None, **changes: object) -> CostModel:
+        """A copy with ``granularity``, ``padded``, ``batch_ms`` (the overhead) or
+        ``compile_ms`` changed; the step-time model is kept."""
+        allowed = {"granularity", "padded", "batch_ms", "compile_ms"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise InputError(
+                f"cannot change {unknown} of a step-time cost model; allowed: {sorted(allowed)}",
+                field=unknown[0],
+            )
+        c = self.coefficients
+        return StepTimeCostModel.from_step_time(
+            self.step_time,
+            name=name if name is not None else (self.name if not changes else f"{self.name}*"),
+            overhead_ms=changes.get("batch_ms", c.batch_ms),
+            compile_ms=changes.get("compile_ms", c.compile_ms),
+            granularity=changes.get("granularity", c.granularity),
+            padded=changes.get("padded", c.padded),
+            gpus=self.gpus,
+        )
+
+
+_POLY = ("prefill_", "decode_")
+
+
+def hardware_cost_model(
+    spec: str,
+    *,
+    calibrated: bool = True,
+    overhead_ms: float = 0.0,
+    compile_ms: float = 0.0,
+    granularity: int = 64,
+    padded: bool = False,
+) -> StepTimeCostModel:
+    """The cost model of ``"<model>@<gpu>"`` (e.g. ``"llama-3-8b@h100-sxm"``,
+    ``"llama-2-70b@4xh100-sxm"``): :class:`StepTimeCostModel` on the calibrated roofline of a
+    model preset on a GPU preset. Suffixes (or the keywords): ``:ideal`` the data-sheet roofline
+    (``calibrated=False``), ``:padded`` prefill and decode at the declared shape (as
+    ``padded-graph``). ``Nx<gpu>`` counts N GPUs in the cost. InputError naming the presets
+    otherwise."""
+    from batchlab.roofline import MODELS, RooflineStepTime, get_gpu, get_model
+
+    text = str(spec).strip().lower()
+    base, *flags = text.split(":")
+    for flag in flags:
+        if flag == "ideal":
+            calibrated = False
+        elif flag == "padded":
+            padded = True
+        else:
+            raise InputError(
+                f"unknown suffix :{flag} in {spec!r}; use :ideal or :padded", field="cost_model"
+            )
+    model, sep, gpu = base.partition("@")
+    if not sep or not model or not gpu:
+        raise InputError(
+            f"expected <model>@<gpu> (e.g. llama-3-8b@h100-sxm), got {spec!r}; models: "
+            f"{', '.join(MODELS)}",
+            field="cost_model",
+        )
+    try:
+        device = get_gpu(gpu)
+        step_time = RooflineStepTime(get_model(model), device, calibrated=calibrated)
+    except InputError as err:
+        raise InputError(err.message, field="cost_model") from None
+    n = 1
+    head, x, _ = gpu.partition("x")
+    if x and head.isdigit():
+        n = int(head)
+    name = base + ("" if calibrated else ":ideal") + (":padded" if padded else "")
+    return StepTimeCostModel.from_step_time(
+        step_time,
+        name=name,
+        overhead_ms=overhead_ms,
+        compile_ms=compile_ms,
+        granularity=granularity,
+        padded=padded,
+        gpus=n,
+    )

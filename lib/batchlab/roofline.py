@@ -19,9 +19,12 @@ The model is a Llama-style decoder (gated MLP, grouped-query attention). Definit
   ``kv_bytes_per_token · (c + n)`` for a prefill, ``kv_bytes_per_token · ΣL`` for a decode step.
   Activations are not counted (they are small beside weights in decode, and prefill is
   compute-bound).
-* Step time = ``max(FLOPs / peak_flops, bytes / memory_bandwidth)`` + ``step_overhead_ms``
-  (:class:`RooflineStepTime`, a :class:`batchlab.steptime.StepTimeModel`). Peak figures are
-  data-sheet maxima, so predicted times are lower bounds.
+* Ideal step time (``RooflineStepTime(..., calibrated=False)``) = ``max(FLOPs / peak_flops,
+  bytes / memory_bandwidth)`` + ``step_overhead_ms``. Peak figures are data-sheet maxima, so
+  these times are lower bounds: real decode steps take 1.1-1.7x and prefills ~1.6x longer.
+* Calibrated step time (:class:`RooflineStepTime`, the default): the same work as a sequence of
+  real kernels, each a roofline with efficiencies fitted on measured GPU profiles
+  (:mod:`batchlab.calibration`), summed into named parts (dense, attention, LM head, overhead).
 """
 
 from __future__ import annotations
@@ -30,12 +33,22 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from batchlab.calibration import (
+    ACTIVATION_BYTES,
+    DENSE_KERNELS,
+    VIDUR_A100,
+    KernelEfficiency,
+    attention_kernel_ms,
+    elementwise_ms,
+    matmul_ms,
+    pnorm,
+)
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 from batchlab.steptime import (
@@ -60,6 +73,8 @@ __all__ = [
     "TableStepTime",
     "check_memory_fraction",
     "decode_step_bytes",
+    "dense_kernel_ms",
+    "dense_ms",
     "decode_step_flops",
     "get_gpu",
     "get_model",
@@ -70,6 +85,7 @@ __all__ = [
     "gpu_table",
     "prefill_bytes",
     "prefill_flops",
+    "profile_model_spec",
     "step_time_ms",
 ]
 
@@ -170,13 +186,16 @@ class ModelSpec:
 @dataclass(frozen=True)
 class DeviceSpec:
     """An accelerator (or a measured CPU): peak dense bf16 FLOP/s, memory bandwidth in bytes/s,
-    memory in bytes, and a fixed per-step overhead in ms (kernel launches, scheduling)."""
+    memory in bytes, a fixed per-step overhead in ms (kernel launches, scheduling) and, for a
+    GPU, its number of streaming multiprocessors ``n_sms`` (from the data sheet; None when
+    unknown)."""
 
     name: str
     peak_flops: float
     memory_bandwidth: float
     memory_bytes: float
     step_overhead_ms: float = 0.0
+    n_sms: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("peak_flops", "memory_bandwidth", "memory_bytes"):
@@ -186,6 +205,8 @@ class DeviceSpec:
             object.__setattr__(self, name, value)
         overhead = check_scalar(self.step_overhead_ms, "step_overhead_ms", float, min_val=0)
         object.__setattr__(self, "step_overhead_ms", overhead)
+        sms = check_scalar(self.n_sms, "n_sms", int, min_val=1, allow_none=True)
+        object.__setattr__(self, "n_sms", sms)
 
     def scaled(self, n: int) -> DeviceSpec:
         """``n`` devices as one (ideal tensor parallelism): n× FLOP/s, bandwidth and memory."""
@@ -198,6 +219,7 @@ class DeviceSpec:
             peak_flops=self.peak_flops * n,
             memory_bandwidth=self.memory_bandwidth * n,
             memory_bytes=self.memory_bytes * n,
+            n_sms=None if self.n_sms is None else self.n_sms * n,
         )
 
 
@@ -216,19 +238,24 @@ MODELS: dict[str, ModelSpec] = {
 # GPU figures: NVIDIA data sheets. Peak FLOP/s are the dense BF16 Tensor Core figures (the data
 # sheets print the 2:4-sparsity figure, twice the dense one, with an asterisk). Memory "GB" of
 # the data sheets is taken as GiB (nvidia-smi reports 40,960 MiB on an A100 40GB); bandwidth
-# GB/s is decimal.
+# GB/s is decimal. Streaming multiprocessors: NVIDIA's architecture whitepapers (A100: 108 SMs;
+# H100 SXM5 and H200, the same GH100 configuration: 132 SMs; L4, AD104: 58 SMs, 7,424 CUDA cores
+# at 128 per SM).
 GPUS: dict[str, DeviceSpec] = {
     # NVIDIA A100 Tensor Core GPU data sheet: BF16 Tensor Core 312 TFLOPS (624 sparse),
     # A100 40GB SXM: 40GB HBM2, 1,555 GB/s
-    "a100-40gb": DeviceSpec("a100-40gb", 312e12, 1555e9, 40 * GiB),
+    "a100-40gb": DeviceSpec("a100-40gb", 312e12, 1555e9, 40 * GiB, n_sms=108),
     # same data sheet, A100 80GB SXM: 80GB HBM2e, 2,039 GB/s
-    "a100-80gb": DeviceSpec("a100-80gb", 312e12, 2039e9, 80 * GiB),
+    "a100-80gb": DeviceSpec("a100-80gb", 312e12, 2039e9, 80 * GiB, n_sms=108),
     # NVIDIA H100 Tensor Core GPU data sheet, H100 SXM: BF16 Tensor Core 1,979 TFLOPS with
     # sparsity (989.5 dense), 80GB HBM3, 3.35 TB/s
-    "h100-sxm": DeviceSpec("h100-sxm", 989.5e12, 3.35e12, 80 * GiB),
+    "h100-sxm": DeviceSpec("h100-sxm", 989.5e12, 3.35e12, 80 * GiB, n_sms=132),
+    # NVIDIA H200 Tensor Core GPU data sheet, H200 SXM: BF16 Tensor Core 1,979 TFLOPS with
+    # sparsity (989.5 dense), 141GB HBM3e, 4.8 TB/s
+    "h200-sxm": DeviceSpec("h200-sxm", 989.5e12, 4.8e12, 141 * GiB, n_sms=132),
     # NVIDIA L4 Tensor Core GPU data sheet: BF16 Tensor Core 242 TFLOPS with sparsity (121
     # dense), 24GB GDDR6, 300 GB/s
-    "l4": DeviceSpec("l4", 121e12, 300e9, 24 * GiB),
+    "l4": DeviceSpec("l4", 121e12, 300e9, 24 * GiB, n_sms=58),
 }
 
 
@@ -368,36 +395,178 @@ def step_time_ms(
     prefill_tokens: int = 0,
     context_lens: ArrayLike = (),
     prefill_context: int = 0,
+    calibrated: bool = True,
 ) -> float:
-    """Roofline time of one step (ms): a prefill chunk of ``prefill_tokens`` after
-    ``prefill_context`` cached tokens, plus one decode token for each of ``context_lens``.
+    """Time of one step (ms): a prefill chunk of ``prefill_tokens`` after ``prefill_context``
+    cached tokens, plus one decode token for each of ``context_lens``; the weights are read
+    once for the whole step. 0.0 for an empty step.
 
-    ``max(FLOPs / peak_flops, bytes / memory_bandwidth) · 1e3 + step_overhead_ms``; the weights
-    are read once for the whole step. 0.0 for an empty step.
+    :class:`RooflineStepTime`'s duration: calibrated kernels by default; ``calibrated=False``
+    is the data-sheet ideal ``max(FLOPs / peak_flops, bytes / memory_bandwidth) · 1e3 +
+    step_overhead_ms``.
     """
     batch = StepBatch.of(
         _tokens(prefill_tokens, "prefill_tokens"),
         context_lens,
         prefill_cached=_tokens(prefill_context, "prefill_context") if prefill_tokens else 0,
     )
-    return RooflineStepTime(model, device).duration_ms(batch)
+    return RooflineStepTime(model, device, calibrated=calibrated).duration_ms(batch)
+
+
+def dense_kernel_ms(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    num_tokens: ArrayLike,
+    efficiency: KernelEfficiency = VIDUR_A100,
+    *,
+    with_bound: bool = False,
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Time (ms) of each dense kernel of *one layer* over ``num_tokens`` tokens (tensor parallel
+    1, calibrated), keyed by :data:`batchlab.calibration.DENSE_KERNELS` (``add`` is one of the
+    two residual adds). ``with_bound=True`` also returns, per kernel, where it is compute-bound
+    (elementwise kernels never are)."""
+    spec, dev = get_model(model), get_gpu(device)
+    e = efficiency
+    t = np.asarray(num_tokens, dtype=np.float64)
+    if t.size and (not np.all(np.isfinite(t)) or t.min() < 0):
+        raise InputError("token counts must be finite and >= 0", field="num_tokens")
+    h = float(spec.hidden_size)
+    kv = float(spec.n_kv_heads * spec.head_dim)
+    inter = float(spec.intermediate_size)
+    a = ACTIVATION_BYTES
+    w = float(spec.bytes_per_weight)
+    times: dict[str, np.ndarray] = {}
+    bounds: dict[str, np.ndarray] = {}
+    products = {
+        "attn_pre_proj": (h, h + 2 * kv),
+        "attn_post_proj": (h, h),
+        "mlp_up_proj": (h, 2 * inter),
+        "mlp_down_proj": (inter, h),
+    }
+    elementwise = {
+        "input_layernorm": (2 * a * h, e.norm),
+        "attn_rope": (2 * a * (h + kv), e.rope),
+        "post_attention_layernorm": (2 * a * h, e.norm),
+        "mlp_act": (3 * a * inter, e.act),
+        "add": (3 * a * h, e.add),
+    }
+    for name in DENSE_KERNELS:
+        if name in products:
+            k, n = products[name]
+            times[name], bounds[name] = matmul_ms(t, k, n, dev, e, weight_bytes=w, with_bound=True)
+        else:
+            per_row, kind = elementwise[name]
+            times[name] = elementwise_ms(t, per_row * t, dev, kind)
+            bounds[name] = np.zeros(t.shape, dtype=bool)
+    if with_bound:
+        return times, bounds
+    return times
+
+
+def dense_ms(
+    model: str | ModelSpec,
+    device: str | DeviceSpec,
+    num_tokens: ArrayLike,
+    *,
+    calibrated: bool = True,
+    efficiency: KernelEfficiency = VIDUR_A100,
+) -> np.ndarray:
+    """Dense work (ms) of one forward pass over ``num_tokens`` tokens: all layers, tensor
+    parallel 1 (norms, projections, rotary, MLP, residual adds; no attention, embedding or LM
+    head). Array in, array out.
+
+    Calibrated: ``n_layers · Σ`` :func:`dense_kernel_ms` (``add`` twice). Ideal
+    (``calibrated=False``): ``max(2·n_layers·matmul_params·T / P, n_layers·(matmul_params +
+    2·H)·b_w / W)``, 0 for 0 tokens.
+    """
+    spec, dev = get_model(model), get_gpu(device)
+    t = np.asarray(num_tokens, dtype=np.float64)
+    if t.size and (not np.all(np.isfinite(t)) or t.min() < 0):
+        raise InputError("token counts must be finite and >= 0", field="num_tokens")
+    if not calibrated:
+        flops = 2.0 * spec.n_layers * spec.matmul_params_per_layer * t
+        moved = _layer_weight_bytes(spec)
+        ideal = np.maximum(flops / dev.peak_flops, moved / dev.memory_bandwidth) * 1e3
+        return np.where(t > 0, ideal, 0.0)
+    parts = dense_kernel_ms(spec, dev, t, efficiency)
+    total = sum(parts[name] * count for name, count in DENSE_KERNELS.items())
+    return spec.n_layers * np.asarray(total, dtype=np.float64)
+
+
+def _layer_weight_bytes(spec: ModelSpec) -> float:
+    """Bytes of the weights of all layers (matrix products and the two norms of each layer)."""
+    return (
+        spec.n_layers
+        * (spec.matmul_params_per_layer + 2 * spec.hidden_size)
+        * float(spec.bytes_per_weight)
+    )
+
+
+def profile_model_spec(profile: pd.DataFrame, n_layers: int, name: str = "profiled") -> ModelSpec:
+    """The :class:`ModelSpec` of an operator profile's shapes
+    (:func:`batchlab.calibration.read_operator_profile`; ``n_layers`` is not in the file)."""
+    row = profile.iloc[0]
+    return ModelSpec(
+        name,
+        check_scalar(n_layers, "n_layers", int, min_val=1),
+        int(row["n_embd"]),
+        int(row["n_head"]),
+        int(row["n_kv_head"]),
+        int(row["n_expanded_embd"]),
+        int(row["vocab_size"]),
+    )
+
+
+def _pn(tc: float, tm: float, p: float, ip: float) -> float:
+    """Scalar :func:`batchlab.calibration.pnorm` (the simulator's hot path)."""
+    if tc >= tm:
+        return tc * (1.0 + (tm / tc) ** p) ** ip if tc > 0.0 else 0.0
+    return tm * (1.0 + (tc / tm) ** p) ** ip
 
 
 class RooflineStepTime(StepTimeModel):
-    """Step times from the roofline formulas of a model on a device (see the module docstring).
+    """Step times of ``model`` on ``device`` in named parts: ``dense``, ``attention``,
+    ``lm_head`` and ``overhead`` (``StepTime.parts``).
 
-    One roofline over the whole step: its work takes ``max(FLOPs / peak_flops, bytes /
-    memory_bandwidth)``, reported as ``compute_ms`` when arithmetic is the bound and as
-    ``memory_ms`` when memory traffic is, plus the device's ``step_overhead_ms``. FLOPs: 2 per
-    matrix weight per prompt or decode token, the LM head for every emitted row (each sequence
-    whose prefill ends in the step and each decoding sequence), attention per (query, key)
-    pair; bytes: the weights once, the KV cache read and written.
+    ``calibrated=True`` (the default) times every kernel of the step with ``efficiency``
+    (fitted on Vidur's A100 operator profiles, :data:`batchlab.calibration.VIDUR_A100`; see
+    :mod:`batchlab.calibration` for the formulas): ``dense`` is the layers' norms, projections,
+    rotary, MLP and residual adds over the step's tokens (:meth:`dense_ms`); ``attention`` the
+    score/value kernels of the prefill chunks and of the decode batch plus the KV-cache write;
+    ``lm_head`` the embedding gather, the final norm and the logits of the emitted rows;
+    ``overhead`` the device's ``step_overhead_ms``. Each kernel's time counts as
+    ``compute_ms`` where its FLOPs bound it and as ``memory_ms`` where its bytes do.
+
+    ``calibrated=False`` is the data-sheet ideal: one roofline over the whole step, ``max(FLOPs
+    / peak_flops, bytes / memory_bandwidth)`` + ``step_overhead_ms``, with FLOPs: 2 per matrix
+    weight per prompt or decode token, the LM head for every emitted row, attention per (query,
+    key) pair; bytes: the weights once, the KV cache read and written. Its parts are each
+    part's share of the bounding resource.
+
+    Fast: the parts that depend only on the step's token count (dense work, KV-cache write,
+    embedding gather) and on its emitted rows (LM head) are tabulated over counts on first use,
+    so a step costs a few table look-ups and two scalar rooflines (attention), and a run of
+    decode steps (:meth:`decode_steps_ms`) is one vectorized expression over the steps.
     """
 
-    def __init__(self, model: str | ModelSpec, device: str | DeviceSpec) -> None:
+    #: Token counts tabulated at most (steps with more tokens are computed directly).
+    TABLE_LIMIT: ClassVar[int] = 1 << 17
+
+    def __init__(
+        self,
+        model: str | ModelSpec,
+        device: str | DeviceSpec,
+        *,
+        calibrated: bool = True,
+        efficiency: KernelEfficiency = VIDUR_A100,
+    ) -> None:
         self.model = get_model(model)
         self.device = get_gpu(device)
-        m, d = self.model, self.device
+        self.calibrated = check_scalar(calibrated, "calibrated", bool)
+        if not isinstance(efficiency, KernelEfficiency):
+            raise InputError("must be a KernelEfficiency", field="efficiency")
+        self.efficiency = efficiency
+        m, d, e = self.model, self.device, efficiency
         self._inv_flops = 1e3 / d.peak_flops  # ms per FLOP
         self._inv_bw = 1e3 / d.memory_bandwidth  # ms per byte
         self._tok = m.flops_per_token
@@ -406,12 +575,101 @@ class RooflineStepTime(StepTimeModel):
         self._w = m.weight_bytes
         self._kv = m.kv_bytes_per_token
         self._oh = d.step_overhead_ms
+        self._w_layers = _layer_weight_bytes(m)
+        self._w_ends = self._w - self._w_layers
+        # calibrated attention: per-layer coefficients of the two attention kernels
+        self._layers = float(m.n_layers)
+        self._pair_layer = self._pair / m.n_layers
+        self._kv_layer = self._kv / m.n_layers
+        self._qo_bytes = 2 * ACTIVATION_BYTES * m.hidden_size  # a query read, an output written
+        self._c_att = 1e3 / (d.peak_flops * e.matmul_compute)  # ms per attention FLOP
+        self._m_att = 1e3 / (d.memory_bandwidth * e.matmul_memory)  # ms per attention byte
+        self._lat = e.matmul_latency_us * 1e-3
+        self._p = e.overlap_p
+        self._ip = 1.0 / e.overlap_p
+        self._fixed: list[float] = []  # by token count: dense + KV write + embedding gather
+        self._head: list[float] = []  # by emitted rows: final norm + logits
+        self._fixed_arr = np.zeros(0)
+        self._head_arr = np.zeros(0)
 
     def __repr__(self) -> str:
-        return f"RooflineStepTime({self.model.name!r}, {self.device.name!r})"
+        mode = "" if self.calibrated else ", calibrated=False"
+        return f"RooflineStepTime({self.model.name!r}, {self.device.name!r}{mode})"
+
+    # -- the parts, vectorized ------------------------------------------------------------------
+
+    def dense_ms(self, num_tokens: ArrayLike) -> np.ndarray:
+        """Dense work (ms) of one forward pass over ``num_tokens`` tokens, all layers, tensor
+        parallel 1 (array in, array out; see :func:`dense_ms`)."""
+        return dense_ms(
+            self.model,
+            self.device,
+            num_tokens,
+            calibrated=self.calibrated,
+            efficiency=self.efficiency,
+        )
+
+    def _token_parts(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated parts that depend only on the step's token count (ms): dense, the KV-cache
+        write (all layers) and the embedding gather."""
+        e, d = self.efficiency, self.device
+        dense = self.dense_ms(tokens)
+        write = self._layers * elementwise_ms(tokens, 2 * self._kv_layer * tokens, d, e.add)
+        h = float(self.model.hidden_size)
+        gather = elementwise_ms(tokens, 2 * ACTIVATION_BYTES * tokens * h, d, e.add)
+        return dense, write, gather
+
+    def _head_parts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated final norm and logits of ``rows`` emitted rows (ms), and where the logits
+        product is compute-bound."""
+        m, e, d = self.model, self.efficiency, self.device
+        h = float(m.hidden_size)
+        norm = elementwise_ms(rows, 2 * ACTIVATION_BYTES * rows * h, d, e.norm)
+        logits, bound = matmul_ms(
+            rows,
+            h,
+            float(m.vocab_size),
+            d,
+            e,
+            weight_bytes=float(m.bytes_per_weight),
+            with_bound=True,
+        )
+        return norm, logits, bound
+
+    def _tables(self, tokens: int) -> None:
+        """Tabulate the count-only parts up to ``tokens`` (next power of two, at most
+        :attr:`TABLE_LIMIT`)."""
+        size = min(self.TABLE_LIMIT, 1 << max(10, int(tokens).bit_length()))
+        if size <= len(self._fixed):
+            return
+        counts = np.arange(size, dtype=np.float64)
+        dense, write, gather = self._token_parts(counts)
+        norm, logits, _ = self._head_parts(counts)
+        self._fixed_arr = dense + write + gather
+        self._head_arr = norm + logits
+        self._fixed = self._fixed_arr.tolist()
+        self._head = self._head_arr.tolist()
+
+    def _fixed_ms(self, tokens: int) -> float:
+        if tokens >= len(self._fixed):
+            self._tables(tokens)
+            if tokens >= len(self._fixed):
+                dense, write, gather = self._token_parts(np.float64(tokens))
+                return float(dense + write + gather)
+        return self._fixed[tokens]
+
+    def _head_ms(self, rows: int) -> float:
+        if rows >= len(self._head):
+            self._tables(rows)
+            if rows >= len(self._head):
+                norm, logits, _ = self._head_parts(np.float64(rows))
+                return float(norm + logits)
+        return self._head[rows]
+
+    # -- one step -------------------------------------------------------------------------------
 
     def flops(self, batch: StepBatch) -> float:
-        """FLOPs of the step."""
+        """FLOPs of the step (the ideal roofline's count)."""
         p = batch.prefill_tokens
         return (
             self._tok * (p + batch.decode_seqs)
@@ -420,8 +678,8 @@ class RooflineStepTime(StepTimeModel):
         )
 
     def bytes_moved(self, batch: StepBatch) -> float:
-        """Bytes the step moves: the weights once, the KV cache read and written (0 when
-        empty)."""
+        """Bytes the step moves in the ideal roofline: the weights once, the KV cache read and
+        written (0 when empty)."""
         if batch.empty:
             return 0.0
         kv_tokens = batch.decode_context
@@ -430,39 +688,141 @@ class RooflineStepTime(StepTimeModel):
         return self._w + self._kv * kv_tokens
 
     def step(self, batch: StepBatch) -> StepTime:
-        """The roofline time, attributed to its bound, plus the per-step overhead."""
+        """The step in named parts (``parts``: dense, attention, lm_head, overhead) and by
+        bound (compute_ms, memory_ms, overhead_ms); an empty step takes 0 ms."""
         if batch.empty:
             return StepTime()
+        if not self.calibrated:
+            return self._ideal_step(batch)
+        p, n = batch.prefill_tokens, batch.decode_seqs
+        tokens = np.float64(p + n)
+        rows = np.float64(n + batch.prefill_seqs)
+        times, bounds = dense_kernel_ms(
+            self.model, self.device, tokens, self.efficiency, with_bound=True
+        )
+        layers = self._layers
+        compute = memory = 0.0
+        dense = 0.0
+        for name, count in DENSE_KERNELS.items():
+            t = layers * count * float(times[name])
+            dense += t
+            if bool(bounds[name]):
+                compute += t
+            else:
+                memory += t
+        _, write, gather = self._token_parts(tokens)
+        attention = float(write)
+        memory += float(write) + float(gather)
+        for f, b, on in (
+            (
+                self._pair_layer * batch.prefill_pairs,
+                self._kv_layer * (batch.prefill_cached + p) + self._qo_bytes * p,
+                p > 0,
+            ),
+            (
+                self._pair_layer * batch.decode_context,
+                self._kv_layer * batch.decode_context + self._qo_bytes * n,
+                n > 0,
+            ),
+        ):
+            if not on:
+                continue
+            t, bound = attention_kernel_ms(f, b, self.device, self.efficiency, with_bound=True)
+            t = layers * float(t)
+            attention += t
+            if bool(bound):
+                compute += t
+            else:
+                memory += t
+        norm, logits, bound = self._head_parts(rows)
+        lm_head = float(gather) + float(norm) + float(logits)
+        memory += float(norm)
+        if bool(bound):
+            compute += float(logits)
+        else:
+            memory += float(logits)
+        return StepTime(
+            compute_ms=compute,
+            memory_ms=memory,
+            overhead_ms=self._oh,
+            parts={
+                "dense": dense,
+                "attention": attention,
+                "lm_head": lm_head,
+                "overhead": self._oh,
+            },
+        )
+
+    def _ideal_step(self, batch: StepBatch) -> StepTime:
+        p, n = batch.prefill_tokens, batch.decode_seqs
+        flops_dense = self._tok * (n + p)
+        flops_attn = self._pair * (batch.decode_context + (batch.prefill_pairs if p else 0.0))
+        flops_head = self._logit * (n + batch.prefill_seqs)
+        bytes_attn = self._kv * (batch.decode_context + ((batch.prefill_cached + p) if p else 0))
         compute = self.flops(batch) * self._inv_flops
         memory = self.bytes_moved(batch) * self._inv_bw
         if compute >= memory:
-            return StepTime(compute_ms=compute, overhead_ms=self._oh)
-        return StepTime(memory_ms=memory, overhead_ms=self._oh)
+            parts = (flops_dense, flops_attn, flops_head)
+            scale = self._inv_flops
+        else:
+            parts = (self._w_layers, bytes_attn, self._w_ends)
+            scale = self._inv_bw
+        named = {
+            "dense": parts[0] * scale,
+            "attention": parts[1] * scale,
+            "lm_head": parts[2] * scale,
+            "overhead": self._oh,
+        }
+        if compute >= memory:
+            return StepTime(compute_ms=compute, overhead_ms=self._oh, parts=named)
+        return StepTime(memory_ms=memory, overhead_ms=self._oh, parts=named)
 
     def duration_ms(self, batch: StepBatch) -> float:
-        """Roofline duration of one step in ms (0.0 for an empty step)."""
+        """Duration of one step in ms (0.0 for an empty step): ``step(batch).total_ms``, from
+        the tables and two scalar attention rooflines."""
         p, n = batch.prefill_tokens, batch.decode_seqs
         if p == 0 and n == 0:
             return 0.0
         s = batch.decode_context
-        flops = (self._tok + self._logit) * n + self._pair * s
-        moved = self._w + self._kv * s
+        if not self.calibrated:
+            flops = (self._tok + self._logit) * n + self._pair * s
+            moved = self._w + self._kv * s
+            if p:
+                flops += (
+                    self._tok * p
+                    + self._logit * batch.prefill_seqs
+                    + self._pair * batch.prefill_pairs
+                )
+                moved += self._kv * (batch.prefill_cached + p)
+            return max(flops * self._inv_flops, moved * self._inv_bw) + self._oh
+        t = self._fixed_ms(p + n) + self._head_ms(n + batch.prefill_seqs) + self._oh
+        q, iq = self._p, self._ip
         if p:
-            flops += (
-                self._tok * p + self._logit * batch.prefill_seqs + self._pair * batch.prefill_pairs
-            )
-            moved += self._kv * (batch.prefill_cached + p)
-        return max(flops * self._inv_flops, moved * self._inv_bw) + self._oh
+            tc = self._pair_layer * batch.prefill_pairs * self._c_att
+            tm = (self._kv_layer * (batch.prefill_cached + p) + self._qo_bytes * p) * self._m_att
+            t += self._layers * (self._lat + _pn(tc, tm, q, iq))
+        if n:
+            tc = self._pair_layer * s * self._c_att
+            tm = (self._kv_layer * s + self._qo_bytes * n) * self._m_att
+            t += self._layers * (self._lat + _pn(tc, tm, q, iq))
+        return t
 
     def decode_steps_ms(self, batch: StepBatch, n_steps: int) -> np.ndarray:
-        """Durations (ms) of consecutive decode steps, vectorized over the steps."""
+        """Durations (ms) of consecutive decode steps, vectorized over the steps: only the
+        attention over the growing contexts changes from step to step."""
         n = batch.decode_seqs
+        k = int(n_steps)
         if n == 0:
-            return np.zeros(int(n_steps))
-        s = batch.decode_context + n * np.arange(int(n_steps), dtype=np.float64)
-        compute = ((self._tok + self._logit) * n + self._pair * s) * self._inv_flops
-        memory = (self._w + self._kv * s) * self._inv_bw
-        return np.maximum(compute, memory) + self._oh
+            return np.zeros(k)
+        s = batch.decode_context + n * np.arange(k, dtype=np.float64)
+        if not self.calibrated:
+            compute = ((self._tok + self._logit) * n + self._pair * s) * self._inv_flops
+            memory = (self._w + self._kv * s) * self._inv_bw
+            return np.maximum(compute, memory) + self._oh
+        fixed = self._fixed_ms(n) + self._head_ms(n) + self._oh
+        tc = (self._pair_layer * self._c_att) * s
+        tm = (self._kv_layer * self._m_att) * s + self._qo_bytes * n * self._m_att
+        return fixed + self._layers * (self._lat + pnorm(tc, tm, self._p))
 
 
 def model_table(models: Mapping[str, ModelSpec] | None = None) -> pd.DataFrame:

@@ -17,14 +17,16 @@ everything else has a working default. The simulator calls only public methods:
 :meth:`~StepTimeModel.decode_steps_ms` (a run of identical decode steps, an array); override
 them with closed forms for speed, as the models here do.
 
-Models here: :class:`LinearStepTime` (hand-worked examples) and :class:`TableStepTime` (a
-measured table); the roofline of a model on a GPU is
-:class:`batchlab.roofline.RooflineStepTime`.
+Models here: :class:`LinearStepTime` (hand-worked examples), :class:`TableStepTime` (a
+measured table, interpolated in batch size and context) and :class:`FittedStepTime` (named
+parts fitted on measured steps, :func:`batchlab.measure.fit_step_time`); the roofline of a
+model on a GPU, calibrated on real kernels, is :class:`batchlab.roofline.RooflineStepTime`.
 """
 
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -37,6 +39,8 @@ from batchlab.checks import check_frame, check_scalar
 from batchlab.errors import InputError
 
 __all__ = [
+    "FitResidual",
+    "FittedStepTime",
     "LinearStepTime",
     "StepBatch",
     "StepTime",
@@ -286,18 +290,42 @@ class LinearStepTime(StepTimeModel):
         return self.per_step_ms + self.per_seq_ms * n + self.per_context_ms * s
 
 
+def _interp_extrap(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``ys`` over sorted ``xs``, extrapolated beyond both ends with the
+    slope of the nearest segment (a constant for one point)."""
+    x = np.asarray(x, dtype=np.float64)
+    if xs.size == 1:
+        return np.broadcast_to(ys[0], x.shape).astype(np.float64)
+    out = np.interp(x, xs, ys)
+    lo, hi = x < xs[0], x > xs[-1]
+    if lo.any():
+        out = np.where(lo, ys[0] + (ys[1] - ys[0]) / (xs[1] - xs[0]) * (x - xs[0]), out)
+    if hi.any():
+        out = np.where(hi, ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1]), out)
+    return out
+
+
 class TableStepTime(StepTimeModel):
-    """Step times from a measured table (the batch-size measurement chapter's CSV).
+    """Step times from a measured table, interpolated in batch size and context.
 
     Columns used: ``batch_size``, ``decode_ms_per_step`` and ``prefill_ms_per_token``; optional
-    ``prompt_len`` (the measured prompt length) and ``oom`` (rows marked are dropped, as are rows
-    with NaN figures). Both figures are interpolated linearly in the batch size and extrapolated
-    beyond the measured range with the slope of the nearest segment (never below 0). A step
-    costs ``decode_ms_per_step(decode_seqs) + prefill_tokens · prefill_ms_per_token(b)``, where
-    ``b = prefill_tokens / prompt_len`` (the prefill's size in measured prompts, clamped to the
-    measured batch sizes; the smallest measured batch size when the table has no prompt length).
-    The table is measured at one context length: context growth is not modelled. Every part is
-    measured time (``other_ms``; ``parts``: ``decode`` and ``prefill``).
+    ``context_len`` (the decoders' mean context during the measured decode steps, tokens),
+    ``prompt_len`` and ``gen_len`` (without ``context_len`` the context is ``prompt_len +
+    gen_len / 2``, the mean over the decode steps of a batch-size measurement) and ``oom`` (rows
+    marked are dropped, as are rows with NaN figures). Several rows at one (batch size,
+    context): their mean.
+
+    A decode step of ``n`` sequences at mean context ``c`` (``decode_context / n``) costs the
+    measured decode time interpolated linearly in the batch size at each measured context, then
+    linearly in the context (both extrapolated with the slope of the nearest segment, never
+    below 0). A prefill of ``p`` tokens costs ``p · prefill_ms_per_token(b)`` with ``b = p /
+    prompt_len`` (the prefill's size in measured prompts, clamped to the measured batch sizes;
+    the smallest batch size without a prompt length). Every part is measured time
+    (``other_ms``; ``parts``: ``decode`` and ``prefill``).
+
+    A table measured at a single context does not model context growth: its repr says so, and
+    a run of decode steps reaching more than twice the measured context warns (once per model,
+    with a message that names the table, so Python shows it once per table and call site).
     """
 
     def __init__(self, table: pd.DataFrame, *, prompt_len: int | None = None) -> None:
@@ -305,9 +333,16 @@ class TableStepTime(StepTimeModel):
         df = check_frame(table, columns, what="step-time table")
         if "oom" in df.columns:
             df = df[~df["oom"].fillna(False).astype(bool)]
-        b = pd.to_numeric(df["batch_size"], errors="coerce").to_numpy(dtype=float)
-        dec = pd.to_numeric(df["decode_ms_per_step"], errors="coerce").to_numpy(dtype=float)
-        pre = pd.to_numeric(df["prefill_ms_per_token"], errors="coerce").to_numpy(dtype=float)
+
+        def num(name: str) -> np.ndarray:
+            if name not in df.columns:
+                return np.full(len(df), np.nan)
+            return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float)
+
+        b, dec, pre = num("batch_size"), num("decode_ms_per_step"), num("prefill_ms_per_token")
+        ctx = num("context_len")
+        if "context_len" not in df.columns:
+            ctx = num("prompt_len") + num("gen_len") / 2.0
         ok = (
             np.isfinite(b) & np.isfinite(dec) & np.isfinite(pre) & (b > 0) & (dec >= 0) & (pre >= 0)
         )
@@ -317,19 +352,27 @@ class TableStepTime(StepTimeModel):
                 "prefill_ms_per_token)",
                 field="batch_size",
             )
-        order = np.argsort(b[ok], kind="stable")
-        b, dec, pre = b[ok][order], dec[ok][order], pre[ok][order]
-        uniq, first = np.unique(b, return_index=True)
-        # Several rows at one batch size: their mean.
-        counts = np.diff(np.append(first, b.size))
-        self.batch_sizes = uniq
-        self.decode_ms = np.add.reduceat(dec, first) / counts
-        self.prefill_ms_per_token = np.add.reduceat(pre, first) / counts
+        self.context_known = bool(np.all(np.isfinite(ctx[ok]) & (ctx[ok] > 0)))
+        ctx = np.where(self.context_known, ctx, 0.0)
+        b, dec, pre, ctx = b[ok], dec[ok], pre[ok], ctx[ok]
+        # prefill per token by batch size (mean over contexts)
+        self.batch_sizes, inv = np.unique(b, return_inverse=True)
+        counts = np.bincount(inv)
+        self.prefill_ms_per_token = np.bincount(inv, weights=pre) / counts
+        # decode by (context, batch size): one curve in batch size per measured context
+        self.context_lens = np.unique(ctx)
+        self._curves: list[tuple[np.ndarray, np.ndarray]] = []
+        for c in self.context_lens:
+            at = ctx == c
+            sizes, k = np.unique(b[at], return_inverse=True)
+            self._curves.append((sizes, np.bincount(k, weights=dec[at]) / np.bincount(k)))
+        # the decode figure at each batch size, averaged over the contexts (the old 1-D view)
+        self.decode_ms = np.array([float(self._decode(x, None)) for x in self.batch_sizes])
         if prompt_len is None and "prompt_len" in df.columns:
-            pl = pd.to_numeric(df["prompt_len"], errors="coerce").to_numpy(dtype=float)[ok]
+            pl = num("prompt_len")[ok]
             pl = pl[np.isfinite(pl) & (pl > 0)]
             prompt_len = float(np.median(pl)) if pl.size else None
-        prompt = check_scalar(
+        self.prompt_len = check_scalar(
             prompt_len,
             "prompt_len",
             float,
@@ -337,36 +380,44 @@ class TableStepTime(StepTimeModel):
             include_boundaries="neither",
             allow_none=True,
         )
-        self.prompt_len = prompt
-        self._cache: dict[float, float] = {}
+        self._cache: dict[tuple[int, float], float] = {}
+        self._warned = False
+
+    @property
+    def models_context(self) -> bool:
+        """True when the table holds decode times at two or more contexts."""
+        return self.context_lens.size >= 2
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{x:g}" for x in self.batch_sizes)
-        return f"TableStepTime(batch_sizes=[{sizes}], prompt_len={self.prompt_len})"
+        if self.models_context:
+            ctx = ", ".join(f"{x:g}" for x in self.context_lens)
+            context = f"context_lens=[{ctx}]"
+        elif self.context_known:
+            context = f"measured at context {self.context_lens[0]:g}: context growth not modelled"
+        else:
+            context = "measured context unknown: context growth not modelled"
+        return f"TableStepTime(batch_sizes=[{sizes}], prompt_len={self.prompt_len}, {context})"
 
-    def _interp(self, x: np.ndarray | float, y: np.ndarray) -> np.ndarray:
-        xs = self.batch_sizes
-        x = np.asarray(x, dtype=np.float64)
-        if xs.size == 1:
-            return np.broadcast_to(y[0], x.shape).astype(np.float64)
-        out = np.interp(x, xs, y)
-        lo = x < xs[0]
-        hi = x > xs[-1]
-        if lo.any():
-            slope = (y[1] - y[0]) / (xs[1] - xs[0])
-            out = np.where(lo, y[0] + slope * (x - xs[0]), out)
-        if hi.any():
-            slope = (y[-1] - y[-2]) / (xs[-1] - xs[-2])
-            out = np.where(hi, y[-1] + slope * (x - xs[-1]), out)
+    def _decode(self, batch_size: float, context: float | None) -> np.ndarray:
+        """Decode step time (ms) at a batch size and a mean context (None: the mean over the
+        measured contexts)."""
+        values = np.array([float(_interp_extrap(batch_size, xs, ys)) for xs, ys in self._curves])
+        if context is None or self.context_lens.size == 1:
+            out = values.mean() if context is None else values[0]
+        else:
+            out = _interp_extrap(context, self.context_lens, values)
         return np.maximum(out, 0.0)
 
-    def decode_ms_at(self, batch_size: float) -> float:
-        """Interpolated decode step time (ms) at a batch size."""
-        hit = self._cache.get(batch_size)
+    def decode_ms_at(self, batch_size: float, context: float | None = None) -> float:
+        """Interpolated decode step time (ms) at a batch size and a mean context per sequence
+        (tokens; ignored when the table has one context; None: the mean over the contexts)."""
+        key = (batch_size, context if self.models_context else None)
+        hit = self._cache.get(key)
         if hit is None:
-            hit = float(self._interp(float(batch_size), self.decode_ms))
+            hit = float(self._decode(float(batch_size), key[1]))
             if len(self._cache) < 1 << 16:
-                self._cache[batch_size] = hit
+                self._cache[key] = hit
         return hit
 
     def prefill_ms(self, prefill_tokens: int) -> float:
@@ -376,11 +427,19 @@ class TableStepTime(StepTimeModel):
             b = self.batch_sizes[0]
         else:
             b = min(max(p / self.prompt_len, self.batch_sizes[0]), self.batch_sizes[-1])
-        return p * float(self._interp(b, self.prefill_ms_per_token))
+        per_token = _interp_extrap(b, self.batch_sizes, self.prefill_ms_per_token)
+        return p * max(float(per_token), 0.0)
+
+    def _mean_context(self, batch: StepBatch) -> float | None:
+        if not self.models_context:
+            return None
+        return round(batch.decode_context / batch.decode_seqs, 1)
 
     def step(self, batch: StepBatch) -> StepTime:
         """The interpolated decode and prefill figures (measured time)."""
-        decode = self.decode_ms_at(batch.decode_seqs) if batch.decode_seqs else 0.0
+        decode = 0.0
+        if batch.decode_seqs:
+            decode = self.decode_ms_at(batch.decode_seqs, self._mean_context(batch))
         prefill = self.prefill_ms(batch.prefill_tokens) if batch.prefill_tokens else 0.0
         return StepTime(other_ms=decode + prefill, parts={"decode": decode, "prefill": prefill})
 
@@ -388,13 +447,159 @@ class TableStepTime(StepTimeModel):
         """Interpolated duration of one step (ms)."""
         total = 0.0
         if batch.decode_seqs:
-            total += self.decode_ms_at(batch.decode_seqs)
+            total += self.decode_ms_at(batch.decode_seqs, self._mean_context(batch))
         if batch.prefill_tokens:
             total += self.prefill_ms(batch.prefill_tokens)
         return total
 
     def decode_steps_ms(self, batch: StepBatch, n_steps: int) -> np.ndarray:
-        """Constant: the table has no context term."""
-        if batch.decode_seqs == 0:
+        """Consecutive decode steps: interpolated in the growing context when the table has
+        several contexts; constant otherwise (warning once when the run's context passes twice
+        the measured one)."""
+        n = batch.decode_seqs
+        k = int(n_steps)
+        if n == 0:
+            return np.zeros(k)
+        mean = batch.decode_context / n
+        if not self.models_context:
+            measured = float(self.context_lens[0]) if self.context_known else 0.0
+            if not self._warned and measured > 0 and mean + k - 1 > 2 * measured:
+                self._warned = True
+                warnings.warn(
+                    f"{self!r} is used for decode contexts beyond twice the {measured:,.0f} "
+                    "tokens it was measured at: its step times do not grow with the context "
+                    "(measure several contexts: `batchlab measure --engine continuous`)",
+                    stacklevel=2,
+                )
+            return np.full(k, self.decode_ms_at(n))
+        contexts = mean + np.arange(k, dtype=np.float64)
+        values = np.array([float(_interp_extrap(n, xs, ys)) for xs, ys in self._curves])
+        return np.maximum(_interp_extrap(contexts, self.context_lens, values), 0.0)
+
+
+class FittedStepTime(StepTimeModel):
+    """A step-time model fitted on measured steps (:func:`batchlab.measure.fit_step_time`), in
+    named parts (ms)::
+
+        overhead  = overhead_ms                                   (per step)
+        dense     = dense_ms_per_token · (prefill_tokens + decode_seqs)
+        attention = attention_ms_per_kv_token · (prefill_cached + prefill_tokens + decode_context)
+                  + attention_ms_per_pair · (prefill_pairs + decode_context)
+        lm_head   = lm_head_ms_per_row · (prefill_seqs + decode_seqs)
+
+    and 0 for an empty step. The coefficients are non-negative; ``residual`` describes the fit
+    (:class:`FitResidual`) and ``source`` what it was fitted on. Measured time is not split
+    into compute and memory: everything but the overhead is ``other_ms``.
+    """
+
+    COEFFICIENTS: ClassVar[tuple[str, ...]] = (
+        "overhead_ms",
+        "dense_ms_per_token",
+        "attention_ms_per_kv_token",
+        "attention_ms_per_pair",
+        "lm_head_ms_per_row",
+    )
+
+    def __init__(
+        self,
+        overhead_ms: float,
+        dense_ms_per_token: float = 0.0,
+        attention_ms_per_kv_token: float = 0.0,
+        attention_ms_per_pair: float = 0.0,
+        lm_head_ms_per_row: float = 0.0,
+        *,
+        residual: FitResidual | None = None,
+        source: str = "",
+    ) -> None:
+        values = (
+            overhead_ms,
+            dense_ms_per_token,
+            attention_ms_per_kv_token,
+            attention_ms_per_pair,
+            lm_head_ms_per_row,
+        )
+        for name, value in zip(self.COEFFICIENTS, values, strict=True):
+            setattr(self, name, check_scalar(value, name, float, min_val=0, unit="ms"))
+        self.residual = residual
+        self.source = str(source)
+
+    def coefficients(self) -> dict[str, float]:
+        """The fitted coefficients by name (ms, ms per token / pair / row)."""
+        return {name: getattr(self, name) for name in self.COEFFICIENTS}
+
+    def __repr__(self) -> str:
+        coef = ", ".join(f"{k}={v:.4g}" for k, v in self.coefficients().items())
+        fit = "" if self.residual is None else f", residual={self.residual}"
+        return f"FittedStepTime({coef}{fit})"
+
+    def step(self, batch: StepBatch) -> StepTime:
+        """The fitted parts."""
+        if batch.empty:
+            return StepTime()
+        p, n, s = batch.prefill_tokens, batch.decode_seqs, batch.decode_context
+        dense = self.dense_ms_per_token * (p + n)
+        kv = s + ((batch.prefill_cached + p) if p else 0)
+        attention = self.attention_ms_per_kv_token * kv + self.attention_ms_per_pair * (
+            batch.prefill_pairs + s
+        )
+        head = self.lm_head_ms_per_row * (batch.prefill_seqs + n)
+        return StepTime(
+            overhead_ms=self.overhead_ms,
+            other_ms=dense + attention + head,
+            parts={
+                "dense": dense,
+                "attention": attention,
+                "lm_head": head,
+                "overhead": self.overhead_ms,
+            },
+        )
+
+    def duration_ms(self, batch: StepBatch) -> float:
+        """The fitted duration of one step (ms)."""
+        p, n = batch.prefill_tokens, batch.decode_seqs
+        if p == 0 and n == 0:
+            return 0.0
+        s = batch.decode_context
+        t = (
+            self.overhead_ms
+            + self.dense_ms_per_token * (p + n)
+            + self.attention_ms_per_kv_token * s
+            + self.attention_ms_per_pair * s
+            + self.lm_head_ms_per_row * n
+        )
+        if p:
+            t += (
+                self.attention_ms_per_kv_token * (batch.prefill_cached + p)
+                + self.attention_ms_per_pair * batch.prefill_pairs
+                + self.lm_head_ms_per_row * batch.prefill_seqs
+            )
+        return t
+
+    def decode_steps_ms(self, batch: StepBatch, n_steps: int) -> np.ndarray:
+        """Vectorized over the steps (linear in the growing context)."""
+        n = batch.decode_seqs
+        if n == 0:
             return np.zeros(int(n_steps))
-        return np.full(int(n_steps), self.decode_ms_at(batch.decode_seqs))
+        s = batch.decode_context + n * np.arange(int(n_steps), dtype=np.float64)
+        fixed = self.overhead_ms + (self.dense_ms_per_token + self.lm_head_ms_per_row) * n
+        return fixed + (self.attention_ms_per_kv_token + self.attention_ms_per_pair) * s
+
+
+@dataclass(frozen=True)
+class FitResidual:
+    """How well a fitted step-time model matches the steps it was fitted on: ``rms_ms``
+    (root-mean-square error, ms), ``median_rel`` and ``p90_rel`` (median and 90th percentile of
+    |predicted / measured − 1|), ``n_steps`` (steps used) and ``n_groups`` (distinct step
+    compositions, each fitted at its median time)."""
+
+    rms_ms: float
+    median_rel: float
+    p90_rel: float
+    n_steps: int
+    n_groups: int
+
+    def __str__(self) -> str:
+        return (
+            f"rms {self.rms_ms:.3g} ms, median {self.median_rel:.1%}, p90 {self.p90_rel:.1%} "
+            f"over {self.n_steps} steps"
+        )

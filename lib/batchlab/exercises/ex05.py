@@ -2,7 +2,7 @@
 
 Data: the first ``N_REQUESTS`` requests of the Azure conversation trace (``load_trace(...,
 limit=N_REQUESTS)``), served by ``simulate.simulate`` with its defaults (Llama-2-7B on one H100
-SXM, roofline step times, the KV cache that fits beside the weights).
+SXM, calibrated roofline step times, the KV cache that fits beside the weights).
 
 - q1: replaying the trace's arrivals, how many times higher is the p99 latency of static
   batching (``batch_size=STATIC_BATCH``) than that of continuous batching?

@@ -1,9 +1,15 @@
 """Real batch-size measurement with PyTorch: generation timings, memory, analysis, files.
 
 The package: :mod:`~batchlab.measure.harness` (torch: models, timed generation, memory, the
-measurement), :mod:`~batchlab.measure.analysis` (pandas: saturation, latency limits, Pareto
-sets, memory slopes, the roofline's prediction), :mod:`~batchlab.measure.files` (CSV + JSON)
-and :mod:`~batchlab.measure.table` (the columns). ``batchlab measure`` is in :mod:`batchlab.cli`.
+static-engine measurement), :mod:`~batchlab.measure.engine` (the continuous-batching engine
+timed step by step), :mod:`~batchlab.measure.fit` (step-time models fitted on measurements),
+:mod:`~batchlab.measure.analysis` (pandas: saturation, latency limits, Pareto sets, memory
+slopes, the roofline's prediction), :mod:`~batchlab.measure.files` (CSV + JSON) and
+:mod:`~batchlab.measure.table` (the columns). ``batchlab measure`` is in :mod:`batchlab.cli`.
+
+Two engines: ``static`` (:func:`measure_batch_sizes`, below: padded batches decoding together)
+and ``continuous`` (:func:`measure_continuous`: transformers' continuous-batching engine, one
+row per step; see :mod:`batchlab.measure.engine`).
 
 The measurement runs a causal language model on the device you have, at a series of batch
 sizes, and records for each one how long the prefill takes, how long one decode step takes,
@@ -59,7 +65,24 @@ from batchlab.measure.analysis import (
     summarize_measurement,
     valid_rows,
 )
-from batchlab.measure.files import default_measurement_path, load_measurement, save_measurement
+from batchlab.measure.engine import (
+    ENGINE_REQUEST_COLUMNS,
+    STEP_COLUMNS,
+    EngineConfig,
+    EngineRun,
+    StepRecorder,
+    measure_continuous,
+    run_engine,
+)
+from batchlab.measure.fidelity import FIDELITY_METRICS, fidelity, served_summary
+from batchlab.measure.files import (
+    default_measurement_path,
+    is_step_table,
+    load_measurement,
+    measurement_dir,
+    save_measurement,
+)
+from batchlab.measure.fit import decode_table, fit_step_time, step_features, steps_of_measurement
 from batchlab.measure.harness import (
     GenerationRun,
     greedy_decode,
@@ -69,6 +92,8 @@ from batchlab.measure.harness import (
     model_spec_of,
     resolve_device,
     tiny_llama,
+    torch_module,
+    torch_threads,
 )
 from batchlab.measure.table import (
     MB,
@@ -80,22 +105,34 @@ from batchlab.measure.table import (
 )
 
 __all__ = [
+    "ENGINE_REQUEST_COLUMNS",
     "MB",
     "MEASUREMENT_COLUMNS",
+    "STEP_COLUMNS",
     "TIMING_COLUMNS",
+    "FIDELITY_METRICS",
+    "EngineConfig",
+    "EngineRun",
     "GenerationRun",
+    "StepRecorder",
     "MeasurementSummary",
     "batch_size_choice_table",
     "check_batch_sizes",
     "compare_with_roofline",
+    "decode_table",
     "default_measurement_path",
+    "fidelity",
+    "fit_step_time",
     "greedy_decode",
+    "is_step_table",
     "kv_mb_per_sequence",
     "load_measurement",
     "load_model",
     "max_batch_under_latency",
     "measure_batch_sizes",
+    "measure_continuous",
     "measure_cpu_device",
+    "measurement_dir",
     "memory_per_sequence_mb",
     "memory_vs_batch_table",
     "model_spec_of",
@@ -105,9 +142,15 @@ __all__ = [
     "parse_batch_sizes",
     "resolve_device",
     "roofline_table",
+    "run_engine",
     "save_measurement",
     "saturation_batch_size",
+    "served_summary",
+    "step_features",
+    "steps_of_measurement",
     "summarize_measurement",
     "tiny_llama",
+    "torch_module",
+    "torch_threads",
     "valid_rows",
 ]

@@ -139,11 +139,19 @@ def roofline_table(
     batch_sizes: Sequence[int],
     prompt_len: int,
     gen_len: int,
+    *,
+    calibrated: bool | None = None,
 ) -> pd.DataFrame:
     """The roofline model's prediction in the measurement table's columns, one row per size.
 
+    Step times from :class:`batchlab.roofline.RooflineStepTime`: ``calibrated`` (True: kernel
+    efficiencies fitted on GPU profiles; False: the data-sheet ideal) defaults to True for a
+    GPU preset (a device with a data-sheet SM count) and False for any other device, such as a
+    CPU measured by :func:`measure_cpu_device` (its probes already measure achieved peaks, and
+    the GPU efficiencies do not apply to it).
+
     Prefill: one step with ``batch × prompt_len`` prompt tokens (each sequence attends to its
-    own prompt and emits its first token; :class:`batchlab.roofline.RooflineStepTime`); decode: the mean over the ``gen_len - 1`` steps of a step where every sequence
+    own prompt and emits its first token); decode: the mean over the ``gen_len - 1`` steps of a step where every sequence
     holds context ``prompt_len + t`` (t = 1 … gen_len − 1); KV cache: ``kv_cache_bytes_per_token
     · (prompt_len + gen_len − 1)`` per sequence (the positions the measured cache holds);
     ``peak_memory_mb`` is the KV cache alone, ``baseline_memory_mb`` the weights. ``oom`` marks
@@ -160,7 +168,9 @@ def roofline_table(
     positions = prompt_len + gen_len - 1
     kv_per_seq = roofline.kv_cache_bytes_per_token(spec) * positions
     fits = roofline.max_batch_size(spec, dev, positions, memory_fraction=1.0)
-    step_model = roofline.RooflineStepTime(spec, dev)
+    if calibrated is None:
+        calibrated = dev.n_sms is not None
+    step_model = roofline.RooflineStepTime(spec, dev, calibrated=calibrated)
     rows = []
     for b in sizes:
         # one prefill step of b prompts, each attending to itself and emitting a token
@@ -207,8 +217,11 @@ def compare_with_roofline(
     device: Any,
     prompt_len: int | None = None,
     gen_len: int | None = None,
+    *,
+    calibrated: bool | None = None,
 ) -> pd.DataFrame:
-    """Measured figures next to the roofline prediction for the same model, device and lengths.
+    """Measured figures next to the roofline prediction for the same model, device and lengths
+    (``calibrated``: see :func:`roofline_table`).
 
     ``model``: a ModelSpec, a roofline model name or a transformers model (see
     :func:`model_spec_of`); ``device``: a DeviceSpec (e.g. from :func:`measure_cpu_device`) or a
@@ -224,7 +237,9 @@ def compare_with_roofline(
     rows = valid_rows(df, ["prefill_ms", "decode_ms_per_step", "e2e_ms", "output_tokens_per_s"])
     if rows.empty:
         raise InputError("no successful measurement rows to compare", field="batch_size")
-    predicted = roofline_table(model, device, rows["batch_size"].tolist(), p, g)
+    predicted = roofline_table(
+        model, device, rows["batch_size"].tolist(), p, g, calibrated=calibrated
+    )
     out = pd.DataFrame({"batch_size": rows["batch_size"].to_numpy(dtype=np.int64)})
     quantities = [
         "prefill_ms",

@@ -1,7 +1,11 @@
 """Measurement files: a CSV table and a JSON sidecar with its settings and versions.
 
-Writes are atomic (:func:`batchlab.io.atomic_write`); reading validates every column and names
-the file, line and field of a bad value.
+Two kinds of table: a batch-size measurement (:data:`~batchlab.measure.MEASUREMENT_COLUMNS`,
+one row per batch size, ``measure --engine static``) and a step table
+(:data:`~batchlab.measure.STEP_COLUMNS`, one row per engine step, ``measure --engine
+continuous``). Writes are atomic (:func:`batchlab.io.atomic_write`); reading validates every
+column and names the file, line and field of a bad value. By default measurements go to the
+user's cache folder (:func:`measurement_dir`), never into the repository.
 """
 
 from __future__ import annotations
@@ -22,9 +26,45 @@ from batchlab import __version__ as _batchlab_version
 from batchlab.checks import check_csv_rows
 from batchlab.errors import InputError
 from batchlab.io import atomic_write
+from batchlab.measure.engine import STEP_COLUMNS
 from batchlab.measure.table import FLOAT_COLUMNS, INT_COLUMNS, MEASUREMENT_COLUMNS, require_columns
 
-__all__ = ["default_measurement_path", "load_measurement", "save_measurement"]
+__all__ = [
+    "default_measurement_path",
+    "is_step_table",
+    "load_measurement",
+    "measurement_dir",
+    "save_measurement",
+]
+
+#: Integer and float columns of a step table (``warmup`` is a boolean).
+STEP_INT_COLUMNS = (
+    "run",
+    "batch_size",
+    "prompt_len",
+    "gen_len",
+    "step",
+    "prefill_tokens",
+    "prefill_seqs",
+    "prefill_cached",
+    "decode_seqs",
+    "decode_context",
+)
+STEP_FLOAT_COLUMNS = ("start_ms", "step_ms", "forward_ms", "gap_ms", "prefill_pairs")
+
+
+def is_step_table(df: pd.DataFrame) -> bool:
+    """True for a step table (``measure --engine continuous``: a ``step_ms`` column), False for
+    a batch-size measurement."""
+    return "step_ms" in df.columns
+
+
+def measurement_dir() -> Path:
+    """``<user cache>/batchlab/measurements`` (pooch's cache folder for batchlab; set
+    ``XDG_CACHE_HOME`` to move it): where ``batchlab measure`` saves by default."""
+    import pooch
+
+    return Path(pooch.os_cache("batchlab")) / "measurements"
 
 
 def _slug(text: str) -> str:
@@ -32,12 +72,19 @@ def _slug(text: str) -> str:
 
 
 def default_measurement_path(
-    settings: Mapping[str, Any], folder: str | os.PathLike[str] = "data/measurements"
+    settings: Mapping[str, Any], folder: str | os.PathLike[str] | None = None
 ) -> Path:
-    """``<folder>/<model>-<device>-p<prompt_len>-g<gen_len>.csv`` from a measurement's settings."""
+    """``<folder>/<model>-<device>-p<prompt_len>-g<gen_len>.csv`` from a measurement's settings
+    (a continuous-engine step table: ``<model>-<device>-continuous-g<gen_len>.csv``);
+    ``folder`` defaults to :func:`measurement_dir` (the user's cache, not the repository)."""
     model = Path(str(settings.get("model", "model"))).name
     device = str(settings.get("device", "device"))
-    return Path(folder) / (
+    base = Path(folder) if folder is not None else measurement_dir()
+    if settings.get("engine") == "continuous":
+        return (
+            base / f"{_slug(model)}-{_slug(device)}-continuous-g{settings.get('gen_len', 'x')}.csv"
+        )
+    return base / (
         f"{_slug(model)}-{_slug(device)}-p{settings.get('prompt_len', 'x')}-g{settings.get('gen_len', 'x')}.csv"
     )
 
@@ -71,19 +118,22 @@ def save_measurement(
     """Write a measurement table as CSV plus a sidecar JSON (same name, ``.json``); atomic.
 
     The JSON holds ``settings`` (default: ``df.attrs["settings"]`` set by
-    :func:`measure_batch_sizes`), the library versions (batchlab, torch, transformers, numpy,
-    pandas, Python), the platform and the UTC date. ``path`` defaults to
-    :func:`default_measurement_path` under ``data/measurements/``. Returns the CSV path.
+    :func:`measure_batch_sizes` or :func:`measure_continuous`), the library versions
+    (batchlab, torch, transformers, numpy, pandas, Python), the platform and the UTC date.
+    ``path`` defaults to :func:`default_measurement_path` (the user's cache folder). A step
+    table (:func:`is_step_table`) is saved with its :data:`STEP_COLUMNS`. Returns the CSV path.
     """
-    require_columns(df, MEASUREMENT_COLUMNS)
+    steps = is_step_table(df)
+    columns = STEP_COLUMNS if steps else MEASUREMENT_COLUMNS
+    require_columns(df, columns)
     settings = dict(settings if settings is not None else df.attrs.get("settings", {}))
     target = Path(path) if path is not None else default_measurement_path(settings)
     if target.suffix.lower() != ".csv":
         raise InputError("a measurement is saved as .csv", path=target)
-    table = df.loc[:, list(MEASUREMENT_COLUMNS)]
+    table = df.loc[:, list(columns)]
     metadata = {
-        "format": "batchlab measurement 1",
-        "columns": list(MEASUREMENT_COLUMNS),
+        "format": "batchlab step measurement 1" if steps else "batchlab measurement 1",
+        "columns": list(columns),
         "settings": settings,
         "versions": _versions(),
         "platform": platform.platform(),
@@ -100,7 +150,9 @@ def save_measurement(
 def load_measurement(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a measurement CSV written by :func:`save_measurement`, validated.
 
-    Checks every column of MEASUREMENT_COLUMNS is present, batch sizes are unique positive
+    A step table (a ``step_ms`` column) is read by its own rules (:data:`STEP_COLUMNS`: whole
+    numbers >= 0, finite times, ``gap_ms`` NaN allowed), sorted by run and step. Otherwise:
+    checks every column of MEASUREMENT_COLUMNS is present, batch sizes are unique positive
     whole numbers, ``oom`` is true/false and the figures are numbers (NaN only in out-of-memory
     rows); raises :class:`InputError` naming the file, line and field otherwise. The sidecar
     JSON's content, when present, is in ``df.attrs["metadata"]`` and its settings in
@@ -113,6 +165,8 @@ def load_measurement(path: str | os.PathLike[str]) -> pd.DataFrame:
         raw = pd.read_csv(source, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"not a readable CSV: {exc}", path=source) from exc
+    if "step_ms" in raw.columns:
+        return _with_sidecar(_load_steps(raw, source), source)
     for column in MEASUREMENT_COLUMNS:
         if column not in raw.columns:
             raise InputError("missing column", path=source, field=column)
@@ -158,6 +212,44 @@ def load_measurement(path: str | os.PathLike[str]) -> pd.DataFrame:
         .sort_values("batch_size", kind="stable")
         .reset_index(drop=True)
     )
+    return _with_sidecar(df, source)
+
+
+def _load_steps(raw: pd.DataFrame, source: Path) -> pd.DataFrame:
+    for column in STEP_COLUMNS:
+        if column not in raw.columns:
+            raise InputError("missing column", path=source, field=column)
+    if raw.empty:
+        raise InputError("no rows", path=source)
+    out = pd.DataFrame(index=raw.index)
+    for column in STEP_INT_COLUMNS:
+        numeric = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(numeric) | (numeric != np.floor(numeric)) | (numeric < 0)
+        check_csv_rows(bad, "expected a whole number >= 0", raw, column, path=source)
+        out[column] = numeric.astype(np.int64)
+    text = raw["warmup"].str.strip().str.lower()
+    bad = ~text.isin(["true", "false", "1", "0"])
+    check_csv_rows(bad, "expected True or False", raw, "warmup", path=source)
+    out["warmup"] = text.isin(["true", "1"]).to_numpy()
+    for column in STEP_FLOAT_COLUMNS:
+        text = raw[column].str.strip()
+        numeric = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(
+            dtype=float
+        )
+        not_number = np.isnan(numeric) & ~text.str.lower().isin(["", "nan"]).to_numpy()
+        bad = not_number | (np.isfinite(numeric) & (numeric < 0) & (column != "start_ms"))
+        if column != "gap_ms":
+            bad |= ~np.isfinite(numeric)
+        check_csv_rows(bad, "expected a finite number >= 0", raw, column, path=source)
+        out[column] = numeric
+    return (
+        out.loc[:, list(STEP_COLUMNS)]
+        .sort_values(["run", "step"], kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+def _with_sidecar(df: pd.DataFrame, source: Path) -> pd.DataFrame:
     sidecar = _sidecar(source)
     if sidecar.exists():
         try:

@@ -41,6 +41,8 @@ __all__ = [
     "model_spec_of",
     "resolve_device",
     "tiny_llama",
+    "torch_module",
+    "torch_threads",
 ]
 
 _RSS_INTERVAL_S = 0.0005
@@ -56,8 +58,27 @@ def _optional(module: str):
         ) from exc
 
 
-def _torch():
+def torch_module():
+    """PyTorch, imported on first use (an ImportError with the install hint when missing)."""
     return _optional("torch")
+
+
+def _torch():
+    return torch_module()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Set PyTorch's intra-op thread count for a block (``None``: leave it) and restore it;
+    yields the count in force."""
+    torch = torch_module()
+    before = int(torch.get_num_threads())
+    if threads is not None:
+        torch.set_num_threads(check_scalar(threads, "threads", int, min_val=1))
+    try:
+        yield int(torch.get_num_threads())
+    finally:
+        torch.set_num_threads(before)
 
 
 def _transformers():
@@ -337,6 +358,25 @@ def _logits_kwargs(model: Any) -> dict[str, int]:
     return {}
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes the KV cache: ``cache`` (transformers >= 5.24, which
+    deprecates ``past_key_values`` with a FutureWarning) or ``past_key_values`` (older)."""
+    forward = getattr(model, "forward", model)
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache a forward pass returned, under either name."""
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    return cache
+
+
 def _tensor_bytes(obj: Any) -> int:
     torch = _torch()
     if isinstance(obj, torch.Tensor):
@@ -367,8 +407,8 @@ def greedy_decode(
 ) -> GenerationRun:
     """Prefill ``input_ids`` then decode ``gen_len`` tokens greedily with the KV cache, timed.
 
-    A hand-written loop (one forward pass over the prompts, then one per new token with
-    ``past_key_values``) so the prefill and the decode steps are timed separately; it produces
+    A hand-written loop (one forward pass over the prompts, then one per new token with the KV
+    cache, passed as ``cache`` where the installed transformers names it so) so the prefill and the decode steps are timed separately; it produces
     the same tokens as ``model.generate(do_sample=False)`` with ``min_new_tokens =
     max_new_tokens = gen_len`` (no stop at end-of-sequence). Runs under
     ``torch.inference_mode``; on CUDA the device is synchronized around each timing.
@@ -378,6 +418,7 @@ def greedy_decode(
         raise InputError(f"must be at least 1 token, got {gen_len}", field="gen_len")
     dev = device or str(input_ids.device)
     kwargs = _logits_kwargs(model)
+    cache_kw = _cache_kwarg(model)
     with torch.inference_mode():
         ids = input_ids.to(dev)
         mask = torch.ones_like(ids)
@@ -385,7 +426,7 @@ def greedy_decode(
         _sync(dev)
         t0 = time.perf_counter()
         out = model(input_ids=ids, attention_mask=mask, use_cache=True, **kwargs)
-        cache = out.past_key_values
+        cache = _cache_of(out)
         token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
         _sync(dev)
         t1 = time.perf_counter()
@@ -395,11 +436,11 @@ def greedy_decode(
             out = model(
                 input_ids=token,
                 attention_mask=mask,
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_kw: cache},
                 **kwargs,
             )
-            cache = out.past_key_values
+            cache = _cache_of(out)
             token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
             tokens.append(token)
         _sync(dev)
@@ -614,8 +655,13 @@ def measure_batch_sizes(
     *,
     seed: int = 0,
     progress: bool = False,
+    threads: int | None = 1,
 ) -> pd.DataFrame:
     """Measure greedy generation at each batch size; one row per size (see MEASUREMENT_COLUMNS).
+
+    This is the *static* engine (``batchlab measure --engine static``): every batch is padded
+    to one prompt length and decodes together to the end. ``threads`` sets PyTorch's thread
+    count for the measurement (None: leave it); the count in force is recorded in the settings.
 
     ``model``: ``"tiny"``, a local folder or a transformers causal LM (moved to ``device``).
     Each batch size gets ``warmup`` discarded runs (the first of them, or an extra run when
@@ -643,8 +689,27 @@ def measure_batch_sizes(
             field="prompt_len",
         )
     model_obj = model_obj.to(dev)
-    torch = _torch()
+    with torch_threads(threads) as n_threads:
+        return _measure_sizes(
+            model,
+            model_obj,
+            sizes,
+            prompt_len,
+            gen_len,
+            dev,
+            warmup,
+            repeats,
+            seed,
+            progress,
+            n_threads,
+        )
+
+
+def _measure_sizes(
+    model, model_obj, sizes, prompt_len, gen_len, dev, warmup, repeats, seed, progress, n_threads
+) -> pd.DataFrame:
     settings = {
+        "engine": "static",
         "model": "tiny-llama"
         if isinstance(model, str) and model == "tiny"
         else _model_name(model_obj),
@@ -657,7 +722,7 @@ def measure_batch_sizes(
         "repeats": repeats,
         "seed": int(seed),
         "dtype": str(next(model_obj.parameters()).dtype).removeprefix("torch."),
-        "num_threads": int(torch.get_num_threads()),
+        "num_threads": int(n_threads),
         "n_parameters": int(sum(p.numel() for p in model_obj.parameters())),
         "model_spec": None,
     }

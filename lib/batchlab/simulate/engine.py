@@ -89,13 +89,19 @@ def priority_levels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def resolve_step_time(
     step_time: Any, model: str | ModelSpec, gpu: str | DeviceSpec
 ) -> StepTimeModel:
-    """The step-time model of a run: ``step_time`` itself, a measured table
-    (:class:`~batchlab.steptime.TableStepTime`), or the roofline of ``model`` on ``gpu``."""
+    """The step-time model of a run: ``step_time`` itself; a measured table: a step table
+    (``measure --engine continuous``) is fitted (:func:`batchlab.measure.fit_step_time`), a
+    batch-size table is interpolated (:class:`~batchlab.steptime.TableStepTime`); or, by
+    default, the calibrated roofline of ``model`` on ``gpu``."""
     if step_time is None:
         return RooflineStepTime(model, gpu)
     if isinstance(step_time, StepTimeModel):
         return step_time
     if isinstance(step_time, pd.DataFrame):
+        from batchlab.measure import fit_step_time, is_step_table
+
+        if is_step_table(step_time):
+            return fit_step_time(step_time)
         return TableStepTime(step_time)
     raise InputError(
         "must be None (roofline of model and gpu), a StepTimeModel or a measured table "

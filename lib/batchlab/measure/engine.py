@@ -1,0 +1,557 @@
+"""The continuous-batching engine measured step by step (transformers' ``generate_batch`` engine).
+
+``batchlab measure --engine continuous`` and :func:`measure_continuous` run the engine a
+continuous-batching server runs (transformers 5.x: ``model.init_continuous_batching()``, the
+engine behind ``generate_batch`` and ``transformers serve``) and record every *step* it takes:
+its duration and its composition, the same quantities a
+:class:`~batchlab.steptime.StepBatch` holds, so a step-time model can be fitted on them
+(:func:`batchlab.measure.fit_step_time`) and handed to the simulator and the planner.
+
+The engine has no public per-step hook, so :class:`StepRecorder` wraps three methods of its
+batch processor (``prepare_next_batch``, ``_generation_step``, ``update_batch``) for the
+duration of a run and restores them afterwards; a transformers without them raises a clear
+:class:`~batchlab.errors.InputError`. A step's composition is read when it is scheduled: a
+sequence that has generated a token is decoding (its context: the tokens cached before the step
+plus the new one), any other is a prefill chunk (its tokens, the tokens already cached, its
+attention pairs, and whether the chunk ends the prompt, emitting the first token).
+
+Step table columns (:data:`STEP_COLUMNS`; times in ms, relative to the run's start):
+
+- ``run`` (which measurement run), ``batch_size`` and ``prompt_len`` / ``gen_len`` (the
+  requests of that run), ``step`` (index in the run), ``warmup`` (a discarded run's step);
+- ``start_ms``: the step starts scheduling; ``step_ms``: scheduling, the forward pass, sampling
+  and the update of the requests; ``forward_ms``: the forward pass alone; ``gap_ms``: time to
+  the next step's start (the engine loop's own work between steps; NaN for a run's last step);
+- ``prefill_tokens``, ``prefill_seqs`` (chunks ending their prompt), ``prefill_cached``,
+  ``prefill_pairs``, ``decode_seqs``, ``decode_context`` (sum of the decoders' contexts, the
+  new token included).
+
+Threads: on a busy 2-core machine two PyTorch threads ran a decode step 15x slower than one, so
+the measurement sets the thread count explicitly (``threads``, default 1) and records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchlab.checks import check_scalar
+from batchlab.errors import InputError
+from batchlab.measure.harness import load_model, model_spec_of, resolve_device, torch_threads
+from batchlab.measure.table import check_batch_sizes
+
+__all__ = [
+    "ENGINE_REQUEST_COLUMNS",
+    "STEP_COLUMNS",
+    "EngineConfig",
+    "EngineRun",
+    "StepRecorder",
+    "measure_continuous",
+    "run_engine",
+]
+
+STEP_COLUMNS: tuple[str, ...] = (
+    "run",
+    "batch_size",
+    "prompt_len",
+    "gen_len",
+    "step",
+    "warmup",
+    "start_ms",
+    "step_ms",
+    "forward_ms",
+    "gap_ms",
+    "prefill_tokens",
+    "prefill_seqs",
+    "prefill_cached",
+    "prefill_pairs",
+    "decode_seqs",
+    "decode_context",
+)
+"""Columns of a step table (see the module docstring)."""
+
+ENGINE_REQUEST_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "prompt_len",
+    "gen_len",
+    "arrival_ms",
+    "first_token_ms",
+    "finish_ms",
+    "ttft_ms",
+    "latency_ms",
+    "n_tokens",
+)
+"""Columns of an engine run's request table (ms from the run's start; ``n_tokens``: tokens
+the request generated)."""
+
+_WARMUP = object()  # the label of the warm-up request's steps (dropped)
+_LOCK = threading.Lock()  # one instrumented engine at a time (the wrappers are class-level)
+
+
+def _engine_classes():
+    try:
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+        from transformers.generation.continuous_batching.continuous_api import (
+            ContinuousBatchProcessor,
+        )
+    except ImportError as exc:
+        raise InputError(
+            "the continuous engine needs transformers >= 5 with continuous batching "
+            f"(ContinuousBatchingConfig): {exc}",
+            field="engine",
+        ) from None
+    for name in ("prepare_next_batch", "_generation_step", "update_batch"):
+        if not hasattr(ContinuousBatchProcessor, name):
+            raise InputError(
+                f"this transformers' continuous batching has no {name}(): cannot time its steps",
+                field="engine",
+            )
+    return GenerationConfig, ContinuousBatchingConfig, ContinuousBatchProcessor
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the continuous-batching engine (transformers' ``ContinuousBatchingConfig``).
+
+    ``num_blocks`` KV-cache pages of ``page_size`` tokens; at most ``max_batch_tokens`` tokens
+    and ``max_requests_per_batch`` sequences per step (decodes first, then prompt chunks, first
+    come first served). :meth:`simulate_options` gives the simulator the same engine.
+    """
+
+    num_blocks: int = 256
+    page_size: int = 32
+    max_batch_tokens: int = 256
+    max_requests_per_batch: int = 8
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = check_scalar(getattr(self, f.name), f.name, int, min_val=1)
+            object.__setattr__(self, f.name, value)
+
+    def transformers_config(self):
+        """The ``transformers.ContinuousBatchingConfig`` (no CUDA graphs, synchronous steps)."""
+        _, config_cls, _ = _engine_classes()
+        return config_cls(
+            num_blocks=self.num_blocks,
+            page_size=self.page_size,
+            max_batch_tokens=self.max_batch_tokens,
+            max_requests_per_batch=self.max_requests_per_batch,
+            use_async_batching=False,
+            use_cuda_graph=False,
+            allow_block_sharing=False,
+        )
+
+    def simulate_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`batchlab.simulate.simulate` for the same engine: the
+        continuous policy with chunked prefill, ``max_num_seqs``, ``max_num_batched_tokens``,
+        ``kv_blocks`` and ``block_size``."""
+        return {
+            "max_num_seqs": self.max_requests_per_batch,
+            "max_num_batched_tokens": self.max_batch_tokens,
+            "chunk_size": self.max_batch_tokens,
+            "kv_blocks": self.num_blocks,
+            "block_size": self.page_size,
+        }
+
+    def as_dict(self) -> dict[str, int]:
+        """The settings by name."""
+        return dataclasses.asdict(self)
+
+
+class StepRecorder:
+    """Records every step of the continuous-batching engine while active (a context manager):
+    wraps the batch processor's ``prepare_next_batch``, ``_generation_step`` and
+    ``update_batch`` and restores them on exit. ``steps`` holds one dict per step
+    (``t0``/``t_forward``/``t_end`` perf-counter seconds, ``label`` at the time, composition)."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self.label: Any = None
+        self._saved: tuple[Any, ...] | None = None
+
+    def __enter__(self) -> StepRecorder:
+        _, _, cbp = _engine_classes()
+        _LOCK.acquire()
+        prepare, forward, update = cbp.prepare_next_batch, cbp._generation_step, cbp.update_batch
+        self._saved = (cbp, prepare, forward, update)
+        recorder = self
+
+        def prepare_next_batch(proc):
+            t0 = time.perf_counter()
+            ok = prepare(proc)
+            if ok:
+                recorder.steps.append(recorder._composition(proc, t0))
+            return ok
+
+        def generation_step(proc, *args, **kwargs):
+            t = time.perf_counter()
+            out = forward(proc, *args, **kwargs)
+            if recorder.steps:
+                recorder.steps[-1]["t_forward"] = time.perf_counter() - t
+            return out
+
+        def update_batch(proc, *args, **kwargs):
+            out = update(proc, *args, **kwargs)
+            if recorder.steps:
+                recorder.steps[-1]["t_end"] = time.perf_counter()
+            return out
+
+        cbp.prepare_next_batch = prepare_next_batch
+        cbp._generation_step = generation_step
+        cbp.update_batch = update_batch
+        return self
+
+    def _composition(self, proc, t0: float) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "t0": t0,
+            "t_forward": math.nan,
+            "t_end": math.nan,
+            "label": self.label,
+            "prefill_tokens": 0,
+            "prefill_seqs": 0,
+            "prefill_cached": 0,
+            "prefill_pairs": 0.0,
+            "decode_seqs": 0,
+            "decode_context": 0,
+        }
+        for fs in proc.inputs_and_outputs.requests_in_batch:
+            q = int(fs.query_length)
+            past = int(fs.state.position_offset) - q  # the offset has already advanced
+            if fs.state.generated_len() > 0:
+                row["decode_seqs"] += 1
+                row["decode_context"] += past + q
+            else:
+                row["prefill_tokens"] += q
+                row["prefill_cached"] += past
+                row["prefill_pairs"] += q * past + q * (q + 1) / 2.0
+                row["prefill_seqs"] += int(bool(fs.has_new_token))
+        return row
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._saved is not None
+        cbp, prepare, forward, update = self._saved
+        cbp.prepare_next_batch, cbp._generation_step, cbp.update_batch = prepare, forward, update
+        self._saved = None
+        _LOCK.release()
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """One engine session: its ``steps`` (:data:`STEP_COLUMNS` without the run columns, ms from
+    the session's start) and ``requests`` (:data:`ENGINE_REQUEST_COLUMNS`); ``wall_s`` and the
+    ``settings`` (engine, threads, device, model)."""
+
+    steps: pd.DataFrame
+    requests: pd.DataFrame
+    wall_s: float
+    settings: dict[str, Any]
+
+
+def _prompts(prompt_lens: Sequence[int], vocab: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab, size=int(n)).tolist() for n in prompt_lens]
+
+
+def _step_frame(rows: list[dict[str, Any]], t_start: float) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(
+            columns=["label", "start_ms", "step_ms", "forward_ms", "gap_ms", *STEP_COLUMNS[10:]]
+        )
+    t0 = df["t0"].to_numpy(dtype=float)
+    end = df["t_end"].to_numpy(dtype=float)
+    out = pd.DataFrame(
+        {
+            "label": df["label"],
+            "start_ms": (t0 - t_start) * 1e3,
+            "step_ms": (end - t0) * 1e3,
+            "forward_ms": df["t_forward"].to_numpy(dtype=float) * 1e3,
+            "gap_ms": np.append((t0[1:] - end[:-1]) * 1e3, math.nan),
+        }
+    )
+    for column in STEP_COLUMNS[10:]:
+        out[column] = df[column].to_numpy()
+    out["prefill_pairs"] = out["prefill_pairs"].astype(float)
+    return out
+
+
+def run_engine(
+    model: Any,
+    requests: pd.DataFrame,
+    *,
+    config: EngineConfig | None = None,
+    threads: int | None = 1,
+    seed: int = 0,
+    timeout_s: float = 600.0,
+    progress: bool = False,
+    batches: Sequence[Sequence[int]] | None = None,
+    labels: Sequence[Any] | None = None,
+    warmup: bool = True,
+) -> EngineRun:
+    """Serve ``requests`` (request_id, prompt_len, gen_len, optional arrival_s) on the
+    continuous-batching engine and time every step.
+
+    Prompts are random token ids (seeded); each request generates exactly ``gen_len`` tokens
+    greedily (no stop at end-of-sequence). With ``arrival_s`` each request is submitted at its
+    arrival time (open loop, from the session's start); without it, all at once. ``batches``
+    (lists of row positions) instead submits the groups one after the other, each once the
+    previous has finished, with ``labels`` recorded on their steps (the measurement's runs).
+    ``warmup``: first serve one short request, untimed (the engine builds its KV cache and warms
+    its kernels on its first steps), so the session's clock starts on a ready engine. Stops at
+    ``timeout_s`` (InputError). ``threads``: PyTorch threads (recorded).
+    """
+    gen_cls, _, _ = _engine_classes()
+    cfg = config or EngineConfig()
+    timeout_s = check_scalar(timeout_s, "timeout_s", float, min_val=0, include_boundaries="neither")
+    prompt = requests["prompt_len"].to_numpy(dtype=np.int64)
+    gen = requests["gen_len"].to_numpy(dtype=np.int64)
+    ids = [str(r) for r in requests["request_id"]]
+    arrival = requests["arrival_s"].to_numpy(dtype=float) * 1e3 if "arrival_s" in requests else None
+    vocab = int(model.config.vocab_size)
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos is not None and int((prompt + gen).max()) > int(max_pos):
+        raise InputError(
+            f"prompt_len + gen_len up to {int((prompt + gen).max())} tokens exceeds the model's "
+            f"max_position_embeddings {int(max_pos)}",
+            field="prompt_len",
+        )
+    prompts = _prompts(prompt, vocab, seed)
+    groups = [list(g) for g in batches] if batches is not None else [list(range(len(ids)))]
+    group_labels = list(labels) if labels is not None else [None] * len(groups)
+    generation = gen_cls(
+        max_new_tokens=int(gen.max()), do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
+    results: dict[str, Any] = {}
+    submitted: dict[str, float] = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc="engine", unit="req")
+    recorder = StepRecorder()
+    with torch_threads(threads) as n_threads, recorder:
+        manager = model.init_continuous_batching(
+            generation_config=generation, continuous_batching_config=cfg.transformers_config()
+        )
+        manager.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            if warmup:  # the engine builds its cache and warms its kernels on the first steps
+                recorder.label = _WARMUP
+                warm = manager.add_request(
+                    _prompts([16], vocab, seed + 1)[0], max_new_tokens=4, record_timestamps=True
+                )
+                while time.monotonic() < deadline:
+                    r = manager.get_result(timeout=0.5)
+                    if r is not None and r.request_id == warm and r.is_finished():
+                        break
+            t_start = time.perf_counter()
+            for group, label in zip(groups, group_labels, strict=True):
+                recorder.label = label
+                order = group
+                if arrival is not None:
+                    order = sorted(group, key=lambda i: arrival[i])
+                pending = list(order)
+                waiting = set()
+                while pending or waiting:
+                    if time.monotonic() > deadline:
+                        raise InputError(
+                            f"the engine did not finish within {timeout_s:g} s "
+                            f"({len(results)} of {len(ids)} requests done)",
+                            field="timeout_s",
+                        )
+                    now_ms = (time.perf_counter() - t_start) * 1e3
+                    while pending and (arrival is None or arrival[pending[0]] <= now_ms):
+                        i = pending.pop(0)
+                        submitted[ids[i]] = time.perf_counter()
+                        manager.add_request(
+                            prompts[i],
+                            request_id=ids[i],
+                            max_new_tokens=int(gen[i]),
+                            record_timestamps=True,
+                        )
+                        waiting.add(ids[i])
+                    wait = 0.05
+                    if pending and arrival is not None:
+                        wait = max(0.0, min(wait, (arrival[pending[0]] - now_ms) / 1e3))
+                    result = manager.get_result(timeout=wait) if waiting else None
+                    if result is None:
+                        if waiting and not manager.is_running():
+                            raise InputError(
+                                "the continuous-batching engine stopped", field="engine"
+                            )
+                        if not waiting and pending and wait > 0:
+                            time.sleep(wait)
+                        continue
+                    if result.is_finished() and result.request_id in waiting:
+                        if result.error:
+                            raise InputError(
+                                f"the engine failed request {result.request_id}: {result.error}",
+                                field="engine",
+                            )
+                        results[result.request_id] = result
+                        waiting.discard(result.request_id)
+                        if bar is not None:
+                            bar.update()
+            wall = time.perf_counter() - t_start
+        finally:
+            manager.stop(block=True, timeout=10)
+            if bar is not None:
+                bar.close()
+    steps = _step_frame([r for r in recorder.steps if r["label"] is not _WARMUP], t_start)
+    rows = []
+    for i, rid in enumerate(ids):
+        r = results[rid]
+        stamps = list(r.timestamps or [])
+        arrived = (submitted[rid] - t_start) * 1e3
+        first = (stamps[0] - t_start) * 1e3 if stamps else math.nan
+        last = (stamps[-1] - t_start) * 1e3 if stamps else math.nan
+        rows.append(
+            {
+                "request_id": requests["request_id"].iloc[i],
+                "prompt_len": int(prompt[i]),
+                "gen_len": int(gen[i]),
+                "arrival_ms": arrived,
+                "first_token_ms": first,
+                "finish_ms": last,
+                "ttft_ms": first - arrived,
+                "latency_ms": last - arrived,
+                "n_tokens": len(r.generated_tokens),
+            }
+        )
+    settings = {
+        "engine": "continuous",
+        "engine_config": cfg.as_dict(),
+        "num_threads": n_threads,
+        "seed": int(seed),
+        "model": str(getattr(model.config, "name_or_path", "") or type(model).__name__),
+        "device": str(next(model.parameters()).device),
+    }
+    return EngineRun(
+        steps=steps,
+        requests=pd.DataFrame(rows, columns=list(ENGINE_REQUEST_COLUMNS)),
+        wall_s=float(wall),
+        settings=settings,
+    )
+
+
+def measure_continuous(
+    model: Any = "tiny",
+    batch_sizes: Sequence[int] | str = (1, 2, 4, 8),
+    prompt_lens: Sequence[int] | str = (32, 128, 384),
+    gen_len: int = 32,
+    *,
+    device: str = "auto",
+    warmup: int = 1,
+    repeats: int = 2,
+    seed: int = 0,
+    threads: int | None = 1,
+    config: EngineConfig | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Time the continuous-batching engine step by step over a grid of batch sizes and prompt
+    lengths; one row per step (:data:`STEP_COLUMNS`).
+
+    For each prompt length ``P`` and batch size ``B`` (``warmup`` discarded runs, then
+    ``repeats``), ``B`` requests of ``P`` random prompt tokens and ``gen_len`` generated tokens
+    are submitted together and served to the end: their prompts prefill in chunks of at most
+    ``max_batch_tokens`` tokens, then ``gen_len - 1`` decode steps of ``B`` sequences run at
+    contexts ``P + 1`` … ``P + gen_len - 1``, so the table covers decode time as a function of
+    the batch size *and* the context. ``config`` defaults to :class:`EngineConfig` with
+    ``max_requests_per_batch = max(batch_sizes)`` and a KV cache holding the largest run.
+    ``df.attrs["settings"]`` holds the settings (threads included) for
+    :func:`batchlab.measure.save_measurement`.
+    """
+    sizes = check_batch_sizes(batch_sizes)
+    lens = check_batch_sizes(prompt_lens)  # the same rule: sorted unique positive integers
+    gen_len = check_scalar(gen_len, "gen_len", int, min_val=2)
+    warmup = check_scalar(warmup, "warmup", int, min_val=0)
+    repeats = check_scalar(repeats, "repeats", int, min_val=1)
+    dev = resolve_device(device)
+    model_obj = load_model(model, seed=seed).to(dev)
+    if config is None:
+        tokens = max(sizes) * (max(lens) + gen_len)
+        page = 32
+        config = EngineConfig(
+            num_blocks=int(math.ceil(1.3 * tokens / page)) + 8,
+            page_size=page,
+            max_batch_tokens=256,
+            max_requests_per_batch=max(sizes),
+        )
+    if max(sizes) > config.max_requests_per_batch:
+        raise InputError(
+            f"batch size {max(sizes)} exceeds the engine's max_requests_per_batch "
+            f"{config.max_requests_per_batch}",
+            field="batch_sizes",
+        )
+    rows, groups, labels = [], [], []
+    run = 0
+    for p in lens:
+        for b in sizes:
+            for k in range(warmup + repeats):
+                start = len(rows)
+                for _ in range(b):
+                    rows.append(
+                        {"request_id": f"r{len(rows)}", "prompt_len": p, "gen_len": gen_len}
+                    )
+                groups.append(list(range(start, len(rows))))
+                labels.append((run, b, p, k < warmup))
+                run += 1
+    requests = pd.DataFrame(rows)
+    result = run_engine(
+        model_obj,
+        requests,
+        config=config,
+        threads=threads,
+        seed=seed,
+        progress=progress,
+        batches=groups,
+        labels=labels,
+    )
+    steps = result.steps
+    label = steps.pop("label")
+    out = pd.DataFrame(
+        {
+            "run": [lab[0] for lab in label],
+            "batch_size": [lab[1] for lab in label],
+            "prompt_len": [lab[2] for lab in label],
+            "gen_len": gen_len,
+        }
+    )
+    out["step"] = out.groupby("run").cumcount()
+    out["warmup"] = [bool(lab[3]) for lab in label]
+    for column in STEP_COLUMNS[6:]:
+        out[column] = steps[column].to_numpy()
+    last = out["run"].ne(out["run"].shift(-1)).to_numpy()
+    out.loc[last, "gap_ms"] = math.nan  # the next run's requests were not submitted yet
+    settings = dict(result.settings)
+    settings.update(
+        {
+            "model": "tiny-llama"
+            if isinstance(model, str) and model == "tiny"
+            else settings["model"],
+            "batch_sizes": sizes,
+            "prompt_lens": lens,
+            "gen_len": gen_len,
+            "device": dev,
+            "warmup": warmup,
+            "repeats": repeats,
+            "dtype": str(next(model_obj.parameters()).dtype).removeprefix("torch."),
+            "n_parameters": int(sum(p.numel() for p in model_obj.parameters())),
+            "model_spec": None,
+        }
+    )
+    with contextlib.suppress(InputError):
+        settings["model_spec"] = dataclasses.asdict(model_spec_of(model_obj))
+    out = out.loc[:, list(STEP_COLUMNS)]
+    out.attrs["settings"] = settings
+    return out

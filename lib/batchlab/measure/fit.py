@@ -1,0 +1,211 @@
+"""Step-time models from measurements: a least-squares fit in named parts, and a decode table.
+
+:func:`fit_step_time` turns a measurement into a :class:`~batchlab.steptime.FittedStepTime`
+(overhead, dense, attention and LM head coefficients), which the simulator
+(``simulate(step_time=...)``) and the planner's hardware cost model
+(:class:`batchlab.cost.StepTimeCostModel`) accept. Both kinds of measurement work:
+
+* a **step table** (``measure --engine continuous``): every step's composition and time;
+* a **batch-size table** (``measure --engine static``): each row becomes two steps, the prefill
+  of ``B`` prompts (``B·P`` tokens, ``B·P(P+1)/2`` pairs, ``B`` emitted rows) and the mean decode
+  step of ``B`` sequences at mean context ``P + G/2``.
+
+The fit: warm-up steps are dropped; steps of one composition are pooled at their median time
+(repeats of a run are identical in composition, so timing noise averages out); then
+non-negative least squares on the relative error (each composition's row divided by its
+median time, weighted by the square root of its count), exactly, over every subset of the
+coefficients. The engine loop's own time between back-to-back steps (the median ``gap_ms``)
+is added to the overhead. :class:`~batchlab.steptime.FitResidual` reports the fit on every
+step used.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchlab.errors import InputError
+from batchlab.measure.files import is_step_table
+from batchlab.measure.table import require_columns
+from batchlab.stats import nearest_rank
+from batchlab.steptime import FitResidual, FittedStepTime
+
+__all__ = ["decode_table", "fit_step_time", "step_features", "steps_of_measurement"]
+
+_COMPOSITION = (
+    "prefill_tokens",
+    "prefill_seqs",
+    "prefill_cached",
+    "prefill_pairs",
+    "decode_seqs",
+    "decode_context",
+)
+_BACK_TO_BACK_MS = 5.0  # a gap longer than this is the engine waiting for work, not its loop
+
+
+def steps_of_measurement(measurement: pd.DataFrame) -> pd.DataFrame:
+    """The steps of a measurement: a step table's non-warm-up steps, or the two steps of each
+    row of a batch-size table (see the module docstring). Columns: the composition
+    (``prefill_tokens`` … ``decode_context``), ``step_ms`` and ``gap_ms``."""
+    if is_step_table(measurement):
+        require_columns(measurement, ("step_ms", "gap_ms", *_COMPOSITION))
+        df = measurement
+        if "warmup" in df.columns:
+            df = df[~df["warmup"].astype(bool)]
+        df = df.loc[:, [*_COMPOSITION, "step_ms", "gap_ms"]].astype(float)
+        return df[np.isfinite(df["step_ms"]) & (df["step_ms"] > 0)].reset_index(drop=True)
+    require_columns(measurement, ("batch_size", "prompt_len", "gen_len", "prefill_ms"))
+    require_columns(measurement, ("decode_ms_per_step",))
+    df = measurement
+    if "oom" in df.columns:
+        df = df[~df["oom"].astype(bool)]
+    b = df["batch_size"].to_numpy(dtype=float)
+    p = df["prompt_len"].to_numpy(dtype=float)
+    g = df["gen_len"].to_numpy(dtype=float)
+    zero = np.zeros_like(b)
+    prefill = pd.DataFrame(
+        {
+            "prefill_tokens": b * p,
+            "prefill_seqs": b,
+            "prefill_cached": zero,
+            "prefill_pairs": b * p * (p + 1) / 2.0,
+            "decode_seqs": zero,
+            "decode_context": zero,
+            "step_ms": df["prefill_ms"].to_numpy(dtype=float),
+        }
+    )
+    decode = pd.DataFrame(
+        {
+            "prefill_tokens": zero,
+            "prefill_seqs": zero,
+            "prefill_cached": zero,
+            "prefill_pairs": zero,
+            "decode_seqs": b,
+            "decode_context": b * (p + g / 2.0),
+            "step_ms": df["decode_ms_per_step"].to_numpy(dtype=float),
+        }
+    )
+    out = pd.concat([prefill, decode], ignore_index=True)
+    out["gap_ms"] = np.nan
+    return out[np.isfinite(out["step_ms"]) & (out["step_ms"] > 0)].reset_index(drop=True)
+
+
+def step_features(steps: pd.DataFrame) -> np.ndarray:
+    """The regressors of :class:`~batchlab.steptime.FittedStepTime`, one row per step: 1,
+    tokens, KV tokens touched, attention pairs, emitted rows (the order of
+    ``FittedStepTime.COEFFICIENTS``)."""
+    p = steps["prefill_tokens"].to_numpy(dtype=float)
+    n = steps["decode_seqs"].to_numpy(dtype=float)
+    s = steps["decode_context"].to_numpy(dtype=float)
+    cached = steps["prefill_cached"].to_numpy(dtype=float)
+    kv = s + np.where(p > 0, cached + p, 0.0)
+    pairs = steps["prefill_pairs"].to_numpy(dtype=float) + s
+    rows = steps["prefill_seqs"].to_numpy(dtype=float) + n
+    return np.column_stack([np.ones_like(p), p + n, kv, pairs, rows])
+
+
+def _nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares, exactly: the best unconstrained solution over every subset
+    of the columns that comes out non-negative (5 columns: 31 subsets)."""
+    best, best_cost = np.zeros(a.shape[1]), float(y @ y)
+    for k in range(1, a.shape[1] + 1):
+        for cols in itertools.combinations(range(a.shape[1]), k):
+            sub = a[:, cols]
+            x, *_ = np.linalg.lstsq(sub, y, rcond=None)
+            if np.all(x >= 0):
+                r = y - sub @ x
+                cost = float(r @ r)
+                if cost < best_cost - 1e-15 * max(best_cost, 1.0):
+                    best = np.zeros(a.shape[1])
+                    best[list(cols)] = x
+                    best_cost = cost
+    return best
+
+
+def fit_step_time(measurement: pd.DataFrame, *, source: str | None = None) -> FittedStepTime:
+    """Fit a :class:`~batchlab.steptime.FittedStepTime` (named parts: overhead, dense,
+    attention, LM head) on a measurement: a step table or a batch-size table (see the module
+    docstring). Its ``residual`` reports the fit on the steps used. Raises
+    :class:`~batchlab.errors.InputError` with fewer than two distinct step compositions."""
+    if not isinstance(measurement, pd.DataFrame):
+        raise InputError(
+            f"expected a measurement table (DataFrame), got {type(measurement).__name__}",
+            field="measurement",
+        )
+    steps = steps_of_measurement(measurement)
+    groups = steps.groupby(list(_COMPOSITION), sort=False)["step_ms"]
+    med = groups.median()
+    count = groups.size()
+    if len(med) < 2:
+        raise InputError(
+            "a fit needs steps of at least two compositions (batch sizes, prompt lengths)",
+            field="measurement",
+        )
+    comp = med.index.to_frame(index=False)
+    x = step_features(comp)
+    y = med.to_numpy(dtype=float)
+    w = np.sqrt(count.to_numpy(dtype=float)) / y
+    coef = _nnls(x * w[:, None], y * w)
+    gaps = steps["gap_ms"].to_numpy(dtype=float)
+    gaps = gaps[np.isfinite(gaps) & (gaps >= 0) & (gaps < _BACK_TO_BACK_MS)]
+    if gaps.size:
+        coef[0] += float(np.median(gaps))
+    pred = step_features(steps) @ coef
+    meas = steps["step_ms"].to_numpy(dtype=float)
+    if gaps.size:
+        meas = meas + float(np.median(gaps))
+    rel = np.abs(pred / meas - 1.0)
+    p50, p90 = nearest_rank(rel, (50, 90))
+    residual = FitResidual(
+        rms_ms=float(np.sqrt(np.mean((pred - meas) ** 2))),
+        median_rel=float(p50),
+        p90_rel=float(p90),
+        n_steps=int(len(steps)),
+        n_groups=int(len(med)),
+    )
+    if source is None:
+        settings: dict[str, Any] = measurement.attrs.get("settings", {})
+        engine = settings.get("engine", "continuous" if is_step_table(measurement) else "static")
+        source = (
+            f"{settings.get('model', 'a model')} on {settings.get('device_name') or settings.get('device', 'a device')}, "
+            f"{engine} engine, {settings.get('num_threads', '?')} threads"
+        )
+    return FittedStepTime(*coef.tolist(), residual=residual, source=source)
+
+
+def decode_table(measurement: pd.DataFrame) -> pd.DataFrame:
+    """Decode and prefill figures of a step table by batch size and context, in the columns
+    :class:`~batchlab.steptime.TableStepTime` reads: ``batch_size``, ``context_len`` (the
+    prompt length plus half the generation, the run's mean decode context),
+    ``decode_ms_per_step`` (median of the run's decode-only steps) and
+    ``prefill_ms_per_token`` (median time per prompt token of its prefill-only steps), one row
+    per (batch size, prompt length) of the measurement. A batch-size table is returned as is."""
+    if not is_step_table(measurement):
+        return measurement
+    df = measurement
+    if "warmup" in df.columns:
+        df = df[~df["warmup"].astype(bool)]
+    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *_COMPOSITION))
+    decode = df[(df["prefill_tokens"] == 0) & (df["decode_seqs"] > 0)]
+    decode = decode[decode["decode_seqs"] == decode["batch_size"]]
+    prefill = df[(df["prefill_tokens"] > 0) & (df["decode_seqs"] == 0)]
+    keys = ["batch_size", "prompt_len", "gen_len"]
+    dec = decode.groupby(keys)["step_ms"].median().rename("decode_ms_per_step")
+    per_token = (prefill["step_ms"] / prefill["prefill_tokens"]).groupby([prefill[k] for k in keys])
+    pre = per_token.median().rename("prefill_ms_per_token")
+    out = pd.concat([dec, pre], axis=1).dropna().reset_index()
+    out["context_len"] = out["prompt_len"] + out["gen_len"] / 2.0
+    return out.loc[
+        :,
+        [
+            "batch_size",
+            "prompt_len",
+            "gen_len",
+            "context_len",
+            "decode_ms_per_step",
+            "prefill_ms_per_token",
+        ],
+    ]

@@ -1,0 +1,238 @@
+"""Step-time models from measurements: FittedStepTime, fit_step_time, TableStepTime in batch
+size and context, step tables on disk (no torch needed: synthetic measurements)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchlab import measure
+from batchlab.errors import InputError
+from batchlab.simulate import simulate
+from batchlab.steptime import FittedStepTime, StepBatch, TableStepTime
+
+TRUE = FittedStepTime(2.0, 0.05, 0.001, 0.0002, 0.3)
+
+
+def step_table(model=TRUE, *, noise=0.0, seed=0, warmup_ms=500.0):
+    """A step table like measure_continuous's: runs of B requests of P prompt tokens and G
+    generated, their steps timed by ``model`` (times ``1 + noise · N(0, 1)``); the first run is a
+    slow warm-up."""
+    rng = np.random.default_rng(seed)
+    rows, run = [], 0
+    for p in (16, 64, 200):
+        for b in (1, 2, 4, 8):
+            for _rep in range(3):
+                steps = [StepBatch.of(b * p, prefill_seqs=b, prefill_pairs=b * p * (p + 1) / 2)]
+                steps += [StepBatch.of(0, np.full(b, p + 1.0 + j)) for j in range(7)]
+                for k, s in enumerate(steps):
+                    ms = model.duration_ms(s) * (1 + noise * rng.standard_normal())
+                    rows.append(
+                        {
+                            "run": run,
+                            "batch_size": b,
+                            "prompt_len": p,
+                            "gen_len": 8,
+                            "step": k,
+                            "warmup": run == 0,
+                            "start_ms": 0.0,
+                            "step_ms": warmup_ms if run == 0 else ms,
+                            "forward_ms": ms,
+                            "gap_ms": 0.0 if k < len(steps) - 1 else np.nan,
+                            "prefill_tokens": s.prefill_tokens,
+                            "prefill_seqs": s.prefill_seqs,
+                            "prefill_cached": s.prefill_cached,
+                            "prefill_pairs": s.prefill_pairs,
+                            "decode_seqs": s.decode_seqs,
+                            "decode_context": int(s.decode_context),
+                        }
+                    )
+                run += 1
+    return pd.DataFrame(rows, columns=list(measure.STEP_COLUMNS))
+
+
+# --- FittedStepTime -----------------------------------------------------------------------------
+
+
+def test_fitted_step_time_by_hand():
+    m = FittedStepTime(2.0, 0.05, 0.001, 0.0002, 0.3)
+    # prefill of 100 tokens after 20 cached, ending (1 row): pairs 100·20 + 100·101/2 = 7,050
+    b = StepBatch.of(100, [50.0, 70.0], prefill_cached=20)
+    dense = 0.05 * (100 + 2)
+    attention = 0.001 * (120 + 50 + 70) + 0.0002 * (7050 + 120)
+    head = 0.3 * (1 + 2)
+    step = m.step(b)
+    assert step.parts == pytest.approx(
+        {"dense": dense, "attention": attention, "lm_head": head, "overhead": 2.0}
+    )
+    assert step.total_ms == pytest.approx(2.0 + dense + attention + head)
+    assert m.duration_ms(b) == pytest.approx(step.total_ms, rel=1e-12)
+    assert m.duration_ms(StepBatch()) == 0.0 and m.step(StepBatch()).total_ms == 0.0
+    with pytest.raises(InputError) as err:
+        FittedStepTime(-1.0)
+    assert err.value.field == "overhead_ms"
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), ctx=st.integers(1, 3000), k=st.integers(0, 30))
+def test_fitted_decode_run_equals_step_by_step(n, ctx, k):
+    first = StepBatch.of(0, np.full(n, float(ctx)))
+    run = TRUE.decode_steps_ms(first, k)
+    loop = [TRUE.duration_ms(first.advanced(j)) for j in range(k)]
+    assert np.allclose(run, loop, rtol=1e-12, atol=0)
+
+
+# --- fit_step_time --------------------------------------------------------------------------------
+
+
+def test_fit_recovers_the_coefficients_of_noiseless_steps():
+    fit = measure.fit_step_time(step_table())
+    assert fit.coefficients() == pytest.approx(TRUE.coefficients(), rel=1e-6, abs=1e-9)
+    r = fit.residual
+    assert r.median_rel < 1e-9 and r.rms_ms < 1e-6
+    # warm-up steps are dropped, repeats pooled: 3 prompt lengths x 4 batch sizes x 8 steps
+    assert r.n_steps == 3 * 4 * 3 * 8 - 8 and r.n_groups == 3 * 4 * 8
+    assert "continuous" in fit.source
+
+
+def test_fit_on_noisy_steps_is_close_and_reports_the_noise():
+    fit = measure.fit_step_time(step_table(noise=0.05, seed=1))
+    for batch in (StepBatch.of(0, np.full(8, 150.0)), StepBatch.of(512, prefill_seqs=2)):
+        assert fit.duration_ms(batch) == pytest.approx(TRUE.duration_ms(batch), rel=0.05)
+    assert 0.01 < fit.residual.median_rel < 0.08
+
+
+def test_fit_adds_the_engine_loop_gap_to_the_overhead():
+    table = step_table()
+    table.loc[table["gap_ms"].notna(), "gap_ms"] = 0.4
+    fit = measure.fit_step_time(table)
+    assert fit.overhead_ms == pytest.approx(TRUE.overhead_ms + 0.4, rel=1e-6)
+
+
+def test_fit_on_a_batch_size_table_by_hand():
+    # prefill of B·P tokens and mean decode at context P + G/2, from a linear truth
+    P, G = 64, 16
+    rows = []
+    for b in (1, 2, 4, 8):
+        pre = TRUE.duration_ms(
+            StepBatch.of(b * P, prefill_seqs=b, prefill_pairs=b * P * (P + 1) / 2)
+        )
+        dec = TRUE.duration_ms(StepBatch.of(0, np.full(b, P + G / 2)))
+        rows.append(
+            {
+                "batch_size": b,
+                "prompt_len": P,
+                "gen_len": G,
+                "prefill_ms": pre,
+                "decode_ms_per_step": dec,
+                "oom": False,
+            }
+        )
+    fit = measure.fit_step_time(pd.DataFrame(rows))
+    for b in (1, 3, 8):
+        batch = StepBatch.of(0, np.full(b, P + G / 2))
+        assert fit.duration_ms(batch) == pytest.approx(TRUE.duration_ms(batch), rel=1e-6)
+    assert fit.residual.n_steps == 8
+
+
+def test_fit_rejects_what_cannot_be_fitted():
+    with pytest.raises(InputError) as err:
+        measure.fit_step_time(step_table().iloc[:2])
+    assert err.value.field == "measurement"
+    with pytest.raises(InputError):
+        measure.fit_step_time("steps.csv")
+    with pytest.raises(InputError) as err:
+        measure.fit_step_time(step_table().drop(columns="decode_context"))
+    assert err.value.field == "decode_context"
+
+
+def test_fitted_model_in_the_simulator():
+    table = step_table()
+    reqs = pd.DataFrame(
+        {"request_id": ["a", "b"], "prompt_len": [30, 50], "gen_len": [5, 3], "arrival_s": 0.0}
+    )
+    fitted = simulate(reqs, "static", step_time=table, batch_size=2, kv_blocks=100)
+    direct = simulate(reqs, "static", step_time=TRUE, batch_size=2, kv_blocks=100)
+    assert fitted.summary()["latency_p50_ms"] == pytest.approx(
+        direct.summary()["latency_p50_ms"], rel=1e-6
+    )
+    assert fitted.step_time.startswith("FittedStepTime(")
+
+
+# --- TableStepTime in batch size and context ---------------------------------------------------
+
+
+def test_decode_table_and_interpolation_in_context():
+    table = measure.decode_table(step_table())
+    assert sorted(set(table["context_len"])) == [20.0, 68.0, 204.0]  # P + G/2
+    model = TableStepTime(table)
+    assert model.models_context and "context_lens=[20, 68, 204]" in repr(model)
+    # the truth is linear in the context: the measured mean decode step at b = 4 and context
+    # 68 is the mean over the run's contexts P + 1 … P + 7 = 65 … 71
+    truth = np.mean([TRUE.duration_ms(StepBatch.of(0, np.full(4, 64 + j))) for j in range(1, 8)])
+    assert model.decode_ms_at(4, 68.0) == pytest.approx(truth, rel=1e-9)
+    # between contexts (linear in the context, as the truth) and beyond (extrapolated)
+    for ctx in (100.0, 400.0):
+        want = TRUE.duration_ms(StepBatch.of(0, np.full(4, ctx)))
+        assert model.decode_ms_at(4, ctx) == pytest.approx(want, rel=1e-6)
+    run = model.decode_steps_ms(StepBatch.of(0, np.full(4, 100.0)), 5)
+    want = [TRUE.duration_ms(StepBatch.of(0, np.full(4, 100.0 + j))) for j in range(5)]
+    assert np.allclose(run, want, rtol=1e-6)
+
+
+def test_one_context_table_says_so_and_warns_on_long_generations():
+    rows = pd.DataFrame(
+        {
+            "batch_size": [1, 2, 4],
+            "prompt_len": 100,
+            "gen_len": 20,
+            "decode_ms_per_step": [5.0, 6.0, 8.0],
+            "prefill_ms_per_token": [0.1, 0.08, 0.07],
+        }
+    )
+    model = TableStepTime(rows)
+    assert not model.models_context
+    assert "measured at context 110: context growth not modelled" in repr(model)
+    first = StepBatch.of(0, np.full(2, 150.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.decode_steps_ms(first, 20).tolist() == [6.0] * 20  # up to 169 < 220
+    with pytest.warns(UserWarning, match="beyond twice the 110 tokens"):
+        model.decode_steps_ms(first, 200)
+    with warnings.catch_warnings():  # once per model
+        warnings.simplefilter("error")
+        model.decode_steps_ms(first, 200)
+    bare = TableStepTime(rows.drop(columns=["prompt_len", "gen_len"]))
+    assert "context unknown" in repr(bare)
+
+
+# --- step tables on disk ---------------------------------------------------------------------------
+
+
+def test_step_table_round_trip_and_errors(tmp_path):
+    table = step_table()
+    table.attrs["settings"] = {"engine": "continuous", "num_threads": 1, "model": "m"}
+    path = measure.save_measurement(table, tmp_path / "steps.csv")
+    back = measure.load_measurement(path)
+    assert measure.is_step_table(back) and list(back.columns) == list(measure.STEP_COLUMNS)
+    pd.testing.assert_frame_equal(back, table, check_dtype=False, rtol=1e-5)
+    assert back.attrs["settings"]["num_threads"] == 1
+    assert measure.fit_step_time(back).coefficients() == pytest.approx(
+        TRUE.coefficients(), rel=1e-4, abs=1e-7
+    )
+    bad = table.copy()
+    bad["decode_seqs"] = bad["decode_seqs"].astype(object)
+    bad.loc[5, "decode_seqs"] = "two"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError) as err:
+        measure.load_measurement(tmp_path / "bad.csv")
+    assert (err.value.field, err.value.line) == ("decode_seqs", 7)
+    table.drop(columns="prefill_pairs").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError) as err:
+        measure.load_measurement(tmp_path / "bad.csv")
+    assert err.value.field == "prefill_pairs"
