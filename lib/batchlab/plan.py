@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from batchlab.checks import check_scalar
+from batchlab.checks import check_scalar, shown_value
 from batchlab.errors import InputError, VerificationError
 from batchlab.io import JsonLines, atomic_write, read_json_lines
-from batchlab.shapes import align, assign_shapes, gen_buckets
-from batchlab.workload import MAX_LENGTH, validate_requests
+from batchlab.shapes import align, assign_shapes, check_granularity, gen_buckets
+from batchlab.workload import MAX_LENGTH, id_strings, number_values, validate_requests
 
 __all__ = [
     "DEFAULT_HEADS_ALIGN",
@@ -111,15 +111,12 @@ def _as_str_column(df: pd.DataFrame, column: str, source: object | None) -> np.n
             return _shared_strings(strings)
     arr = values.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(arr, skipna=False) == "string":
-        return arr  # all Python str, no missing value
-    missing = values.isna().to_numpy()
-    if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        rid = None if column == "request_id" else str(df["request_id"].iloc[pos])
-        raise InputError(
-            "missing value", path=source, line=_row_line(df, pos), field=column, request_id=rid
-        )
-    return values.astype(str).to_numpy(dtype=object)
+        try:
+            "".join(arr).encode("utf-8")
+            return arr  # all Python str, no missing value, valid Unicode
+        except UnicodeEncodeError:
+            pass  # id_strings names the lone surrogate
+    return id_strings(df, column, source=source)
 
 
 def _as_size_column(df: pd.DataFrame, column: str, source: object | None) -> np.ndarray:
@@ -129,7 +126,8 @@ def _as_size_column(df: pd.DataFrame, column: str, source: object | None) -> np.
         arr = values.to_numpy(dtype=np.int64)
         bad = (arr <= 0) | (arr > MAX_LENGTH)
     else:
-        numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        expected = f"a positive whole number <= {MAX_LENGTH}"
+        numeric = number_values(df, column, source=source, expected=expected)
         with np.errstate(invalid="ignore"):
             bad = (
                 ~np.isfinite(numeric)
@@ -143,7 +141,7 @@ def _as_size_column(df: pd.DataFrame, column: str, source: object | None) -> np.
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"must be a positive whole number <= {MAX_LENGTH}, got {values.iloc[pos]!r}",
+            f"must be a positive whole number <= {MAX_LENGTH}, got {shown_value(values.iloc[pos])}",
             path=source,
             line=_row_line(df, pos),
             field=column,
@@ -199,7 +197,7 @@ def _json_int(value: object, *, path: object, line: int, field: str, rid: str | 
     not_number = isinstance(value, bool) or not isinstance(value, int | float)
     if not_number or (isinstance(value, float) and not value.is_integer()):
         raise InputError(
-            f"must be a whole number, got {value!r}",
+            f"must be a whole number, got {shown_value(value)}",
             path=path,
             line=line,
             field=field,
@@ -207,7 +205,7 @@ def _json_int(value: object, *, path: object, line: int, field: str, rid: str | 
         )
     if not 0 < value <= MAX_LENGTH:
         raise InputError(
-            f"must be a positive whole number <= {MAX_LENGTH}, got {value!r}",
+            f"must be a positive whole number <= {MAX_LENGTH}, got {shown_value(value)}",
             path=path,
             line=line,
             field=field,
@@ -224,7 +222,11 @@ def _json_id(value: object, *, path: object, line: int, field: str, rid: str | N
     if value is None:
         raise InputError("missing field", path=path, line=line, field=field, request_id=rid)
     raise InputError(
-        f"must be a string, got {value!r}", path=path, line=line, field=field, request_id=rid
+        f"must be a string, got {shown_value(value)}",
+        path=path,
+        line=line,
+        field=field,
+        request_id=rid,
     )
 
 
@@ -453,7 +455,7 @@ def _check_max_shapes(max_shapes: int | None) -> int | None:
 
 
 def _check_granularity(granularity: int) -> int:
-    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
+    return check_granularity(granularity)
 
 
 def _distinct_shapes(seq: np.ndarray, heads: np.ndarray, hidden: np.ndarray) -> np.ndarray:
