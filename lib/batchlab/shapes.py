@@ -37,6 +37,8 @@ __all__ = [
     "geometric_grid",
     "joint_optimal_shapes",
     "linear_grid",
+    "MAX_GRANULARITY",
+    "check_granularity",
     "min_batches",
     "min_padding_tokens",
     "optimal_shapes",
@@ -50,8 +52,19 @@ __all__ = [
 ]
 
 
-def _check_granularity(granularity: int) -> int:
-    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
+#: the largest granularity (tokens): a shape is at most ``batchlab.workload.MAX_LENGTH`` tokens.
+MAX_GRANULARITY = 2**31 - 1
+
+
+def check_granularity(granularity: int) -> int:
+    """The alignment granularity g (tokens), a whole number in [1, MAX_GRANULARITY]; else an
+    InputError naming ``granularity``."""
+    return check_scalar(
+        granularity, "granularity", int, min_val=1, max_val=MAX_GRANULARITY, unit="tokens"
+    )
+
+
+_check_granularity = check_granularity
 
 
 def align(x: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
@@ -268,6 +281,8 @@ def _dp_shapes(
     """
     m = values.size
     kk = min(k, m)
+    if cost is None and kk == m and (counts > 0).all():  # each length its own shape: no padding
+        return values.astype(np.int64), 0.0
     vals_f = values.astype(np.float64)
     inf = np.inf
     f = np.full((kk + 1, m + 1), inf)
