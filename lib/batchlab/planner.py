@@ -1401,14 +1401,15 @@ def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[
 EXACT_MODES = ("auto", "always", "never")
 
 
-#: the most shapes a plan may declare (each a compiled graph); the planner's work grows with it.
-MAX_SHAPES = 256
+#: the most shapes a plan declares (each a compiled graph): a larger max_shapes is clamped to
+#: it, with a warning (the planner's work grows with the number of shapes).
+MAX_SHAPES = 64
 #: the longest time budget of the exact model (seconds): one day.
 MAX_TIME_LIMIT_S = 86_400.0
 
 
 def _check_options(max_shapes, time_limit_s, exact) -> None:
-    check_scalar(max_shapes, "max_shapes", int, min_val=1, max_val=MAX_SHAPES, unit="shapes")
+    check_scalar(max_shapes, "max_shapes", int, min_val=1, unit="shapes")
     check_scalar(
         time_limit_s,
         "time_limit_s",
@@ -1466,8 +1467,8 @@ def plan_requests(
 
     ``buckets``: a request table, a list of them, or a mapping name -> table. ``limits``: one
     :class:`Limits` for all buckets, or a mapping bucket name -> Limits (or a dict of its keys).
-    ``max_shapes`` (at most :data:`MAX_SHAPES`) larger than the number of distinct aligned
-    prompt lengths is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
+    ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
+    :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
     model (HiGHS) within ``time_limit_s`` seconds (at most :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
     model is small enough to fit the budget. ``window``: the widest batch, in runs, of the
     contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
@@ -1524,6 +1525,13 @@ def plan_requests(
             stacklevel=2,
         )
     cap = min(cap, len(distinct))
+    if cap > MAX_SHAPES:
+        warnings.warn(
+            f"max_shapes = {cap:,}: using {MAX_SHAPES} (the planner's work grows with the "
+            "number of shapes; no plan declares more)",
+            stacklevel=2,
+        )
+        cap = MAX_SHAPES
     deadline = time.perf_counter() + float(time_limit_s)
     nb = len(prepared)
     import sys
