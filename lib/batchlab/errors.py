@@ -10,6 +10,7 @@ __all__ = [
     "BatchlabError",
     "InputError",
     "LimitError",
+    "SimulationError",
     "VerificationError",
 ]
 
@@ -74,3 +75,8 @@ class VerificationError(BatchlabError):
         self.violations = list(violations)
         head = f"plan fails verification ({len(self.violations)} violation(s))"
         super().__init__(head + ": " + "; ".join(self.violations[:5]))
+
+
+class SimulationError(BatchlabError):
+    """A simulation cannot go on (a stall: requests wait that the policy will never start);
+    the message names the clock, the policy and the requests left, never an internal error."""

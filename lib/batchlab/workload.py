@@ -59,6 +59,8 @@ _MAX_WINDOWS = 10_000_000
 __all__ = [
     "LENGTH_METRICS",
     "MAX_ARRIVAL_S",
+    "MAX_BURSTINESS",
+    "MIN_BURSTINESS",
     "MAX_LENGTH",
     "PROFILE_PERCENTILES",
     "REQUEST_COLUMNS",
@@ -67,8 +69,10 @@ __all__ = [
     "arrival_rate_over_time",
     "arrival_times",
     "bimodal_workload",
+    "id_strings",
     "length_percentiles_table",
     "lognormal_workload",
+    "number_values",
     "profile",
     "read_requests",
     "validate_requests",
@@ -204,7 +208,9 @@ def _is_plain_number(value: object) -> bool:
     return t is int or t is float or (is_number(value) and not isinstance(value, bool | np.bool_))
 
 
-def _numbers(df: pd.DataFrame, column: str, source: object | None, expected: str) -> np.ndarray:
+def number_values(
+    df: pd.DataFrame, column: str, *, source: object | None = None, expected: str = "a number"
+) -> np.ndarray:
     """One numeric column as float64 (NaN nowhere): ints, whole or fractional floats. Text
     ("100" in JSON or Parquet), booleans, datetimes and timedeltas are refused, as is a
     missing value; the error names the line, field and request id. ``expected`` words the
@@ -278,7 +284,7 @@ def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.n
             )
             raise _fail_at(df, pos, column, message, source)
         return as_int.astype(np.int64)
-    as_float = _numbers(df, column, source, "a whole number of tokens")
+    as_float = number_values(df, column, source=source, expected="a whole number of tokens")
     bad = ~np.isfinite(as_float)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
@@ -321,7 +327,7 @@ def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.n
 def _check_arrivals(df: pd.DataFrame, source: object | None) -> np.ndarray:
     """The ``arrival_s`` column as float64 seconds in [0, MAX_ARRIVAL_S]; else InputError."""
     expected = f"a number of seconds in [0, {MAX_ARRIVAL_S:g}]"
-    arr = _numbers(df, "arrival_s", source, expected)
+    arr = number_values(df, "arrival_s", source=source, expected=expected)
     bad = ~np.isfinite(arr) | (arr < 0) | (arr > MAX_ARRIVAL_S)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
@@ -340,49 +346,57 @@ def _id_ok(value: object) -> bool:
     return t is str or t is int or isinstance(value, np.integer)
 
 
-def _check_ids(df: pd.DataFrame, source: object | None) -> np.ndarray:
-    """request_id as an object array of str: strings or whole numbers (an integer column, or
-    ints in an object column); floats ("0.0"), booleans, bytes, datetimes and missing values
-    are refused, as are empty ids and lone surrogates (no valid Unicode text)."""
-    rid = df["request_id"]
-    dtype = rid.dtype
-    missing = rid.isna().to_numpy()
+def id_strings(
+    df: pd.DataFrame, column: str = "request_id", *, source: object | None = None
+) -> np.ndarray:
+    """An id column (``request_id``, a plan's ``batch_id``) as an object array of str.
+
+    Strings or whole numbers (an integer column, or ints among strings) are ids; floats
+    (``0.0``), booleans, bytes, datetimes and missing values are refused, and so are lone
+    surrogates (no valid Unicode text). InputError naming source, line and field (and the
+    request id, for another column)."""
+    values = df[column]
+    dtype = values.dtype
+
+    def fail(pos: int, message: str) -> InputError:
+        rid = None
+        if column != "request_id" and "request_id" in df.columns:
+            rid = str(df["request_id"].iloc[pos])
+        return InputError(
+            message, path=source, line=_row_line(df, pos), field=column, request_id=rid
+        )
+
+    missing = values.isna().to_numpy()
     if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        raise InputError("missing value", path=source, line=_row_line(df, pos), field="request_id")
+        raise fail(int(np.flatnonzero(missing)[0]), "missing value")
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
-        ids = rid.astype(str).to_numpy(dtype=object)
+        ids = values.astype(str).to_numpy(dtype=object)
     elif isinstance(dtype, pd.StringDtype):
-        ids = rid.to_numpy(dtype=object)
+        ids = values.to_numpy(dtype=object)
     else:
-        objs = rid.to_numpy(dtype=object)
+        objs = values.to_numpy(dtype=object)
+        all_str = False
         if not (isinstance(dtype, np.dtype) and dtype.kind == "O"):
             ok = np.zeros(len(objs), dtype=bool)
         elif pd.api.types.infer_dtype(objs, skipna=False) == "string":
             ok = np.ones(len(objs), dtype=bool)
+            all_str = True
         else:
             ok = np.fromiter(map(_id_ok, objs), dtype=bool, count=len(objs))
         if not ok.all():
             pos = int(np.flatnonzero(~ok)[0])
             kind = _kind_of(dtype)
-            raise InputError(
+            raise fail(
+                pos,
                 f"must be a string or a whole number, got {_show(objs[pos])}"
                 + (f" ({kind})" if kind else ""),
-                path=source,
-                line=_row_line(df, pos),
-                field="request_id",
             )
-        ids = rid.astype(str).to_numpy(dtype=object)
+        ids = objs if all_str else values.astype(str).to_numpy(dtype=object)
     try:
         "".join(ids).encode("utf-8")
     except UnicodeEncodeError:
         pos = next(i for i, v in enumerate(ids) if not _encodable(v))
-        raise InputError(
-            "not valid Unicode: a lone surrogate (half of a UTF-16 pair)",
-            path=source,
-            line=_row_line(df, pos),
-            field="request_id",
-        ) from None
+        raise fail(pos, "not valid Unicode: a lone surrogate (half of a UTF-16 pair)") from None
     return ids
 
 
@@ -416,7 +430,7 @@ def validate_requests(df: pd.DataFrame, *, source: object | None = None) -> pd.D
             raise InputError("missing column", path=source, field=column)
     out = df.copy()
     out.attrs = dict(df.attrs)
-    ids = _check_ids(out, source)
+    ids = id_strings(out, source=source)
     out["request_id"] = pd.Series(ids, index=out.index, dtype=object)
     empty = ids == ""
     if empty.any():
@@ -893,6 +907,8 @@ def zipf_workload(
 
 
 ARRIVAL_PROCESSES = ("poisson", "bursty")
+#: the range of the coefficient of variation of bursty inter-arrival gaps.
+MIN_BURSTINESS, MAX_BURSTINESS = 1e-3, 1e3
 
 
 def arrival_times(
@@ -907,17 +923,19 @@ def arrival_times(
 
     Mean rate ``rate_per_s`` (requests per second). ``"poisson"``: exponential inter-arrival
     gaps (coefficient of variation 1; ``burstiness`` is ignored). ``"bursty"``: gamma gaps with
-    coefficient of variation ``burstiness`` (shape k = 1 / burstiness**2, scale =
-    1 / (rate_per_s * k)); 1.0 is as variable as Poisson, larger is burstier.
+    coefficient of variation ``burstiness`` (in [MIN_BURSTINESS, MAX_BURSTINESS]; shape k = 1 /
+    burstiness**2, scale = 1 / (rate_per_s * k)); 1.0 is as variable as Poisson, larger is
+    burstier. The last arrival must come within ``MAX_ARRIVAL_S``.
     """
     rate = _check_positive("rate_per_s", rate_per_s)
-    cv = _check_positive("burstiness", burstiness)
+    cv = check_scalar(
+        burstiness, "burstiness", float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS
+    )
     if process not in ARRIVAL_PROCESSES:
         raise InputError(
             f"unknown arrival process {process!r}; use one of {ARRIVAL_PROCESSES}", field="process"
         )
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise InputError(f"must be a positive whole number, got {n!r}", field="n")
+    n = _check_count(n)
     rng = _rng(seed)
     m = int(n) - 1
     if process == "poisson":
@@ -925,7 +943,14 @@ def arrival_times(
     else:
         k = 1.0 / (cv * cv)
         gaps = rng.gamma(k, 1.0 / (rate * k), m)
-    return np.concatenate(([0.0], np.cumsum(gaps)))
+    times = np.concatenate(([0.0], np.cumsum(gaps)))
+    if not times[-1] <= MAX_ARRIVAL_S:  # NaN or inf too
+        raise InputError(
+            f"{rate_per_s:g} requests/s makes {n:,} arrivals span {times[-1]:.3g} s, more than "
+            f"{MAX_ARRIVAL_S:g} s; use a higher rate",
+            field="rate_per_s",
+        )
+    return times
 
 
 def with_arrivals(
