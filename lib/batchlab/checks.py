@@ -32,6 +32,7 @@ __all__ = [
     "check_csv_rows",
     "check_frame",
     "check_scalar",
+    "describe_range",
     "is_number",
     "shown_value",
 ]
@@ -63,16 +64,28 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
-def _range_text(min_val: float | None, max_val: float | None, include: str) -> str:
+def describe_range(min_val: float | None, max_val: float | None, include: str = "both") -> str:
+    """The words of a range as :func:`check_scalar` writes it: ``" in [1, 64]"``, ``" > 0"``
+    (with a leading space; empty when unbounded)."""
     left = include in ("both", "left")
     right = include in ("both", "right")
+    lo, hi = _bound_text(min_val), _bound_text(max_val)
     if min_val is not None and max_val is not None and math.isfinite(max_val):
-        return f" in {'[' if left else '('}{min_val:g}, {max_val:g}{']' if right else ')'}"
+        return f" in {'[' if left else '('}{lo}, {hi}{']' if right else ')'}"
     if min_val is not None:
-        return f" {'>=' if left else '>'} {min_val:g}"
+        return f" {'>=' if left else '>'} {lo}"
     if max_val is not None and math.isfinite(max_val):
-        return f" {'<=' if right else '<'} {max_val:g}"
+        return f" {'<=' if right else '<'} {hi}"
     return ""
+
+
+def _bound_text(value: float | None) -> str:
+    """A bound exactly when it is a whole number of at most 10 digits (2147483647), else %g."""
+    if value is None:
+        return ""
+    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e10:
+        return str(int(value))
+    return f"{value:g}"
 
 
 def check_scalar(
@@ -105,7 +118,7 @@ def check_scalar(
     if target_type is float and not allow_inf:
         kind = "a finite number"
     if target_type is int or target_type is float:
-        kind += _range_text(min_val, max_val, include_boundaries)
+        kind += describe_range(min_val, max_val, include_boundaries)
         if unit:
             kind += f" ({unit})"
     if allow_none:

@@ -30,13 +30,9 @@ import pandas as pd
 from batchlab import roofline
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
-from batchlab.measure.table import MB, check_batch_sizes, frame, oom_row
-
-#: the most warm-up and timed runs per batch size.
-MAX_REPEATS = 1000
+from batchlab.measure.table import MAX_REPEATS, MB, check_batch_sizes, frame, oom_row
 
 __all__ = [
-    "MAX_REPEATS",
     "GenerationRun",
     "greedy_decode",
     "load_model",

@@ -20,6 +20,7 @@ from batchlab.errors import InputError
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_BATCH_SIZES",
+    "MAX_REPEATS",
     "FLOAT_COLUMNS",
     "INT_COLUMNS",
     "MB",
@@ -79,9 +80,11 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return check_frame(df, columns, what="measurement table")
 
 
-#: the largest batch size measured, and the most batch sizes one measurement takes.
+#: the largest batch size measured, the most batch sizes one measurement takes, and the most
+#: warm-up and timed runs per batch size.
 MAX_BATCH_SIZE = 4096
 MAX_BATCH_SIZES = 64
+MAX_REPEATS = 1000
 
 
 def _bounded_sizes(sizes: list[int], field: str) -> list[int]:
