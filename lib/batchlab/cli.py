@@ -134,6 +134,8 @@ def number_option(
             raise argparse.ArgumentTypeError(err.message) from None
 
     parse.__name__ = kind.__name__
+    parse.kind, parse.min_val, parse.max_val = kind, min_val, max_val  # type: ignore[attr-defined]
+    parse.allow_inf = allow_inf  # type: ignore[attr-defined]
     parse.range_text = describe_range(min_val, max_val, include_boundaries).strip()  # type: ignore[attr-defined]
     return parse
 
@@ -174,6 +176,8 @@ def list_option(
         return out
 
     parse.__name__ = f"list of {kind.__name__}"
+    parse.kind, parse.min_val, parse.max_val = kind, min_val, max_val  # type: ignore[attr-defined]
+    parse.max_items, parse.allow_inf = max_items, allow_inf  # type: ignore[attr-defined]
     rng = one.range_text
     parse.range_text = (  # type: ignore[attr-defined]
         f"each {rng}, at most {max_items} values" if rng else f"at most {max_items} values"

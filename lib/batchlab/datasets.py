@@ -37,7 +37,7 @@ import pooch
 from batchlab.checks import check_csv_rows, check_scalar
 from batchlab.errors import InputError
 from batchlab.io import read_csv_table
-from batchlab.workload import validate_requests
+from batchlab.workload import MAX_LENGTH, validate_requests
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -284,13 +284,24 @@ def trace_path(
 
 def _lengths(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
-    check_csv_rows(bad, "must be a whole number of tokens >= 0", raw, column, path=path)
+    with np.errstate(invalid="ignore"):
+        bad = (
+            ~np.isfinite(values)
+            | (values < 0)
+            | (values != np.round(values))
+            | (values > MAX_LENGTH)
+        )
+    check_csv_rows(
+        bad, f"must be a whole number of tokens in [0, {MAX_LENGTH}]", raw, column, path=path
+    )
     return values.astype(np.int64)
 
 
 def _arrivals(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    stamps = pd.to_datetime(raw[column], format=_TIMESTAMP_FORMAT, errors="coerce")
+    text = raw[column]
+    if not pd.api.types.is_string_dtype(text.dtype):  # numbers where a time belongs: as text
+        text = text.astype(str).where(text.notna(), None)
+    stamps = pd.to_datetime(text, format=_TIMESTAMP_FORMAT, errors="coerce")
     missing = stamps.isna().to_numpy()
     check_csv_rows(
         missing, "not a timestamp like '2023-11-16 18:15:46.6805900'", raw, column, path=path

@@ -128,8 +128,9 @@ class Limits:
 def read_limits(path: str | Path) -> dict[str, Limits]:
     """Read ``LIMITS.toml``: one table per input file stem with keys of :class:`Limits`."""
     path = Path(path)
+    text = read_text(path)
     try:
-        data = tomllib.loads(read_text(path))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         match = re.search(r"\(at line (\d+), column \d+\)", str(err))
         line = int(match.group(1)) if match else None
@@ -137,9 +138,39 @@ def read_limits(path: str | Path) -> dict[str, Limits]:
     out = {}
     for name, table in data.items():
         if not isinstance(table, dict):
-            raise InputError("expected a table [bucket_name] of limits", path=path, field=name)
-        out[name] = Limits.from_mapping(table, source=f"{path} [{name}]")
+            raise InputError(
+                "expected a table [bucket_name] of limits",
+                path=path,
+                line=_toml_line(text, None, name),
+                field=name,
+            )
+        try:
+            out[name] = Limits.from_mapping(table)
+        except InputError as err:
+            raise InputError(
+                err.message,
+                path=path,
+                line=_toml_line(text, name, err.field),
+                field=f"{name}.{err.field}",
+            ) from None
     return out
+
+
+def _toml_line(text: str, table: str | None, key: str | None) -> int | None:
+    """The 1-based line of ``key = ...`` in table ``[table]`` of a TOML text (None: top
+    level), when it is written plainly there; else None."""
+    current = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.fullmatch(r"\[\s*\"?([^\]\"]+?)\"?\s*\]", line)
+        if header:
+            current = header.group(1).strip()
+            continue
+        if current == table and key is not None:
+            match = re.match(r'"?([A-Za-z0-9_-]+)"?\s*=', line)
+            if match and match.group(1) == key:
+                return number
+    return None
 
 
 @dataclass(frozen=True)
