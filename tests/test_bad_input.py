@@ -312,9 +312,19 @@ def test_trace_lengths_beyond_int64_are_refused_not_wrapped(tmp_path):
 def test_the_shape_dp_covering_every_length_is_immediate():
     from batchlab.shapes import optimal_shapes
 
-    lengths = np.arange(1, 5000)
-    shapes = optimal_shapes(lengths, 10**6, 1)  # was O(m^3): minutes
+    lengths = np.arange(1, 4000)
+    shapes = optimal_shapes(lengths, 4096, 1)  # was O(m^3) = 3e10 steps: minutes
     assert shapes.tolist() == lengths.tolist()
+
+
+@pytest.mark.parametrize("family", ["linear", "geometric", "quantile", "optimal"])
+def test_shape_grids_bound_their_size(family):
+    from batchlab.shapes import MAX_GRID_SHAPES, shape_grid
+
+    with pytest.raises(InputError) as info:
+        shape_grid(family, [10, 20, 4000], 10**12)  # was a hang building 10**12 points
+    assert info.value.field == "k"
+    assert len(shape_grid(family, [10, 20, 4000], MAX_GRID_SHAPES, 1)) <= MAX_GRID_SHAPES
 
 
 def test_json_lines_error_lines_are_file_lines(tmp_path):
@@ -335,3 +345,10 @@ def test_an_error_is_one_line_whatever_the_id_or_path_holds(tmp_path):
     err = _error(read_requests, path)
     assert err.request_id == "two\nlines" and "two\\nlines" in str(err)
     assert str(InputError("m", path="a\rb", field="f\tg")) == "a\\rb, field 'f\\tg': m"
+
+
+@pytest.mark.parametrize("n", [10**9, 10**400])
+def test_generators_bound_the_number_of_requests(n):
+    with pytest.raises(InputError) as info:
+        lognormal_workload(n, seed=0)  # 10**9 rows was a MemoryError (or the OOM killer)
+    assert info.value.field == "n"

@@ -60,6 +60,7 @@ __all__ = [
     "LENGTH_METRICS",
     "MAX_ARRIVAL_S",
     "MAX_BURSTINESS",
+    "MAX_GENERATED",
     "MIN_BURSTINESS",
     "MAX_LENGTH",
     "PROFILE_PERCENTILES",
@@ -733,8 +734,12 @@ def write_requests(df: pd.DataFrame, path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+#: the most requests a generator draws (a table of 1e8 requests takes gigabytes).
+MAX_GENERATED = 10**8
+
+
 def _check_count(n: int) -> int:
-    return check_scalar(n, "n", int, min_val=1, unit="requests")
+    return check_scalar(n, "n", int, min_val=1, max_val=MAX_GENERATED, unit="requests")
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
