@@ -80,11 +80,17 @@ def describe_range(min_val: float | None, max_val: float | None, include: str = 
 
 
 def _bound_text(value: float | None) -> str:
-    """A bound exactly when it is a whole number of at most 10 digits (2147483647), else %g."""
+    """A bound exactly: a whole number of at most 10 digits as is (2147483647), a larger power
+    of two (or one less) as ``2**40`` (``2**63-1``), anything else in %g."""
     if value is None:
         return ""
-    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e10:
-        return str(int(value))
+    if math.isfinite(value) and float(value).is_integer():
+        whole = int(value)
+        if abs(whole) < 10**10:
+            return str(whole)
+        for k, text in ((whole, ""), (whole + 1, "-1")):
+            if k > 0 and k & (k - 1) == 0:
+                return f"2**{k.bit_length() - 1}{text}"
     return f"{value:g}"
 
 
