@@ -182,7 +182,7 @@ def test_loadtest_bad_input_and_unreachable_server_exit_2(capsys, requests_file,
         (["--port", "70000"], "port"),
         (["--ready-timeout-s", "0"], "--ready-timeout-s"),
         (["--threads", "0"], "threads"),
-        (["--cb-num-blocks", "0"], "num_blocks"),
+        (["--cb-num-blocks", "0"], "--cb-num-blocks"),
     ],
 )
 def test_serve_tiny_bad_options_exit_2_before_any_work(capsys, args, message):

@@ -217,7 +217,7 @@ def test_trace_name_as_input(capsys):
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [
-        (["--policy", "fifo"], ["unknown policy", "continuous"]),
+        (["--policy", "fifo"], ["fifo", "continuous"]),
         (["--max-wait-ms", "5"], ["max_wait_ms", "continuous"]),
         (["--policy", "static", "--chunked-prefill"], ["chunked_prefill", "static"]),
         (["--burstiness", "2"], ["--burstiness", "--rate"]),
@@ -258,9 +258,7 @@ def test_file_and_arrival_errors(request_table, tmp_path, capsys):
 
 def test_rate_and_concurrency_are_exclusive(workload_file):
     path, _ = workload_file
-    with pytest.raises(SystemExit) as info:
-        main(["simulate", str(path), "--rate", "1", "--concurrency", "2"])
-    assert info.value.code == 2
+    assert main(["simulate", str(path), "--rate", "1", "--concurrency", "2"]) == 2
 
 
 @FAST

@@ -190,4 +190,4 @@ def test_cli_plan_evaluate_verify_in_real_units(chat, tmp_path, capsys):
     assert json.loads(out.out)["summary"]["total_cost"] > 0
     code = main(["evaluate", str(requests), str(plan), "--cost-model", "x@h100-sxm"])
     out = capsys.readouterr()
-    assert code == 2 and "cost_model" in out.err and "Traceback" not in out.err
+    assert code == 2 and "--cost-model" in out.err and "Traceback" not in out.err

@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "plots": 3,
     "widgets": 3,
     # 4. entry points
+    "__main__": 4,
     "cli": 4,
     "exercises": 4,
 }

@@ -64,7 +64,9 @@ def test_validate_plan_fills_defaults_and_normalizes():
     [
         ("seq_align", [128, 0], "seq_align", "r2"),
         ("seq_align", [128, 12.5], "seq_align", "r2"),
-        ("seq_align", ["128", "abc"], "seq_align", "r2"),
+        ("seq_align", [128, "abc"], "seq_align", "r2"),
+        ("seq_align", ["128", 128], "seq_align", "r1"),  # text is no number, as in the file
+        ("request_id", ["r1", 2.0], "request_id", None),  # a float id would become "2.0"
         ("heads_align", [-32, 32], "heads_align", "r1"),
         ("hidden_align", [4096, None], "hidden_align", "r2"),
         ("batch_id", ["b0", None], "batch_id", "r2"),

@@ -27,11 +27,14 @@ from batchlab.errors import InputError
 
 __all__ = [
     "BOUNDARIES",
+    "MAX_INT",
     "as_named",
     "check_csv_rows",
     "check_frame",
     "check_scalar",
+    "describe_range",
     "is_number",
+    "shown_value",
 ]
 
 #: ``include_boundaries`` values of :func:`check_scalar` (which ends of the range are allowed).
@@ -40,21 +43,55 @@ BOUNDARIES = ("both", "left", "right", "neither")
 _KIND = {int: "a whole number", float: "a number", bool: "True or False"}
 
 
+#: the largest whole number :func:`check_scalar` accepts for ``int`` (int64, what numpy holds).
+MAX_INT = 2**63 - 1
+
+
+def shown_value(value: Any) -> str:
+    """``repr`` of a value for a one-line message: numpy scalars as Python values, a huge
+    whole number by its number of digits, a long text cut to 60 characters."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        digits = len(str(abs(value))) if abs(value) < 10**4000 else "more than 4000"
+        return f"a {digits}-digit number"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def is_number(value: Any) -> bool:
     """True for a real number (Python or numpy) that is not a boolean."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
-def _range_text(min_val: float | None, max_val: float | None, include: str) -> str:
+def describe_range(min_val: float | None, max_val: float | None, include: str = "both") -> str:
+    """The words of a range as :func:`check_scalar` writes it: ``" in [1, 64]"``, ``" > 0"``
+    (with a leading space; empty when unbounded)."""
     left = include in ("both", "left")
     right = include in ("both", "right")
+    lo, hi = _bound_text(min_val), _bound_text(max_val)
     if min_val is not None and max_val is not None and math.isfinite(max_val):
-        return f" in {'[' if left else '('}{min_val:g}, {max_val:g}{']' if right else ')'}"
+        return f" in {'[' if left else '('}{lo}, {hi}{']' if right else ')'}"
     if min_val is not None:
-        return f" {'>=' if left else '>'} {min_val:g}"
+        return f" {'>=' if left else '>'} {lo}"
     if max_val is not None and math.isfinite(max_val):
-        return f" {'<=' if right else '<'} {max_val:g}"
+        return f" {'<=' if right else '<'} {hi}"
     return ""
+
+
+def _bound_text(value: float | None) -> str:
+    """A bound exactly: a whole number of at most 10 digits as is (2147483647), a larger power
+    of two (or one less) as ``2**40`` (``2**63-1``), anything else in %g."""
+    if value is None:
+        return ""
+    if math.isfinite(value) and float(value).is_integer():
+        whole = int(value)
+        if abs(whole) < 10**10:
+            return str(whole)
+        for k, text in ((whole, ""), (whole + 1, "-1")):
+            if k > 0 and k & (k - 1) == 0:
+                return f"2**{k.bit_length() - 1}{text}"
+    return f"{value:g}"
 
 
 def check_scalar(
@@ -87,15 +124,14 @@ def check_scalar(
     if target_type is float and not allow_inf:
         kind = "a finite number"
     if target_type is int or target_type is float:
-        kind += _range_text(min_val, max_val, include_boundaries)
+        kind += describe_range(min_val, max_val, include_boundaries)
         if unit:
             kind += f" ({unit})"
     if allow_none:
         kind += " or None"
 
     def fail() -> InputError:
-        shown = value.item() if isinstance(value, np.generic) else value
-        return InputError(f"must be {kind}, got {shown!r}", field=name)
+        return InputError(f"must be {kind}, got {shown_value(value)}", field=name)
 
     if target_type is bool:
         if not isinstance(value, bool | np.bool_):
@@ -103,15 +139,24 @@ def check_scalar(
         return bool(value)
     if not is_number(value):
         raise fail()
-    number = float(value)
-    if math.isnan(number) or (math.isinf(number) and not (allow_inf and target_type is float)):
-        raise fail()
-    if target_type is int:
-        if number != math.floor(number):
-            raise fail()
-        out: Any = int(value)
+    out: Any
+    if target_type is int and isinstance(value, numbers.Integral):
+        out = int(value)  # exact, however large (no float conversion to overflow)
     else:
-        out = number
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range: 10**400
+            raise fail() from None
+        if math.isnan(number) or (math.isinf(number) and not (allow_inf and target_type is float)):
+            raise fail()
+        if target_type is int:
+            if number != math.floor(number):
+                raise fail()
+            out = int(number)
+        else:
+            out = number
+    if target_type is int and not -MAX_INT <= out <= MAX_INT:
+        raise fail()  # beyond int64: no numpy array could hold it
     left = include_boundaries in ("both", "left")
     right = include_boundaries in ("both", "right")
     if min_val is not None and (out < min_val or (out == min_val and not left)):
@@ -168,13 +213,18 @@ def check_csv_rows(
     field: str | None = None,
 ) -> None:
     """Raise for the first row of a CSV table flagged ``bad``: ``"<message>, got <value>"`` with
-    the file, its line (the header is line 1) and the field (``column`` by default)."""
+    the file, its line (``raw.attrs["source_lines"]`` when the reader recorded them, else the
+    row after a header on line 1) and the field (``column`` by default)."""
     flags = np.asarray(bad, dtype=bool)
     if flags.any():
         pos = int(np.flatnonzero(flags)[0])
+        lines = raw.attrs.get("source_lines")
+        line = int(lines[pos]) if lines is not None and pos < len(lines) else pos + 2
+        value = raw[column].iloc[pos]
+        shown = "a missing value" if not isinstance(value, str) and pd.isna(value) else None
         raise InputError(
-            f"{message}, got {raw[column].iloc[pos]!r}",
+            f"{message}, got {shown or shown_value(value)}",
             path=path,
-            line=pos + 2,
+            line=line,
             field=column if field is None else field,
         )

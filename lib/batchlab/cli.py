@@ -1,9 +1,20 @@
-"""The ``batchlab`` command line: profile, plan, verify, evaluate, simulate, measure.
+"""The ``batchlab`` command line: profile, plan, verify, evaluate, simulate, measure, loadtest.
 
 Exit codes: 0 success; 1 a limit cannot be met or a plan fails verification; 2 usage or input
 errors (one readable line on stderr naming the file, line, field, option or request id, no
 traceback); 70 an internal error (a bug: reported as such, with its traceback); 130
-interrupted. ``--json`` prints machine-readable output.
+interrupted (SIGINT, Ctrl-C); 141 the output pipe was closed (``| head``: quietly); 143
+terminated (SIGTERM). An interrupted command removes its temporary files and leaves every
+output as it was. ``--json`` prints machine-readable output.
+
+Every command that reads requests takes a request file or a registered trace name; every
+``--help`` shows each option's default, range and choices. The shared helpers for the commands
+(documented in docs/design.md, "Command line"): :func:`number_option` / :func:`list_option`
+(argparse types that check a number's range before any work), :func:`add_cost_model_options`
+and :func:`cost_model_of` (the one place a cost-model option is resolved),
+:func:`read_requests_arg` (a file or a trace name), :func:`check_output_paths` (clashing,
+empty, folder or read-only outputs refused before any work) and
+:func:`batchlab.io.all_or_nothing` (every file of one command written, or none).
 
 ``batchlab simulate`` has one ``--option`` per knob of every registered batching policy,
 generated from the policies' declarations (:mod:`batchlab.simulate.policies`).
@@ -12,13 +23,16 @@ generated from the policies' declarations (:mod:`batchlab.simulate.policies`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,23 +40,282 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batchlab.checks import check_scalar
+from batchlab.checks import check_scalar, describe_range
 from batchlab.errors import BatchlabError, InputError, LimitError, VerificationError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal error
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a tool killed by a closed pipe reports
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 1 a limit cannot be met or a plan fails verification; "
     "2 usage or input error (one line on stderr); 70 internal error (a bug, with its "
-    "traceback); 130 interrupted"
+    "traceback); 130 interrupted; 141 output pipe closed; 143 terminated"
 )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """``--help`` with every option's default and range (choices show as ``{a,b}``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if text == argparse.SUPPRESS:
+            return text
+        extra = []
+        rng = getattr(action.type, "range_text", "")
+        if rng:
+            extra.append(rng)
+        default = action.default
+        if (
+            action.option_strings
+            and "default:" not in text
+            and default is not None
+            and default is not False
+            and default != argparse.SUPPRESS
+        ):
+            extra.append(f"default: {default}".replace("%", "%%"))
+        return text + (f" ({'; '.join(extra)})" if extra else "")
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # never break inside a hyphenated name (static-graph, llama-3-8b@h100-sxm)
+        import textwrap
+
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line on stderr, exit code 2
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"batchlab: error: {_one_line(message)} (see {self.prog} -h)\n")
+
+
+# ------------------------------------------------------------------ shared option helpers
+
+
+def _parse_number(text: str, kind: type) -> Any:
+    try:
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)  # "1e3" as a whole number; int() refuses more than 4300 digits
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise argparse.ArgumentTypeError(f"not a number: {shown!r}") from None
+
+
+def number_option(
+    kind: type,
+    *,
+    min_val: float | None = None,
+    max_val: float | None = None,
+    include_boundaries: str = "both",
+    allow_inf: bool = False,
+    unit: str = "",
+) -> Any:
+    """An argparse ``type=`` for a number option (``int`` or ``float``) checked by
+    :func:`batchlab.checks.check_scalar` while the command line is parsed, before any work: a
+    value out of range is a usage error naming the option (exit 2). ``--help`` shows the
+    range."""
+
+    def parse(text: str) -> Any:
+        value = _parse_number(text, kind)
+        try:
+            return check_scalar(
+                value,
+                "option",
+                kind,
+                min_val=min_val,
+                max_val=max_val,
+                include_boundaries=include_boundaries,
+                allow_inf=allow_inf,
+                unit=unit,
+            )
+        except InputError as err:
+            raise argparse.ArgumentTypeError(err.message) from None
+
+    parse.__name__ = kind.__name__
+    parse.kind, parse.min_val, parse.max_val = kind, min_val, max_val  # type: ignore[attr-defined]
+    parse.allow_inf = allow_inf  # type: ignore[attr-defined]
+    parse.range_text = describe_range(min_val, max_val, include_boundaries).strip()  # type: ignore[attr-defined]
+    return parse
+
+
+def list_option(
+    kind: type,
+    *,
+    min_val: float | None = None,
+    max_val: float | None = None,
+    include_boundaries: str = "both",
+    allow_inf: bool = False,
+    unit: str = "",
+    max_items: int = 100,
+) -> Any:
+    """An argparse ``type=`` for a comma-separated list (``1,2,4``) of numbers, each checked as
+    :func:`number_option` checks one, at most ``max_items`` of them."""
+    one = number_option(
+        kind,
+        min_val=min_val,
+        max_val=max_val,
+        include_boundaries=include_boundaries,
+        allow_inf=allow_inf,
+        unit=unit,
+    )
+
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        if len(items) > max_items:
+            raise argparse.ArgumentTypeError(f"{len(items):,} values: at most {max_items:,}")
+        out = []
+        for item in items:
+            try:
+                out.append(one(item))
+            except argparse.ArgumentTypeError as err:
+                raise argparse.ArgumentTypeError(f"{item[:40]!r}: {err}") from None
+        return out
+
+    parse.__name__ = f"list of {kind.__name__}"
+    parse.kind, parse.min_val, parse.max_val = kind, min_val, max_val  # type: ignore[attr-defined]
+    parse.max_items, parse.allow_inf = max_items, allow_inf  # type: ignore[attr-defined]
+    rng = one.range_text
+    parse.range_text = (  # type: ignore[attr-defined]
+        f"each {rng}, at most {max_items} values" if rng else f"at most {max_items} values"
+    )
+    return parse
+
+
+def check_output_paths(
+    outputs: Sequence[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    option: str = "--output",
+) -> list[Path]:
+    """The files a command will write, checked before any work (:func:`batchlab.io.check_outputs`):
+    none empty, a folder or read-only, none given twice, none the same file as an input."""
+    from batchlab.io import check_outputs
+
+    return check_outputs(outputs, inputs, field=option)
+
+
+def add_cost_model_options(p: argparse.ArgumentParser, *, from_plan: bool = False) -> None:
+    """``--cost-model`` and ``--granularity``: the one definition of the cost-model options.
+    ``from_plan``: their defaults are the settings the plan was made with (PLAN.meta.json)."""
+    from batchlab.cost import PRESETS
+    from batchlab.shapes import MAX_GRANULARITY
+
+    presets = (
+        ", ".join(PRESETS) + ", <model>@<gpu> (GPU-ms and real ms, e.g. llama-3-8b@h100-sxm) or "
+        "a measurement CSV (batchlab measure)"
+    )
+    if from_plan:
+        p.add_argument(
+            "--cost-model",
+            default=None,
+            metavar="MODEL",
+            help=f"cost model: {presets} (default: the plan's, from PLAN.meta.json, "
+            "else static-graph)",
+        )
+        p.add_argument(
+            "--granularity",
+            type=number_option(int, min_val=1, max_val=MAX_GRANULARITY, unit="tokens"),
+            default=None,
+            help="alignment g in tokens (default: the plan's, else the cost model's, 64)",
+        )
+    else:
+        p.add_argument(
+            "--cost-model",
+            default="static-graph",
+            metavar="MODEL",
+            help=f"cost model: {presets}",
+        )
+        p.add_argument(
+            "--granularity",
+            type=number_option(int, min_val=1, max_val=MAX_GRANULARITY, unit="tokens"),
+            default=None,
+            help="alignment g in tokens (default: the cost model's, 64)",
+        )
+
+
+def cost_model_of(spec: Any, granularity: int | None = None) -> Any:
+    """The cost model a ``--cost-model`` value names, at ``granularity`` when given: a preset
+    (static-graph, padded-graph), ``<model>@<gpu>`` (real units on the calibrated roofline, e.g.
+    llama-3-8b@h100-sxm; ``:ideal`` / ``:padded`` suffixes) or a measurement file (``batchlab
+    measure``'s CSV: the step-time model fitted on it). The one place the option is resolved
+    (errors name ``--cost-model``, or the measurement file)."""
+    from batchlab.cost import StepTimeCostModel, get_cost_model
+
+    text = str(spec)
+    if text.lower().endswith(".csv") or Path(text).is_file():
+        from batchlab.measure import fit_step_time, load_measurement
+
+        fitted = fit_step_time(load_measurement(text))
+        cm = StepTimeCostModel.from_step_time(fitted, name=f"fitted on {Path(text).name}")
+    else:
+        try:
+            cm = get_cost_model(spec)
+        except InputError as err:
+            raise InputError(err.message, field="--cost-model") from None
+    if granularity is not None and granularity != cm.granularity:
+        cm = cm.with_coefficients(granularity=granularity, name=f"{cm.name} (g={granularity})")
+    return cm
+
+
+def _cost_model(args):
+    return cost_model_of(args.cost_model, getattr(args, "granularity", None))
+
+
+def read_requests_arg(source: str) -> pd.DataFrame:
+    """The requests of a command's argument: a request file (JSON Lines, CSV, Parquet, or a
+    trace's own CSV), or a registered trace by name (``azure-conv-2023``).
+    ``attrs["source"]`` is the argument as given."""
+    from batchlab.datasets import TRACES, load_trace
+    from batchlab.workload import read_requests
+
+    path = Path(source)
+    key = source.strip().lower()
+    if not path.exists() and key in TRACES:
+        df = load_trace(key)
+    elif not path.exists():
+        raise InputError(
+            f"no such request file, and not a registered trace name (traces: {', '.join(TRACES)})",
+            path=source,
+        )
+    else:
+        df = read_requests(path)
+    df.attrs["source"] = source
+    return df
+
+
+def _source_record(source: str, df: pd.DataFrame) -> dict:
+    """What a plan's sidecar records of its requests: the argument, its sha256, the count."""
+    from batchlab.datasets import TRACES
+
+    path = Path(source)
+    digest = None
+    if path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        digest = h.hexdigest()
+    elif source.strip().lower() in TRACES:
+        digest = TRACES[source.strip().lower()].sha256
+    return {"source": source, "sha256": digest, "n_requests": len(df)}
+
+
+def _warn(message: str) -> None:
+    print(f"batchlab: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"note: {_one_line(message)}", file=sys.stderr)
 
 
 def _jsonable(value):
@@ -70,75 +343,6 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_string(index=False, float_format=lambda v: f"{v:,.6g}")
 
 
-def _cost_model(args):
-    """``--cost-model``: a preset (static-graph, padded-graph), ``<model>@<gpu>`` (real units
-    on the calibrated roofline, e.g. llama-3-8b@h100-sxm) or a measurement file (``batchlab
-    measure``'s CSV: the step-time model fitted on it); ``--granularity`` overrides its g."""
-    from batchlab.cost import StepTimeCostModel, get_cost_model
-
-    text = args.cost_model
-    if text.lower().endswith(".csv") or Path(text).is_file():
-        from batchlab.measure import fit_step_time, load_measurement
-
-        fitted = fit_step_time(load_measurement(text))
-        cm = StepTimeCostModel.from_step_time(fitted, name=f"fitted on {Path(text).name}")
-    else:
-        cm = get_cost_model(text)
-    g = getattr(args, "granularity", None)
-    if g is not None and g != cm.granularity:
-        cm = cm.with_coefficients(granularity=g, name=f"{cm.name} (g={g})")
-    return cm
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
-def _read_requests(path: str) -> pd.DataFrame:
-    from batchlab.workload import read_requests
-
-    df = read_requests(path)
-    df.attrs["source"] = path
-    return df
-
-
-def _requests_or_trace(source: str) -> pd.DataFrame:
-    """A request file, or a registered trace (by name)."""
-    from batchlab.datasets import TRACES, load_trace
-
-    if Path(source).exists():
-        return _read_requests(source)
-    if source.strip().lower() in TRACES:
-        return load_trace(source.strip().lower())
-    raise InputError(
-        f"no such request file, and not a registered trace name (traces: {', '.join(TRACES)})",
-        path=source,
-    )
-
-
-def _number_list(text: str | None, option: str, *, whole: bool) -> list[float] | list[int]:
-    """``"1,2,4"`` -> [1, 2, 4]: positive numbers (whole numbers when ``whole``)."""
-    if text is None:
-        return []
-    values = []
-    for part in text.split(","):
-        try:
-            v = float(part)
-        except ValueError:
-            raise InputError(f"not a number: {part.strip()!r} in {text!r}", field=option) from None
-        if not (math.isfinite(v) and v > 0) or (whole and v != int(v)):
-            kind = "whole numbers >= 1" if whole else "positive numbers"
-            raise InputError(f"must be comma-separated {kind}, got {text!r}", field=option)
-        values.append(int(v) if whole else v)
-    return values
-
-
 # ------------------------------------------------------------------------------------- commands
 
 
@@ -147,7 +351,7 @@ def cmd_profile(args) -> int:
 
     out = {}
     for path in args.inputs:
-        prof = profile(_read_requests(path))
+        prof = profile(read_requests_arg(path))
         out[path] = prof
     if args.json:
         _print_json({p: v.to_frame() for p, v in out.items()})
@@ -170,7 +374,10 @@ def cmd_profile(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from batchlab.plan import write_plan
+    """Plan IN... (request files or trace names) into one plan per input (``-o``), each with a
+    sidecar ``PLAN.meta.json`` recording the settings; all files are written, or none."""
+    from batchlab.io import all_or_nothing, write_json
+    from batchlab.plan import plan_meta_path, write_plan
     from batchlab.planner import plan_requests, read_limits
 
     if len(args.output) != len(args.inputs):
@@ -181,7 +388,19 @@ def cmd_plan(args) -> int:
     names = [Path(p).stem for p in args.inputs]
     if len(set(names)) != len(names):
         raise InputError(f"input file stems must be unique (they name the buckets), got {names}")
-    buckets = {n: _read_requests(p) for n, p in zip(names, args.inputs, strict=True)}
+    inputs = [*args.inputs, *([args.limits] if args.limits else [])]
+    outputs = check_output_paths(args.output, inputs)
+    for out in outputs:
+        if out.name.endswith(".meta.json"):
+            raise InputError(
+                "a plan's name cannot end in .meta.json (the name of a plan's sidecar)",
+                path=out,
+                field="--output",
+            )
+    metas = [plan_meta_path(o) for o in outputs]
+    check_output_paths([*outputs, *metas], inputs)
+    cm = _cost_model(args)  # an unknown --cost-model is reported before any work
+    buckets = {n: read_requests_arg(p) for n, p in zip(names, args.inputs, strict=True)}
     limits = None
     if args.limits:
         limits = read_limits(args.limits)
@@ -196,7 +415,7 @@ def cmd_plan(args) -> int:
         warnings.simplefilter("always")
         result = plan_requests(
             buckets,
-            _cost_model(args),
+            cm,
             args.max_shapes,
             limits,
             time_limit_s=args.time_limit,
@@ -204,9 +423,13 @@ def cmd_plan(args) -> int:
             progress=not args.json and sys.stderr.isatty(),
         )
     for w in caught:
-        print(f"note: {w.message}", file=sys.stderr)
-    for bp, out in zip(result.buckets, args.output, strict=True):
-        write_plan(bp.plan, out)
+        _note(str(w.message))
+    with all_or_nothing():  # every plan and sidecar, or none
+        for bp, out, meta_path, source in zip(
+            result.buckets, outputs, metas, args.inputs, strict=True
+        ):
+            write_plan(bp.plan, out)
+            write_json(_plan_meta(args, cm, result, bp, out, source, buckets), meta_path)
     comparison = result.comparison()
     if args.json:
         _print_json(
@@ -218,14 +441,15 @@ def cmd_plan(args) -> int:
                 "optimality_gap": result.optimality_gap,
                 "buckets": {
                     bp.name: {
-                        "output": out,
+                        "output": str(out),
+                        "meta": str(meta_path),
                         "summary": bp.evaluation.summary(),
                         "lower_bound": bp.lower_bound,
                         "optimality_gap": bp.optimality_gap,
                         "bounds": bp.bounds.as_dict(),
                         "settings": bp.settings,
                     }
-                    for bp, out in zip(result.buckets, args.output, strict=True)
+                    for bp, out, meta_path in zip(result.buckets, outputs, metas, strict=True)
                 },
                 "comparison": comparison,
             }
@@ -233,8 +457,15 @@ def cmd_plan(args) -> int:
         return EXIT_OK
     print(
         f"shapes used ({len(result.shapes)} of at most {result.max_shapes}): {list(result.shapes)}"
+        f"; cost model {cm.name}, granularity {cm.granularity}"
     )
-    for bp, out in zip(result.buckets, args.output, strict=True):
+    if not getattr(cm, "padded", True):
+        print(
+            f"({cm.name.split(' ')[0]}: a shape sets only the compile cost, so each input "
+            "declares one shape, its longest aligned prompt; --cost-model padded-graph prices "
+            "every request at its batch's shape)"
+        )
+    for bp, out in zip(result.buckets, outputs, strict=True):
         print(
             f"{bp.name}: {bp.evaluation.n_requests:,} requests in {bp.evaluation.n_batches:,} batches"
             f" -> {out}; cost {bp.evaluation.cost.total:,.6g}, lower bound {bp.lower_bound:,.6g},"
@@ -248,7 +479,77 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def _plan_meta(args, cm, result, bp, out: Path, source: str, buckets: dict) -> dict:
+    """The sidecar of one plan: its requests, every planning setting and what it achieved."""
+    from batchlab import __version__
+    from batchlab.plan import PLAN_META_FORMAT
+
+    coefficients = getattr(cm, "coefficients", None)
+    return _jsonable(
+        {
+            "format": PLAN_META_FORMAT,
+            "plan": out.name,
+            "bucket": bp.name,
+            "requests": _source_record(source, buckets[bp.name]),
+            "settings": {
+                "cost_model": args.cost_model,
+                "cost_model_name": cm.name,
+                "granularity": cm.granularity,
+                "cost_coefficients": (
+                    coefficients.as_dict() if hasattr(coefficients, "as_dict") else None
+                ),
+                "max_shapes": args.max_shapes,
+                "max_shapes_used": result.max_shapes,
+                "limits": bp.limits.as_dict(),
+                "limits_file": args.limits,
+                "time_limit_s": args.time_limit,
+                "exact": args.exact,
+                "buckets": [b.name for b in result.buckets],
+                "batchlab_version": __version__,
+            },
+            "result": {
+                "shapes": list(result.shapes),
+                "summary": bp.evaluation.summary(),
+                "lower_bound": bp.lower_bound,
+                "optimality_gap": bp.optimality_gap,
+                "method": result.method,
+                "search": bp.settings,
+            },
+        }
+    )
+
+
+def _plan_metas(plan_paths: Sequence[str]) -> list[dict | None]:
+    from batchlab.plan import read_plan_meta
+
+    return [read_plan_meta(p) for p in plan_paths]
+
+
+def _check_sources(sources: Sequence[str], tables, plans, metas) -> None:
+    """Warn when a plan's sidecar says it was made from other requests."""
+    for source, table, plan, meta in zip(sources, tables, plans, metas, strict=True):
+        if meta is None:
+            continue
+        made = meta.get("requests") or {}
+        now = _source_record(source, table)
+        if made.get("sha256") and now["sha256"] and made["sha256"] != now["sha256"]:
+            _warn(
+                f"{plan} was made from {made.get('source')!r} ({made.get('n_requests')} "
+                f"requests), not from {source!r} (its contents differ)"
+            )
+
+
+def _planned_setting(metas: Sequence[dict | None], key: str) -> tuple[Any, bool]:
+    """(the value of ``settings[key]`` every sidecar agrees on, whether they all have it)."""
+    values = {json.dumps((m or {}).get("settings", {}).get(key)) for m in metas}
+    if any(m is None for m in metas) or len(values) != 1:
+        return None, False
+    return json.loads(values.pop()), True
+
+
 def cmd_verify(args) -> int:
+    """Verify plans against their requests: IN... PLAN... (as many of each). The granularity
+    and the shape cap default to the ones the plans were made with (their sidecars)."""
     from batchlab.plan import read_plan, verify_plans
 
     paths = args.files
@@ -257,18 +558,42 @@ def cmd_verify(args) -> int:
             f"give the request files then the plan files, as many of each; got {len(paths)} path(s)"
         )
     half = len(paths) // 2
-    requests = [_read_requests(p) for p in paths[:half]]
-    plans = [read_plan(p) for p in paths[half:]]
+    plan_paths = paths[half:]
+    metas = _plan_metas(plan_paths)
     granularity = args.granularity
+    planned_g, known_g = _planned_setting(metas, "granularity")
+    if granularity is None and args.cost_model is not None:
+        granularity = cost_model_of(args.cost_model).granularity
     if granularity is None:
-        granularity = 64 if args.cost_model is None else _cost_model(args).granularity
-    report = verify_plans(requests, plans, max_shapes=args.max_shapes, granularity=granularity)
+        granularity = planned_g if known_g else 64
+    elif known_g and planned_g != granularity:
+        _warn(f"the plans were made with granularity {planned_g}; verifying with {granularity}")
+    max_shapes = args.max_shapes
+    planned_cap, known_cap = _planned_setting(metas, "max_shapes_used")
+    if max_shapes is None and known_cap:
+        max_shapes = planned_cap
+    elif max_shapes is not None and known_cap and planned_cap != max_shapes:
+        _warn(f"the plans were made with at most {planned_cap} shapes; verifying {max_shapes}")
+    requests = [read_requests_arg(p) for p in paths[:half]]
+    plans = [read_plan(p) for p in plan_paths]
+    _check_sources(paths[:half], requests, plan_paths, metas)
+    report = verify_plans(requests, plans, max_shapes=max_shapes, granularity=granularity)
     if args.json:
         _print_json(
-            {"ok": report.ok, "n_shapes": report.n_shapes, "violations": list(report.violations)}
+            {
+                "ok": report.ok,
+                "n_shapes": report.n_shapes,
+                "granularity": granularity,
+                "max_shapes": max_shapes,
+                "violations": list(report.violations),
+            }
         )
     elif report.ok:
-        print(f"ok: {half} plan(s) verified, {report.n_shapes} distinct shape(s)")
+        cap = "" if max_shapes is None else f" (at most {max_shapes})"
+        print(
+            f"ok: {half} plan(s) verified, {report.n_shapes} distinct shape(s){cap}, "
+            f"granularity {granularity}"
+        )
     if not report.ok:
         for v in report.violations:
             print(f"batchlab: violation: {v}", file=sys.stderr)
@@ -277,14 +602,42 @@ def cmd_verify(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """Evaluate a plan on its requests with the cost model it was made with (its sidecar), or
+    the one given (with a warning when they differ)."""
     from batchlab.evaluate import evaluate
     from batchlab.plan import read_plan
 
-    ev = evaluate(_read_requests(args.requests), read_plan(args.plan), _cost_model(args))
+    (meta,) = _plan_metas([args.plan])
+    settings = (meta or {}).get("settings", {})
+    spec = args.cost_model if args.cost_model is not None else settings.get("cost_model")
+    granularity = args.granularity
+    if granularity is None and meta is not None and args.cost_model is None:
+        granularity = settings.get("granularity")
+    cm = cost_model_of(spec if spec is not None else "static-graph", granularity)
+    if meta is not None:
+        planned = cost_model_of(settings["cost_model"], settings.get("granularity"))
+        if _model_key(planned) != _model_key(cm):
+            _warn(
+                f"{args.plan} was made with cost model {settings['cost_model']} (granularity "
+                f"{settings.get('granularity')}); evaluating with {cm.name} (granularity "
+                f"{cm.granularity}) as asked"
+            )
+    requests = read_requests_arg(args.requests)
+    plan = read_plan(args.plan)
+    _check_sources([args.requests], [requests], [args.plan], [meta])
+    ev = evaluate(requests, plan, cm)
     summary = ev.summary()
     if args.json:
-        _print_json({"summary": summary, "cost": ev.cost.as_dict()})
+        _print_json(
+            {
+                "summary": summary,
+                "cost": ev.cost.as_dict(),
+                "cost_model": cm.name,
+                "granularity": cm.granularity,
+            }
+        )
         return EXIT_OK
+    print(f"cost model {cm.name}, granularity {cm.granularity}")
     rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
     print(_table(rows))
     return EXIT_OK
@@ -302,22 +655,23 @@ def _step_time(args):
     return RooflineStepTime(args.model, args.gpu, calibrated=not args.ideal)
 
 
+def _model_key(cm) -> Any:
+    coefficients = getattr(cm, "coefficients", None)
+    return (type(cm).__name__, coefficients if coefficients is not None else cm.name)
+
+
 def cmd_simulate(args) -> int:
     """Simulate serving IN (a request file, or a registered trace name such as
     ``azure-conv-2023``) with a batching policy; print the aggregates (``--json``: as JSON)."""
     from batchlab.simulate import simulate
 
     source = args.input
-    requests = _requests_or_trace(source)
+    requests = read_requests_arg(source)
     if args.first_s is not None:
-        check_scalar(
-            args.first_s, "--first-s", float, min_val=0, include_boundaries="neither", unit="s"
-        )
         if "arrival_s" not in requests.columns:
             raise InputError("--first-s needs an arrival_s column", path=source, field="arrival_s")
         requests = requests[requests["arrival_s"].to_numpy(dtype=np.float64) < args.first_s]
     if args.max_requests is not None:
-        check_scalar(args.max_requests, "--max-requests", int, min_val=1)
         if "arrival_s" in requests.columns:
             requests = requests.sort_values("arrival_s", kind="stable")
         requests = requests.iloc[: args.max_requests]
@@ -337,6 +691,12 @@ def cmd_simulate(args) -> int:
     elif args.burstiness is not None:
         raise InputError("--burstiness applies to drawn arrivals (--rate)", field="--burstiness")
     if args.concurrency is not None:
+        if args.concurrency > len(requests):
+            _note(
+                f"--concurrency {args.concurrency:,} is more than the {len(requests):,} requests: "
+                f"simulating {len(requests):,} clients (each request sent at once)"
+            )
+            args.concurrency = len(requests)
         load["concurrency"] = args.concurrency
         if args.think_time_ms is not None:
             load["think_time_ms"] = args.think_time_ms
@@ -421,8 +781,10 @@ def cmd_measure(args) -> int:
     sizes = parse_batch_sizes(args.batch_sizes)  # checked before the (slow) measurement
     if args.no_save and args.output is not None:
         raise InputError("--output and --no-save contradict each other", field="--output")
-    check_scalar(args.threads, "--threads", int, min_val=1)
-    if args.engine == "continuous":
+    if args.output is not None:
+        out = Path(args.output)
+        check_output_paths([out, out.with_suffix(".json")])
+    if continuous:
         if args.prompt_len is not None:
             raise InputError(
                 "applies to --engine static (continuous: --prompt-lens)", field="--prompt-len"
@@ -431,7 +793,7 @@ def cmd_measure(args) -> int:
             raise InputError("applies to --engine static", field="--latency-limit-ms")
         lens = parse_batch_sizes(args.prompt_lens)
         try:
-            run = run_measure_continuous_cli(
+            crun = run_measure_continuous_cli(
                 args.model,
                 sizes,
                 lens,
@@ -450,34 +812,22 @@ def cmd_measure(args) -> int:
         if args.json:
             _print_json(
                 {
-                    "settings": run.steps.attrs.get("settings", {}),
-                    "path": None if run.path is None else str(run.path),
+                    "settings": crun.steps.attrs.get("settings", {}),
+                    "path": None if crun.path is None else str(crun.path),
                     "fit": {
-                        **run.fit.coefficients(),
-                        "residual": dataclasses.asdict(run.fit.residual),
+                        **crun.fit.coefficients(),
+                        "residual": dataclasses.asdict(crun.fit.residual),
                     },
-                    "table": run.table,
+                    "table": crun.table,
                 }
             )
             return EXIT_OK
-        print(run.report())
+        print(crun.report())
         return EXIT_OK
     if args.prompt_lens is not None:
         raise InputError(
             "applies to --engine continuous (static: --prompt-len)", field="--prompt-lens"
         )
-    check_scalar(
-        args.tolerance, "--tolerance", float, min_val=0, max_val=1, include_boundaries="left"
-    )
-    check_scalar(
-        args.latency_limit_ms,
-        "--latency-limit-ms",
-        float,
-        min_val=0,
-        include_boundaries="neither",
-        allow_none=True,
-        unit="ms",
-    )
     try:
         run = run_measure_cli(
             args.model,
@@ -699,25 +1049,26 @@ def cmd_loadtest(args) -> int:
 
     from batchlab.loadtest import loadtest
 
-    rates = _number_list(args.rates, "--rates", whole=False)
-    concurrency = _number_list(args.concurrency, "--concurrency", whole=True)
+    rates = args.rates or []
+    concurrency = args.concurrency or []
     if not rates and not concurrency:
         raise InputError("give --rates and/or --concurrency", field="--rates")
+    from batchlab.loadtest import MAX_LEVELS
+
+    if len(rates) + len(concurrency) > MAX_LEVELS:
+        raise InputError(f"at most {MAX_LEVELS} load levels in all", field="--rates")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise InputError("the environment variable is not set", field=args.api_key_env)
-    if args.max_requests is not None and args.max_requests < 1:
-        raise InputError(f"must be >= 1, got {args.max_requests}", field="--max-requests")
-    for option, value in (
-        ("--duration-s", args.duration_s),
-        ("--timeout-s", args.timeout_s),
-        ("--burstiness", args.burstiness),
-    ):
-        if not (math.isfinite(value) and value > 0):
-            raise InputError(f"must be a positive number, got {value}", field=option)
-    requests = _requests_or_trace(args.input)
+    if args.output:
+        out = Path(args.output)
+        stem = out.with_suffix("")
+        check_output_paths(
+            [out, Path(f"{stem}.requests.jsonl"), Path(f"{stem}.json")], [args.input]
+        )
+    requests = read_requests_arg(args.input)
     try:
         result = loadtest(
             args.url,
@@ -779,8 +1130,6 @@ def cmd_serve_tiny(args) -> int:
     serve --continuous-batching`` on the CPU, in the foreground, until Ctrl-C."""
     from batchlab.tinyserver import serve_tiny
 
-    if not (math.isfinite(args.ready_timeout_s) and args.ready_timeout_s > 0):
-        raise InputError("must be a positive number of seconds", field="--ready-timeout-s")
     code = serve_tiny(
         args.port,
         host=args.host,
@@ -817,8 +1166,9 @@ def _knob_dests() -> dict[str, str]:
 
 def _add_policy_options(p: argparse.ArgumentParser) -> None:
     """One ``--knob-name`` option per knob of every registered policy, from the declarations
-    (type, unit, help; the policies that have it). A knob given to a policy that lacks it is
-    reported by the policy (exit 2)."""
+    (type, range, unit, help, default; the policies that have it). The range is checked while
+    parsing when every policy declaring the knob agrees on it; a knob given to a policy that
+    lacks it is reported by the policy (exit 2)."""
     from batchlab.simulate.policies import POLICIES
 
     group = p.add_argument_group("policy options (from the policies' declared knobs)")
@@ -837,67 +1187,106 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
         text = "; ".join(f"{'/'.join(ps)}: {h}" for h, ps in helps.items())
         if first.unit:
             text += f" ({first.unit})"
+        defaults: dict[str, list[str]] = {}
+        for policy, knob in owners:
+            defaults.setdefault(str(knob.default), []).append(policy)
+        text += "; default: " + ", ".join(f"{d} ({'/'.join(ps)})" for d, ps in defaults.items())
         flag = "--" + knob_name.replace("_", "-")
         dest = f"policy_{knob_name}"
+        ranges = {(k.min_val, k.max_val, k.include_boundaries, k.allow_inf) for _, k in owners}
+        bounds: dict[str, Any] = {}
+        if len(ranges) == 1:
+            lo, hi, include, inf = ranges.pop()
+            bounds = dict(min_val=lo, max_val=hi, include_boundaries=include, allow_inf=inf)
         if first.type is bool:
             group.add_argument(
                 flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
             )
         elif first.sequence:
             group.add_argument(
-                flag, dest=dest, type=_list_type(first.type), metavar="A,B,...", help=text
+                flag,
+                dest=dest,
+                type=list_option(first.type, unit=first.unit, **bounds),
+                metavar="A,B,...",
+                help=text,
             )
         else:
             group.add_argument(
-                flag, dest=dest, type=first.type, metavar=knob_name.upper(), help=text
+                flag,
+                dest=dest,
+                type=number_option(first.type, unit=first.unit, **bounds),
+                metavar=knob_name.upper(),
+                help=text,
             )
 
 
-def _list_type(kind: type):
-    def parse(text: str) -> list:
-        try:
-            return [kind(item) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated {kind.__name__} values, got {text!r}"
-            ) from None
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``batchlab`` argument parser: every number option range-checked while parsing
+    (:func:`number_option`), every ``--help`` with defaults, ranges and choices."""
+    from batchlab.checks import MAX_INT
+    from batchlab.datasets import TRACES
+    from batchlab.loadtest import (
+        MAX_CONCURRENCY,
+        MAX_DURATION_S,
+        MAX_LEVELS,
+        MAX_RATE,
+        MAX_TIMEOUT_S,
+    )
+    from batchlab.measure.table import MAX_BATCH_SIZE, MAX_REPEATS
+    from batchlab.planner import MAX_SHAPES, MAX_TIME_LIMIT_S
+    from batchlab.roofline import GPUS, MODELS
+    from batchlab.shapes import MAX_GRANULARITY
+    from batchlab.simulate.engine import MAX_BLOCK_SIZE, MAX_KV_BLOCKS
+    from batchlab.simulate.policies import POLICIES
+    from batchlab.workload import MAX_ARRIVAL_S, MAX_BURSTINESS, MAX_LENGTH, MIN_BURSTINESS
+
+    whole = number_option(int, min_val=1)
+    seed = number_option(int, min_val=0, max_val=MAX_INT)
+    positive_s = dict(min_val=0, include_boundaries="right", unit="s")
+    traces = ", ".join(TRACES)
+    requests_help = f"a request file (JSONL, CSV, Parquet, or a trace's CSV) or a trace: {traces}"
+
     parser = _Parser(
         prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(p, *, cost=True):
+    def json_option(p):
         p.add_argument("--json", action="store_true", help="machine-readable output")
-        if cost:
-            p.add_argument(
-                "--cost-model",
-                default="static-graph",
-                help="static-graph, padded-graph, <model>@<gpu> (GPU-ms and real ms, e.g. "
-                "llama-3-8b@h100-sxm) or a measurement CSV (batchlab measure)",
-            )
-            p.add_argument("--granularity", type=int, default=None, help="alignment g (tokens)")
 
-    p = sub.add_parser("profile", help="profile request files")
-    p.add_argument("inputs", nargs="+", metavar="IN")
-    common(p, cost=False)
+    p = sub.add_parser("profile", help="profile request files or traces")
+    p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
+    json_option(p)
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser("plan", help="plan request files into batches and shapes")
-    p.add_argument("inputs", nargs="+", metavar="IN")
-    p.add_argument("--output", "-o", nargs="+", required=True, metavar="OUT")
-    p.add_argument("--max-shapes", type=int, default=8)
-    p.add_argument("--limits", metavar="LIMITS.toml")
+    p = sub.add_parser(
+        "plan",
+        help="plan request files into batches and shapes (each plan with a PLAN.meta.json)",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
+    p.add_argument(
+        "--output",
+        "-o",
+        nargs="+",
+        required=True,
+        metavar="OUT",
+        help="one plan file per input (JSONL); beside each, its settings in a sidecar "
+        "(p.jsonl -> p.meta.json)",
+    )
+    p.add_argument(
+        "--max-shapes",
+        type=whole,
+        default=8,
+        help="distinct shapes of all plans together, at most (clamped to the distinct aligned "
+        f"prompt lengths and to {MAX_SHAPES})",
+    )
+    p.add_argument("--limits", metavar="LIMITS.toml", help="limits per input file stem")
     p.add_argument(
         "--time-limit",
-        type=_positive_seconds,
+        type=number_option(float, max_val=MAX_TIME_LIMIT_S, **positive_s),
         default=10.0,
         metavar="S",
-        help="seconds for the exact model (default 10)",
+        help="seconds for the exact model",
     )
     p.add_argument(
         "--exact",
@@ -905,33 +1294,58 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="solve the exact model: when it fits the budget (auto), always, or never",
     )
-    common(p)
+    add_cost_model_options(p)
+    json_option(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("verify", help="verify plans: IN... PLAN... (as many of each)")
-    p.add_argument("files", nargs="+", metavar="IN_OR_PLAN")
-    p.add_argument("--max-shapes", type=int, default=None)
-    p.add_argument("--granularity", type=int, default=None, help="alignment g (default 64)")
     p.add_argument(
-        "--cost-model", default=None, help="take g from this cost model (as plan and evaluate)"
+        "files", nargs="+", metavar="IN_OR_PLAN", help=f"requests ({requests_help}), then plans"
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--max-shapes",
+        type=whole,
+        default=None,
+        help="distinct shapes of all plans together, at most (default: the plans' own cap, "
+        "from their PLAN.meta.json, else no cap)",
+    )
+    p.add_argument(
+        "--granularity",
+        type=number_option(int, min_val=1, max_val=MAX_GRANULARITY, unit="tokens"),
+        default=None,
+        help="alignment g in tokens (default: --cost-model's, else the plans', from "
+        "PLAN.meta.json, else 64)",
+    )
+    p.add_argument(
+        "--cost-model",
+        default=None,
+        metavar="MODEL",
+        help="take the granularity from this cost model (as plan and evaluate)",
+    )
+    json_option(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("evaluate", help="evaluate a plan")
-    p.add_argument("requests", metavar="IN")
-    p.add_argument("plan", metavar="PLAN")
-    common(p)
+    p = sub.add_parser("evaluate", help="evaluate a plan (with the cost model it was made with)")
+    p.add_argument("requests", metavar="IN", help=requests_help)
+    p.add_argument("plan", metavar="PLAN", help="a plan file (JSONL)")
+    add_cost_model_options(p, from_plan=True)
+    json_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "simulate",
         help="simulate serving requests with a batching policy (IN: a request file or a trace name)",
     )
-    p.add_argument("input", metavar="IN", help="request file (JSONL/CSV/Parquet) or a trace name")
-    p.add_argument("--policy", default="continuous", help=_policy_help())
-    p.add_argument("--model", default="llama-2-7b", help="model preset (roofline step times)")
-    p.add_argument("--gpu", default="h100-sxm", help="GPU preset, or Nx<preset>")
+    p.add_argument("input", metavar="IN", help=requests_help)
+    p.add_argument("--policy", default="continuous", choices=list(POLICIES), help=_policy_help())
+    p.add_argument(
+        "--model",
+        default="llama-2-7b",
+        help=f"model preset for roofline step times: {', '.join(MODELS)}",
+    )
+    p.add_argument(
+        "--gpu", default="h100-sxm", help=f"GPU preset: {', '.join(GPUS)}, or Nx<preset>"
+    )
     times = p.add_mutually_exclusive_group()
     times.add_argument(
         "--ideal",
@@ -945,18 +1359,52 @@ def build_parser() -> argparse.ArgumentParser:
         "size the KV cache",
     )
     load = p.add_mutually_exclusive_group()
-    load.add_argument("--rate", type=float, help="open loop: Poisson arrivals, requests/s")
-    load.add_argument("--concurrency", type=int, help="closed loop: number of clients")
-    p.add_argument("--burstiness", type=float, help="with --rate: inter-arrival CV (1 = Poisson)")
-    p.add_argument("--think-time-ms", type=float, help="with --concurrency: ms between requests")
-    p.add_argument("--seed", type=int, default=0, help="seed of drawn arrivals")
-    p.add_argument("--first-s", type=float, help="keep requests arriving in the first S seconds")
-    p.add_argument("--max-requests", type=int, help="keep the first N requests (arrival order)")
+    load.add_argument(
+        "--rate",
+        type=number_option(float, min_val=0, max_val=1e9, include_boundaries="right"),
+        help="open loop: Poisson arrivals, requests/s (default: the trace's arrival_s)",
+    )
+    load.add_argument(
+        "--concurrency",
+        type=whole,
+        help="closed loop: number of clients (more than the requests: one per request)",
+    )
+    p.add_argument(
+        "--burstiness",
+        type=number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS),
+        help="with --rate: inter-arrival CV (1 = Poisson; default 1)",
+    )
+    p.add_argument(
+        "--think-time-ms",
+        type=number_option(float, min_val=0, max_val=MAX_ARRIVAL_S * 1e3, unit="ms"),
+        help="with --concurrency: ms between a response and the next request (default 0)",
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of drawn arrivals")
+    p.add_argument(
+        "--first-s",
+        type=number_option(float, **positive_s),
+        help="keep requests arriving in the first S seconds",
+    )
+    p.add_argument("--max-requests", type=whole, help="keep the first N requests (arrival order)")
     _add_policy_options(p)
-    p.add_argument("--kv-blocks", type=int, help="KV-cache budget in blocks (default: fits GPU)")
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
-    p.add_argument("--memory-fraction", type=float, default=0.9, help="GPU memory usable")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--kv-blocks",
+        type=number_option(int, min_val=1, max_val=MAX_KV_BLOCKS),
+        help="KV-cache budget in blocks (default: what fits in the GPU)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=number_option(int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"),
+        default=16,
+        help="tokens per KV block",
+    )
+    p.add_argument(
+        "--memory-fraction",
+        type=number_option(float, min_val=0, max_val=1, include_boundaries="right"),
+        default=0.9,
+        help="share of GPU memory usable",
+    )
+    json_option(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(
@@ -974,40 +1422,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="static: padded batches decoding together, one row per batch size; continuous: "
         "transformers' continuous-batching engine, one row per step, and a fitted step-time model",
     )
-    p.add_argument("--batch-sizes", default=None, help="comma-separated, e.g. 1,2,4,8")
     p.add_argument(
-        "--prompt-len", type=int, default=None, help="static: prompt tokens per sequence (128)"
+        "--batch-sizes",
+        default=None,
+        help=f"comma-separated, e.g. 1,2,4,8 (each in [1, {MAX_BATCH_SIZE}]; default static "
+        "1,2,4,8,16, continuous 1,2,4,8)",
+    )
+    lengths = dict(max_val=MAX_LENGTH, unit="tokens")
+    p.add_argument(
+        "--prompt-len",
+        type=number_option(int, min_val=1, **lengths),
+        default=None,
+        help="static: prompt tokens per sequence (default 128; with --gen-len, within the "
+        "model's positions)",
     )
     p.add_argument(
         "--prompt-lens",
         default=None,
         help="continuous: comma-separated prompt lengths, the contexts decode is measured at "
-        "(32,128,384)",
+        "(default 32,128,384)",
     )
-    p.add_argument("--gen-len", type=int, default=32, help="generated tokens per sequence (>= 2)")
+    p.add_argument(
+        "--gen-len",
+        type=number_option(int, min_val=2, **lengths),
+        default=32,
+        help="generated tokens per sequence",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
-    p.add_argument("--threads", type=int, default=1, help="PyTorch threads (recorded; default 1)")
-    p.add_argument("--warmup", type=int, default=1, help="discarded runs per batch size")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs (static 3, continuous 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prompts and tiny weights")
+    p.add_argument(
+        "--threads",
+        type=number_option(int, min_val=1, max_val=1024),
+        default=1,
+        help="PyTorch threads (recorded)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=number_option(int, min_val=0, max_val=MAX_REPEATS),
+        default=1,
+        help="discarded runs per batch size",
+    )
+    p.add_argument(
+        "--repeats",
+        type=number_option(int, min_val=1, max_val=MAX_REPEATS),
+        default=None,
+        help="timed runs per setting (median; default static 3, continuous 2)",
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of the prompts and tiny weights")
     p.add_argument(
         "--output",
         "-o",
         metavar="OUT.csv",
-        help="where to save (default: the user's cache folder, e.g. "
+        help="where to save, with OUT.json beside it (default: the user's cache folder, e.g. "
         "~/.cache/batchlab/measurements/<model>-<device>-p<P>-g<G>.csv; printed)",
     )
     p.add_argument("--no-save", action="store_true", help="do not write the CSV and JSON")
-    p.add_argument("--latency-limit-ms", type=float, help="report the largest size meeting it")
+    p.add_argument(
+        "--latency-limit-ms",
+        type=number_option(float, min_val=0, include_boundaries="neither", unit="ms"),
+        help="report the largest size meeting it",
+    )
     p.add_argument(
         "--latency-column",
         default="latency_ms_per_request",
         choices=("latency_ms_per_request", "decode_ms_per_step", "prefill_ms", "e2e_ms"),
         help="the latency the limit applies to (decode_ms_per_step: time per output token)",
     )
-    p.add_argument("--tolerance", type=float, default=0.05, help="saturation: share of the best")
+    p.add_argument(
+        "--tolerance",
+        type=number_option(float, min_val=0, max_val=1, include_boundaries="left"),
+        default=0.05,
+        help="saturation: share of the best throughput",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(p)
     p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser(
@@ -1015,21 +1502,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
     )
     p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000 (or .../v1)")
-    p.add_argument("input", metavar="IN", help="request file (JSONL/CSV/Parquet) or a trace name")
+    p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument("--model", required=True, help="the model name the server serves")
-    p.add_argument("--rates", help="open loop: comma-separated requests/s, e.g. 1,2,4")
-    p.add_argument("--concurrency", help="closed loop: comma-separated clients, e.g. 1,4,16")
+    p.add_argument(
+        "--rates",
+        type=list_option(
+            float, min_val=0, max_val=MAX_RATE, include_boundaries="right", max_items=MAX_LEVELS
+        ),
+        help="open loop: comma-separated requests/s, e.g. 1,2,4",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=list_option(int, min_val=1, max_val=MAX_CONCURRENCY, max_items=MAX_LEVELS),
+        help="closed loop: comma-separated clients, e.g. 1,4,16",
+    )
     p.add_argument(
         "--arrivals",
         default="poisson",
         choices=("poisson", "trace"),
         help="open loop: Poisson (seeded) or the trace's arrival_s scaled to each rate",
     )
-    p.add_argument("--burstiness", type=float, default=1.0, help="poisson: inter-arrival CV")
-    p.add_argument("--seed", type=int, default=0, help="seed of the arrivals and prompt words")
-    p.add_argument("--duration-s", type=float, default=60.0, help="seconds of sending per level")
-    p.add_argument("--max-requests", type=int, help="at most N requests per level")
-    p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit (seconds)")
+    p.add_argument(
+        "--burstiness",
+        type=number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS),
+        default=1.0,
+        help="poisson: inter-arrival CV",
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of the arrivals and prompt words")
+    p.add_argument(
+        "--duration-s",
+        type=number_option(float, max_val=MAX_DURATION_S, **positive_s),
+        default=60.0,
+        help="seconds of sending per level",
+    )
+    p.add_argument("--max-requests", type=whole, help="at most N requests per level")
+    p.add_argument(
+        "--timeout-s",
+        type=number_option(float, max_val=MAX_TIMEOUT_S, **positive_s),
+        default=60.0,
+        help="per-request limit (seconds)",
+    )
     p.add_argument("--chat", action="store_true", help="use /v1/chat/completions")
     p.add_argument(
         "--ignore-eos",
@@ -1039,57 +1551,149 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label", default="measured", help="the policy column of the table")
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding an API key")
-    p.add_argument("--output", "-o", metavar="OUT.csv", help="write the levels (+ records, JSON)")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT.csv",
+        help="write the levels (+ OUT.requests.jsonl, OUT.json)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(p)
     p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser(
         "serve-tiny",
         help="serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
     )
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=number_option(int, min_val=1, max_val=65535), default=8000, help="TCP port"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address")
     p.add_argument("--model-dir", help="where to save the model (default: the user cache)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument("--ready-timeout-s", type=float, default=180.0, help="wait for the server")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random weights")
+    p.add_argument(
+        "--ready-timeout-s",
+        type=number_option(float, max_val=MAX_TIMEOUT_S, **positive_s),
+        default=180.0,
+        help="wait for the server",
+    )
     p.add_argument("--no-warmup", action="store_true", help="announce before a warm-up request")
-    p.add_argument("--threads", type=int, default=1, help="the server's OpenMP threads")
-    p.add_argument("--cb-num-blocks", type=int, default=64, help="KV-cache pages of 256 tokens")
-    p.add_argument("--cb-max-batch-tokens", type=int, default=512, help="tokens per step")
+    p.add_argument(
+        "--threads",
+        type=number_option(int, min_val=1, max_val=1024),
+        default=1,
+        help="the server's OpenMP threads",
+    )
+    p.add_argument(
+        "--cb-num-blocks",
+        type=number_option(int, min_val=1, max_val=1 << 20),
+        default=64,
+        help="KV-cache pages of 256 tokens",
+    )
+    p.add_argument(
+        "--cb-max-batch-tokens",
+        type=number_option(int, min_val=1, max_val=1 << 20, unit="tokens"),
+        default=512,
+        help="tokens per step",
+    )
     p.set_defaults(func=cmd_serve_tiny)
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM: raised in the main thread (a BaseException, so that no ``except Exception``
+    swallows it) and unwinding through every write in progress, which removes its temp files."""
+
+
+@contextlib.contextmanager
+def _signal_handlers() -> Iterator[None]:
+    """SIGTERM raises :class:`_Terminated` and SIGINT ``KeyboardInterrupt`` while the command
+    runs (in the main thread; a signal the caller ignores stays ignored); the previous handlers
+    come back afterwards."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = {}
+    for sig, handler in ((signal.SIGTERM, on_term), (signal.SIGINT, signal.default_int_handler)):
+        current = signal.getsignal(sig)
+        if current is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (``| head`` after its lines)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see :data:`EXIT_CODES_HELP`)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except LimitError as err:
-        print(f"batchlab: limit not met: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except VerificationError as err:
-        print(f"batchlab: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except (InputError, BatchlabError) as err:
-        print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:  # a file that cannot be read or written: the user's to fix
-        print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("batchlab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception:
-        print(
-            "batchlab: internal error (a bug in batchlab, not in your input; please report it "
-            "with the traceback below):",
-            file=sys.stderr,
-        )
-        traceback.print_exc(file=sys.stderr)
-        return EXIT_INTERNAL
+    with _signal_handlers():
+        try:
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as done:  # --help (0), or a usage error argparse reported (2)
+                return done.code if isinstance(done.code, int) else EXIT_USAGE
+            return args.func(args)
+        except LimitError as err:
+            print(f"batchlab: limit not met: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        except VerificationError as err:
+            print(f"batchlab: {err}", file=sys.stderr)
+            return EXIT_FAILED
+        except (InputError, BatchlabError) as err:
+            print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE
+        except BrokenPipeError as err:
+            if _stdout_closed():  # | head: the reader has what it wanted; exit quietly
+                _silence_stdout()
+                return EXIT_BROKEN_PIPE
+            print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as err:  # a file that cannot be read or written: the user's to fix
+            print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("batchlab: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except _Terminated:
+            print("batchlab: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
+        except Exception:
+            print(
+                "batchlab: internal error (a bug in batchlab, not in your input; please report "
+                "it with the traceback below):",
+                file=sys.stderr,
+            )
+            traceback.print_exc(file=sys.stderr)
+            return EXIT_INTERNAL
 
 
 def _one_line(err: BaseException) -> str:

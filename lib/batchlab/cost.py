@@ -68,6 +68,7 @@ from numpy.typing import ArrayLike
 
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
+from batchlab.shapes import check_granularity
 
 __all__ = [
     "MEMBER_FLOOR_BATCH",
@@ -114,8 +115,10 @@ class CostCoefficients:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _INT_FIELDS:
-                value = check_scalar(value, f.name, int, min_val=1)
+            if f.name == "granularity":
+                value = check_granularity(value)
+            elif f.name in _INT_FIELDS:
+                value = check_scalar(value, f.name, int, min_val=1, max_val=2**31 - 1)
             elif f.name in _BOOL_FIELDS:
                 value = check_scalar(value, f.name, bool)
             else:

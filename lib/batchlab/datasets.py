@@ -36,7 +36,8 @@ import pooch
 
 from batchlab.checks import check_csv_rows, check_scalar
 from batchlab.errors import InputError
-from batchlab.workload import validate_requests
+from batchlab.io import read_csv_table
+from batchlab.workload import MAX_LENGTH, validate_requests
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -44,7 +45,9 @@ __all__ = [
     "TraceInfo",
     "list_traces",
     "load_trace",
+    "requests_from_trace_table",
     "search_dirs",
+    "trace_format",
     "trace_path",
 ]
 
@@ -281,13 +284,24 @@ def trace_path(
 
 def _lengths(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
-    check_csv_rows(bad, "must be a whole number of tokens >= 0", raw, column, path=path)
+    with np.errstate(invalid="ignore"):
+        bad = (
+            ~np.isfinite(values)
+            | (values < 0)
+            | (values != np.round(values))
+            | (values > MAX_LENGTH)
+        )
+    check_csv_rows(
+        bad, f"must be a whole number of tokens in [0, {MAX_LENGTH}]", raw, column, path=path
+    )
     return values.astype(np.int64)
 
 
 def _arrivals(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    stamps = pd.to_datetime(raw[column], format=_TIMESTAMP_FORMAT, errors="coerce")
+    text = raw[column]
+    if not pd.api.types.is_string_dtype(text.dtype):  # numbers where a time belongs: as text
+        text = text.astype(str).where(text.notna(), None)
+    stamps = pd.to_datetime(text, format=_TIMESTAMP_FORMAT, errors="coerce")
     missing = stamps.isna().to_numpy()
     check_csv_rows(
         missing, "not a timestamp like '2023-11-16 18:15:46.6805900'", raw, column, path=path
@@ -296,18 +310,26 @@ def _arrivals(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return (ns - ns.min()).astype(np.float64) / 1e9
 
 
-def _requests_from_raw(raw: pd.DataFrame, info: TraceInfo, path: Path) -> pd.DataFrame:
+def _requests_from_raw(
+    raw: pd.DataFrame, info: TraceInfo, path: Path, id_prefix: str | None = None
+) -> pd.DataFrame:
     """Turn the raw CSV table into a request table (not yet validated), dropping zero lengths."""
+    header_line = raw.attrs.get("header_line", 1)
     for column in (info.prompt_column, info.gen_column, info.time_column):
         if column is not None and column not in raw.columns:
-            raise InputError("missing column", path=path, field=column)
+            raise InputError(
+                "missing column in the header", path=path, line=header_line, field=column
+            )
+    if len(raw) == 0:
+        raise InputError("no requests: the file has a header but no rows", path=path)
     prompt = _lengths(raw, info.prompt_column, path)
     gen = _lengths(raw, info.gen_column, path)
     row = np.arange(len(raw), dtype=np.int64)
     width = max(6, len(str(max(len(raw) - 1, 0))))
     ids = pd.Series(row).astype(str).str.zfill(width)
+    prefix = info.id_prefix if id_prefix is None else str(id_prefix)
     data: dict[str, object] = {
-        "request_id": (info.id_prefix + "-" + ids).to_numpy(dtype=object),
+        "request_id": (prefix + "-" + ids).to_numpy(dtype=object),
         "prompt_len": prompt,
         "gen_len": gen,
     }
@@ -316,10 +338,64 @@ def _requests_from_raw(raw: pd.DataFrame, info: TraceInfo, path: Path) -> pd.Dat
     df = pd.DataFrame(data)
     keep = (prompt > 0) & (gen > 0)
     dropped = int(len(df) - keep.sum())
+    lines = raw.attrs.get("source_lines")
     if dropped:
         df = df.loc[keep].reset_index(drop=True)
+        if lines is not None:
+            lines = np.asarray(lines)[keep]
+    if not len(df):
+        raise InputError(
+            f"no requests: every one of the {dropped:,} rows has a zero length", path=path
+        )
+    if lines is not None:
+        from batchlab.workload import SourceLines
+
+        df.attrs["source_lines"] = SourceLines(lines)
     df.attrs["dropped_rows"] = dropped
     return df
+
+
+def trace_format(path: str | os.PathLike[str], columns) -> TraceInfo | None:
+    """The registered trace whose CSV format a file has: the trace of that file name when its
+    columns are there, else the first trace whose length (and time) columns are all among
+    ``columns``; None when the file is in no trace's format."""
+    names = set(map(str, columns))
+
+    def fits(info: TraceInfo) -> bool:
+        need = {info.prompt_column, info.gen_column}
+        if info.time_column is not None:
+            need.add(info.time_column)
+        return need <= names
+
+    file = Path(path).name
+    for info in TRACES.values():
+        if info.file == file and fits(info):
+            return info
+    for info in TRACES.values():
+        if fits(info):
+            return info
+    return None
+
+
+def requests_from_trace_table(
+    raw: pd.DataFrame,
+    info: TraceInfo,
+    path: str | os.PathLike[str],
+    *,
+    id_prefix: str | None = None,
+) -> pd.DataFrame:
+    """The request table of a trace CSV read as a raw table (:func:`batchlab.io.read_csv_table`):
+    lengths from ``info``'s columns (zero-length rows dropped), ``arrival_s`` from its time
+    column, ids ``"<prefix>-<row>"``: ``info``'s prefix when ``path`` is the trace's own file
+    name, else ``id_prefix`` or the file's stem. Errors name the file and line."""
+    p = Path(path)
+    if id_prefix is None and p.name != info.file:
+        id_prefix = p.stem
+    df = _requests_from_raw(raw, info, p, id_prefix)
+    dropped = df.attrs["dropped_rows"]
+    out = validate_requests(df, source=p)
+    out.attrs["dropped_rows"] = dropped
+    return out
 
 
 def load_trace(
@@ -341,10 +417,7 @@ def load_trace(
     info = _info(name)
     limit = check_scalar(limit, "limit", int, min_val=1, allow_none=True)
     path = trace_path(name, data_dir=data_dir, download=download)
-    try:
-        raw = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot parse the CSV: {exc}", path=path) from exc
+    raw = read_csv_table(path, what="requests")
     df = _requests_from_raw(raw, info, path)
     dropped = df.attrs["dropped_rows"]
     if limit is not None:

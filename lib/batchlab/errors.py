@@ -1,7 +1,8 @@
 """Error types shared by every batchlab module.
 
 Each error carries the place it is about (file, line, field, request id) as attributes and
-renders them in a single readable line, so the command line can print ``str(err)`` as is.
+renders them in a single readable line (control characters escaped), so the command line can
+print ``str(err)`` as is.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ __all__ = [
     "BatchlabError",
     "InputError",
     "LimitError",
+    "SimulationError",
     "VerificationError",
 ]
 
@@ -50,7 +52,16 @@ class InputError(BatchlabError, ValueError):
             where.append(f"field '{self.field}'")
         if self.request_id is not None:
             where.append(f"request_id '{self.request_id}'")
-        return f"{', '.join(where)}: {self.message}" if where else self.message
+        text = f"{', '.join(where)}: {self.message}" if where else self.message
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: line breaks and other control characters (from an id or a path
+    that holds them) written as escapes, so a message is always a single line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class LimitError(BatchlabError):
@@ -74,3 +85,8 @@ class VerificationError(BatchlabError):
         self.violations = list(violations)
         head = f"plan fails verification ({len(self.violations)} violation(s))"
         super().__init__(head + ": " + "; ".join(self.violations[:5]))
+
+
+class SimulationError(BatchlabError):
+    """A simulation cannot go on (a stall: requests wait that the policy will never start);
+    the message names the clock, the policy and the requests left, never an internal error."""

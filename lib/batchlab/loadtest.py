@@ -86,13 +86,26 @@ import pandas as pd
 from batchlab import __version__ as _batchlab_version
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
-from batchlab.io import atomic_path
+from batchlab.io import all_or_nothing, atomic_path
 from batchlab.simulate import draw_arrivals, find_knee
 from batchlab.stats import nearest_rank
-from batchlab.workload import validate_requests
+from batchlab.workload import MAX_BURSTINESS, MIN_BURSTINESS, validate_requests
+
+#: bounds of a load test: the highest rate (requests/s) and concurrency, the most levels, the
+#: longest sending time per level and the longest wait for one response (seconds).
+MAX_RATE = 1e6
+MAX_CONCURRENCY = 100_000
+MAX_LEVELS = 100
+MAX_DURATION_S = 86_400.0
+MAX_TIMEOUT_S = 3_600.0
 
 __all__ = [
     "ARRIVALS",
+    "MAX_CONCURRENCY",
+    "MAX_DURATION_S",
+    "MAX_LEVELS",
+    "MAX_RATE",
+    "MAX_TIMEOUT_S",
     "LEVEL_COLUMNS",
     "LOAD_SWEEP_COLUMNS",
     "MEASURED_COLUMNS",
@@ -865,7 +878,8 @@ class LoadTestResult:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``PATH.csv`` (the levels), ``PATH.requests.jsonl`` (the records, one JSON object
         a line, ``token_ms`` as a list) and ``PATH.json`` (settings, server, versions, date):
-        all three are written to temporary files first and renamed only when all are complete."""
+        all three are written to temporary files first and renamed only when all are complete
+        (:func:`batchlab.io.all_or_nothing`: all three, or none)."""
         target = Path(path)
         if target.suffix.lower() != ".csv":
             raise InputError(
@@ -883,6 +897,7 @@ class LoadTestResult:
             "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         with (
+            all_or_nothing(),
             atomic_path(target) as t1,
             atomic_path(records_path) as t2,
             atomic_path(meta_path) as t3,
@@ -1026,25 +1041,45 @@ def loadtest(
             "give rates= (open loop) and/or concurrencies= (closed loop)", field="rates"
         )
     rate_list = [
-        check_scalar(r, "rates", float, min_val=0, include_boundaries="neither")
+        check_scalar(r, "rates", float, min_val=0, max_val=MAX_RATE, include_boundaries="right")
         for r in (rates or ())
     ]
-    conc_list = [check_scalar(c, "concurrencies", int, min_val=1) for c in (concurrencies or ())]
+    conc_list = [
+        check_scalar(c, "concurrencies", int, min_val=1, max_val=MAX_CONCURRENCY)
+        for c in (concurrencies or ())
+    ]
+    if len(rate_list) + len(conc_list) > MAX_LEVELS:
+        raise InputError(
+            f"{len(rate_list) + len(conc_list)} load levels: at most {MAX_LEVELS}", field="rates"
+        )
     if not rate_list and not conc_list:
         raise InputError("no load level given", field="rates")
     if arrivals not in ARRIVALS:
         raise InputError(f"must be one of {ARRIVALS}, got {arrivals!r}", field="arrivals")
-    cv = check_scalar(burstiness, "burstiness", float, min_val=0, include_boundaries="neither")
+    cv = check_scalar(
+        burstiness, "burstiness", float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS
+    )
     if arrivals == "trace" and cv != 1.0:
         raise InputError("burstiness applies to drawn (poisson) arrivals", field="burstiness")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise InputError(f"must be a whole number, got {seed!r}", field="seed")
-    dur = check_scalar(duration_s, "duration_s", float, min_val=0, include_boundaries="neither")
+    dur = check_scalar(
+        duration_s,
+        "duration_s",
+        float,
+        min_val=0,
+        max_val=MAX_DURATION_S,
+        include_boundaries="right",
+    )
     cap = (
         None if max_requests is None else check_scalar(max_requests, "max_requests", int, min_val=1)
     )
-    tmo = check_scalar(timeout_s, "timeout_s", float, min_val=0, include_boundaries="neither")
-    conns = check_scalar(max_connections, "max_connections", int, min_val=1)
+    tmo = check_scalar(
+        timeout_s, "timeout_s", float, min_val=0, max_val=MAX_TIMEOUT_S, include_boundaries="right"
+    )
+    conns = check_scalar(
+        max_connections, "max_connections", int, min_val=1, max_val=MAX_CONCURRENCY
+    )
     if ignore_eos not in (None, True, False):
         raise InputError(f"must be None, True or False, got {ignore_eos!r}", field="ignore_eos")
     out_path = None

@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,24 +25,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from batchlab.checks import check_scalar
+from batchlab.checks import check_scalar, shown_value
 from batchlab.errors import InputError, VerificationError
-from batchlab.io import JsonLines, atomic_write, read_json_lines
-from batchlab.shapes import align, assign_shapes, gen_buckets
-from batchlab.workload import MAX_LENGTH, validate_requests
+from batchlab.io import JsonLines, atomic_write, read_json_lines, read_text
+from batchlab.shapes import align, assign_shapes, check_granularity, gen_buckets
+from batchlab.workload import MAX_LENGTH, id_strings, number_values, validate_requests
 
 __all__ = [
     "DEFAULT_HEADS_ALIGN",
     "DEFAULT_HIDDEN_ALIGN",
     "JoinedPlan",
     "PLAN_COLUMNS",
+    "PLAN_META_FORMAT",
     "VIOLATION_KINDS",
     "VerificationReport",
     "baseline_plan",
     "bucketed_plan",
     "join_and_verify",
     "plan_from_batches",
+    "plan_meta_path",
     "read_plan",
+    "read_plan_meta",
     "validate_plan",
     "verify",
     "verify_plans",
@@ -111,15 +115,12 @@ def _as_str_column(df: pd.DataFrame, column: str, source: object | None) -> np.n
             return _shared_strings(strings)
     arr = values.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(arr, skipna=False) == "string":
-        return arr  # all Python str, no missing value
-    missing = values.isna().to_numpy()
-    if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        rid = None if column == "request_id" else str(df["request_id"].iloc[pos])
-        raise InputError(
-            "missing value", path=source, line=_row_line(df, pos), field=column, request_id=rid
-        )
-    return values.astype(str).to_numpy(dtype=object)
+        try:
+            "".join(arr).encode("utf-8")
+            return arr  # all Python str, no missing value, valid Unicode
+        except UnicodeEncodeError:
+            pass  # id_strings names the lone surrogate
+    return id_strings(df, column, source=source)
 
 
 def _as_size_column(df: pd.DataFrame, column: str, source: object | None) -> np.ndarray:
@@ -129,7 +130,8 @@ def _as_size_column(df: pd.DataFrame, column: str, source: object | None) -> np.
         arr = values.to_numpy(dtype=np.int64)
         bad = (arr <= 0) | (arr > MAX_LENGTH)
     else:
-        numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        expected = f"a positive whole number <= {MAX_LENGTH}"
+        numeric = number_values(df, column, source=source, expected=expected)
         with np.errstate(invalid="ignore"):
             bad = (
                 ~np.isfinite(numeric)
@@ -143,7 +145,7 @@ def _as_size_column(df: pd.DataFrame, column: str, source: object | None) -> np.
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"must be a positive whole number <= {MAX_LENGTH}, got {values.iloc[pos]!r}",
+            f"must be a positive whole number <= {MAX_LENGTH}, got {shown_value(values.iloc[pos])}",
             path=source,
             line=_row_line(df, pos),
             field=column,
@@ -199,7 +201,7 @@ def _json_int(value: object, *, path: object, line: int, field: str, rid: str | 
     not_number = isinstance(value, bool) or not isinstance(value, int | float)
     if not_number or (isinstance(value, float) and not value.is_integer()):
         raise InputError(
-            f"must be a whole number, got {value!r}",
+            f"must be a whole number, got {shown_value(value)}",
             path=path,
             line=line,
             field=field,
@@ -207,7 +209,7 @@ def _json_int(value: object, *, path: object, line: int, field: str, rid: str | 
         )
     if not 0 < value <= MAX_LENGTH:
         raise InputError(
-            f"must be a positive whole number <= {MAX_LENGTH}, got {value!r}",
+            f"must be a positive whole number <= {MAX_LENGTH}, got {shown_value(value)}",
             path=path,
             line=line,
             field=field,
@@ -224,7 +226,11 @@ def _json_id(value: object, *, path: object, line: int, field: str, rid: str | N
     if value is None:
         raise InputError("missing field", path=path, line=line, field=field, request_id=rid)
     raise InputError(
-        f"must be a string, got {value!r}", path=path, line=line, field=field, request_id=rid
+        f"must be a string, got {shown_value(value)}",
+        path=path,
+        line=line,
+        field=field,
+        request_id=rid,
     )
 
 
@@ -359,6 +365,52 @@ def write_plan(plan: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         )
 
 
+#: the ``format`` of a plan's sidecar (:func:`plan_meta_path`).
+PLAN_META_FORMAT = "batchlab plan meta 1"
+
+
+def plan_meta_path(path: str | os.PathLike[str]) -> Path:
+    """The sidecar of plan file ``path`` that records how the plan was made: the plan's path
+    with its suffix replaced by ``.meta.json`` (``p.jsonl`` -> ``p.meta.json``; a path without
+    a suffix gets ``.meta.json`` appended)."""
+    p = Path(path)
+    return p.with_suffix(".meta.json") if p.suffix else p.with_name(p.name + ".meta.json")
+
+
+def read_plan_meta(path: str | os.PathLike[str]) -> dict | None:
+    """The sidecar of plan file ``path`` (:func:`plan_meta_path`) as a dict, or None when the
+    plan has none. A sidecar must be a JSON object with ``format`` :data:`PLAN_META_FORMAT`
+    and a ``settings`` object (``cost_model``: str, ``granularity``: whole number); anything
+    else is an InputError naming the sidecar and the field."""
+    meta_path = plan_meta_path(path)
+    if not meta_path.exists():
+        return None
+    text = read_text(meta_path)
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(
+            f"invalid JSON: {err.msg} (column {err.colno})", path=meta_path, line=err.lineno
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != PLAN_META_FORMAT:
+        raise InputError(
+            f"not a plan sidecar (expected an object with format {PLAN_META_FORMAT!r})",
+            path=meta_path,
+            field="format",
+        )
+    settings = meta.get("settings")
+    if not isinstance(settings, dict):
+        raise InputError("must be an object", path=meta_path, field="settings")
+    if not isinstance(settings.get("cost_model"), str):
+        raise InputError("must be a string", path=meta_path, field="settings.cost_model")
+    try:
+        check_granularity(settings.get("granularity"))
+        check_scalar(settings.get("max_shapes"), "max_shapes", int, min_val=1, allow_none=True)
+    except InputError as err:
+        raise InputError(err.message, path=meta_path, field=f"settings.{err.field}") from None
+    return meta
+
+
 def plan_from_batches(
     request_ids: ArrayLike,
     batch_ids: ArrayLike,
@@ -453,7 +505,7 @@ def _check_max_shapes(max_shapes: int | None) -> int | None:
 
 
 def _check_granularity(granularity: int) -> int:
-    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
+    return check_granularity(granularity)
 
 
 def _distinct_shapes(seq: np.ndarray, heads: np.ndarray, hidden: np.ndarray) -> np.ndarray:

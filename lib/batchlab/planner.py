@@ -30,23 +30,28 @@ reported next to what the planner achieved. When a limit cannot be met, a
 from __future__ import annotations
 
 import math
+import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from batchlab.checks import check_scalar
 from batchlab.cost import CostModel, get_cost_model
 from batchlab.errors import InputError, LimitError
 from batchlab.evaluate import Evaluation, evaluate, evaluate_arrays
+from batchlab.io import read_text
 from batchlab.plan import plan_from_batches
 from batchlab.shapes import align, joint_optimal_shapes, min_batches, min_padding_tokens
-from batchlab.workload import validate_requests
+from batchlab.workload import MAX_LENGTH, validate_requests
 
 __all__ = [
     "LIMIT_METRICS",
+    "MAX_SHAPES",
+    "MAX_TIME_LIMIT_S",
     "BucketPlan",
     "Limits",
     "LowerBounds",
@@ -81,18 +86,16 @@ class Limits:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-                raise InputError(f"must be a number, got {value!r}", field=f.name)
-            if not math.isfinite(value) or value <= 0:
-                raise InputError(f"must be a positive finite number, got {value!r}", field=f.name)
-        if self.max_batch_size is not None and int(self.max_batch_size) != self.max_batch_size:
-            raise InputError(
-                f"must be a whole number of requests, got {self.max_batch_size!r}",
-                field="max_batch_size",
+            kind = int if f.name == "max_batch_size" else float
+            value = check_scalar(
+                getattr(self, f.name),
+                f.name,
+                kind,
+                min_val=0 if kind is float else 1,
+                include_boundaries="right" if kind is float else "both",
+                allow_none=True,
             )
+            object.__setattr__(self, f.name, value)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object], *, source: object = None) -> Limits:
@@ -104,10 +107,6 @@ class Limits:
                     f"unknown limit; known: {', '.join(sorted(known))}", path=source, field=key
                 )
         kwargs = dict(values)
-        if kwargs.get("max_batch_size") is not None:
-            mbs = kwargs["max_batch_size"]
-            if isinstance(mbs, float) and mbs.is_integer():
-                kwargs["max_batch_size"] = int(mbs)
         try:
             return cls(**kwargs)  # type: ignore[arg-type]
         except InputError as err:
@@ -129,18 +128,49 @@ class Limits:
 def read_limits(path: str | Path) -> dict[str, Limits]:
     """Read ``LIMITS.toml``: one table per input file stem with keys of :class:`Limits`."""
     path = Path(path)
+    text = read_text(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such file", path=path) from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", path=path) from None
+        match = re.search(r"\(at line (\d+), column \d+\)", str(err))
+        line = int(match.group(1)) if match else None
+        raise InputError(f"not valid TOML: {err}", path=path, line=line) from None
     out = {}
     for name, table in data.items():
         if not isinstance(table, dict):
-            raise InputError("expected a table [bucket_name] of limits", path=path, field=name)
-        out[name] = Limits.from_mapping(table, source=f"{path} [{name}]")
+            raise InputError(
+                "expected a table [bucket_name] of limits",
+                path=path,
+                line=_toml_line(text, None, name),
+                field=name,
+            )
+        try:
+            out[name] = Limits.from_mapping(table)
+        except InputError as err:
+            raise InputError(
+                err.message,
+                path=path,
+                line=_toml_line(text, name, err.field),
+                field=f"{name}.{err.field}",
+            ) from None
     return out
+
+
+def _toml_line(text: str, table: str | None, key: str | None) -> int | None:
+    """The 1-based line of ``key = ...`` in table ``[table]`` of a TOML text (None: top
+    level), when it is written plainly there; else None."""
+    current = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.fullmatch(r"\[\s*\"?([^\]\"]+?)\"?\s*\]", line)
+        if header:
+            current = header.group(1).strip()
+            continue
+        if current == table and key is not None:
+            match = re.match(r'"?([A-Za-z0-9_-]+)"?\s*=', line)
+            if match and match.group(1) == key:
+                return number
+    return None
 
 
 @dataclass(frozen=True)
@@ -599,10 +629,18 @@ def _as_buckets(buckets) -> list[tuple[str, pd.DataFrame]]:
     if isinstance(buckets, pd.DataFrame):
         return [("bucket_0", buckets)]
     if isinstance(buckets, Mapping):
+        if not buckets:
+            raise InputError("no buckets to plan (an empty mapping)", field="buckets")
         return [(str(k), v) for k, v in buckets.items()]
+    if isinstance(buckets, str | bytes) or not isinstance(buckets, Iterable):
+        raise InputError(
+            "expected a request table, a list of them or a mapping name -> table, got "
+            f"{type(buckets).__name__}",
+            field="buckets",
+        )
     items = list(buckets)
     if not items:
-        raise InputError("no buckets to plan")
+        raise InputError("no buckets to plan", field="buckets")
     return [(f"bucket_{i}", df) for i, df in enumerate(items)]
 
 
@@ -1394,20 +1432,41 @@ def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[
 EXACT_MODES = ("auto", "always", "never")
 
 
+#: the most shapes a plan declares (each a compiled graph): a larger max_shapes is clamped to
+#: it, with a warning (the planner's work grows with the number of shapes).
+MAX_SHAPES = 64
+#: the longest time budget of the exact model (seconds): one day.
+MAX_TIME_LIMIT_S = 86_400.0
+
+
 def _check_options(max_shapes, time_limit_s, exact) -> None:
-    if isinstance(max_shapes, bool) or int(max_shapes) != max_shapes or max_shapes < 1:
-        raise InputError(f"must be a positive whole number, got {max_shapes!r}", field="max_shapes")
-    if (
-        isinstance(time_limit_s, bool)
-        or not isinstance(time_limit_s, int | float | np.number)
-        or not math.isfinite(time_limit_s)
-        or time_limit_s <= 0
-    ):
-        raise InputError(
-            f"must be a positive number of seconds, got {time_limit_s!r}", field="time_limit_s"
-        )
+    check_scalar(max_shapes, "max_shapes", int, min_val=1, unit="shapes")
+    check_scalar(
+        time_limit_s,
+        "time_limit_s",
+        float,
+        min_val=0,
+        max_val=MAX_TIME_LIMIT_S,
+        include_boundaries="right",
+        unit="s",
+    )
     if exact not in EXACT_MODES:
         raise InputError(f"must be one of {', '.join(EXACT_MODES)}, got {exact!r}", field="exact")
+
+
+def _check_aligned_fit(req: pd.DataFrame, prompt: np.ndarray, g: int, source: object) -> None:
+    """Every aligned prompt must be a valid seq_align (<= MAX_LENGTH): checked before any work,
+    naming the granularity and the request."""
+    longest = int(np.argmax(prompt))
+    aligned = -(-int(prompt[longest]) // g) * g
+    if aligned > MAX_LENGTH:
+        raise InputError(
+            f"granularity {g:,} aligns prompt_len {int(prompt[longest]):,} to {aligned:,} tokens, "
+            f"more than a plan's largest seq_align ({MAX_LENGTH:,}); use a smaller granularity",
+            path=source,
+            field="granularity",
+            request_id=str(req["request_id"].iloc[longest]),
+        )
 
 
 def _request_batches(c: _Candidate) -> np.ndarray:
@@ -1439,9 +1498,9 @@ def plan_requests(
 
     ``buckets``: a request table, a list of them, or a mapping name -> table. ``limits``: one
     :class:`Limits` for all buckets, or a mapping bucket name -> Limits (or a dict of its keys).
-    ``max_shapes`` larger than the number of distinct aligned prompt lengths is clamped to it
-    (with a warning). ``exact``: ``"always"`` solves the exact model (HiGHS) within
-    ``time_limit_s`` seconds, ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
+    ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
+    :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
+    model (HiGHS) within ``time_limit_s`` seconds (at most :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
     model is small enough to fit the budget. ``window``: the widest batch, in runs, of the
     contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
     shows when planning takes longer than a second; ``progress=None`` shows it only on a
@@ -1466,9 +1525,16 @@ def plan_requests(
     lims = _limits_for(limits, names)
     prepared = []
     for name, df in named:
-        req = validate_requests(df, source=df.attrs.get("source", name))
+        if not isinstance(df, pd.DataFrame):
+            raise InputError(
+                f"bucket {name!r}: expected a request table (DataFrame), got {type(df).__name__}",
+                field="buckets",
+            )
+        source = df.attrs.get("source", name)
+        req = validate_requests(df, source=source)
         p = req["prompt_len"].to_numpy(np.int64)
         g = req["gen_len"].to_numpy(np.int64)
+        _check_aligned_fit(req, p, cm.granularity, source)
         lim = lims[name]
         prepared.append(
             _Bucket(
@@ -1490,6 +1556,13 @@ def plan_requests(
             stacklevel=2,
         )
     cap = min(cap, len(distinct))
+    if cap > MAX_SHAPES:
+        warnings.warn(
+            f"max_shapes = {cap:,}: using {MAX_SHAPES} (the planner's work grows with the "
+            "number of shapes; no plan declares more)",
+            stacklevel=2,
+        )
+        cap = MAX_SHAPES
     deadline = time.perf_counter() + float(time_limit_s)
     nb = len(prepared)
     import sys

@@ -210,7 +210,7 @@ class DeviceSpec:
 
     def scaled(self, n: int) -> DeviceSpec:
         """``n`` devices as one (ideal tensor parallelism): n× FLOP/s, bandwidth and memory."""
-        n = check_scalar(n, "n_devices", int, min_val=1)
+        n = check_scalar(n, "n_devices", int, min_val=1, max_val=MAX_DEVICES)
         if n == 1:
             return self
         return dataclasses.replace(
@@ -275,6 +275,8 @@ def get_model(name_or_spec: str | ModelSpec) -> ModelSpec:
     )
 
 
+#: the most devices ``"<n>x<gpu>"`` joins into one (a large cluster).
+MAX_DEVICES = 4096
 _SCALED = re.compile(r"^(\d+)\s*x\s*[-_]?\s*(.+)$")
 
 
@@ -291,6 +293,10 @@ def get_gpu(name_or_spec: str | DeviceSpec) -> DeviceSpec:
         return GPUS[key]
     match = _SCALED.match(key)
     if match and match.group(2) in GPUS and int(match.group(1)) >= 1:
+        if len(match.group(1)) > 6 or int(match.group(1)) > MAX_DEVICES:
+            raise InputError(
+                f"{name_or_spec!r}: at most {MAX_DEVICES:,} devices as one", field="gpu"
+            )
         return GPUS[match.group(2)].scaled(int(match.group(1)))
     raise InputError(
         f"unknown GPU {name_or_spec!r}; presets: {', '.join(GPUS)} (or 'Nx<preset>', or pass a "

@@ -37,6 +37,9 @@ __all__ = [
     "geometric_grid",
     "joint_optimal_shapes",
     "linear_grid",
+    "MAX_GRANULARITY",
+    "MAX_GRID_SHAPES",
+    "check_granularity",
     "min_batches",
     "min_padding_tokens",
     "optimal_shapes",
@@ -50,8 +53,19 @@ __all__ = [
 ]
 
 
-def _check_granularity(granularity: int) -> int:
-    return check_scalar(granularity, "granularity", int, min_val=1, unit="tokens")
+#: the largest granularity (tokens): a shape is at most ``batchlab.workload.MAX_LENGTH`` tokens.
+MAX_GRANULARITY = 2**31 - 1
+
+
+def check_granularity(granularity: int) -> int:
+    """The alignment granularity g (tokens), a whole number in [1, MAX_GRANULARITY]; else an
+    InputError naming ``granularity``."""
+    return check_scalar(
+        granularity, "granularity", int, min_val=1, max_val=MAX_GRANULARITY, unit="tokens"
+    )
+
+
+_check_granularity = check_granularity
 
 
 def align(x: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
@@ -67,6 +81,14 @@ def align(x: ArrayLike, granularity: int = DEFAULT_GRANULARITY) -> np.ndarray:
 
 def _check_int(value: object, name: str, *, minimum: int = 1) -> int:
     return check_scalar(value, name, int, min_val=minimum)
+
+
+#: the most shapes a grid or a shape set may hold (a grid's work and size grow with it).
+MAX_GRID_SHAPES = 4096
+
+
+def _check_count_of_shapes(value: object, name: str) -> int:
+    return check_scalar(value, name, int, min_val=1, max_val=MAX_GRID_SHAPES, unit="shapes")
 
 
 def _as_lengths(
@@ -151,7 +173,7 @@ def linear_grid(max_len: int, k: int, granularity: int = DEFAULT_GRANULARITY) ->
     ``granularity`` and deduplicated (tokens). The top value is ``align(max_len)``."""
     g = _check_granularity(granularity)
     top = _check_max_len(max_len)
-    k = _check_int(k, "k")
+    k = _check_count_of_shapes(k, "k")
     points = [-(-top * i // k) for i in range(1, k + 1)]  # exact integer ceil
     return np.unique(align(np.asarray(points, dtype=np.int64), g))
 
@@ -169,7 +191,7 @@ def geometric_grid(
     """
     g = _check_granularity(granularity)
     top = _check_max_len(max_len)
-    k = _check_int(k, "k")
+    k = _check_count_of_shapes(k, "k")
     low = g if min_len is None else _check_max_len(min_len, "min_len")
     low = min(low, top)
     if k == 1:
@@ -191,7 +213,7 @@ def quantile_grid(lengths: ArrayLike, k: int, granularity: int = DEFAULT_GRANULA
     """
     g = _check_granularity(granularity)
     arr = np.sort(_as_lengths(lengths))
-    k = _check_int(k, "k")
+    k = _check_count_of_shapes(k, "k")
     n = arr.size
     ranks = -(-(np.arange(1, k + 1, dtype=np.int64) * n) // k)  # ceil(i*n/k), in 1..n
     return np.unique(align(arr[ranks - 1], g))
@@ -218,7 +240,7 @@ def shape_grid(
         )
     g = _check_granularity(granularity)
     arr = _as_lengths(lengths)
-    k = _check_int(k, "k")
+    k = _check_count_of_shapes(k, "k")
     lo, hi = int(arr.min()), int(arr.max())
     if family == "power_of_two":
         return power_of_two_grid(hi, g, min_len=lo)
@@ -268,6 +290,8 @@ def _dp_shapes(
     """
     m = values.size
     kk = min(k, m)
+    if cost is None and kk == m and (counts > 0).all():  # each length its own shape: no padding
+        return values.astype(np.int64), 0.0
     vals_f = values.astype(np.float64)
     inf = np.inf
     f = np.full((kk + 1, m + 1), inf)
@@ -337,7 +361,7 @@ def optimal_shapes(
     """
     g = _check_granularity(granularity)
     arr = _as_lengths(lengths)
-    k = _check_int(k, "k")
+    k = _check_count_of_shapes(k, "k")
     values, counts, _ = _weighted_groups([arr], np.ones(1), g)
     return _dp_shapes(values, counts, k, cost)[0]
 
@@ -370,7 +394,7 @@ def joint_optimal_shapes(
     """
     g = _check_granularity(granularity)
     sets = _as_length_sets(length_sets)
-    k = _check_int(max_shapes, "max_shapes")
+    k = _check_count_of_shapes(max_shapes, "max_shapes")
     if weights is None:
         w = np.ones(len(sets))
     else:

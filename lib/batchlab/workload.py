@@ -13,10 +13,8 @@ every row in ``df.attrs["source_lines"]`` (for Parquet, the 1-based row number),
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +23,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batchlab.checks import as_named, check_scalar
+from batchlab.checks import as_named, check_scalar, is_number, shown_value
 from batchlab.errors import InputError
 from batchlab.io import (
     atomic_path,
     atomic_write,
-    blank_and_object,
-    check_utf8,
     read_bytes,
+    read_csv_table,
     read_json_lines,
-    split_records,
 )
 from batchlab.stats import nearest_rank
 
 REQUEST_COLUMNS = ("request_id", "prompt_len", "gen_len")
 MAX_LENGTH = 2**31 - 1
+#: the latest arrival time accepted (seconds from the first request, about 31.7 years): later
+#: times are no trace, and in ms they would lose the precision the simulator's clock needs.
+MAX_ARRIVAL_S = 1e9
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)
@@ -59,6 +58,10 @@ _MAX_WINDOWS = 10_000_000
 
 __all__ = [
     "LENGTH_METRICS",
+    "MAX_ARRIVAL_S",
+    "MAX_BURSTINESS",
+    "MAX_GENERATED",
+    "MIN_BURSTINESS",
     "MAX_LENGTH",
     "PROFILE_PERCENTILES",
     "REQUEST_COLUMNS",
@@ -67,8 +70,10 @@ __all__ = [
     "arrival_rate_over_time",
     "arrival_times",
     "bimodal_workload",
+    "id_strings",
     "length_percentiles_table",
     "lognormal_workload",
+    "number_values",
     "profile",
     "read_requests",
     "validate_requests",
@@ -167,10 +172,8 @@ def _remapped_lines(df: pd.DataFrame) -> SourceLines | None:
 
 
 def _show(value: object) -> str:
-    """repr of a cell value, numpy scalars shown as plain Python values."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return repr(value)
+    """repr of a cell value, numpy scalars shown as plain Python values (shortened)."""
+    return shown_value(value)
 
 
 def _fail_at(
@@ -184,6 +187,86 @@ def _fail_at(
         field=column,
         request_id=None if rid is None or (not isinstance(rid, str) and pd.isna(rid)) else str(rid),
     )
+
+
+def _kind_of(dtype: Any) -> str | None:
+    """Why a column of this dtype holds no numbers ("a datetime column"), or None."""
+    if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
+        return "a datetime column"
+    if isinstance(dtype, np.dtype) and dtype.kind == "m":
+        return "a timedelta column"
+    if isinstance(dtype, pd.PeriodDtype | pd.IntervalDtype):
+        return f"a {dtype} column"
+    if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "SU"):
+        return "a text column"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "a boolean column"
+    return None
+
+
+def _is_plain_number(value: object) -> bool:
+    t = type(value)
+    return t is int or t is float or (is_number(value) and not isinstance(value, bool | np.bool_))
+
+
+def number_values(
+    df: pd.DataFrame, column: str, *, source: object | None = None, expected: str = "a number"
+) -> np.ndarray:
+    """One numeric column as float64 (NaN nowhere): ints, whole or fractional floats. Text
+    ("100" in JSON or Parquet), booleans, datetimes and timedeltas are refused, as is a
+    missing value; the error names the line, field and request id. ``expected`` words the
+    message: "a whole number of tokens"."""
+    values = df[column]
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+        dtype = values.dtype
+    kind = _kind_of(dtype)
+    if kind is not None:
+        present = values.notna().to_numpy()
+        pos = int(np.flatnonzero(present)[0]) if present.any() else 0
+        raise _fail_at(
+            df, pos, column, f"must be {expected}, got {_show(values.iloc[pos])} ({kind})", source
+        )
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        arr = values.to_numpy(dtype=np.float64)
+    elif isinstance(dtype, np.dtype) and dtype.kind == "O":
+        objs = values.to_numpy(dtype=object)
+        missing = values.isna().to_numpy()
+        inferred = pd.api.types.infer_dtype(objs, skipna=True)
+        if inferred not in ("integer", "floating", "mixed-integer-float", "empty"):
+            ok = np.fromiter(map(_is_plain_number, objs), dtype=bool, count=len(objs))
+            bad = ~ok & ~missing
+            if bad.any():
+                pos = int(np.flatnonzero(bad)[0])
+                raise _fail_at(
+                    df, pos, column, f"must be {expected}, got {_show(objs[pos])}", source
+                )
+        arr = np.full(len(objs), np.nan)
+        with np.errstate(over="ignore"):
+            try:
+                arr[~missing] = objs[~missing].astype(np.float64)
+            except OverflowError:  # an int beyond float range
+                arr[~missing] = [_as_float_or_inf(v) for v in objs[~missing]]
+    else:  # pandas' nullable Int64 / Float64 and other extension number types
+        try:
+            arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise _fail_at(
+                df, 0, column, f"must be {expected}, got a {dtype} column", source
+            ) from None
+    missing = np.isnan(arr)
+    if missing.any():
+        pos = int(np.flatnonzero(missing)[0])
+        raise _fail_at(df, pos, column, "missing value", source)
+    return arr
+
+
+def _as_float_or_inf(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.ndarray:
@@ -202,27 +285,7 @@ def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.n
             )
             raise _fail_at(df, pos, column, message, source)
         return as_int.astype(np.int64)
-    missing = values.isna().to_numpy()
-    if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        raise _fail_at(df, pos, column, "missing value", source)
-    if values.dtype.kind == "b":
-        is_bool = np.ones(len(values), dtype=bool)
-    elif values.dtype == object:
-        is_bool = (values.map(type) == bool).to_numpy()  # noqa: E721 - exact type test
-    else:
-        is_bool = np.zeros(len(values), dtype=bool)
-    if is_bool.any():
-        pos = int(np.flatnonzero(is_bool)[0])
-        raise _fail_at(
-            df,
-            pos,
-            column,
-            f"must be a whole number of tokens, got {_show(values.iloc[pos])}",
-            source,
-        )
-    numeric = pd.to_numeric(values, errors="coerce")
-    as_float = numeric.to_numpy(dtype=float, na_value=np.nan)
+    as_float = number_values(df, column, source=source, expected="a whole number of tokens")
     bad = ~np.isfinite(as_float)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
@@ -262,13 +325,99 @@ def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.n
     return as_float.astype(np.int64)
 
 
+def _check_arrivals(df: pd.DataFrame, source: object | None) -> np.ndarray:
+    """The ``arrival_s`` column as float64 seconds in [0, MAX_ARRIVAL_S]; else InputError."""
+    expected = f"a number of seconds in [0, {MAX_ARRIVAL_S:g}]"
+    arr = number_values(df, "arrival_s", source=source, expected=expected)
+    bad = ~np.isfinite(arr) | (arr < 0) | (arr > MAX_ARRIVAL_S)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise _fail_at(
+            df,
+            pos,
+            "arrival_s",
+            f"must be {expected}, got {_show(df['arrival_s'].iloc[pos])}",
+            source,
+        )
+    return arr
+
+
+def _id_ok(value: object) -> bool:
+    t = type(value)
+    return t is str or t is int or isinstance(value, np.integer)
+
+
+def id_strings(
+    df: pd.DataFrame, column: str = "request_id", *, source: object | None = None
+) -> np.ndarray:
+    """An id column (``request_id``, a plan's ``batch_id``) as an object array of str.
+
+    Strings or whole numbers (an integer column, or ints among strings) are ids; floats
+    (``0.0``), booleans, bytes, datetimes and missing values are refused, and so are lone
+    surrogates (no valid Unicode text). InputError naming source, line and field (and the
+    request id, for another column)."""
+    values = df[column]
+    dtype = values.dtype
+
+    def fail(pos: int, message: str) -> InputError:
+        rid = None
+        if column != "request_id" and "request_id" in df.columns:
+            rid = str(df["request_id"].iloc[pos])
+        return InputError(
+            message, path=source, line=_row_line(df, pos), field=column, request_id=rid
+        )
+
+    missing = values.isna().to_numpy()
+    if missing.any():
+        raise fail(int(np.flatnonzero(missing)[0]), "missing value")
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        ids = values.astype(str).to_numpy(dtype=object)
+    elif isinstance(dtype, pd.StringDtype):
+        ids = values.to_numpy(dtype=object)
+    else:
+        objs = values.to_numpy(dtype=object)
+        all_str = False
+        if not (isinstance(dtype, np.dtype) and dtype.kind == "O"):
+            ok = np.zeros(len(objs), dtype=bool)
+        elif pd.api.types.infer_dtype(objs, skipna=False) == "string":
+            ok = np.ones(len(objs), dtype=bool)
+            all_str = True
+        else:
+            ok = np.fromiter(map(_id_ok, objs), dtype=bool, count=len(objs))
+        if not ok.all():
+            pos = int(np.flatnonzero(~ok)[0])
+            kind = _kind_of(dtype)
+            raise fail(
+                pos,
+                f"must be a string or a whole number, got {_show(objs[pos])}"
+                + (f" ({kind})" if kind else ""),
+            )
+        ids = objs if all_str else values.astype(str).to_numpy(dtype=object)
+    try:
+        "".join(ids).encode("utf-8")
+    except UnicodeEncodeError:
+        pos = next(i for i, v in enumerate(ids) if not _encodable(v))
+        raise fail(pos, "not valid Unicode: a lone surrogate (half of a UTF-16 pair)") from None
+    return ids
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_requests(df: pd.DataFrame, *, source: object | None = None) -> pd.DataFrame:
     """Check a request table and return a normalized copy.
 
     Columns: ``request_id`` (str, unique, non-empty), ``prompt_len`` and ``gen_len`` (positive
     whole numbers of tokens, at most ``MAX_LENGTH``; 12.0 is accepted as 12; returned as int64),
-    optional ``arrival_s`` (finite float seconds, >= 0). Extra columns are kept. The result has a
-    fresh RangeIndex and ``request_id`` holds Python ``str`` objects (object dtype).
+    optional ``arrival_s`` (float seconds in [0, ``MAX_ARRIVAL_S``]). Numbers must be numbers:
+    text (``"100"``), booleans, datetimes and timedeltas are refused, and so are float or
+    boolean request ids. Extra columns are kept. The result has a fresh RangeIndex and
+    ``request_id`` holds Python ``str`` objects (object dtype).
     Raises :class:`InputError` naming the source, line, field and request id of the first problem.
     """
     if not isinstance(df, pd.DataFrame):
@@ -282,12 +431,7 @@ def validate_requests(df: pd.DataFrame, *, source: object | None = None) -> pd.D
             raise InputError("missing column", path=source, field=column)
     out = df.copy()
     out.attrs = dict(df.attrs)
-    rid = out["request_id"]
-    missing = rid.isna().to_numpy()
-    if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        raise InputError("missing value", path=source, line=_row_line(out, pos), field="request_id")
-    ids = rid.astype(str).to_numpy(dtype=object)
+    ids = id_strings(out, source=source)
     out["request_id"] = pd.Series(ids, index=out.index, dtype=object)
     empty = ids == ""
     if empty.any():
@@ -311,20 +455,7 @@ def validate_requests(df: pd.DataFrame, *, source: object | None = None) -> pd.D
     for column in _LENGTH_FIELDS:
         out[column] = _check_lengths(out, column, source)
     if "arrival_s" in out.columns:
-        arr = pd.to_numeric(out["arrival_s"], errors="coerce").to_numpy(
-            dtype=float, na_value=np.nan
-        )
-        bad = ~np.isfinite(arr) | (arr < 0)
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise _fail_at(
-                out,
-                pos,
-                "arrival_s",
-                f"must be a finite number of seconds >= 0, got {_show(out['arrival_s'].iloc[pos])}",
-                source,
-            )
-        out["arrival_s"] = arr
+        out["arrival_s"] = _check_arrivals(out, source)
     lines = _remapped_lines(out)
     result = out.reset_index(drop=True)
     result.attrs = {k: v for k, v in out.attrs.items() if k != "source_lines"}
@@ -413,44 +544,48 @@ def _check_json_ids(df: pd.DataFrame, path: Path, lines: np.ndarray) -> None:
         )
 
 
-_PANDAS_LINE = re.compile(r"line (\d+)")
+#: CSV columns whose text cells are numbers (CSV has no types: "100" there is 100).
+_CSV_NUMBER_COLUMNS = ("prompt_len", "gen_len", "arrival_s")
 
 
-def _read_csv(path: Path, data: bytes) -> pd.DataFrame:
-    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
-        raise InputError("empty file: no header and no requests", path=path)
-    check_utf8(path, data)
-    starts, ends, lines = split_records(data, quotes=True)
-    blank, _ = blank_and_object(data, starts, ends)
-    try:
-        df = pd.read_csv(
-            io.BytesIO(data),
-            dtype={"request_id": str},
-            keep_default_na=False,
-            na_values=[""],
-            low_memory=False,
-            encoding="utf-8",
-        )
-    except pd.errors.EmptyDataError:
-        raise InputError("empty file: no header and no requests", path=path) from None
-    except pd.errors.ParserError as err:
-        text = str(err).strip().replace("Error tokenizing data. C error: ", "")
-        match = _PANDAS_LINE.search(text)
-        line = None
-        if match:  # pandas counts records (blank ones too); map to the file line
-            rec = int(match.group(1)) - 1
-            line = int(lines[rec]) if 0 <= rec < len(lines) else None
-            text = _PANDAS_LINE.sub("this line", text, count=1)
-        raise InputError(f"malformed CSV: {text}", path=path, line=line) from None
-    record_lines = lines[~blank]
-    header_line = int(record_lines[0]) if len(record_lines) else 1
+def _csv_numbers(values: pd.Series) -> pd.Series:
+    """A text column of a CSV file with its numeric cells as numbers; other text stays text
+    (for the validator to name it)."""
+    if not (values.dtype == object or isinstance(values.dtype, pd.StringDtype)):
+        return values
+    numeric = pd.to_numeric(values, errors="coerce")
+    text = values.notna() & numeric.isna()
+    if not text.any():
+        return numeric
+    out = values.astype(object).copy()
+    out[~text] = numeric[~text]
+    return out
+
+
+def _read_csv(path: Path, *, id_prefix: str | None = None) -> pd.DataFrame:
+    raw = read_csv_table(path, text_columns=("request_id",), what="requests")
+    header_line = raw.attrs.get("header_line", 1)
+    if not set(REQUEST_COLUMNS) <= set(raw.columns):
+        from batchlab.datasets import trace_format
+
+        info = trace_format(path, raw.columns)
+        if info is not None:  # a trace's own CSV (ContextTokens, GeneratedTokens, ...)
+            from batchlab.datasets import requests_from_trace_table
+
+            return requests_from_trace_table(raw, info, path, id_prefix=id_prefix)
     for column in REQUEST_COLUMNS:
-        if column not in df.columns:
+        if column not in raw.columns:
             raise InputError(
                 "missing column in the header", path=path, line=header_line, field=column
             )
-    if len(record_lines) == len(df) + 1:
-        df.attrs["source_lines"] = SourceLines(record_lines[1:])
+    lines = raw.attrs.get("source_lines")
+    df = raw
+    for column in _CSV_NUMBER_COLUMNS:
+        if column in df.columns:
+            df[column] = _csv_numbers(df[column])
+    df.attrs = {}
+    if lines is not None:
+        df.attrs["source_lines"] = SourceLines(lines)
     return df
 
 
@@ -470,13 +605,17 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return df
 
 
-def read_requests(path: str | Path) -> pd.DataFrame:
+def read_requests(path: str | Path, *, id_prefix: str | None = None) -> pd.DataFrame:
     """Read and validate a request table from JSON Lines, CSV or Parquet (chosen by suffix).
 
     JSON Lines: one object per line with at least ``request_id`` (string or integer; integers
     become strings), ``prompt_len`` and ``gen_len`` (tokens); other keys become extra columns;
-    blank lines are skipped. CSV: a header line, then one request per row. Parquet: one row per
-    request. Raises :class:`InputError` naming the file, the 1-based line (CSV header = line 1;
+    blank lines are skipped. CSV: a header line, then one request per row; a trace's own CSV
+    (``TIMESTAMP, ContextTokens, GeneratedTokens`` of the Azure traces, or
+    ``num_prefill_tokens, num_decode_tokens`` of ShareGPT lengths) is recognised by its
+    columns and read as :func:`batchlab.datasets.load_trace` reads it (ids
+    ``"<id_prefix>-<row>"``, by default the registered trace's prefix or the file's stem).
+    Parquet: one row per request. Raises :class:`InputError` naming the file, the 1-based line (CSV header = line 1;
     Parquet: 1-based row number) and the field of the first problem. The result carries
     ``attrs["source_lines"]`` (:class:`SourceLines`).
     """
@@ -484,9 +623,11 @@ def read_requests(path: str | Path) -> pd.DataFrame:
     fmt = _format_of(p)
     if fmt == "jsonl":
         df = _read_jsonl(p)
+    elif fmt == "csv":
+        df = _read_csv(p, id_prefix=id_prefix)
     else:
-        data = read_bytes(p)  # checks the file exists for Parquet too
-        df = _read_parquet(p) if fmt == "parquet" else _read_csv(p, data)
+        read_bytes(p)  # checks the file exists and is readable
+        df = _read_parquet(p)
     return validate_requests(df, source=p)
 
 
@@ -593,8 +734,12 @@ def write_requests(df: pd.DataFrame, path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+#: the most requests a generator draws (a table of 1e8 requests takes gigabytes).
+MAX_GENERATED = 10**8
+
+
 def _check_count(n: int) -> int:
-    return check_scalar(n, "n", int, min_val=1, unit="requests")
+    return check_scalar(n, "n", int, min_val=1, max_val=MAX_GENERATED, unit="requests")
 
 
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -767,6 +912,8 @@ def zipf_workload(
 
 
 ARRIVAL_PROCESSES = ("poisson", "bursty")
+#: the range of the coefficient of variation of bursty inter-arrival gaps.
+MIN_BURSTINESS, MAX_BURSTINESS = 1e-3, 1e3
 
 
 def arrival_times(
@@ -781,17 +928,19 @@ def arrival_times(
 
     Mean rate ``rate_per_s`` (requests per second). ``"poisson"``: exponential inter-arrival
     gaps (coefficient of variation 1; ``burstiness`` is ignored). ``"bursty"``: gamma gaps with
-    coefficient of variation ``burstiness`` (shape k = 1 / burstiness**2, scale =
-    1 / (rate_per_s * k)); 1.0 is as variable as Poisson, larger is burstier.
+    coefficient of variation ``burstiness`` (in [MIN_BURSTINESS, MAX_BURSTINESS]; shape k = 1 /
+    burstiness**2, scale = 1 / (rate_per_s * k)); 1.0 is as variable as Poisson, larger is
+    burstier. The last arrival must come within ``MAX_ARRIVAL_S``.
     """
     rate = _check_positive("rate_per_s", rate_per_s)
-    cv = _check_positive("burstiness", burstiness)
+    cv = check_scalar(
+        burstiness, "burstiness", float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS
+    )
     if process not in ARRIVAL_PROCESSES:
         raise InputError(
             f"unknown arrival process {process!r}; use one of {ARRIVAL_PROCESSES}", field="process"
         )
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise InputError(f"must be a positive whole number, got {n!r}", field="n")
+    n = _check_count(n)
     rng = _rng(seed)
     m = int(n) - 1
     if process == "poisson":
@@ -799,7 +948,14 @@ def arrival_times(
     else:
         k = 1.0 / (cv * cv)
         gaps = rng.gamma(k, 1.0 / (rate * k), m)
-    return np.concatenate(([0.0], np.cumsum(gaps)))
+    times = np.concatenate(([0.0], np.cumsum(gaps)))
+    if not times[-1] <= MAX_ARRIVAL_S:  # NaN or inf too
+        raise InputError(
+            f"{rate_per_s:g} requests/s makes {n:,} arrivals span {times[-1]:.3g} s, more than "
+            f"{MAX_ARRIVAL_S:g} s; use a higher rate",
+            field="rate_per_s",
+        )
+    return times
 
 
 def with_arrivals(

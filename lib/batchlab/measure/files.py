@@ -25,7 +25,7 @@ import pandas as pd
 from batchlab import __version__ as _batchlab_version
 from batchlab.checks import check_csv_rows
 from batchlab.errors import InputError
-from batchlab.io import atomic_write
+from batchlab.io import all_or_nothing, atomic_write
 from batchlab.measure.engine import STEP_COLUMNS
 from batchlab.measure.table import FLOAT_COLUMNS, INT_COLUMNS, MEASUREMENT_COLUMNS, require_columns
 
@@ -115,7 +115,8 @@ def save_measurement(
     *,
     settings: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a measurement table as CSV plus a sidecar JSON (same name, ``.json``); atomic.
+    """Write a measurement table as CSV plus a sidecar JSON (same name, ``.json``); atomic, the
+    two together (both or neither).
 
     The JSON holds ``settings`` (default: ``df.attrs["settings"]`` set by
     :func:`measure_batch_sizes` or :func:`measure_continuous`), the library versions
@@ -139,11 +140,12 @@ def save_measurement(
         "platform": platform.platform(),
         "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    with atomic_write(target, "w") as fh:
-        table.to_csv(fh, index=False, lineterminator="\n", float_format="%.6g")
-    with atomic_write(_sidecar(target), "w") as fh:
-        json.dump(metadata, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
+    with all_or_nothing():  # the CSV and its JSON, both or neither
+        with atomic_write(target, "w") as fh:
+            table.to_csv(fh, index=False, lineterminator="\n", float_format="%.6g")
+        with atomic_write(_sidecar(target), "w") as fh:
+            json.dump(metadata, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
     return target
 
 

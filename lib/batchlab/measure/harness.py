@@ -30,7 +30,7 @@ import pandas as pd
 from batchlab import roofline
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
-from batchlab.measure.table import MB, check_batch_sizes, frame, oom_row
+from batchlab.measure.table import MAX_REPEATS, MB, check_batch_sizes, frame, oom_row
 
 __all__ = [
     "GenerationRun",
@@ -677,8 +677,8 @@ def measure_batch_sizes(
     sizes = check_batch_sizes(batch_sizes)
     prompt_len = check_scalar(prompt_len, "prompt_len", int, min_val=1)
     gen_len = check_scalar(gen_len, "gen_len", int, min_val=2)
-    warmup = check_scalar(warmup, "warmup", int, min_val=0)
-    repeats = check_scalar(repeats, "repeats", int, min_val=1)
+    warmup = check_scalar(warmup, "warmup", int, min_val=0, max_val=MAX_REPEATS)
+    repeats = check_scalar(repeats, "repeats", int, min_val=1, max_val=MAX_REPEATS)
     model_obj = load_model(model, seed=seed)
     dev = resolve_device(device)
     max_pos = getattr(model_obj.config, "max_position_embeddings", None)

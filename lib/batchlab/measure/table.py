@@ -18,6 +18,9 @@ from batchlab.checks import check_frame, check_scalar
 from batchlab.errors import InputError
 
 __all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_BATCH_SIZES",
+    "MAX_REPEATS",
     "FLOAT_COLUMNS",
     "INT_COLUMNS",
     "MB",
@@ -77,28 +80,49 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return check_frame(df, columns, what="measurement table")
 
 
+#: the largest batch size measured, the most batch sizes one measurement takes, and the most
+#: warm-up and timed runs per batch size.
+MAX_BATCH_SIZE = 4096
+MAX_BATCH_SIZES = 64
+MAX_REPEATS = 1000
+
+
+def _bounded_sizes(sizes: list[int], field: str) -> list[int]:
+    out = sorted(set(sizes))
+    if len(out) > MAX_BATCH_SIZES:
+        raise InputError(
+            f"{len(out)} batch sizes: at most {MAX_BATCH_SIZES} per measurement", field=field
+        )
+    return out
+
+
 def parse_batch_sizes(text: str) -> list[int]:
-    """``"1,2,4,8"`` → ``[1, 2, 4, 8]`` (sorted, unique); InputError naming the bad item."""
+    """``"1,2,4,8"`` → ``[1, 2, 4, 8]`` (sorted, unique; each in [1, MAX_BATCH_SIZE], at most
+    MAX_BATCH_SIZES of them); InputError naming the bad item."""
     items = [item.strip() for item in str(text).split(",") if item.strip()]
     if not items:
         raise InputError("no batch sizes given (e.g. 1,2,4,8)", field="batch-sizes")
     sizes = []
     for item in items:
-        if not re.fullmatch(r"\d+", item) or int(item) < 1:
-            raise InputError(f"not a positive whole number: {item!r}", field="batch-sizes")
+        if not re.fullmatch(r"\d{1,9}", item) or not 1 <= int(item) <= MAX_BATCH_SIZE:
+            raise InputError(
+                f"not a whole number in [1, {MAX_BATCH_SIZE}]: {item[:20]!r}", field="batch-sizes"
+            )
         sizes.append(int(item))
-    return sorted(set(sizes))
+    return _bounded_sizes(sizes, "batch-sizes")
 
 
 def check_batch_sizes(batch_sizes: Sequence[int] | str) -> list[int]:
-    """Batch sizes as a sorted list of unique positive whole numbers (a string like
-    ``"1,2,4"`` is parsed); InputError naming the bad item."""
+    """Batch sizes as a sorted list of unique whole numbers in [1, MAX_BATCH_SIZE] (a string
+    like ``"1,2,4"`` is parsed); InputError naming the bad item."""
     if isinstance(batch_sizes, str):
         return parse_batch_sizes(batch_sizes)
-    sizes = [check_scalar(b, "batch_sizes", int, min_val=1) for b in batch_sizes]
+    sizes = [
+        check_scalar(b, "batch_sizes", int, min_val=1, max_val=MAX_BATCH_SIZE) for b in batch_sizes
+    ]
     if not sizes:
         raise InputError("no batch sizes given", field="batch_sizes")
-    return sorted(set(sizes))
+    return _bounded_sizes(sizes, "batch_sizes")
 
 
 def oom_row(batch_size: int, prompt_len: int, gen_len: int, device: str, repeats: int) -> dict:

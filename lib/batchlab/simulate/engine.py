@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.checks import check_scalar, is_number
-from batchlab.errors import InputError
+from batchlab.errors import InputError, SimulationError
 from batchlab.roofline import (
     DeviceSpec,
     ModelSpec,
@@ -37,11 +37,23 @@ from batchlab.simulate.state import (
     SimState,
 )
 from batchlab.steptime import StepTimeModel, TableStepTime
-from batchlab.workload import arrival_times, validate_requests
+from batchlab.workload import MAX_ARRIVAL_S, arrival_times, validate_requests
 
-__all__ = ["draw_arrivals", "priority_levels", "resolve_step_time", "run", "simulate"]
+__all__ = [
+    "MAX_BLOCK_SIZE",
+    "MAX_KV_BLOCKS",
+    "draw_arrivals",
+    "priority_levels",
+    "resolve_step_time",
+    "run",
+    "simulate",
+]
 
 _STEP_INT = STEP_COLUMNS[2:]
+#: the largest KV block (tokens); the continuous policy keeps counts per token of a block.
+MAX_BLOCK_SIZE = 65_536
+#: the most KV blocks a run may have (far beyond any device's memory).
+MAX_KV_BLOCKS = 2**40
 
 
 def draw_arrivals(n: int, rate_per_s: float, *, seed: int, burstiness: float = 1.0) -> np.ndarray:
@@ -53,7 +65,11 @@ def draw_arrivals(n: int, rate_per_s: float, *, seed: int, burstiness: float = 1
     rate = check_scalar(rate_per_s, "rate", float, min_val=0, include_boundaries="neither")
     cv = check_scalar(burstiness, "burstiness", float, min_val=0, include_boundaries="neither")
     process = "poisson" if cv == 1.0 else "bursty"
-    return arrival_times(n, rate_per_s=rate, seed=seed, process=process, burstiness=cv)
+    try:
+        return arrival_times(n, rate_per_s=rate, seed=seed, process=process, burstiness=cv)
+    except InputError as err:  # name this function's own arguments
+        field = {"rate_per_s": "rate"}.get(err.field or "", err.field)
+        raise InputError(err.message, field=field) from None
 
 
 def priority_levels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +134,7 @@ def _kv_budget(
     memory_fraction: float,
 ) -> int:
     if kv_blocks is not None:
-        return check_scalar(kv_blocks, "kv_blocks", int, min_val=1)
+        return check_scalar(kv_blocks, "kv_blocks", int, min_val=1, max_val=MAX_KV_BLOCKS)
     tokens = max_kv_tokens(model, gpu, memory_fraction)
     if tokens < block_size:
         spec, dev = get_model(model), get_gpu(gpu)
@@ -153,7 +169,9 @@ def _arrivals(
         )
     if concurrency is not None:
         c = check_scalar(concurrency, "concurrency", int, min_val=1)
-        think = check_scalar(think_time_ms, "think_time_ms", float, min_val=0, unit="ms")
+        think = check_scalar(
+            think_time_ms, "think_time_ms", float, min_val=0, max_val=MAX_ARRIVAL_S * 1e3, unit="ms"
+        )
         arrival = np.full(n, np.nan)
         known = min(c, n)
         arrival[:known] = 0.0
@@ -207,7 +225,9 @@ def simulate(
     df = validate_requests(requests)
     pol = make_policy(policy, **policy_options)
     st = resolve_step_time(step_time, model, gpu)
-    bs = check_scalar(block_size, "block_size", int, min_val=1, unit="tokens")
+    bs = check_scalar(
+        block_size, "block_size", int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"
+    )
     kvb = _kv_budget(kv_blocks, bs, model, gpu, memory_fraction)
     prio_values, levels = priority_levels(df)
     arrivals, mode = _arrivals(df, rate, concurrency, seed, burstiness, think_time_ms)
@@ -226,7 +246,8 @@ def simulate(
 
 def run(state: SimState, pol: Policy, progress: bool = False) -> None:
     """The event loop of one replica: hand over arrivals, start what the policy says, advance
-    the clock; until every request has finished (a stall is a RuntimeError)."""
+    the clock; until every request has finished (a stall is a
+    :class:`~batchlab.errors.SimulationError`)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -248,9 +269,11 @@ def run(state: SimState, pol: Policy, progress: bool = False) -> None:
                 if t == INF:
                     if pol.flush(state):
                         continue
-                    raise RuntimeError(
-                        f"simulation stalled at {state.clock:.3f} ms with "
-                        f"{n - records.finished} requests unfinished"
+                    raise SimulationError(
+                        f"simulation stalled at {state.clock:,.3f} ms: {n - records.finished:,} "
+                        f"request(s) unfinished that policy {pol.name!r} "
+                        f"({', '.join(f'{k}={v}' for k, v in pol.options().items())}) never "
+                        f"starts, with {state.kv_blocks:,} KV blocks of {state.block_size} tokens"
                     )
                 if t > state.clock:
                     state.clock = t
