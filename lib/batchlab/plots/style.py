@@ -1,5 +1,6 @@
-"""Shared style of the figures: part colors, series colors, axis labels with units, and the
-small helpers every domain's figures use (named items, CDF points, step lines, log bins)."""
+"""Shared style of the figures: part colors, series colors, axis labels with units, the size
+every figure takes (:func:`fit_to_output`), and the small helpers every domain's figures use
+(named items, CDF points, step lines, log bins)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,17 @@ __all__ = [
     "axis_label",
     "cdf_points",
     "cdf_trace",
+    "fit_to_output",
     "series_color",
     "length_histogram",
     "log2_ticks",
     "log_bin_edges",
     "named_items",
     "percentile_markers",
+    "point_label",
+    "FIGURE_HEIGHT_PX",
+    "ROW_HEIGHT_PX",
+    "NARROW_OUTPUT_PX",
     "rgba",
     "step_xy",
     "use_notebook_renderer",
@@ -238,4 +244,137 @@ def percentile_markers(
         textposition="middle left",
         marker={"color": series_color(i), "size": 8, "symbol": "diamond"},
         hovertemplate=f"{name}<br>%{{text}} = %{{x:.4g}} ms<extra></extra>",
+    )
+
+
+#: Height (px) of a figure with one row of panels; every further row adds ``ROW_HEIGHT_PX``.
+FIGURE_HEIGHT_PX = 440
+ROW_HEIGHT_PX = 230
+#: Height (px) added per row of legend entries beyond the first (3 entries per row assumed).
+_LEGEND_ROW_PX = 22
+_SUBPLOT_TITLE_FONT_PX = 13
+#: The narrowest plot area (px) the subplot titles are fitted to (a laptop's JupyterLab with
+#: the file browser open, less the margins), and the width of a character of their font (px).
+NARROW_OUTPUT_PX = 560
+_CHAR_PX = 0.5 * _SUBPLOT_TITLE_FONT_PX
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` in lines of at most ``width`` characters (words kept whole; a unit in
+    parentheses starts a line of its own), joined by ``<br>``."""
+    head, sep, unit = text.partition(" (")
+    parts = [head, f"({unit}"] if sep else [text]
+    lines: list[str] = []
+    for part in parts:
+        line = ""
+        for word in part.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "<br>".join(lines)
+
+
+def fit_to_output(fig: go.Figure, *, rows: int = 1, height: int | None = None) -> go.Figure:
+    """Size ``fig`` to JupyterLab's output area and return it (changed in place).
+
+    No fixed width: the figure autosizes to the width of the output area (plotly's
+    ``autosize``), whatever that width is. The height is ``height`` px, else
+    ``FIGURE_HEIGHT_PX`` for one row of panels plus ``ROW_HEIGHT_PX`` per further row, plus a
+    little per extra row of legend entries. The legend runs horizontally along the bottom of
+    the figure (anchored to the container, so plotly makes room for it below the axis titles
+    and it takes no width from the panels); the title and the subplot titles have room above
+    the panels (``automargin``), in a font small enough for panels side by side.
+    """
+    rows = check_scalar(rows, "rows", int, min_val=1)
+    shown = [t.showlegend if "showlegend" in t else False for t in fig.data]
+    n_entries = sum(1 for t, on in zip(fig.data, shown, strict=True) if on is not False and t.name)
+    if len(fig.data) == 1 and shown[0] is None:
+        n_entries = 0  # plotly shows no legend for a single trace
+    legend_rows = -(-n_entries // 3) if n_entries else 0
+    if height is None:
+        height = FIGURE_HEIGHT_PX + ROW_HEIGHT_PX * (rows - 1)
+        height += _LEGEND_ROW_PX * max(0, legend_rows - 1)
+    fig.update_layout(
+        autosize=True,
+        width=None,
+        height=int(height),
+        margin={"l": 60, "r": 20, "t": 90, "b": 20},
+        title={"x": 0.0, "xanchor": "left", "xref": "paper", "automargin": True},
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 0.0,
+            "yanchor": "bottom",
+            "x": 0.0,
+            "xanchor": "left",
+        },
+    )
+    # the subplot titles of make_subplots: annotations in paper coordinates above each panel,
+    # in a smaller font, broken before their unit when they would not fit a narrow panel
+    domains = [
+        tuple(fig.layout[name].domain or (0.0, 1.0))
+        for name in fig.layout
+        if name.startswith("xaxis")
+    ] or [(0.0, 1.0)]
+
+    def fit_title(a: Any) -> None:
+        a.update(font={"size": _SUBPLOT_TITLE_FONT_PX})
+        text = a.text or ""
+        widths = [hi - lo for lo, hi in domains if lo - 1e-9 <= (a.x or 0.0) <= hi + 1e-9]
+        room = min(widths, default=1.0) * NARROW_OUTPUT_PX
+        if "<br>" not in text and len(text) * _CHAR_PX > room:
+            a.update(text=_wrap(text, max(8, int(room / _CHAR_PX))))
+
+    fig.for_each_annotation(
+        fit_title, selector={"showarrow": False, "xref": "paper", "yref": "paper"}
+    )
+    return fig
+
+
+#: Vertical distance (px) between the labels of markers of successive series (so labels of
+#: coinciding points stack instead of overlapping; more than a 12 px line of text).
+LABEL_STAGGER_PX = 18
+
+
+def point_label(
+    fig: go.Figure,
+    x: float,
+    y: float,
+    text: str,
+    i: int,
+    color: str,
+    *,
+    row: int | None = None,
+    col: int | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> None:
+    """Label the point ``(x, y)`` (data units) of series ``i`` with ``text``: an annotation in
+    the series color with a short leader line, set ``LABEL_STAGGER_PX`` further up for each
+    series, so the labels of several series on the same point never overlap. ``log_x`` /
+    ``log_y``: the axis is logarithmic (plotly places annotations on log axes in log10 units).
+    """
+    ax, ay = float(x), float(y)
+    if log_x:
+        ax = float(np.log10(ax)) if ax > 0 else ax
+    if log_y:
+        ay = float(np.log10(ay)) if ay > 0 else ay
+    where = {} if row is None else {"row": row, "col": col}
+    fig.add_annotation(
+        x=ax,
+        y=ay,
+        text=text,
+        showarrow=True,
+        arrowhead=0,
+        arrowwidth=1,
+        arrowcolor=color,
+        ax=-24,
+        ay=-(22 + LABEL_STAGGER_PX * int(i)),
+        xanchor="right",
+        font={"color": color, "size": 12},
+        bgcolor="rgba(255,255,255,0.8)",
+        **where,
     )
