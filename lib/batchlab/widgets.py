@@ -43,6 +43,8 @@ from batchlab.workload import validate_requests
 
 __all__ = [
     "COEFFICIENT_SLIDERS",
+    "figure_widget",
+    "plain_data",
     "CostExplorer",
     "CostView",
     "ExplorerView",
@@ -412,8 +414,36 @@ def cost_explorer_state(
 # helpers shared by the widgets
 
 
+def plain_data(value: Any) -> Any:
+    """``value`` with every numpy array (at any depth of dicts, lists and tuples) as a list and
+    every numpy scalar as a Python number, NaN as None (a gap, as plotly draws NaN).
+
+    What a ``FigureWidget`` is given must be plain: plotly.js hands the values it received as
+    typed arrays back to the kernel as index-keyed objects (``{'0': ..., '1': ...}``), and
+    plotly's ``FigureWidget._remove_overlapping_props`` then tests a numpy array for truth
+    ("The truth value of an array ... is ambiguous"), a traceback in JupyterLab's Log Console.
+    """
+    if isinstance(value, np.ndarray):
+        return [plain_data(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def figure_widget(figure: go.Figure) -> go.FigureWidget:
+    """A ``FigureWidget`` of ``figure`` holding only plain data (:func:`plain_data`)."""
+    return go.FigureWidget(plain_data(figure.to_plotly_json()))
+
+
 def _sync_figure(target: go.FigureWidget, source: go.Figure) -> None:
-    """Copy the data of ``source`` into ``target`` in one ``batch_update()``.
+    """Copy the data of ``source`` into ``target`` in one ``batch_update()``, as plain lists
+    (:func:`plain_data`).
 
     Traces are updated in place (x, y, text, customdata); the layout's shapes (limit lines) and
     annotations follow. When the number of traces changed, the traces are replaced.
@@ -423,19 +453,20 @@ def _sync_figure(target: go.FigureWidget, source: go.Figure) -> None:
             t.type != s.type for t, s in zip(target.data, source.data, strict=True)
         ):
             target.data = ()
-            target.add_traces(list(source.data))
+            target.add_traces([plain_data(t.to_plotly_json()) for t in source.data])
         else:
             for t, s in zip(target.data, source.data, strict=True):
-                t.x = s.x
-                t.y = s.y
+                t.x = plain_data(s.x)
+                t.y = plain_data(s.y)
                 t.name = s.name
                 if "text" in s:
-                    t.text = s.text
+                    t.text = plain_data(s.text)
                 if "customdata" in s:
-                    t.customdata = s.customdata
-        target.layout.shapes = source.layout.shapes
-        target.layout.annotations = source.layout.annotations
-        target.layout.title = source.layout.title
+                    t.customdata = plain_data(s.customdata)
+        layout = plain_data(source.layout.to_plotly_json())
+        target.layout.shapes = layout.get("shapes", ())
+        target.layout.annotations = layout.get("annotations", ())
+        target.layout.title = layout.get("title", {})
 
 
 def _fmt(value: object) -> str:
@@ -580,7 +611,7 @@ class ShapeExplorer(_Explorer):
         if family == "custom":
             self._start_custom(k0)
         self.view = self._compute()
-        self.figure = go.FigureWidget(self.view.figure)
+        self.figure = figure_widget(self.view.figure)
         self._show_view()
         self._sync_boundary_sliders()
         self._family.observe(self._on_family, names="value")
@@ -792,7 +823,7 @@ class CostExplorer(_Explorer):
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
         self.view = self._compute()
-        self.figure = go.FigureWidget(self.view.figure)
+        self.figure = figure_widget(self.view.figure)
         self._show_view()
         for slider in self.controls.values():
             slider.observe(self._on_change, names="value")
@@ -1076,7 +1107,7 @@ class PolicyExplorer(_Explorer):
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
         self.view = self._compute()
-        self.figure = go.FigureWidget(self.view.figure)
+        self.figure = figure_widget(self.view.figure)
         self._show_view()
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
