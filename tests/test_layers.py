@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     # 3. presentation
     "plots": 3,
     "widgets": 3,
+    "tables": 3,
     # 4. entry points
     "cli": 4,
     "exercises": 4,
