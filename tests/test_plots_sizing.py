@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import pytest
 
 from batchlab import evaluate, measure, plan, planner, plots, roofline, shapes, sweep
-from batchlab.plots.style import FIGURE_HEIGHT_PX, LABEL_STAGGER_PX
+from batchlab.plots.style import FIGURE_HEIGHT_PX, LABEL_ROW_SHARE
 from batchlab.simulate import load_sweep, simulate
 from batchlab.workload import lognormal_workload, with_arrivals
 
@@ -128,6 +128,10 @@ def test_figure_fits_the_output_area(inputs, name):
     assert FIGURE_HEIGHT_PX <= layout.height <= 1000, layout.height
     legend = layout.legend
     assert legend.orientation == "h" and legend.yref == "container" and legend.y == 0
+    # a long title is broken into lines that fit a narrow output area (17 px font)
+    assert all(
+        len(line) * 0.5 * 17 <= NARROW_PX for line in (layout.title.text or "").split("<br>")
+    )
     # the subplot titles fit above their panels at a narrow output area
     plot_px = NARROW_PX - layout.margin.l - layout.margin.r
     for a in layout.annotations:
@@ -138,15 +142,20 @@ def test_figure_fits_the_output_area(inputs, name):
 
 
 def test_knee_labels_of_several_series_do_not_overlap(inputs):
-    # the same knee for every policy: the labels point at one spot and stack apart
+    # the same knee for every policy: each label sits in its own row at the top of the
+    # latency panel, starting at the knee (log10 of 4 on the log axis), so none overlaps
     fig = plots.load_sweep_figure(inputs["sweep"], knee=4.0)
-    labels = [a for a in fig.layout.annotations if a.showarrow and "knee" in a.text]
-    assert len(labels) == 3 and all(a.text.endswith("knee 4") for a in labels)
-    assert all(a.x == pytest.approx(np.log10(4.0)) for a in labels)  # log10 on the log axis
-    offsets = sorted(a.ay for a in labels)
-    assert all(b - a >= LABEL_STAGGER_PX for a, b in zip(offsets, offsets[1:], strict=False))
-    # no knee point carries its label as text (which plotly draws on top of the others)
+    labels = [a for a in fig.layout.annotations if "knee" in (a.text or "")]
+    assert [a.text for a in labels] == ["static knee 4", "dynamic knee 4", "continuous knee 4"]
+    assert all(a.x == pytest.approx(np.log10(4.0)) and a.xref == "x2" for a in labels)
+    assert all(a.yref == "y2 domain" and a.yanchor == "top" for a in labels)
+    rows = [a.y for a in labels]
+    assert rows == pytest.approx([1.0, 1.0 - LABEL_ROW_SHARE, 1.0 - 2 * LABEL_ROW_SHARE])
+    # a row is taller than a line of the label font at the figure's height
+    panel_px = fig.layout.height - fig.layout.margin.t - 120  # less the legend and axis titles
+    assert LABEL_ROW_SHARE * panel_px >= 18
+    # no knee point carries its label as text (which plotly would draw over the others)
     assert all(t.mode == "markers" for t in fig.data if t.name.endswith("knee point"))
     fig = plots.throughput_latency_vs_batch_figure({"a": inputs["m"], "b": inputs["m"]})
-    knees = [a for a in fig.layout.annotations if a.showarrow and a.text.startswith("knee")]
-    assert len(knees) == 2 and knees[0].ay != knees[1].ay
+    knees = [a for a in fig.layout.annotations if (a.text or "").startswith("knee")]
+    assert len(knees) == 2 and knees[0].y != knees[1].y

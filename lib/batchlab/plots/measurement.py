@@ -87,7 +87,6 @@ def _add_batch_marker(
     unit: str,
     col: int,
     i: int,
-    log_y: bool,
 ) -> None:
     """A marker on one batch size of a measured curve (row 1, column ``col``), labelled with
     :func:`~batchlab.plots.style.point_label` (series ``i``: labels of several tables stack)."""
@@ -104,9 +103,7 @@ def _add_batch_marker(
         row=1,
         col=col,
     )
-    point_label(
-        fig, batch_size, y, label, i, color, row=1, col=col, log_x=True, log_y=log_y and y > 0
-    )
+    point_label(fig, batch_size, label, i, color, row=1, col=col, log_x=True)
 
 
 def throughput_latency_vs_batch_figure(
@@ -206,7 +203,6 @@ def throughput_latency_vs_batch_figure(
                 "tokens/s",
                 1,
                 i,
-                False,
             )
         auto_lat = row["latency_choice"]
         auto_lat = None if pd.isna(auto_lat) else int(auto_lat)
@@ -225,7 +221,6 @@ def throughput_latency_vs_batch_figure(
                 "ms",
                 2,
                 i,
-                log_y,
             )
     sizes_all = np.concatenate(all_sizes)
     if latency_limit_ms is not None and sizes_all.size:

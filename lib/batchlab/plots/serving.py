@@ -476,7 +476,6 @@ def load_sweep_figure(
         t_all = df[throughput].to_numpy(dtype=np.float64)
         t_all = t_all[np.isfinite(t_all)]
         t_lo, t_hi = (0.0, float(t_all.max())) if t_all.size else (np.nan, np.nan)
-    labels: list[tuple[float, float, str, int, str]] = []
     for i, (name, part) in enumerate(groups):
         xs = part[x].to_numpy(dtype=np.float64)
         color = series_color(i)
@@ -546,11 +545,7 @@ def load_sweep_figure(
             row=1,
             col=lat_col,
         )
-        labels.append((k, yk, f"{name} knee {k:.4g}", i, color))
-    for k, yk, text, i, color in labels:
-        point_label(
-            fig, k, yk, text, i, color, row=1, col=lat_col, log_x=log_x, log_y=log_y and yk > 0
-        )
+        point_label(fig, k, f"{name} knee {k:.4g}", i, color, row=1, col=lat_col, log_x=log_x)
     for c in range(1, cols + 1):
         fig.update_xaxes(title_text=xlabel, row=1, col=c)
         if log_x:

@@ -35,6 +35,7 @@ __all__ = [
     "named_items",
     "percentile_markers",
     "point_label",
+    "LABEL_ROW_SHARE",
     "FIGURE_HEIGHT_PX",
     "ROW_HEIGHT_PX",
     "NARROW_OUTPUT_PX",
@@ -257,13 +258,15 @@ _SUBPLOT_TITLE_FONT_PX = 13
 #: the file browser open, less the margins), and the width of a character of their font (px).
 NARROW_OUTPUT_PX = 560
 _CHAR_PX = 0.5 * _SUBPLOT_TITLE_FONT_PX
+#: Longer titles (characters, of the 17 px title font) are broken into lines to fit that width.
+_TITLE_CHARS = 64
 
 
-def _wrap(text: str, width: int) -> str:
-    """``text`` in lines of at most ``width`` characters (words kept whole; a unit in
-    parentheses starts a line of its own), joined by ``<br>``."""
+def _wrap(text: str, width: int, *, unit_line: bool = True) -> str:
+    """``text`` in lines of at most ``width`` characters (words kept whole; with ``unit_line``
+    a unit in parentheses starts a line of its own), joined by ``<br>``."""
     head, sep, unit = text.partition(" (")
-    parts = [head, f"({unit}"] if sep else [text]
+    parts = [head, f"({unit}"] if sep and unit_line else [text]
     lines: list[str] = []
     for part in parts:
         line = ""
@@ -297,12 +300,17 @@ def fit_to_output(fig: go.Figure, *, rows: int = 1, height: int | None = None) -
     if height is None:
         height = FIGURE_HEIGHT_PX + ROW_HEIGHT_PX * (rows - 1)
         height += _LEGEND_ROW_PX * max(0, legend_rows - 1)
+    title = fig.layout.title.text or ""
+    if "<br>" not in title and len(title) > _TITLE_CHARS:
+        title = _wrap(title, _TITLE_CHARS, unit_line=False)
+    lines = title.count("<br>")
     fig.update_layout(
         autosize=True,
         width=None,
-        height=int(height),
-        margin={"l": 60, "r": 20, "t": 90, "b": 20},
-        title={"x": 0.0, "xanchor": "left", "xref": "paper", "automargin": True},
+        height=int(height) + 22 * lines,
+        margin={"l": 60, "r": 20, "t": 90 + 22 * lines, "b": 20},
+        title={"x": 0.0, "xanchor": "left", "xref": "paper", "automargin": True}
+        | ({"text": title} if title else {}),
         legend={
             "orientation": "h",
             "yref": "container",
@@ -334,15 +342,14 @@ def fit_to_output(fig: go.Figure, *, rows: int = 1, height: int | None = None) -
     return fig
 
 
-#: Vertical distance (px) between the labels of markers of successive series (so labels of
-#: coinciding points stack instead of overlapping; more than a 12 px line of text).
-LABEL_STAGGER_PX = 18
+#: Height of a label row, as a share of its panel: the label of series ``i`` sits in row ``i``
+#: from the top of the panel, so the labels of several series never overlap.
+LABEL_ROW_SHARE = 0.085
 
 
 def point_label(
     fig: go.Figure,
     x: float,
-    y: float,
     text: str,
     i: int,
     color: str,
@@ -350,31 +357,28 @@ def point_label(
     row: int | None = None,
     col: int | None = None,
     log_x: bool = False,
-    log_y: bool = False,
 ) -> None:
-    """Label the point ``(x, y)`` (data units) of series ``i`` with ``text``: an annotation in
-    the series color with a short leader line, set ``LABEL_STAGGER_PX`` further up for each
-    series, so the labels of several series on the same point never overlap. ``log_x`` /
-    ``log_y``: the axis is logarithmic (plotly places annotations on log axes in log10 units).
+    """Label the point at ``x`` (data units) of series ``i`` with ``text``: an annotation in
+    the series color at the top of the panel, in row ``i`` of label rows
+    (``LABEL_ROW_SHARE`` of the panel each), starting at ``x`` (mark the point itself with a
+    marker, and join them with a vertical line where it helps). One row per series: the labels
+    of several series never overlap, wherever their points are. ``log_x``: the x axis is
+    logarithmic (plotly places annotations on log axes in log10 units).
     """
-    ax, ay = float(x), float(y)
+    ax = float(x)
     if log_x:
         ax = float(np.log10(ax)) if ax > 0 else ax
-    if log_y:
-        ay = float(np.log10(ay)) if ay > 0 else ay
     where = {} if row is None else {"row": row, "col": col}
     fig.add_annotation(
         x=ax,
-        y=ay,
+        y=1.0 - LABEL_ROW_SHARE * int(i),
+        yref="y domain",
         text=text,
-        showarrow=True,
-        arrowhead=0,
-        arrowwidth=1,
-        arrowcolor=color,
-        ax=-24,
-        ay=-(22 + LABEL_STAGGER_PX * int(i)),
-        xanchor="right",
+        showarrow=False,
+        xanchor="left",
+        yanchor="top",
+        xshift=3,
         font={"color": color, "size": 12},
-        bgcolor="rgba(255,255,255,0.8)",
+        bgcolor="rgba(255,255,255,0.85)",
         **where,
     )
