@@ -81,7 +81,8 @@ def test_one_number_format_per_column():
     shown = tables.formatted(df)
     # 4 significant digits for the largest of the column, the same decimals for every row
     assert cells(shown, "p95_latency_ms (ms)") == ["5,763,412", "123", "10"]
-    assert cells(shown, "pad_ratio (padding / useful tokens)") == ["0.052", "0.000", "1.000"]
+    # the smallest value that is not whole keeps one significant digit
+    assert cells(shown, "pad_ratio (padding / useful tokens)") == ["0.0523", "0.0001", "1.0000"]
     # scaled by a power of 1,000 named in the header
     assert cells(shown, "total_cost (1e9 cost units)") == ["1,402.0", "7,400.0", "250.0"]
     assert cells(shown, "tiny_ms (ms)") == ["1.000e-08", "2.500e-09", "0.000e+00"]

@@ -14,7 +14,8 @@ Formats, chosen per column from all its values (so a column reads the same from 
 * booleans: ``yes`` / ``no``;
 * whole numbers (integer columns, and float columns whose values are all whole): ``1,234``;
 * other numbers: fixed point with as many decimals as give the column's largest magnitude 4
-  significant digits (``0.05230``, ``45.60``, ``5,763,412``), at most 6;
+  significant digits (``0.05230``, ``45.60``, ``5,763,412``), or its smallest value that is not
+  whole one significant digit, whichever is more, at most 6;
 * columns of large numbers only (the largest 1e9 or more, none below 1e6: costs) are scaled
   by a power of 1,000 named in the header (``total_cost (1e12 cost units)``: ``1.402``), so
   that their smallest value shows 4 significant digits; columns of magnitudes below 1e-6 are
@@ -40,7 +41,16 @@ import pandas as pd
 
 from batchlab.errors import InputError
 
-__all__ = ["MISSING", "UNITS", "Table", "formatted", "table", "text_table", "unit_of"]
+__all__ = [
+    "MISSING",
+    "UNITS",
+    "Table",
+    "format_value",
+    "formatted",
+    "table",
+    "text_table",
+    "unit_of",
+]
 
 #: What a missing value (None, NaN, NA: no limit, not applicable) shows as.
 MISSING = "—"
@@ -213,6 +223,9 @@ def _choose(values: list[object], unit: str | None = None) -> _Format:
     if top < _SCIENTIFIC_BELOW:
         return _Format("scientific")
     decimals = _SIGNIFICANT - 1 - int(math.floor(math.log10(top)))
+    fractional = [abs(v) for v in finite if v != int(v)]
+    if fractional:  # the smallest value that is not whole keeps a significant digit
+        decimals = max(decimals, -int(math.floor(math.log10(min(fractional)))))
     return _Format("fixed", min(max(decimals, 0), _MAX_DECIMALS))
 
 
@@ -265,7 +278,10 @@ def formatted(
             and str(c) not in given
             and not _all_bool(col)
         }
-        row_units = [given.get(str(m), unit_of(m)) for m in frame[metric]]
+        if "unit" in frame.columns:
+            row_units = [None if _is_missing(u) else str(u) for u in frame["unit"]]
+        else:
+            row_units = [given.get(str(m), unit_of(m)) for m in frame[metric]]
         formats = [
             _choose([columns[j][1].iloc[i] for j in sorted(values)], row_units[i])
             for i in range(len(frame))
@@ -280,6 +296,11 @@ def formatted(
             if c == metric and "unit" not in frame.columns:
                 headers.append("unit")
                 cells.append([f.unit(u) or "" for f, u in zip(formats, row_units, strict=True)])
+            elif c == "unit":  # the table's own unit column: name the scale of a scaled row
+                cells[-1] = [
+                    f.unit(str(u)) or "" if not _is_missing(u) else MISSING
+                    for f, u in zip(formats, col.tolist(), strict=True)
+                ]
     else:
         for c, col in columns:
             headers.append(_column_header(col, c, given))
@@ -385,6 +406,17 @@ class Table:
             "<table class='batchlab-table'><thead><tr>"
             f"{head}</tr></thead><tbody>{body}</tbody></table>"
         )
+
+
+def format_value(value: object, unit: str | None = None) -> str:
+    """One value as a table shows it on its own (``1,234``, ``0.1577``, ``—``, ``yes``); a
+    value scaled by a power of 1,000 names the scale (``1.402e12 cost units`` is shown
+    ``1.402 (1e12 cost units)``) when ``unit`` is given."""
+    fmt = _choose([value], unit)
+    text = fmt(value)
+    if fmt.scale_exp:
+        return f"{text} ({fmt.unit(unit)})" if unit else f"{text}e{fmt.scale_exp}"
+    return text
 
 
 def table(

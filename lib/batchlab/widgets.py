@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from batchlab import tables
 from batchlab.cost import CostCoefficients, CostModel, get_cost_model
 from batchlab.errors import BatchlabError, InputError
 from batchlab.evaluate import Evaluation, evaluate
@@ -469,29 +470,10 @@ def _sync_figure(target: go.FigureWidget, source: go.Figure) -> None:
         target.layout.title = layout.get("title", {})
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "NO"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return ""
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-2):
-            return f"{value:.4g}"
-        return f"{value:,.4f}".rstrip("0").rstrip(".")
-    return html.escape(str(value))
-
-
-def _table_html(table: pd.DataFrame) -> str:
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{c}</th>" for c in table.columns)
-    body = []
-    for row in table.itertuples(index=False):
-        cells = "".join(f"<td style='padding:2px 8px'>{_fmt(v)}</td>" for v in row)
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _table_html(table: pd.DataFrame, units: Mapping[str, str] | None = None) -> str:
+    """A metrics table as the widgets show it: :func:`batchlab.tables.table` (one number format
+    per column, or per row in a metric table; units; "—" for no limit)."""
+    return tables.table(table, units=units, index=False)._repr_html_()
 
 
 def _message_html(message: str | None) -> str:
@@ -663,7 +645,8 @@ class ShapeExplorer(_Explorer):
             return
         if view.violations:
             broken = ", ".join(
-                f"{name} ({_fmt(v)} > {_fmt(b)})" for name, (v, b) in view.violations.items()
+                f"{name} ({tables.format_value(v)} > {tables.format_value(b)})"
+                for name, (v, b) in view.violations.items()
             )
             status = f"<b style='color:#B00020'>limits broken: {html.escape(broken)}</b>"
         else:
@@ -1148,12 +1131,7 @@ class PolicyExplorer(_Explorer):
 
     def _show_view(self) -> None:
         self.message_html.value = _message_html(self.view.message)
-        table = self.view.metrics.copy()
-        table.columns = [
-            "policy",
-            *(f"{m} ({unit})" for m, unit in POLICY_METRICS),
-        ]
-        self.metrics_html.value = _table_html(table)
+        self.metrics_html.value = _table_html(self.view.metrics, dict(POLICY_METRICS))
 
 
 def policy_explorer(requests: pd.DataFrame, **options: Any) -> PolicyExplorer:
