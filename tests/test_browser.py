@@ -15,9 +15,7 @@ process, for the setting the sliders show (the table's very strings, as
 
 Each chapter also fails on (issue 12, first hour 3-5):
 
-* any error in the browser console (the one exception: the plotly.js script that plotly's
-  ``notebook_connected`` renderer fetches from cdn.plot.ly fails to load here, where the network
-  is closed; JupyterLab draws the figures with its own plotly extension);
+* any error in the browser console;
 * any message JupyterLab's Log Console shows (warning or error: kernel output that belongs to
   no cell, such as a traceback raised in a widget's comm handler), after Run All and after
   every slider move;
@@ -65,9 +63,6 @@ CHAPTER_3 = "03_cost_decomposition.ipynb"
 CHAPTER_5 = "05_batching_policies.ipynb"
 #: The module's time budget (s), JupyterLab start and shutdown included.
 BUDGET_S = 170.0
-#: The only browser-console error allowed: plotly's notebook_connected renderer loads plotly.js
-#: from its CDN, which this closed network cannot reach (JupyterLab does not need it).
-CDN_FAILURE = ("https://cdn.plot.ly/", "Failed to load resource")
 RUN_ALL_TIMEOUT_S = 100.0
 
 # How each chapter creates its explorer (read from the chapter; the test recomputes the expected
@@ -135,16 +130,11 @@ def _values(controls: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return {name: c["value"] for name, c in controls.items()}
 
 
-def _console_errors(nb: bs.Notebook) -> list[str]:
-    """The browser console's errors, less the CDN script this closed network cannot load."""
-    return [e for e in nb.console_errors() if not all(part in e for part in CDN_FAILURE)]
-
-
 def _assert_clean(nb: bs.Notebook, when: str) -> None:
     """Nothing in JupyterLab's Log Console (warning or error) and no browser-console error."""
     logged = nb.log_console_errors()
     assert not logged, f"{when}: JupyterLab's Log Console shows:\n" + "\n".join(logged)
-    errors = _console_errors(nb)
+    errors = nb.console_errors()
     assert not errors, f"{when}: browser console errors: {errors}"
 
 

@@ -198,12 +198,15 @@ def step_xy(edges: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return edges, np.append(values, values[-1] if len(values) else 0.0)
 
 
-def use_notebook_renderer(renderer: str = "plotly_mimetype+notebook_connected") -> None:
+def use_notebook_renderer(renderer: str = "plotly_mimetype") -> None:
     """Set plotly's default renderer for the chapters.
 
-    ``plotly_mimetype`` is drawn by JupyterLab's plotly extension (and kept in the saved
-    notebook); ``notebook_connected`` adds a small HTML fallback that loads plotly.js from its
-    CDN, for viewers without the extension. Neither embeds the 4 MB plotly.js in the notebook.
+    ``plotly_mimetype`` is drawn by JupyterLab's plotly extension and kept in the saved
+    notebook as the figure's JSON alone: the same figure saves the same bytes, so re-running a
+    chapter changes its stored outputs only where they must change (widget ids, timings).
+    (``notebook_connected``, plotly's HTML fallback for viewers without the extension, adds a
+    random element id to every figure and a script fetched from plotly's CDN, which fails in
+    the browser console on machines without internet access.)
     """
     import plotly.io as pio
 
