@@ -200,10 +200,9 @@ def cmd_profile(args) -> int:
         return EXIT_OK
     for path, prof in out.items():
         print(f"== {path}: {prof.n_requests:,} requests")
-        lengths = prof.lengths.reset_index(names="field")
-        print(
-            _table(lengths, {c: "tokens" for c in lengths.columns if c not in ("field", "count")})
-        )
+        from batchlab.tables import LENGTH_STAT_UNITS
+
+        print(_table(prof.lengths.reset_index(names="field"), LENGTH_STAT_UNITS))
         extra = {
             "correlation (Pearson)": prof.correlation_pearson,
             "correlation (Spearman)": prof.correlation_spearman,

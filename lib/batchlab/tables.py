@@ -42,6 +42,7 @@ import pandas as pd
 from batchlab.errors import InputError
 
 __all__ = [
+    "LENGTH_STAT_UNITS",
     "MISSING",
     "UNITS",
     "Table",
@@ -51,6 +52,13 @@ __all__ = [
     "text_table",
     "unit_of",
 ]
+
+#: Units of the columns of a length-statistics table (``WorkloadProfile.lengths``,
+#: ``workload.length_percentiles_table``): every statistic but the count is in tokens.
+LENGTH_STAT_UNITS: dict[str, str] = {
+    **dict.fromkeys(("min", "mean", "std", "p50", "p90", "p95", "p99", "p99.9", "max"), "tokens"),
+    "count": "requests",
+}
 
 #: What a missing value (None, NaN, NA: no limit, not applicable) shows as.
 MISSING = "—"
@@ -102,11 +110,28 @@ UNITS: dict[str, str] = {
     "correlation_spearman": "",
     "interarrival_cv": "",
     "arrival_rate_per_s": "requests/s",
+    "rate_per_s": "requests/s",
+    "padding": "tokens",
+    "size": "requests",
+    "s_max": "tokens",
+    "g_max": "tokens",
+    "max_cost": "cost units",
+    "batch_cost": "cost units",
+    "hidden": "dimensions",
+    "n_params": "parameters",
+    "kv_bytes_per_token": "bytes/token",
+    "tokens_per_s": "tokens/s",
+    "latency_choice": "sequences",
 }
 
 # Name conventions (docs/design.md): suffixes and prefixes that carry the unit.
 _SUFFIX_UNITS = (
+    ("_cost_quad", "cost units/token²"),  # cost-model coefficients
+    ("_cost_lin", "cost units/(hidden·token)"),
+    ("_ms_quad", "ms/token²"),
+    ("_ms_lin", "ms/(hidden·token)"),
     ("_ms_per_token", "ms/token"),
+    ("_batch_size", "sequences"),
     ("_ms_per_step", "ms"),
     ("_ms_per_request", "ms"),
     ("_tokens_per_s", "tokens/s"),
@@ -124,7 +149,7 @@ _SUFFIX_UNITS = (
 )
 _PREFIX_UNITS = (
     ("cost_", "cost units"),
-    ("padding_", "tokens"),
+    ("padding", "tokens"),  # padding_tokens, "padding total", "padding azure-conv"
     ("latency_", "ms"),
 )
 
@@ -143,9 +168,18 @@ def unit_of(name: object) -> str | None:
     key = str(name)
     if key in UNITS:
         return UNITS[key]
+    if key.startswith("ratio_"):  # measured / predicted
+        return "×"
+    for marker in ("_at_", "_spread"):  # latency_p99_ms_at_knee, output_tokens_per_s_spread
+        if marker in key:
+            base = unit_of(key.split(marker, 1)[0])
+            if base is not None:
+                return base
     for suffix, unit in _SUFFIX_UNITS:
         if key.endswith(suffix):
             return unit
+    if "/" in key:  # a ratio named by its header ("padding / prompt tokens")
+        return None
     for prefix, unit in _PREFIX_UNITS:
         if key.startswith(prefix):
             return unit
@@ -177,6 +211,8 @@ class _Format:
             return "yes" if value else "no"
         if not _is_number(value):
             return str(value)
+        if self.kind == "text":  # a number among text: formatted on its own
+            return _choose([value])(value)
         v = float(value)
         if math.isinf(v):
             return "∞" if v > 0 else "-∞"
@@ -231,7 +267,7 @@ def _choose(values: list[object], unit: str | None = None) -> _Format:
 
 def _header(name: object, unit: str | None) -> str:
     text = str(name)
-    if not unit or _HAS_UNIT.search(text):
+    if not unit or _HAS_UNIT.search(text) or text == unit:  # "requests", not "requests (requests)"
         return text
     return f"{text} ({unit})"
 
@@ -273,7 +309,7 @@ def formatted(
             j
             for j, (c, col) in enumerate(columns)
             if c != metric
-            and _numeric_like(col)
+            and c != "unit"
             and unit_of(c) is None
             and str(c) not in given
             and not _all_bool(col)
