@@ -61,13 +61,15 @@ exercises: $(STAMP)
 
 # Re-execute the chapters in place (outputs are committed and compared by nbval). Widget state is
 # not stored: plotly's FigureWidget would embed the 5 MB plotly.js in every notebook; nor are
-# execution timestamps: a re-run changes the stored outputs only where they must change.
+# execution timestamps (old ones are cleared, cell tags kept): a re-run changes the stored
+# outputs only where they must change.
 NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.ipynb))
 notebooks: $(STAMP)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=900 --ExecutePreprocessor.kernel_name=python3 \
 		--ExecutePreprocessor.store_widget_state=False --ExecutePreprocessor.record_timing=False \
-		$(NOTEBOOKS)
+		--ClearMetadataPreprocessor.enabled=True --ClearMetadataPreprocessor.clear_notebook_metadata=False \
+		--ClearMetadataPreprocessor.preserve_cell_metadata_mask=tags $(NOTEBOOKS)
 
 data: $(STAMP)
 	$(BIN)/python scripts/make_data.py

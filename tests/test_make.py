@@ -86,6 +86,9 @@ def test_make_notebooks_stores_no_timestamps():
     lines = " ".join(dry_run("notebooks", "NOTEBOOKS=notebooks/00_start_here.ipynb"))
     assert "--ExecutePreprocessor.record_timing=False" in lines
     assert "--ExecutePreprocessor.store_widget_state=False" in lines
+    # timestamps a notebook already holds are cleared; its cells' tags are kept
+    assert "--ClearMetadataPreprocessor.enabled=True" in lines
+    assert "--ClearMetadataPreprocessor.preserve_cell_metadata_mask=tags" in lines
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
