@@ -62,8 +62,7 @@ def _q1_diagnose(got: float, expected: float) -> str | None:
         value = float(np.percentile(prompt, 95, method=method))
         if value != expected and np.isclose(got, value, rtol=0.0, atol=1e-6):
             what = (
-                "numpy's interpolated percentile (`np.percentile(x, 95)`, pandas' "
-                "`quantile(0.95)`)"
+                "numpy's interpolated percentile (`np.percentile(x, 95)`, pandas' `quantile(0.95)`)"
                 if method == "linear"
                 else f"numpy's percentile with method='{method}'"
             )
