@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -781,13 +782,25 @@ class Notebook:
         assert logs is not None, "cannot read JupyterLab's log console (logger registry)"
         return logs
 
-    def log_console_errors(self) -> list[str]:
-        """The Log Console's messages at level warning or above (what it shows by default)."""
-        return [
-            f"{m['level']}: {m['text'][-1500:]}"
-            for m in self.log_console()
-            if m["level"] in ("warning", "error", "critical")
-        ]
+    def log_console_errors(self, settle_s: float = 2.0) -> list[str]:
+        """The Log Console's messages at level warning or above (what it shows by default),
+        ANSI colours stripped, each as its first line and its end. Waits up to ``settle_s``
+        seconds for one to arrive (a widget's comm handler answers the front end after the
+        cell that moved it has finished)."""
+
+        def shown() -> list[str]:
+            out = []
+            for m in self.log_console():
+                if m["level"] in ("warning", "error", "critical"):
+                    text = re.sub(r"\x1b\[[0-9;]*m", "", m["text"]).strip()
+                    head = text.splitlines()[0] if text else ""
+                    out.append(f"{m['level']}: {head[:300]} ... {text[-800:]}")
+            return out
+
+        try:
+            return self.wait("a message in JupyterLab's Log Console", shown, settle_s, 0.25)
+        except TimeoutError:
+            return []
 
     def figure_problems(self, timeout_s: float = 10.0) -> list[str]:
         """Scroll to every cell with a plotly figure and report, per figure, a figure wider than
