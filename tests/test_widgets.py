@@ -448,3 +448,27 @@ def test_figure_widgets_hold_plain_lists_and_take_the_front_end_echo(planned, wo
         "a": [1.0, None],
         "b": [3],
     }
+
+
+def test_chapter_02_leaves_its_shape_explorer_in_a_valid_setting(monkeypatch):
+    """Regression (issue 12, first hour 4): after Run All, chapter 02's shape explorer was left
+    in its red error state (its last cell moved a boundary above the next one to show the
+    message). The chapter's explorer cells, run headless in order, leave a valid setting: no
+    message, a metrics table."""
+    import ast
+    from pathlib import Path
+
+    import nbformat
+    import plotly.io as pio
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02_bucketing.ipynb"
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    start = next(i for i, src in enumerate(cells) if "widgets.shape_explorer(" in src)
+    monkeypatch.chdir(path.parent)
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)
+    ns: dict = {}
+    for src in [cells[0], *(c for c in cells[1:start] if "load_trace" in c), *cells[start:]]:
+        exec(compile(ast.parse(src), "<chapter 02>", "exec"), ns)
+    explorer = ns["explorer"]
+    assert explorer.view.ok, explorer.view.message
+    assert explorer.message_html.value == "" and "<table" in explorer.metrics_html.value
