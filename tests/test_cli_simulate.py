@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -182,8 +183,12 @@ def test_text_output_has_header_and_every_metric(workload_file, capsys):
     for key in summary:
         if key not in ("policy", "mode"):
             assert key in body, key
-    p99 = f"{summary['latency_p99_ms']:,.6g}"
-    assert any(line.split()[:2] == ["latency_p99_ms", p99] for line in lines)
+    # one row per metric with its unit, in the formats of batchlab.tables
+    p99 = next(line.split() for line in lines if line.startswith("latency_p99_ms "))
+    assert p99[1] == "ms" and float(p99[2].replace(",", "")) == pytest.approx(
+        summary["latency_p99_ms"], rel=1e-3
+    )
+    assert "max_num_seqs=" not in lines[0] and "--max-num-seqs 256" in lines[0]
 
 
 def test_max_requests_takes_the_first_arrivals(request_table, tmp_path, capsys):
@@ -218,16 +223,24 @@ def test_trace_name_as_input(capsys):
     ("argv", "fragments"),
     [
         (["--policy", "fifo"], ["fifo", "continuous"]),
-        (["--max-wait-ms", "5"], ["max_wait_ms", "continuous"]),
-        (["--policy", "static", "--chunked-prefill"], ["chunked_prefill", "static"]),
+        (["--max-wait-ms", "5"], ["--max-wait-ms", "continuous", "--max-num-seqs"]),
+        (["--policy", "static", "--chunked-prefill"], ["--chunked-prefill", "static"]),
         (["--burstiness", "2"], ["--burstiness", "--rate"]),
         (["--think-time-ms", "2"], ["--think-time-ms", "--concurrency"]),
-        (["--kv-blocks", "2", "--rate", "1"], ["kv_blocks", "request_id"]),
+        (["--kv-blocks", "2", "--rate", "1"], ["--kv-blocks", "request_id"]),
         (["--first-s", "0"], ["--first-s"]),
         (["--max-requests", "0"], ["--max-requests"]),
-        (["--rate", "-1"], ["rate"]),
+        (["--rate", "-1"], ["--rate"]),
         (["--model", "gpt-5"], ["unknown model", "llama-2-7b"]),
-        (["--gpu", "tpu"], ["unknown GPU", "h100-sxm"]),
+        (["--gpu", "tpu"], ["unknown GPU", "h100-sxm", "--gpu"]),
+        (
+            ["--chunk-size", "64", "--no-chunked-prefill"],
+            ["--chunk-size needs chunked prefill, but --no-chunked-prefill was given"],
+        ),
+        (
+            ["--max-num-batched-tokens", "100", "--rate", "1"],
+            ["field '--max-num-batched-tokens'", "exceeds --max-num-batched-tokens (100)"],
+        ),
     ],
 )
 def test_input_errors_exit_2_with_one_line(workload_file, capsys, argv, fragments):
@@ -238,6 +251,10 @@ def test_input_errors_exit_2_with_one_line(workload_file, capsys, argv, fragment
     assert err.startswith("batchlab: error:") and err.count("\n") == 1
     for fragment in fragments:
         assert fragment in err, (fragment, err)
+    # the command line's words, not Python's (issue 12, first hour 8): no "rate=", no
+    # "field 'kv_blocks'", no "pass a DeviceSpec"
+    assert "Spec" not in err and not re.search(r"\w=", err), err
+    assert not re.search(r"field '[a-z_]+'", err), err
 
 
 def test_file_and_arrival_errors(request_table, tmp_path, capsys):
@@ -331,9 +348,32 @@ def test_a_registered_policy_gets_its_options_on_the_command_line(workload_file,
             capsys, "simulate", path, "--policy", "capped-test", "--cap", 3, "--rate", 5
         )
         assert code == 0, err
-        assert "cap=3" in out
+        assert "--cap 3" in out and "cap=3" not in out
         # a knob of another policy is refused by the policy, naming the option
         code, _, err = run(capsys, "simulate", path, "--policy", "static", "--cap", 3, "--rate", 5)
         assert code == 2 and "cap" in err and "valid options" in err
     finally:
         del POLICIES["capped-test"]
+
+
+def test_overload_is_a_warning_on_stderr(capsys):
+    """Regression (issue 12, first hour 8): ``simulate`` said nothing when the policy could not
+    keep up with the trace (p99 then grows with the run length)."""
+    code, out, err = run(
+        capsys, "simulate", "azure-conv-2023", "--first-s", 300, "--policy", "static"
+    )
+    assert code == 0
+    warning = [line for line in err.splitlines() if line.startswith("batchlab: warning:")]
+    assert len(warning) == 1 and "overloaded: offered 4." in warning[0], err
+    offered, served = map(
+        float, re.search(r"offered ([\d.]+) req/s, served ([\d.]+) req/s", warning[0]).groups()
+    )
+    assert served < 0.8 * offered, warning
+    assert re.search(r"^overloaded\s+yes$", out, re.MULTILINE), out
+    code, out, err = run(capsys, "simulate", "azure-conv-2023", "--first-s", 300)
+    assert code == 0 and "warning" not in err and re.search(r"^overloaded\s+no$", out, re.M)
+    code, out, _ = run(
+        capsys, "simulate", "azure-conv-2023", "--first-s", 300, "--policy", "static", "--json"
+    )
+    data = json.loads(out)
+    assert data["summary"]["overloaded"] is True and data["warnings"][0].startswith("overloaded:")

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchlab import evaluate, plan, planner, shapes, workload
+from batchlab import evaluate, plan, planner, recommend, shapes, sweep, workload
 from batchlab.cost import get_cost_model
 from batchlab.errors import InputError
 from batchlab.exercises import (
@@ -200,11 +200,13 @@ def expect_wrong(question, answer, *, contains: str | None = None):
 
 def test_ex01_checks(chat):
     code = core.load_trace("azure-code-2023")
-    gen = np.sort(code["gen_len"].to_numpy())
-    p95 = int(gen[math.ceil(0.95 * len(gen)) - 1])  # nearest rank, by hand
+    prompt = np.sort(code["prompt_len"].to_numpy())
+    p95 = int(prompt[math.ceil(0.95 * len(prompt)) - 1])  # nearest rank, by hand
     assert ex01.q1.evaluate(p95) and ex01.q1.evaluate(float(p95))
     expect_wrong(ex01.q1, p95 + 1, contains="too high")
     expect_wrong(ex01.q1, 90.5, contains="not a whole number")
+    # on these lengths the interpolated percentile is another value (and not even a length)
+    assert np.percentile(prompt, 95) != p95 and not float(np.percentile(prompt, 95)).is_integer()
     gaps = np.diff(np.sort(code["arrival_s"].to_numpy()))
     assert ex01.q2.evaluate(gaps.std() / gaps.mean())
     assert ex01.q2.evaluate(gaps.std(ddof=1) / gaps.mean())  # within the 0.1% tolerance
@@ -299,7 +301,7 @@ def test_ex03_checks(docs):
 
 def test_ex04_checks():
     table = ex04._table()
-    assert len(table) == 54
+    assert len(table) == 72
     ok = table[table["ok_all"]]
     assert ex04.q1.evaluate(len(ok))
     expect_wrong(ex04.q1, len(table), contains="every setting")
@@ -709,3 +711,331 @@ def test_generate_check_and_write(tmp_path):
     assert statuses == {"01_toy.ipynb": "out of date", "02_orphan.ipynb": "stale"}
     assert module.main([*args]) == 0 and "edited" in learner.read_text()
     assert module.main(["--solutions", str(tmp_path / "none")]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# every named mistake is caught (issue 12, first hour 9)
+#
+# Each check's messages name mistakes ("That is numpy's interpolated percentile ..."). For each
+# one: the mistake, computed as a learner would, and a fragment of the message it must get.
+# Regression: ex01.q1 accepted `quantile(0.95)`, the interpolated percentile it warns against,
+# because every percentile method gave the same value on the code trace's output lengths.
+
+
+def _code_prompt():
+    return core.load_trace("azure-code-2023")["prompt_len"]
+
+
+def _ex01_bucket():
+    chat = core.load_requests("chat.jsonl")
+    return chat[chat["prompt_len"] <= ex01.BUCKET_MAX_PROMPT]
+
+
+def _ex01_unavoidable():
+    return shapes.min_padding_tokens(_ex01_bucket()["prompt_len"].to_numpy())
+
+
+def _ex03_evaluation(seq_aligns, model="static-graph"):
+    example = pd.DataFrame(ex03.EXAMPLE)
+    return evaluate.evaluate(example, plan.bucketed_plan(example, list(seq_aligns)), model)
+
+
+def _ex03_rest(seq_aligns):
+    ev = _ex03_evaluation(seq_aligns)
+    return ev.cost.total - ev.cost.overhead
+
+
+def _ex04_ok(metric):
+    return int(ex04._table()[f"ok_{metric}"].sum())
+
+
+def _ex04_first_k():
+    return next(k for k in range(1, 65) if ex04._docs_pad_ratio(k) <= 0.10)
+
+
+def _ex06(column):
+    return ex06._table()[column].to_numpy(dtype=float)
+
+
+def _ex06_sizes():
+    return _ex06("batch_size")
+
+
+MISTAKES = [
+    # ex01
+    (ex01.q1, lambda: np.percentile(_code_prompt(), 95), "numpy's interpolated percentile"),
+    (ex01.q1, lambda: _code_prompt().quantile(0.95), "pandas' `quantile(0.95)`"),
+    (ex01.q1, lambda: np.percentile(_code_prompt(), 95, method="nearest"), "method='nearest'"),
+    (ex01.q1, lambda: np.percentile(_code_prompt(), 95, method="midpoint"), "method='midpoint'"),
+    (
+        ex01.q1,
+        lambda: workload.profile(core.load_trace("azure-code-2023")).lengths.loc["gen_len", "p95"],
+        "That is the p95 of the output lengths",
+    ),
+    (
+        ex01.q2,
+        lambda: (lambda t: t.std() / t.mean())(
+            np.sort(core.load_trace("azure-code-2023")["arrival_s"].to_numpy())
+        ),
+        "the spread of the arrival times themselves",
+    ),
+    (
+        ex01.q2,
+        lambda: (lambda g: g.mean() / g.std())(
+            np.diff(np.sort(core.load_trace("azure-code-2023")["arrival_s"].to_numpy()))
+        ),
+        "You divided the mean by the standard deviation",
+    ),
+    (
+        ex01.q3,
+        lambda: 0.20 * (_ex01_bucket()["prompt_len"].sum() + _ex01_bucket()["gen_len"].sum()),
+        "That is all the padding the limit allows",
+    ),
+    (
+        ex01.q3,
+        lambda: 0.20 * _ex01_bucket()["prompt_len"].sum() - _ex01_unavoidable(),
+        "The pad ratio counts useful tokens of the prompts *and* the outputs",
+    ),
+    (
+        ex01.q3,
+        lambda: shapes.padding_budget(
+            core.load_requests("chat.jsonl")["prompt_len"],
+            core.load_requests("chat.jsonl")["gen_len"],
+            0.20,
+        ),
+        "Use the bucket (prompt_len <= 512), not the whole file",
+    ),
+    (
+        ex01.q4,
+        lambda: _ex01_unavoidable() / _ex01_bucket()["prompt_len"].sum(),
+        "Divide by all useful tokens",
+    ),
+    (ex01.q4, lambda: _ex01_unavoidable(), "a fraction, not a count"),
+    (
+        ex01.q5,
+        lambda: planner.lower_bounds(_ex01_bucket(), "static-graph", None).min_sequential_ms,
+        "That bound allows one batch of every request",
+    ),
+    (
+        ex01.q5,
+        lambda: planner.lower_bounds(_ex01_bucket(), "static-graph", 1).min_sequential_ms,
+        "That is every request alone",
+    ),
+    # ex02
+    (
+        ex02.q1,
+        lambda: shapes.min_padding_tokens(core.load_trace("azure-conv-2023")["prompt_len"]),
+        "That is the alignment padding alone",
+    ),
+    (
+        ex02.q1,
+        lambda: (lambda p: shapes.padding_tokens(p, shapes.align([p.max()])))(
+            core.load_trace("azure-conv-2023")["prompt_len"].to_numpy()
+        ),
+        "That is padding every prompt to the longest one",
+    ),
+    (ex02.q2, lambda: [1024, 2048, 4096, 8192, 16384], "at most 4 are allowed"),
+    (ex02.q2, lambda: [448, 1344, 4160], "does not cover the longest prompt"),
+    (ex02.q2, lambda: [500, 14080], "is not a positive multiple of 64"),
+    (ex02.q2, lambda: [4096, 14080], "more than the power-of-two grid"),
+    (ex02.q3, lambda: 1024, "above the limit"),
+    (ex02.q3, lambda: 8, "more than the fewest possible"),
+    (ex02.q3, lambda: 100, "is not one of the sizes to compare"),
+    (
+        ex02.q4,
+        lambda: np.concatenate(
+            shapes.per_bucket_optimal_shapes(
+                [core.load_requests(f)["prompt_len"] for f in ("chat.jsonl", "docs.jsonl")], 4
+            )
+        ),
+        "more than the least possible",
+    ),
+    # ex03
+    (
+        ex03.q1,
+        lambda: (lambda ev: ev.cost.total - ev.cost.compile)(_ex03_evaluation(ex03.ONE_SHAPE)),
+        "Add the compile of the shape",
+    ),
+    (
+        ex03.q1,
+        lambda: _ex03_evaluation(ex03.ONE_SHAPE, "padded-graph").cost.total,
+        "That is the padded-graph preset",
+    ),
+    (
+        ex03.q1,
+        lambda: (lambda ev: ev.cost.total - ev.cost.decode * 2 / 3)(
+            _ex03_evaluation(ex03.ONE_SHAPE)
+        ),
+        "Every request of the batch pays the batch's decode cost",
+    ),
+    (
+        ex03.q2,
+        lambda: _ex03_rest(ex03.ONE_SHAPE) - _ex03_rest(ex03.THREE_SHAPES),
+        "the three-batch plan pays two more overheads",
+    ),
+    (ex03.q2, lambda: -1.0e6, "An overhead is a cost, so it is positive"),
+    *[
+        (ex03.q3, (lambda p=p: p), "of the total cost; one part is larger")
+        for p in ("overhead", "prefill", "decode", "compile")
+        if p != ex03._q3_expected()
+    ],
+    (ex03.q4, lambda: 1.0 / ex03._q4_expected(), "not the other way round"),
+    (
+        ex03.q4,
+        lambda: (lambda d: evaluate.evaluate(d, plan.baseline_plan(d)).cost.total)(
+            core.load_requests("docs.jsonl")
+        ),
+        "not a cost",
+    ),
+    # ex04
+    *[
+        (ex04.q1, (lambda m=m: _ex04_ok(m)), f"meet the {m} limit alone")
+        for m in ex04._chat_limits()
+    ],
+    (ex04.q1, lambda: len(ex04._table()), "That is every setting of the grid"),
+    (
+        ex04.q2,
+        lambda: ex04._table()[ex04._table()["ok_all"]].sort_values("total_cost").iloc[-1],
+        "more than the cheapest setting that does",
+    ),
+    (ex04.q2, lambda: ex04._table()[~ex04._table()["ok_all"]].iloc[0], "that setting breaks the"),
+    (ex04.q3, lambda: ex04._table(), "of your settings are dominated by another setting"),
+    (
+        ex04.q3,
+        lambda: sweep.pareto_front(ex04._table(), ["total_cost", "sequential_ms"]).iloc[1:],
+        "non-dominated point(s) are missing",
+    ),
+    (ex04.q4, lambda: _ex04_first_k() - 1, "above 0.1"),
+    (ex04.q4, lambda: _ex04_first_k() + 1, "but fewer shapes also do"),
+    # ex05
+    (
+        ex05.q1,
+        lambda: (lambda c, s: c["latency_p99_ms"] / s["latency_p99_ms"])(*ex05._replay()),
+        "Static over continuous, not the other way round",
+    ),
+    (
+        ex05.q1,
+        lambda: (lambda c, s: s["latency_p50_ms"] / c["latency_p50_ms"])(*ex05._replay()),
+        "That compares the medians (p50)",
+    ),
+    (ex05.q2, lambda: 3, "The knee is one of the levels swept"),
+    (ex05.q2, lambda: 2 * ex05._q2_expected(), "p99 latency is already"),
+    (ex05.q2, lambda: ex05._q2_expected() // 2, "not yet 2 ×"),
+    (
+        ex05.q3,
+        lambda: (lambda c, s: s["throughput_rps"] / c["throughput_rps"])(*ex05._closed_loop()),
+        "Continuous over static, not the other way round",
+    ),
+    (ex05.q4, lambda: 0, "pass kv_blocks=2000"),
+    # ex06
+    (
+        ex06.q1,
+        lambda: int(_ex06_sizes()[_ex06("output_tokens_per_s").argmax()]),
+        "That is the best throughput",
+    ),
+    (ex06.q1, lambda: 3, "The answer is one of the measured batch sizes"),
+    (ex06.q2, lambda: 3, "The answer is one of the measured batch sizes"),
+    (
+        ex06.q2,
+        lambda: int(_ex06_sizes()[_ex06("latency_ms_per_request") > 150.0].min()),
+        "over the limit",
+    ),
+    (
+        ex06.q2,
+        lambda: int(_ex06_sizes()[_ex06("latency_ms_per_request") <= 150.0].min()),
+        "but a larger batch size does too",
+    ),
+    (
+        ex06.q3,
+        lambda: np.polyfit(_ex06_sizes(), _ex06("kv_cache_mb"), 1)[0],
+        "That is the KV cache alone",
+    ),
+    (
+        ex06.q3,
+        lambda: (lambda b, m: (m[-1] - m[0]) / (b[-1] - b[0]))(
+            _ex06_sizes(), _ex06("peak_memory_mb")
+        ),
+        "That is the slope between two rows",
+    ),
+    (
+        ex06.q3,
+        lambda: float(np.mean(_ex06("peak_memory_mb") / _ex06_sizes())),
+        "That is memory per sequence on average",
+    ),
+    (ex06.q4, lambda: 3, "The answer is one of the measured batch sizes"),
+    (
+        ex06.q4,
+        lambda: recommend.recommend("interactive", measurement=ex06._table()).batch_size,
+        "That uses the use case's default limit",
+    ),
+    (
+        ex06.q4,
+        lambda: int(_ex06_sizes()[_ex06("decode_ms_per_step") > 3.5].min()),
+        "over 3.5 ms",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "mistake", "fragment"),
+    MISTAKES,
+    ids=[f"{q.id}: {f[:40]}" for q, _, f in MISTAKES],
+)
+def test_every_named_mistake_is_caught_with_its_message(question, mistake, fragment):
+    result = question.evaluate(mistake())
+    assert not result and result.status in ("incorrect", "invalid"), result.message
+    assert fragment in result.message, result.message
+
+
+def _named_mistakes(module) -> dict[str, list[str]]:
+    """Question name -> the literal texts of the messages its diagnose / explain / judge
+    functions return for a wrong answer (the longest literal part of each f-string)."""
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    out: dict[str, list[str]] = {}
+    for fn in tree.body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        name = fn.name.split("_")
+        if (
+            len(name) < 3
+            or not name[1].startswith("q")
+            or name[2]
+            not in (
+                "diagnose",
+                "explain",
+                "judge",
+            )
+        ):
+            continue
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Return) or node.value is None:
+                continue
+            value = node.value
+            if isinstance(value, ast.Tuple):  # judge: (False, text); (True, ...) is no mistake
+                first = value.elts[0]
+                if not (isinstance(first, ast.Constant) and first.value is False):
+                    continue
+                value = value.elts[1]
+            parts = []
+            for sub in ast.walk(value):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    parts.append(sub.value)
+            text = max(parts, key=len).strip() if parts else ""
+            if len(text) >= 8:  # a sentence, not a joiner such as "; "
+                out.setdefault(name[1], []).append(text)
+    return out
+
+
+@pytest.mark.parametrize("module", [ex01, ex02, ex03, ex04, ex05, ex06], ids=lambda m: m.EXERCISE)
+def test_every_message_that_names_a_mistake_has_a_test(module):
+    covered: dict[str, list[str]] = {}
+    for question, mistake, _ in MISTAKES:
+        if question.exercise == module.EXERCISE:
+            covered.setdefault(question.name, []).append(question.evaluate(mistake()).message)
+    for qname, texts in _named_mistakes(module).items():
+        for text in texts:
+            assert any(text in message for message in covered.get(qname, [])), (
+                f"{module.EXERCISE}.{qname}: no test feeds the mistake of the message {text!r}"
+            )

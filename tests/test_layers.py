@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     # 3. presentation
     "plots": 3,
     "widgets": 3,
+    "tables": 3,
     # 4. entry points
     "__main__": 4,
     "cli": 4,

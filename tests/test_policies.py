@@ -36,7 +36,8 @@ def test_builtins_declare_their_kind_and_knobs():
         policy = cls()
         assert list(policy.options()) == names  # options in declaration order
         assert policy.options() == {k.name: k.check(k.default) for k in cls.knobs}
-    assert make_policy("adaptive").options()["target_latency_ms"] == 1000.0
+    assert make_policy("adaptive").options()["target_tpot_ms"] == 50.0
+    assert "target_latency_ms" not in make_policy("adaptive").options()
 
 
 def test_knobs_check_their_values():

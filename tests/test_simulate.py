@@ -707,7 +707,7 @@ def heavy_tail(n: int, seed: int) -> pd.DataFrame:
     [
         ("static", {"batch_size": 8, "timeout_ms": 200}),
         ("dynamic", {"max_batch_size": 16, "max_wait_ms": 30, "bucket_edges": [256, 1024]}),
-        ("adaptive", {"target_latency_ms": 2000, "max_batch_size": 32}),
+        ("adaptive", {"target_tpot_ms": 20, "max_batch_size": 32}),
         ("continuous", {}),
         ("continuous", {"chunk_size": 256, "max_num_batched_tokens": 1024}),
         ("continuous", {"max_num_seqs": 64}),
@@ -756,9 +756,10 @@ def test_small_kv_budget_preempts_and_still_finishes():
 
 
 def test_adaptive_controller_by_hand():
-    # Every batch of b requests (prompt 1, gen 2) lasts 10 (prefill) + 10 + b (decode) ms.
-    # Target 25 ms, limit starts at 8 with 40 requests waiting at t=0:
-    #   b=8: 28 > 25 → limit 4; b=4: 24 ok → 5; b=5: 25 ok → 6; b=6: 26 > 25 → 3; 3: 23 → 4 ...
+    # Every batch of b requests (prompt 1, gen 2) is a 10 ms prefill and one decode step of
+    # 10 + b ms: its time per output token is (end - first token) / (2 - 1) = 10 + b ms.
+    # Target 15 ms, limit starts at 8 with 40 requests waiting at t=0:
+    #   b=8: 18 > 15 → limit 4; b=4: 14 ok → 5; b=5: 15 ok → 6; b=6: 16 > 15 → 3; 3: 13 → 4 ...
     df = pd.DataFrame(
         {"request_id": np.arange(40), "prompt_len": 1, "gen_len": 2, "arrival_s": 0.0}
     )
@@ -767,12 +768,89 @@ def test_adaptive_controller_by_hand():
         "adaptive",
         step_time=LinearStepTime(10, 0, 1),
         kv_blocks=100,
-        target_latency_ms=25,
+        target_tpot_ms=15,
         max_batch_size=8,
     )
     assert list(res.steps["batch_size"][:6]) == [8, 4, 5, 6, 3, 4]
     assert list(res.steps["batch_limit"][:6]) == [8, 4, 5, 6, 3, 4]
     check_invariants(res, df)
+    # dynamic batching's batch-duration controller is still there (batch = 20 + b ms):
+    # target 25 → b=8: 28 > 25 → 4; 24 → 5; 25 → 6; 26 → 3
+    dyn = simulate(
+        df,
+        "dynamic",
+        step_time=LinearStepTime(10, 0, 1),
+        kv_blocks=100,
+        target_latency_ms=25,
+        max_batch_size=8,
+    )
+    assert list(dyn.steps["batch_size"][:5]) == [8, 4, 5, 6, 3]
+
+
+def test_adaptive_defaults_keep_batches_on_a_real_trace():
+    # Regression (issue 12, first hour 8): with its old default (a 1,000 ms target on the whole
+    # batch duration, which the longest generation in a batch sets) the adaptive policy shrank
+    # its batches to 1.6 requests on the Azure conversation trace and served half of what
+    # dynamic batching serves. Its default now targets the time per output token (50 ms).
+    from batchlab.datasets import load_trace
+
+    conv = load_trace("azure-conv-2023")
+    conv = conv[conv["arrival_s"] < 300]
+    adaptive = simulate(conv, "adaptive", model="llama-2-7b", gpu="h100-sxm").summary()
+    dynamic = simulate(conv, "dynamic", model="llama-2-7b", gpu="h100-sxm").summary()
+    assert adaptive["mean_batch_size"] > 0.8 * dynamic["mean_batch_size"] > 10
+    assert adaptive["throughput_rps"] > 0.9 * dynamic["throughput_rps"]
+    assert adaptive["tpot_p99_ms"] <= 50.0  # the target is met
+    # a target the device cannot meet at large batches shrinks them, not to nothing
+    tight = simulate(
+        conv, "adaptive", model="llama-2-7b", gpu="h100-sxm", target_tpot_ms=12
+    ).summary()
+    assert 2 < tight["mean_batch_size"] < adaptive["mean_batch_size"]
+
+
+def _steady(n: int, gap_ms: float) -> pd.DataFrame:
+    """``n`` requests (prompt 1, gen 1) arriving every ``gap_ms`` ms."""
+    return pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(n)],
+            "prompt_len": 1,
+            "gen_len": 1,
+            "arrival_s": np.arange(n) * gap_ms / 1e3,
+        }
+    )
+
+
+def test_overload_is_reported_with_offered_and_served_rates():
+    # Regression (issue 12, first hour 8): no word when the offered load exceeds what the
+    # policy serves. By hand: static batches of 1, each a 20 ms prefill; 100 requests every
+    # 10 ms (offered 100 / 0.99 s = 101.0 req/s) are served one per 20 ms: the last finishes
+    # at 2,000 ms (served 100 / 2 s = 50 req/s), and request i waits 10·i ms: latency grows
+    # by 1 ms per ms of arrivals.
+    step = LinearStepTime(20.0)
+    over = simulate(_steady(100, 10.0), "static", batch_size=1, step_time=step, kv_blocks=10)
+    assert over.offered_rps == pytest.approx(100 / 0.99)
+    assert over.summary()["throughput_rps"] == pytest.approx(50.0)
+    assert over.latency_growth == pytest.approx(1.0)
+    assert over.overload == (
+        "overloaded: offered 101 req/s, served 50 req/s; latency grows by 1,000 ms per second "
+        "of arrivals, so its percentiles grow with the length of the run"
+    )
+    assert over.warnings == (over.overload,) and over.summary()["overloaded"] is True
+    assert over.summary()["offered_rps"] == pytest.approx(100 / 0.99)
+    # every 25 ms it keeps up: no warning
+    ok = simulate(_steady(100, 25.0), "static", batch_size=1, step_time=step, kv_blocks=10)
+    assert ok.overload is None and ok.warnings == () and not ok.summary()["overloaded"]
+    # a short light run whose last requests are still running at its end is not "overloaded"
+    # (served < offered only because of the drain: latency does not grow)
+    slow = LinearStepTime(500.0)
+    short = simulate(_steady(12, 600.0), "static", batch_size=1, step_time=slow, kv_blocks=10)
+    assert short.summary()["throughput_rps"] < 0.95 * short.offered_rps
+    assert short.overload is None
+    # a closed loop sets its own pace: never overloaded, no offered rate
+    closed = simulate(
+        _steady(100, 10.0), "static", batch_size=1, step_time=step, kv_blocks=10, concurrency=4
+    )
+    assert math.isnan(closed.offered_rps) and closed.overload is None
 
 
 def test_table_step_time_in_the_simulator():

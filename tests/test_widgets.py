@@ -392,3 +392,83 @@ def test_sync_figure_replaces_traces_when_the_layout_changes():
     widgets._sync_figure(target, same)
     assert target.data[0] is first  # updated in place
     assert list(first.x) == [9] and first.name == "c"
+
+
+# ------------------------------------------------------------------ FigureWidget round trip
+
+
+def _arrays_in(obj, path=()):
+    """Paths of the numpy arrays anywhere inside ``obj`` (dicts, lists, tuples)."""
+    if isinstance(obj, np.ndarray):
+        yield path
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _arrays_in(v, (*path, k))
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from _arrays_in(v, (*path, i))
+
+
+def _front_end_echo(fw: go.FigureWidget) -> None:
+    """What JupyterLab's plotly front end sends the kernel after every restyle: each trace's
+    computed defaults, in which a value the kernel sent as a typed array (a numpy array) comes
+    back as an index-keyed object. Delivered to the widget's handler as the comm would."""
+    deltas = []
+    for t in fw.data:
+        delta = {"uid": t.uid}
+        for key, value in t._props.items():
+            if isinstance(value, np.ndarray):
+                delta[key] = {str(i): v for i, v in enumerate(value.tolist())}
+        deltas.append(delta)
+    message = {"trace_deltas": deltas, "trace_edit_id": fw._last_trace_edit_id}
+    fw._handler_js2py_traceDeltas({"name": "_js2py_traceDeltas", "new": message})
+
+
+def test_figure_widgets_hold_plain_lists_and_take_the_front_end_echo(planned, workload):
+    """Regression (issue 12, first hour 5): the explorers' FigureWidgets held numpy arrays;
+    plotly.js echoed them back as objects and plotly's ``_remove_overlapping_props`` raised
+    "The truth value of an array ... is ambiguous" into JupyterLab's Log Console after Run All
+    and after every slider move (chapters 03 and 05). The widgets now hold plain lists."""
+    req, plan = planned
+    timed = workload.assign(arrival_s=np.arange(len(workload)) * 0.5)
+    explorers = [
+        (widgets.shape_explorer(workload, k=4), ("k", 6)),
+        (widgets.cost_explorer(req, plan), ("batch_cost", 1e8)),
+        (widgets.policy_explorer(timed.iloc[:80], rate=2.0), ("max_num_seqs", 8)),
+    ]
+    for explorer, (control, value) in explorers:
+        fw = explorer.figure
+        _front_end_echo(fw)  # after Run All
+        explorer.controls[control].value = value
+        _front_end_echo(fw)  # after a slider move
+        for t in fw.data:
+            assert not list(_arrays_in(t._props)), (type(explorer).__name__, t.name)
+        assert not list(_arrays_in(fw._layout)), type(explorer).__name__
+    assert widgets.plain_data({"a": np.array([1.0, np.nan]), "b": (np.int64(3),)}) == {
+        "a": [1.0, None],
+        "b": [3],
+    }
+
+
+def test_chapter_02_leaves_its_shape_explorer_in_a_valid_setting(monkeypatch):
+    """Regression (issue 12, first hour 4): after Run All, chapter 02's shape explorer was left
+    in its red error state (its last cell moved a boundary above the next one to show the
+    message). The chapter's explorer cells, run headless in order, leave a valid setting: no
+    message, a metrics table."""
+    import ast
+    from pathlib import Path
+
+    import nbformat
+    import plotly.io as pio
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "02_bucketing.ipynb"
+    cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    start = next(i for i, src in enumerate(cells) if "widgets.shape_explorer(" in src)
+    monkeypatch.chdir(path.parent)
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)
+    ns: dict = {}
+    for src in [cells[0], *(c for c in cells[1:start] if "load_trace" in c), *cells[start:]]:
+        exec(compile(ast.parse(src), "<chapter 02>", "exec"), ns)
+    explorer = ns["explorer"]
+    assert explorer.view.ok, explorer.view.message
+    assert explorer.message_html.value == "" and "<table" in explorer.metrics_html.value

@@ -339,8 +339,65 @@ def _print_json(obj) -> None:
     print(json.dumps(_jsonable(obj), indent=2))
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_string(index=False, float_format=lambda v: f"{v:,.6g}")
+def _table(df: pd.DataFrame, units: dict[str, str] | None = None) -> str:
+    """A table as the CLI prints it: the formats of :func:`batchlab.tables.text_table` (one
+    number format per column, units in the headers, "—" for no value)."""
+    from batchlab.tables import text_table
+
+    return text_table(df, units=units)
+
+
+#: The simulator's parameters that ``batchlab simulate`` sets through options of the same name.
+_SIMULATE_PARAMETERS = (
+    "rate",
+    "concurrency",
+    "burstiness",
+    "think_time_ms",
+    "seed",
+    "model",
+    "gpu",
+    "kv_blocks",
+    "block_size",
+    "memory_fraction",
+    "policy",
+)
+
+
+def _in_cli_words(err: InputError, names: Sequence[str]) -> InputError:
+    """``err`` as the command line says it: the field and every mention of a Python parameter
+    (``rate=``, ``kv_blocks``, ``chunked_prefill=False``) become the option that sets it
+    (``--rate``, ``--kv-blocks``, ``--no-chunked-prefill``), and the Python-only way out ("or
+    pass a DeviceSpec") is dropped. ``names``: the parameters that have an option."""
+    import re
+
+    option = {n: "--" + n.replace("_", "-") for n in names}
+    text = err.message
+    text = re.sub(r"\s*\(or pass an? \w+Spec\)", "", text)
+    text = re.sub(r",? or pass an? \w+Spec", "", text)
+
+    def assignment(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2)
+        if value == "False":
+            return "--no-" + name.replace("_", "-")
+        if value == "True":
+            return option[name]
+        return option[name] + (f" {value}" if value else "")
+
+    known = "|".join(sorted((re.escape(n) for n in option), key=len, reverse=True))
+    if known:
+        text = re.sub(rf"\b({known})=(True|False|[\w.+-]*)", assignment, text)
+        # bare names with an underscore are parameter names, not words (kv_blocks)
+        under = "|".join(re.escape(n) for n in sorted(option, key=len, reverse=True) if "_" in n)
+        if under:
+            text = re.sub(rf"(?<![\w-])({under})(?![\w=])", lambda m: option[m.group(1)], text)
+        listed = re.search(r"(valid options: )(.*)$", text)
+        if listed:
+            items = [option.get(x.strip(), x.strip()) for x in listed.group(2).split(",")]
+            text = text[: listed.start(2)] + ", ".join(items)
+    field = option.get(err.field, err.field) if err.field is not None else None
+    out = InputError(text, path=err.path, line=err.line, field=field, request_id=err.request_id)
+    return out
+
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -358,7 +415,9 @@ def cmd_profile(args) -> int:
         return EXIT_OK
     for path, prof in out.items():
         print(f"== {path}: {prof.n_requests:,} requests")
-        print(_table(prof.lengths.reset_index(names="field")))
+        from batchlab.tables import LENGTH_STAT_UNITS
+
+        print(_table(prof.lengths.reset_index(names="field"), LENGTH_STAT_UNITS))
         extra = {
             "correlation (Pearson)": prof.correlation_pearson,
             "correlation (Spearman)": prof.correlation_spearman,
@@ -704,20 +763,25 @@ def cmd_simulate(args) -> int:
         raise InputError(
             "--think-time-ms applies to a closed loop (--concurrency)", field="--think-time-ms"
         )
-    result = simulate(
-        requests,
-        args.policy,
-        model=args.model,
-        gpu=args.gpu,
-        step_time=_step_time(args),
-        seed=args.seed,
-        kv_blocks=args.kv_blocks,
-        block_size=args.block_size,
-        memory_fraction=args.memory_fraction,
-        **load,
-        **options,
-    )
+    try:
+        result = simulate(
+            requests,
+            args.policy,
+            model=args.model,
+            gpu=args.gpu,
+            step_time=_step_time(args),
+            seed=args.seed,
+            kv_blocks=args.kv_blocks,
+            block_size=args.block_size,
+            memory_fraction=args.memory_fraction,
+            **load,
+            **options,
+        )
+    except InputError as err:
+        raise _in_cli_words(err, [*_SIMULATE_PARAMETERS, *_knob_dests()]) from None
     summary = result.summary()
+    for warning in result.warnings:
+        print(f"batchlab: warning: {warning}", file=sys.stderr)
     info = {
         "input": source,
         "n_requests": len(requests),
@@ -732,9 +796,9 @@ def cmd_simulate(args) -> int:
         "kv_tokens": result.kv_blocks * result.block_size,
     }
     if args.json:
-        _print_json({**info, "summary": summary})
+        _print_json({**info, "summary": summary, "warnings": list(result.warnings)})
         return EXIT_OK
-    opts = ", ".join(f"{k}={v}" for k, v in result.options.items())
+    opts = ", ".join(_option_text(k, v) for k, v in result.options.items() if v is not None)
     if result.mode == "rate":
         mode = f"Poisson arrivals at {args.rate:g} requests/s"
         if args.burstiness is not None:
@@ -761,6 +825,19 @@ def cmd_simulate(args) -> int:
     )
     print(_table(rows))
     return EXIT_OK
+
+
+def _option_text(knob: str, value: Any) -> str:
+    """A policy option as it is typed on the command line: ``--max-num-seqs 256``,
+    ``--chunked-prefill`` / ``--no-chunked-prefill``, ``--bucket-edges 256,1024``."""
+    flag = "--" + knob.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + knob.replace("_", "-")
+    if isinstance(value, list | tuple):
+        return f"{flag} {','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
+    if isinstance(value, float):
+        return f"{flag} {value:g}"
+    return f"{flag} {value}"
 
 
 def cmd_measure(args) -> int:
@@ -959,9 +1036,7 @@ class MeasureRun:
             "oom",
         ]
         s = self.summary
-        lines = [
-            self.table.loc[:, columns].to_string(index=False, float_format=lambda v: f"{v:,.2f}")
-        ]
+        lines = [_table(self.table.loc[:, columns])]
         lines.append(
             f"saturation batch size (within {s.tolerance:.0%} of the best throughput): "
             f"{s.saturation_batch_size}"

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from batchlab import tables
 from batchlab.cost import CostCoefficients, CostModel, get_cost_model
 from batchlab.errors import BatchlabError, InputError
 from batchlab.evaluate import Evaluation, evaluate
@@ -43,6 +44,8 @@ from batchlab.workload import validate_requests
 
 __all__ = [
     "COEFFICIENT_SLIDERS",
+    "figure_widget",
+    "plain_data",
     "CostExplorer",
     "CostView",
     "ExplorerView",
@@ -412,8 +415,36 @@ def cost_explorer_state(
 # helpers shared by the widgets
 
 
+def plain_data(value: Any) -> Any:
+    """``value`` with every numpy array (at any depth of dicts, lists and tuples) as a list and
+    every numpy scalar as a Python number, NaN as None (a gap, as plotly draws NaN).
+
+    What a ``FigureWidget`` is given must be plain: plotly.js hands the values it received as
+    typed arrays back to the kernel as index-keyed objects (``{'0': ..., '1': ...}``), and
+    plotly's ``FigureWidget._remove_overlapping_props`` then tests a numpy array for truth
+    ("The truth value of an array ... is ambiguous"), a traceback in JupyterLab's Log Console.
+    """
+    if isinstance(value, np.ndarray):
+        return [plain_data(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {k: plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def figure_widget(figure: go.Figure) -> go.FigureWidget:
+    """A ``FigureWidget`` of ``figure`` holding only plain data (:func:`plain_data`)."""
+    return go.FigureWidget(plain_data(figure.to_plotly_json()))
+
+
 def _sync_figure(target: go.FigureWidget, source: go.Figure) -> None:
-    """Copy the data of ``source`` into ``target`` in one ``batch_update()``.
+    """Copy the data of ``source`` into ``target`` in one ``batch_update()``, as plain lists
+    (:func:`plain_data`).
 
     Traces are updated in place (x, y, text, customdata); the layout's shapes (limit lines) and
     annotations follow. When the number of traces changed, the traces are replaced.
@@ -423,44 +454,26 @@ def _sync_figure(target: go.FigureWidget, source: go.Figure) -> None:
             t.type != s.type for t, s in zip(target.data, source.data, strict=True)
         ):
             target.data = ()
-            target.add_traces(list(source.data))
+            target.add_traces([plain_data(t.to_plotly_json()) for t in source.data])
         else:
             for t, s in zip(target.data, source.data, strict=True):
-                t.x = s.x
-                t.y = s.y
+                t.x = plain_data(s.x)
+                t.y = plain_data(s.y)
                 t.name = s.name
                 if "text" in s:
-                    t.text = s.text
+                    t.text = plain_data(s.text)
                 if "customdata" in s:
-                    t.customdata = s.customdata
-        target.layout.shapes = source.layout.shapes
-        target.layout.annotations = source.layout.annotations
-        target.layout.title = source.layout.title
+                    t.customdata = plain_data(s.customdata)
+        layout = plain_data(source.layout.to_plotly_json())
+        target.layout.shapes = layout.get("shapes", ())
+        target.layout.annotations = layout.get("annotations", ())
+        target.layout.title = layout.get("title", {})
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "NO"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return ""
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-2):
-            return f"{value:.4g}"
-        return f"{value:,.4f}".rstrip("0").rstrip(".")
-    return html.escape(str(value))
-
-
-def _table_html(table: pd.DataFrame) -> str:
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{c}</th>" for c in table.columns)
-    body = []
-    for row in table.itertuples(index=False):
-        cells = "".join(f"<td style='padding:2px 8px'>{_fmt(v)}</td>" for v in row)
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _table_html(table: pd.DataFrame, units: Mapping[str, str] | None = None) -> str:
+    """A metrics table as the widgets show it: :func:`batchlab.tables.table` (one number format
+    per column, or per row in a metric table; units; "—" for no limit)."""
+    return tables.table(table, units=units, index=False)._repr_html_()
 
 
 def _message_html(message: str | None) -> str:
@@ -580,7 +593,7 @@ class ShapeExplorer(_Explorer):
         if family == "custom":
             self._start_custom(k0)
         self.view = self._compute()
-        self.figure = go.FigureWidget(self.view.figure)
+        self.figure = figure_widget(self.view.figure)
         self._show_view()
         self._sync_boundary_sliders()
         self._family.observe(self._on_family, names="value")
@@ -632,7 +645,8 @@ class ShapeExplorer(_Explorer):
             return
         if view.violations:
             broken = ", ".join(
-                f"{name} ({_fmt(v)} > {_fmt(b)})" for name, (v, b) in view.violations.items()
+                f"{name} ({tables.format_value(v)} > {tables.format_value(b)})"
+                for name, (v, b) in view.violations.items()
             )
             status = f"<b style='color:#B00020'>limits broken: {html.escape(broken)}</b>"
         else:
@@ -792,7 +806,7 @@ class CostExplorer(_Explorer):
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
         self.view = self._compute()
-        self.figure = go.FigureWidget(self.view.figure)
+        self.figure = figure_widget(self.view.figure)
         self._show_view()
         for slider in self.controls.values():
             slider.observe(self._on_change, names="value")
@@ -1076,7 +1090,7 @@ class PolicyExplorer(_Explorer):
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
         self.view = self._compute()
-        self.figure = go.FigureWidget(self.view.figure)
+        self.figure = figure_widget(self.view.figure)
         self._show_view()
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
@@ -1117,12 +1131,7 @@ class PolicyExplorer(_Explorer):
 
     def _show_view(self) -> None:
         self.message_html.value = _message_html(self.view.message)
-        table = self.view.metrics.copy()
-        table.columns = [
-            "policy",
-            *(f"{m} ({unit})" for m, unit in POLICY_METRICS),
-        ]
-        self.metrics_html.value = _table_html(table)
+        self.metrics_html.value = _table_html(self.view.metrics, dict(POLICY_METRICS))
 
 
 def policy_explorer(requests: pd.DataFrame, **options: Any) -> PolicyExplorer:

@@ -3,7 +3,7 @@
 Usage in a notebook (``exercises/NN_*.ipynb``)::
 
     from batchlab.exercises import ex01
-    ex01.q1.check(p95_gen)   # "Correct: ..." / "Not yet: ..." / "No answer yet: ..."
+    ex01.q1.check(p95_prompt)   # "Correct: ..." / "Not yet: ..." / "No answer yet: ..."
     ex01.q1.hint()           # a hint; ex01.q1.hint(2) a second one where there is one
     ex01.q1.solution()       # the solution code, as text
 

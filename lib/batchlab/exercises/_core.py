@@ -478,11 +478,18 @@ class NumberQuestion(Question):
         return self._expected_fn()
 
     def _judge(self, answer: Any, expected: Any) -> tuple[bool, str]:
-        got: float = (
-            as_int(answer, self.expects) if self.integer else as_number(answer, self.expects)
-        )
         unit = f" {self.unit}" if self.unit else ""
         exp = float(expected)
+        got: float = as_number(answer, self.expects)
+        if self.integer and got != math.floor(got):
+            # a known mistake that gives a fraction (an interpolated percentile) is named
+            # before the answer is refused as not whole
+            extra = self._diagnose(got, exp) if self._diagnose is not None else None
+            if extra:
+                return False, f"{fmt(got)}{unit} is not a whole number. {extra}"
+            got = as_int(answer, self.expects)  # raises AnswerError: not a whole number
+        elif self.integer:
+            got = int(got)
         if math.isclose(got, exp, rel_tol=self.rel_tol, abs_tol=self.abs_tol):
             return True, f"{self.answer} = {fmt(got)}{unit}."
         text = relative_error_text(got, exp, self.unit) + "."

@@ -3,7 +3,9 @@
 Data: the Azure code trace (``azure-code-2023``) and ``data/chat.jsonl``; the *bucket* is the
 chat requests with ``prompt_len <= BUCKET_MAX_PROMPT`` tokens.
 
-- q1: the nearest-rank p95 of the code trace's output lengths (tokens).
+- q1: the nearest-rank p95 of the code trace's prompt lengths (tokens); on them every other
+  percentile method (numpy's interpolation, its ``nearest``, ``lower``, ``midpoint``) gives
+  another value.
 - q2: the code trace's inter-arrival coefficient of variation.
 - q3: the bucket's padding budget under a pad-ratio limit of ``MAX_PAD_RATIO`` (tokens).
 - q4: the tightest pad-ratio limit any plan of the bucket can meet.
@@ -45,27 +47,39 @@ def _code_profile() -> workload.WorkloadProfile:
 
 
 # -- q1 ----------------------------------------------------------------------------------------
+#: numpy's percentile methods a learner may reach for (``linear`` is numpy's and pandas'
+#: default: ``np.percentile(x, 95)``, ``series.quantile(0.95)``).
+_PERCENTILE_METHODS = ("linear", "nearest", "lower", "midpoint", "higher")
+
+
 def _q1_expected() -> int:
-    return int(_code_profile().lengths.loc["gen_len", "p95"])
+    return int(_code_profile().lengths.loc["prompt_len", "p95"])
 
 
 def _q1_diagnose(got: float, expected: float) -> str | None:
-    gen = _code()["gen_len"].to_numpy()
-    if np.isclose(got, np.percentile(gen, 95)):
-        return (
-            "That is numpy's interpolated percentile; the kit's percentiles are nearest-rank "
-            "(the ⌈0.95·n⌉-th smallest value, always an observed length)."
-        )
-    if got == _code_profile().lengths.loc["prompt_len", "p95"]:
-        return "That is the p95 of the prompt lengths; the question asks about gen_len."
+    prompt = _code()["prompt_len"].to_numpy()
+    for method in _PERCENTILE_METHODS:
+        value = float(np.percentile(prompt, 95, method=method))
+        if value != expected and np.isclose(got, value, rtol=0.0, atol=1e-6):
+            what = (
+                "numpy's interpolated percentile (`np.percentile(x, 95)`, pandas' `quantile(0.95)`)"
+                if method == "linear"
+                else f"numpy's percentile with method='{method}'"
+            )
+            return (
+                f"That is {what}; the kit's percentiles are nearest-rank (the ⌈0.95·n⌉-th "
+                "smallest value, always an observed length)."
+            )
+    if got == _code_profile().lengths.loc["gen_len", "p95"]:
+        return "That is the p95 of the output lengths; the question asks about prompt_len."
     return None
 
 
 q1 = NumberQuestion(
     exercise=EXERCISE,
     name="q1",
-    title="p95 of the code trace's output lengths",
-    answer="p95_gen",
+    title="p95 of the code trace's prompt lengths",
+    answer="p95_prompt",
     expects="a whole number of tokens",
     unit="tokens",
     integer=True,
@@ -78,7 +92,7 @@ q1 = NumberQuestion(
         "`gen_len`) with a `p95` column.",
     ),
     solution="""
-p95_gen = int(workload.profile(code).lengths.loc["gen_len", "p95"])
+p95_prompt = int(workload.profile(code).lengths.loc["prompt_len", "p95"])
 """,
 )
 
@@ -137,7 +151,9 @@ def _q3_diagnose(got: float, expected: float) -> str | None:
         )
     if np.isclose(got, MAX_PAD_RATIO * float(p.sum()) - shapes.min_padding_tokens(p)):
         return "The pad ratio counts useful tokens of the prompts *and* the outputs."
-    if len(b) == len(load_requests("chat.jsonl")):
+    chat = load_requests("chat.jsonl")
+    whole = shapes.padding_budget(chat["prompt_len"], chat["gen_len"], MAX_PAD_RATIO)
+    if len(b) < len(chat) and np.isclose(got, whole):
         return f"Use the bucket (prompt_len <= {BUCKET_MAX_PROMPT}), not the whole file."
     return None
 

@@ -171,11 +171,11 @@ def _q4_diagnose(got: float, expected: float) -> str | None:
     rows = table[table["batch_size"] == got]
     if rows.empty:
         return "The answer is one of the measured batch sizes."
+    if got == recommend.recommend(USE_CASE, measurement=table).batch_size:
+        return f"That uses the use case's default limit; pass latency_limit_ms={TPOT_LIMIT_MS}."
     step = float(rows["decode_ms_per_step"].iloc[0])
     if step > TPOT_LIMIT_MS:
         return f"At that batch size a decode step takes {step:.3g} ms, over {TPOT_LIMIT_MS} ms."
-    if got == recommend.recommend(USE_CASE, measurement=table).batch_size:
-        return f"That uses the use case's default limit; pass latency_limit_ms={TPOT_LIMIT_MS}."
     return None
 
 

@@ -22,7 +22,9 @@ from batchlab.measure import (
 from batchlab.plots.style import (
     MEASUREMENT_LABELS,
     axis_label,
+    fit_to_output,
     log2_ticks,
+    point_label,
     series_color,
 )
 
@@ -84,23 +86,24 @@ def _add_batch_marker(
     symbol: str,
     unit: str,
     col: int,
+    i: int,
 ) -> None:
-    """A labelled marker on one batch size of a measured curve (row 1, column ``col``)."""
+    """A marker on one batch size of a measured curve (row 1, column ``col``), labelled with
+    :func:`~batchlab.plots.style.point_label` (series ``i``: labels of several tables stack)."""
     fig.add_trace(
         go.Scatter(
             x=[float(batch_size)],
             y=[y],
             name=name,
             legendgroup=group,
-            mode="markers+text",
-            text=[label],
-            textposition="top left",
+            mode="markers",
             marker={"color": color, "size": 15 if symbol == "star" else 13, "symbol": symbol},
             hovertemplate=f"{name}<br>batch %{{x:.0f}}: %{{y:,.4g}} {unit}<extra></extra>",
         ),
         row=1,
         col=col,
     )
+    point_label(fig, batch_size, label, i, color, row=1, col=col, log_x=True)
 
 
 def throughput_latency_vs_batch_figure(
@@ -189,7 +192,17 @@ def throughput_latency_vs_batch_figure(
         if sat is not None:
             y = float(ok["output_tokens_per_s"].to_numpy(dtype=np.float64)[sizes == sat][0])
             _add_batch_marker(
-                fig, sat, y, f"{name} saturation", name, f"knee {sat}", color, "star", "tokens/s", 1
+                fig,
+                sat,
+                y,
+                f"{name} saturation",
+                name,
+                f"knee {sat}",
+                color,
+                "star",
+                "tokens/s",
+                1,
+                i,
             )
         auto_lat = row["latency_choice"]
         auto_lat = None if pd.isna(auto_lat) else int(auto_lat)
@@ -207,6 +220,7 @@ def throughput_latency_vs_batch_figure(
                 "diamond",
                 "ms",
                 2,
+                i,
             )
     sizes_all = np.concatenate(all_sizes)
     if latency_limit_ms is not None and sizes_all.size:
@@ -236,7 +250,7 @@ def throughput_latency_vs_batch_figure(
         ),
         legend_title_text="table",
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def memory_vs_batch_figure(
@@ -303,10 +317,17 @@ def memory_vs_batch_figure(
     fig.update_xaxes(title_text=axis_label("batch_size"), rangemode="tozero")
     fig.update_yaxes(title_text="memory (MB)", rangemode="tozero")
     fig.update_layout(title=title or "Memory vs batch size: what each extra sequence costs")
-    return fig
+    return fit_to_output(fig)
 
 
 _ROOFLINE_QUANTITIES = ("prefill_ms", "decode_ms_per_step", "output_tokens_per_s")
+#: Short panel titles (the axes carry the full labels): three panels share the width.
+_PANEL_TITLES = {
+    "decode_ms_per_step": "decode step (ms)",
+    "output_tokens_per_s": "output (tokens/s)",
+    "latency_ms_per_request": "latency (ms)",
+    "peak_memory_mb": "peak memory (MB)",
+}
 
 
 def measured_vs_roofline_figure(
@@ -345,7 +366,8 @@ def measured_vs_roofline_figure(
         vertical_spacing=0.1,
         horizontal_spacing=0.08,
         row_heights=[0.65, 0.35],
-        subplot_titles=[axis_label(q) for q in quantities] + [""] * len(quantities),
+        subplot_titles=[_PANEL_TITLES.get(q, axis_label(q)) for q in quantities]
+        + [""] * len(quantities),
     )
     for j, q in enumerate(quantities, start=1):
         label = axis_label(q)
@@ -406,4 +428,4 @@ def measured_vs_roofline_figure(
             type="log", title_text="measured / roofline" if j == 1 else None, row=2, col=j
         )
     fig.update_layout(title=title or "Measured vs roofline prediction")
-    return fig
+    return fit_to_output(fig, rows=2)

@@ -25,6 +25,7 @@ from batchlab.plots.style import (
     PART_COLORS,
     axis_label,
     cdf_trace,
+    fit_to_output,
     length_histogram,
     log_bin_edges,
     named_items,
@@ -117,7 +118,7 @@ def padding_vs_k_figure(
         yaxis_title="prompt padding (tokens)",
         legend_title_text="shape grid",
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def _boundary_xy(shapes: Sequence[int], top: float) -> tuple[list, list]:
@@ -212,8 +213,8 @@ def shape_buckets_figure(
     fig.update_yaxes(title_text="requests", row=1, col=1)
     fig.update_xaxes(type="category", title_text="shape seq_align (tokens)", row=1, col=2)
     fig.update_yaxes(title_text="padding (tokens)", row=1, col=2)
-    fig.update_layout(barmode="stack", title=title or "Shape buckets", width=1000, height=430)
-    return fig
+    fig.update_layout(barmode="stack", title=title or "Shape buckets")
+    return fit_to_output(fig)
 
 
 def gen_bucket_tradeoff_figure(
@@ -268,7 +269,7 @@ def gen_bucket_tradeoff_figure(
         xaxis_title="batches",
         yaxis_title="padding (tokens)",
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def _parts(item: Any, kind: str) -> dict[str, float]:
@@ -353,7 +354,7 @@ def cost_parts_figure(
         yaxis_title="cost (cost units)" if kind == "cost" else "latency summed over requests (ms)",
         legend_title_text="part",
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def cost_latency_parts_figure(
@@ -375,10 +376,8 @@ def cost_latency_parts_figure(
     _add_part_bars(fig, latencies, "ms", show_legend=False, row=1, col=2)
     fig.update_yaxes(title_text="cost (cost units)", row=1, col=1)
     fig.update_yaxes(title_text="latency (ms)", row=1, col=2)
-    fig.update_layout(
-        barmode="stack", title=title or "Cost and latency by part", width=1000, height=430
-    )
-    return fig
+    fig.update_layout(barmode="stack", title=title or "Cost and latency by part")
+    return fit_to_output(fig)
 
 
 def cost_parts_vs_parameter_figure(
@@ -434,7 +433,7 @@ def cost_parts_vs_parameter_figure(
     )
     if log_x:
         fig.update_xaxes(type="log")
-    return fig
+    return fit_to_output(fig)
 
 
 def _latencies(item: Any) -> np.ndarray:
@@ -481,7 +480,7 @@ def latency_cdf_figure(
     )
     if log_x:
         fig.update_xaxes(type="log")
-    return fig
+    return fit_to_output(fig)
 
 
 def pareto_front_figure(
@@ -554,7 +553,7 @@ def pareto_front_figure(
         fig.update_xaxes(type="log")
     if log_y:
         fig.update_yaxes(type="log")
-    return fig
+    return fit_to_output(fig)
 
 
 #: Evaluation summary metric -> the LowerBounds field that bounds it from below.
@@ -662,7 +661,7 @@ def planner_comparison_figure(
             )
         fig.update_yaxes(rangemode="tozero", row=1, col=j)
     fig.update_layout(title=title or "Planner vs baseline vs lower bound", bargap=0.3)
-    return fig
+    return fit_to_output(fig)
 
 
 def planner_vs_sweep_figure(
@@ -723,7 +722,5 @@ def planner_vs_sweep_figure(
         )
     fig.update_xaxes(type="log", title_text="total cost (cost units, log)")
     fig.update_yaxes(type="log", title_text="sequential time (ms, log)")
-    fig.update_layout(
-        title=title or "Planner vs every sweep point vs the bound", width=1000, height=450
-    )
-    return fig
+    fig.update_layout(title=title or "Planner vs every sweep point vs the bound")
+    return fit_to_output(fig)

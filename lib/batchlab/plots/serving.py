@@ -18,7 +18,9 @@ from batchlab.plots.style import (
     SIMULATION_LABELS,
     axis_label,
     cdf_trace,
+    fit_to_output,
     percentile_markers,
+    point_label,
     rgba,
     series_color,
 )
@@ -254,7 +256,6 @@ def batch_timeline_figure(
         barmode="overlay",
         bargap=0.15,
         title=title or f"{result.policy}: steps and requests from {t0 / 1e3:g} s to {t1 / 1e3:g} s",
-        height=650,
     )
     fig.update_xaxes(range=[t0 / 1e3, t1 / 1e3])
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
@@ -268,7 +269,7 @@ def batch_timeline_figure(
         row=2,
         col=1,
     )
-    return fig
+    return fit_to_output(fig, rows=2)
 
 
 def _metric_values(item: Any, metric: str, name: str) -> np.ndarray:
@@ -320,7 +321,7 @@ def latency_cdf_by_policy_figure(
     fig.update_layout(
         title=title or "Per-request times by policy (CDF)", legend_title_text="policy"
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def policy_dashboard_figure(
@@ -402,10 +403,8 @@ def policy_dashboard_figure(
         title=title or "Latency and throughput by policy",
         barmode="group",
         legend_title_text="policy",
-        width=1000,
-        height=430,
     )
-    return fig
+    return fit_to_output(fig)
 
 
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
@@ -539,15 +538,14 @@ def load_sweep_figure(
                 name=f"{name} knee point",
                 legendgroup=name,
                 showlegend=False,
-                mode="markers+text",
-                text=[f"knee {k:.4g}"],
-                textposition="top left",
+                mode="markers",
                 marker={"color": color, "size": 14, "symbol": "star"},
                 hovertemplate=f"{name} knee<br>load %{{x:.4g}}, {ky} %{{y:.4g}}<extra></extra>",
             ),
             row=1,
             col=lat_col,
         )
+        point_label(fig, k, f"{name} knee {k:.4g}", i, color, row=1, col=lat_col, log_x=log_x)
     for c in range(1, cols + 1):
         fig.update_xaxes(title_text=xlabel, row=1, col=c)
         if log_x:
@@ -567,7 +565,7 @@ def load_sweep_figure(
         ),
         legend_title_text="policy",
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def _peak_per_bin(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -638,4 +636,4 @@ def kv_utilisation_figure(
     fig.update_yaxes(title_text="requests", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
     fig.update_layout(title=title or "KV-cache use and queue over time", legend_title_text="run")
-    return fig
+    return fit_to_output(fig, rows=2)

@@ -1,5 +1,6 @@
-"""Shared style of the figures: part colors, series colors, axis labels with units, and the
-small helpers every domain's figures use (named items, CDF points, step lines, log bins)."""
+"""Shared style of the figures: part colors, series colors, axis labels with units, the size
+every figure takes (:func:`fit_to_output`), and the small helpers every domain's figures use
+(named items, CDF points, step lines, log bins)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,18 @@ __all__ = [
     "axis_label",
     "cdf_points",
     "cdf_trace",
+    "fit_to_output",
     "series_color",
     "length_histogram",
     "log2_ticks",
     "log_bin_edges",
     "named_items",
     "percentile_markers",
+    "point_label",
+    "LABEL_ROW_SHARE",
+    "FIGURE_HEIGHT_PX",
+    "ROW_HEIGHT_PX",
+    "NARROW_OUTPUT_PX",
     "rgba",
     "step_xy",
     "use_notebook_renderer",
@@ -191,12 +198,15 @@ def step_xy(edges: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return edges, np.append(values, values[-1] if len(values) else 0.0)
 
 
-def use_notebook_renderer(renderer: str = "plotly_mimetype+notebook_connected") -> None:
+def use_notebook_renderer(renderer: str = "plotly_mimetype") -> None:
     """Set plotly's default renderer for the chapters.
 
-    ``plotly_mimetype`` is drawn by JupyterLab's plotly extension (and kept in the saved
-    notebook); ``notebook_connected`` adds a small HTML fallback that loads plotly.js from its
-    CDN, for viewers without the extension. Neither embeds the 4 MB plotly.js in the notebook.
+    ``plotly_mimetype`` is drawn by JupyterLab's plotly extension and kept in the saved
+    notebook as the figure's JSON alone: the same figure saves the same bytes, so re-running a
+    chapter changes its stored outputs only where they must change (widget ids, timings).
+    (``notebook_connected``, plotly's HTML fallback for viewers without the extension, adds a
+    random element id to every figure and a script fetched from plotly's CDN, which fails in
+    the browser console on machines without internet access.)
     """
     import plotly.io as pio
 
@@ -238,4 +248,140 @@ def percentile_markers(
         textposition="middle left",
         marker={"color": series_color(i), "size": 8, "symbol": "diamond"},
         hovertemplate=f"{name}<br>%{{text}} = %{{x:.4g}} ms<extra></extra>",
+    )
+
+
+#: Height (px) of a figure with one row of panels; every further row adds ``ROW_HEIGHT_PX``.
+FIGURE_HEIGHT_PX = 440
+ROW_HEIGHT_PX = 230
+#: Height (px) added per row of legend entries beyond the first (3 entries per row assumed).
+_LEGEND_ROW_PX = 22
+_SUBPLOT_TITLE_FONT_PX = 13
+#: The narrowest plot area (px) the subplot titles are fitted to (a laptop's JupyterLab with
+#: the file browser open, less the margins), and the width of a character of their font (px).
+NARROW_OUTPUT_PX = 560
+_CHAR_PX = 0.5 * _SUBPLOT_TITLE_FONT_PX
+#: Longer titles (characters, of the 17 px title font) are broken into lines to fit that width.
+_TITLE_CHARS = 64
+
+
+def _wrap(text: str, width: int, *, unit_line: bool = True) -> str:
+    """``text`` in lines of at most ``width`` characters (words kept whole; with ``unit_line``
+    a unit in parentheses starts a line of its own), joined by ``<br>``."""
+    head, sep, unit = text.partition(" (")
+    parts = [head, f"({unit}"] if sep and unit_line else [text]
+    lines: list[str] = []
+    for part in parts:
+        line = ""
+        for word in part.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "<br>".join(lines)
+
+
+def fit_to_output(fig: go.Figure, *, rows: int = 1, height: int | None = None) -> go.Figure:
+    """Size ``fig`` to JupyterLab's output area and return it (changed in place).
+
+    No fixed width: the figure autosizes to the width of the output area (plotly's
+    ``autosize``), whatever that width is. The height is ``height`` px, else
+    ``FIGURE_HEIGHT_PX`` for one row of panels plus ``ROW_HEIGHT_PX`` per further row, plus a
+    little per extra row of legend entries. The legend runs horizontally along the bottom of
+    the figure (anchored to the container, so plotly makes room for it below the axis titles
+    and it takes no width from the panels); the title and the subplot titles have room above
+    the panels (``automargin``), in a font small enough for panels side by side.
+    """
+    rows = check_scalar(rows, "rows", int, min_val=1)
+    shown = [t.showlegend if "showlegend" in t else False for t in fig.data]
+    n_entries = sum(1 for t, on in zip(fig.data, shown, strict=True) if on is not False and t.name)
+    if len(fig.data) == 1 and shown[0] is None:
+        n_entries = 0  # plotly shows no legend for a single trace
+    legend_rows = -(-n_entries // 3) if n_entries else 0
+    if height is None:
+        height = FIGURE_HEIGHT_PX + ROW_HEIGHT_PX * (rows - 1)
+        height += _LEGEND_ROW_PX * max(0, legend_rows - 1)
+    title = fig.layout.title.text or ""
+    if "<br>" not in title and len(title) > _TITLE_CHARS:
+        title = _wrap(title, _TITLE_CHARS, unit_line=False)
+    lines = title.count("<br>")
+    fig.update_layout(
+        autosize=True,
+        width=None,
+        height=int(height) + 22 * lines,
+        margin={"l": 60, "r": 20, "t": 90 + 22 * lines, "b": 20},
+        title={"x": 0.0, "xanchor": "left", "xref": "paper", "automargin": True}
+        | ({"text": title} if title else {}),
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 0.0,
+            "yanchor": "bottom",
+            "x": 0.0,
+            "xanchor": "left",
+        },
+    )
+    # the subplot titles of make_subplots: annotations in paper coordinates above each panel,
+    # in a smaller font, broken before their unit when they would not fit a narrow panel
+    domains = [
+        tuple(fig.layout[name].domain or (0.0, 1.0))
+        for name in fig.layout
+        if name.startswith("xaxis")
+    ] or [(0.0, 1.0)]
+
+    def fit_title(a: Any) -> None:
+        a.update(font={"size": _SUBPLOT_TITLE_FONT_PX})
+        text = a.text or ""
+        widths = [hi - lo for lo, hi in domains if lo - 1e-9 <= (a.x or 0.0) <= hi + 1e-9]
+        room = min(widths, default=1.0) * NARROW_OUTPUT_PX
+        if "<br>" not in text and len(text) * _CHAR_PX > room:
+            a.update(text=_wrap(text, max(8, int(room / _CHAR_PX))))
+
+    fig.for_each_annotation(
+        fit_title, selector={"showarrow": False, "xref": "paper", "yref": "paper"}
+    )
+    return fig
+
+
+#: Height of a label row, as a share of its panel: the label of series ``i`` sits in row ``i``
+#: from the top of the panel, so the labels of several series never overlap.
+LABEL_ROW_SHARE = 0.085
+
+
+def point_label(
+    fig: go.Figure,
+    x: float,
+    text: str,
+    i: int,
+    color: str,
+    *,
+    row: int | None = None,
+    col: int | None = None,
+    log_x: bool = False,
+) -> None:
+    """Label the point at ``x`` (data units) of series ``i`` with ``text``: an annotation in
+    the series color at the top of the panel, in row ``i`` of label rows
+    (``LABEL_ROW_SHARE`` of the panel each), starting at ``x`` (mark the point itself with a
+    marker, and join them with a vertical line where it helps). One row per series: the labels
+    of several series never overlap, wherever their points are. ``log_x``: the x axis is
+    logarithmic (plotly places annotations on log axes in log10 units).
+    """
+    ax = float(x)
+    if log_x:
+        ax = float(np.log10(ax)) if ax > 0 else ax
+    where = {} if row is None else {"row": row, "col": col}
+    fig.add_annotation(
+        x=ax,
+        y=1.0 - LABEL_ROW_SHARE * int(i),
+        yref="y domain",
+        text=text,
+        showarrow=False,
+        xanchor="left",
+        yanchor="top",
+        xshift=3,
+        font={"color": color, "size": 12},
+        bgcolor="rgba(255,255,255,0.85)",
+        **where,
     )

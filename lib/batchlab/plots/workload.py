@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 from batchlab.errors import InputError
 from batchlab.plots.style import (
     axis_label,
+    fit_to_output,
     length_histogram,
     log_bin_edges,
     named_items,
@@ -98,7 +99,7 @@ def length_distribution_figure(
         title=title or "Length distributions (log-spaced bins)",
         legend_title_text="workload",
     )
-    return fig
+    return fit_to_output(fig)
 
 
 def percentiles_table_figure(
@@ -125,7 +126,7 @@ def percentiles_table_figure(
         )
     )
     fig.update_layout(title=title or "Length percentiles (tokens, nearest rank)")
-    return fig
+    return fit_to_output(fig)
 
 
 def arrival_rate_figure(
@@ -166,4 +167,4 @@ def arrival_rate_figure(
         yaxis_title="arrival rate (requests/s)",
         legend_title_text="workload",
     )
-    return fig
+    return fit_to_output(fig)

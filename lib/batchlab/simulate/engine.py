@@ -141,7 +141,7 @@ def _kv_budget(
         raise InputError(
             f"the weights of {spec.name} ({spec.weight_bytes / 1e9:.1f} GB) leave no room for "
             f"a KV cache in {memory_fraction:g} of {dev.name}'s {dev.memory_bytes / 1e9:.1f} GB "
-            "(use a larger or scaled GPU, e.g. '4xa100-80gb', or give kv_blocks)",
+            "(use a larger or scaled GPU, e.g. '4xa100-80gb', or give kv_blocks=)",
             field="gpu",
         )
     return tokens // block_size

@@ -17,6 +17,13 @@ __all__ = ["SimulationResult"]
 
 _PERCENTS = (50, 95, 99)
 
+#: Overload: served below this share of the offered rate ...
+OVERLOAD_SERVED_SHARE = 0.95
+#: ... and request latency growing by more than this many ms per ms of arrivals (a queue that
+#: grows with the run: offered / capacity − 1 under a constant overload).
+OVERLOAD_LATENCY_SLOPE = 0.05
+_OVERLOAD_MIN_REQUESTS = 10
+
 
 @dataclass(frozen=True, eq=False)
 class SimulationResult:
@@ -37,6 +44,9 @@ class SimulationResult:
     ``occupancy_request_ms`` / ``occupancy_span_ms``: the engine's own count of requests in the
     system integrated over time (request·ms) and the span it covers (first arrival to last
     finish, ms), for :meth:`littles_law`.
+
+    ``overload`` says when the offered load exceeds what the policy serves (None when it does
+    not); ``warnings`` lists it (and any later warning) as lines to show.
     """
 
     requests: pd.DataFrame
@@ -77,6 +87,68 @@ class SimulationResult:
         out["in_system"] = out["waiting"] + out["in_service"]
         return out
 
+    @property
+    def offered_rps(self) -> float:
+        """The offered load (requests/s): requests over the span of their arrivals (first to
+        last arrival); NaN for a closed loop (the clients' pace follows the server) or fewer
+        than two arrival times."""
+        a = self.requests["arrival_ms"].to_numpy(dtype=np.float64)
+        if self.mode == "closed" or a.size < 2:
+            return math.nan
+        span_s = float(a.max() - a.min()) / 1e3
+        return a.size / span_s if span_s > 0 else math.nan
+
+    @property
+    def latency_growth(self) -> float:
+        """How fast request latency grows over the run: the least-squares slope of
+        ``latency_ms`` against ``arrival_ms`` (ms per ms). About 0 when the policy keeps up;
+        ``offered / capacity − 1`` under a constant overload (each later request waits for the
+        backlog the earlier ones left)."""
+        a = self.requests["arrival_ms"].to_numpy(dtype=np.float64)
+        lat = self.requests["latency_ms"].to_numpy(dtype=np.float64)
+        if a.size < 2 or float(a.max() - a.min()) <= 0:
+            return math.nan
+        da = a - a.mean()
+        return float((da * (lat - lat.mean())).sum() / (da * da).sum())
+
+    @property
+    def overload(self) -> str | None:
+        """``"overloaded: offered X req/s, served Y req/s ..."`` when the offered load exceeds
+        what the policy serves, else None.
+
+        Overloaded: an open-loop run (trace replay or ``rate``) of at least 10 requests whose
+        throughput is below ``OVERLOAD_SERVED_SHARE`` of :attr:`offered_rps` while its latency
+        grows with the run (:attr:`latency_growth` above ``OVERLOAD_LATENCY_SLOPE``): a queue
+        that never drains, so its latency percentiles depend on how long the run is.
+        """
+        n = len(self.requests)
+        offered = self.offered_rps
+        if n < _OVERLOAD_MIN_REQUESTS or not offered > 0:
+            return None
+        served = float(self._served_rps())
+        growth = self.latency_growth
+        if not (served < OVERLOAD_SERVED_SHARE * offered and growth > OVERLOAD_LATENCY_SLOPE):
+            return None
+        return (
+            f"overloaded: offered {offered:.3g} req/s, served {served:.3g} req/s; latency grows "
+            f"by {growth * 1e3:,.0f} ms per second of arrivals, so its percentiles grow with the "
+            "length of the run"
+        )
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Warnings about the run, one line each (:attr:`overload`)."""
+        return tuple(w for w in (self.overload,) if w is not None)
+
+    def _served_rps(self) -> float:
+        """Requests served per second: requests over the span from the first arrival to the
+        last finish (``summary()["throughput_rps"]``)."""
+        r = self.requests
+        if not len(r):
+            return math.nan
+        span_s = float(r["finish_ms"].max() - r["arrival_ms"].min()) / 1e3
+        return len(r) / span_s if span_s > 0 else math.nan
+
     def littles_law(self) -> tuple[float, float]:
         """``(L, λ·W)``, two independent sides of Little's law.
 
@@ -97,7 +169,8 @@ class SimulationResult:
         return L, (lat.size / span) * float(lat.mean())
 
     def summary(self) -> dict[str, Any]:
-        """Aggregates: latency percentiles (nearest rank, ms), throughput, batch efficiency
+        """Aggregates: latency percentiles (nearest rank, ms), throughput and the offered load
+        (requests/s; ``overloaded`` when :attr:`overload` says so), batch efficiency
         (padded policies: Σ gen_len / Σ batch size × G_max; NaN for continuous), KV-cache
         utilisation (time-weighted over busy time, and peak), queue lengths, Little's law."""
         r = self.requests
@@ -112,6 +185,7 @@ class SimulationResult:
             "n_requests": len(r),
             "duration_s": span_s,
             "throughput_rps": len(r) / span_s if span_s > 0 else math.nan,
+            "offered_rps": self.offered_rps,
             "output_tokens_per_s": float(r["gen_len"].sum()) / span_s if span_s > 0 else math.nan,
         }
         for col in ("ttft_ms", "tpot_ms", "latency_ms", "queue_ms"):
@@ -143,6 +217,7 @@ class SimulationResult:
         L, lw = self.littles_law()
         out["littles_L"] = L
         out["littles_lambda_W"] = lw
+        out["overloaded"] = self.overload is not None
         return out
 
 

@@ -154,7 +154,8 @@ class ContinuousPolicy(Policy):
     def validate(self) -> None:
         if self.chunked_prefill is False and self.chunk_size is not None:
             raise InputError(
-                "chunk_size needs chunked prefill (chunked_prefill=False)", field="chunk_size"
+                "chunk_size needs chunked prefill, but chunked_prefill=False was given",
+                field="chunk_size",
             )
 
     # -- setup ---------------------------------------------------------------------------------
