@@ -34,6 +34,10 @@ class SimulationResult:
     force: batch_size / the controller's limit / max_num_seqs).
 
     ``padded``: the policy's declaration (request-level batches, not iteration-level).
+    ``step_time``: the step-time model (repr); ``calibrated``: whether it says it is calibrated
+    to measured hardware (its ``calibrated`` attribute). ``n_replicas``: the replicas whose
+    steps ``steps`` holds (a fleet: busy time is shared among them, KV-cache use is per
+    replica).
     ``occupancy_request_ms`` / ``occupancy_span_ms``: the engine's own count of requests in the
     system integrated over time (request·ms) and the span it covers (first arrival to last
     finish, ms), for :meth:`littles_law`.
@@ -50,6 +54,8 @@ class SimulationResult:
     padded: bool = True
     occupancy_request_ms: float = math.nan
     occupancy_span_ms: float = math.nan
+    n_replicas: int = 1
+    calibrated: bool = False
 
     def timeline(self) -> pd.DataFrame:
         """Exact counts over time: after each event time (ms), requests ``waiting`` (arrived, not
@@ -123,7 +129,7 @@ class SimulationResult:
                 out[f"{base}_p{p}_ms"] = pct[p]
         dur = st["duration_ms"].to_numpy(dtype=np.float64)
         busy = float(dur.sum())
-        out["busy_fraction"] = busy / span_ms if span_ms > 0 else math.nan
+        out["busy_fraction"] = busy / span_ms / self.n_replicas if span_ms > 0 else math.nan
         if busy > 0:
             out["mean_batch_size"] = float((st["batch_size"].to_numpy() * dur).sum() / busy)
             kv = st["kv_blocks_used"].to_numpy(dtype=np.float64)
