@@ -226,6 +226,9 @@ GPUS: dict[str, DeviceSpec] = {
     # NVIDIA H100 Tensor Core GPU data sheet, H100 SXM: BF16 Tensor Core 1,979 TFLOPS with
     # sparsity (989.5 dense), 80GB HBM3, 3.35 TB/s
     "h100-sxm": DeviceSpec("h100-sxm", 989.5e12, 3.35e12, 80 * GiB),
+    # NVIDIA H200 Tensor Core GPU data sheet, H200 SXM: BF16 Tensor Core 1,979 TFLOPS with
+    # sparsity (989.5 dense), 141GB HBM3e, 4.8 TB/s
+    "h200-sxm": DeviceSpec("h200-sxm", 989.5e12, 4.8e12, 141 * GiB),
     # NVIDIA L4 Tensor Core GPU data sheet: BF16 Tensor Core 242 TFLOPS with sparsity (121
     # dense), 24GB GDDR6, 300 GB/s
     "l4": DeviceSpec("l4", 121e12, 300e9, 24 * GiB),
