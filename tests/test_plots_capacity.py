@@ -51,20 +51,26 @@ def table(trace):
 
 def test_pareto_figure_draws_the_plan(plan):
     fig = capacity_pareto_figure(plan)
-    names = [t.name for t in fig.data]
-    assert "trace ×1 a100-80gb" in names and "trace ×2 Pareto front" in names
-    for level in ("trace ×1", "trace ×2"):
+
+    def trace(name, level):
+        return next(t for t in fig.data if t.name == name and t.meta == level)
+
+    for level, axis in (("trace ×1", "x"), ("trace ×2", "x2")):
         front = plan.pareto[plan.pareto["traffic"] == level].sort_values(
             ["cost_per_hour", "ttft_p99_ms"]
         )
-        trace = next(t for t in fig.data if t.name == f"{level} Pareto front")
-        np.testing.assert_allclose(trace.x, front["cost_per_hour"])
-        np.testing.assert_allclose(trace.y, front["ttft_p99_ms"])
-        star = next(t for t in fig.data if t.name == f"{level} cheapest")
+        line = trace("Pareto front", level)
+        assert line.xaxis == axis
+        np.testing.assert_allclose(line.x, front["cost_per_hour"])
+        np.testing.assert_allclose(line.y, front["ttft_p99_ms"])
+        star = trace("cheapest", level)
         best = plan.cheapest.set_index("traffic").loc[level]
         assert star.x[0] == best["cost_per_hour"] and star.y[0] == best["ttft_p99_ms"]
+        for gpu in ("a100-80gb", "h100-sxm"):
+            pts = plan.feasible[(plan.feasible["traffic"] == level) & (plan.feasible["gpu"] == gpu)]
+            assert sorted(trace(gpu, level).x) == sorted(pts["cost_per_hour"])
     # every feasible configuration is a point
-    points = sum(len(t.x) for t in fig.data if t.name.endswith(("a100-80gb", "h100-sxm")))
+    points = sum(len(t.x) for t in fig.data if t.name in ("a100-80gb", "h100-sxm"))
     assert points == len(plan.feasible)
     # units on every axis; sized for JupyterLab's output area
     assert fig.layout.xaxis.title.text == "cost (USD/hour)"

@@ -101,11 +101,12 @@ class Traffic:
 
     @property
     def label(self) -> str:
-        """``"trace ×5"`` or ``"Poisson 27.5 req/s"`` (``"gamma CV 2 …"`` when bursty)."""
+        """``"trace ×5"`` or ``"Poisson 27.65 req/s"`` (4 significant digits; ``"gamma CV 2
+        …"`` when bursty)."""
         if self.rate_per_s is None:
             return f"trace ×{self.speedup:g}"
         kind = "Poisson" if self.burstiness == 1.0 else f"gamma CV {self.burstiness:g}"
-        return f"{kind} {self.rate_per_s:g} req/s"
+        return f"{kind} {self.rate_per_s:.4g} req/s"
 
     def apply(self, requests: pd.DataFrame) -> pd.DataFrame:
         """A validated copy of ``requests`` with this level's ``arrival_s`` (seconds);

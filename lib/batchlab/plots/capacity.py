@@ -32,6 +32,7 @@ CAPACITY_LABELS: dict[str, str] = {
     },
 }
 _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross")
+_GREYS = ("#4D4D4D", "#9E9E9E", "#C8C8C8", "#2B2B2B")  # bars by traffic level; GPUs have colors
 
 
 def _config_text(df: pd.DataFrame) -> list[str]:
@@ -50,9 +51,9 @@ def _config_text(df: pd.DataFrame) -> list[str]:
 
 def capacity_pareto_figure(plan: CapacityPlan, *, title: str | None = None) -> go.Figure:
     """Cost per hour against the plan's latency (``plan.latency``, ms) of every configuration
-    that meets the SLO, one panel per traffic level: the configurations as points (one color
-    and symbol per GPU type, traces ``<traffic> <gpu>``), the Pareto front joined (traces
-    ``<traffic> Pareto front``) and the cheapest marked with a star (``<traffic> cheapest``).
+    that meets the SLO, one panel per traffic level (each trace's ``meta`` is its level): the
+    configurations as points (one color and symbol per GPU type, traces named by GPU), the
+    Pareto front joined (``Pareto front``) and the cheapest marked with a star (``cheapest``).
     Without prices the x axis is GPUs."""
     if not isinstance(plan, CapacityPlan):
         raise InputError(f"expected a CapacityPlan, got {type(plan).__name__}", field="plan")
@@ -84,7 +85,8 @@ def capacity_pareto_figure(plan: CapacityPlan, *, title: str | None = None) -> g
                 go.Scatter(
                     x=pts[x].to_numpy(dtype=np.float64),
                     y=pts[y].to_numpy(dtype=np.float64),
-                    name=f"{level} {gpu}",
+                    name=gpu,
+                    meta=level,
                     legendgroup=gpu,
                     showlegend=c == 1,
                     mode="markers",
@@ -105,7 +107,8 @@ def capacity_pareto_figure(plan: CapacityPlan, *, title: str | None = None) -> g
             go.Scatter(
                 x=pf[x].to_numpy(dtype=np.float64),
                 y=pf[y].to_numpy(dtype=np.float64),
-                name=f"{level} Pareto front",
+                name="Pareto front",
+                meta=level,
                 legendgroup="front",
                 showlegend=c == 1,
                 mode="lines",
@@ -120,7 +123,8 @@ def capacity_pareto_figure(plan: CapacityPlan, *, title: str | None = None) -> g
             go.Scatter(
                 x=best[x].to_numpy(dtype=np.float64),
                 y=best[y].to_numpy(dtype=np.float64),
-                name=f"{level} cheapest",
+                name="cheapest",
+                meta=level,
                 legendgroup="cheapest",
                 showlegend=c == 1,
                 mode="markers",
@@ -154,8 +158,8 @@ def fewest_gpus_figure(
     read from a :func:`batchlab.capacity.replica_table` (no simulation), beside the curves
     behind the answer.
 
-    Left: bars of GPUs per group (traces ``<traffic>``, text "none" where no count of the table
-    meets the SLO). Right: ``metric`` (ms) against replicas for every group and level (traces
+    Left: bars of GPUs per group, a shade of grey per traffic level (traces ``<traffic>``, text
+    "none" where no count of the table meets the SLO). Right: ``metric`` (ms) against replicas for every group and level (traces
     ``<group> <traffic>``; counts whose run stopped early, having missed the table's SLO, are
     gaps) and the SLO's limit on it as a dotted line (trace ``limit``).
     """
@@ -186,7 +190,7 @@ def fewest_gpus_figure(
                 y=np.where(np.isnan(values), 0.0, values),
                 name=f"{level}",
                 legendgroup=f"{level}",
-                marker={"color": series_color(j)},
+                marker={"color": _GREYS[j % len(_GREYS)]},
                 text=["none" if np.isnan(v) else f"{int(v)}" for v in values],
                 textposition="outside",
                 hovertemplate=f"{level}: %{{x}}: %{{text}} GPUs<extra></extra>",
