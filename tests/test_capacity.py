@@ -328,13 +328,13 @@ def test_results_name_the_step_time_model(trace):
 def test_replica_table_answers_any_slo(trace):
     configs = [ServingConfig("a100-80gb", "llama-3-8b"), ServingConfig("h100-sxm", "llama-3-8b")]
     loose = SLO(ttft_p99_ms=2000, tpot_p99_ms=60)
-    table = replica_table(trace, loose, configs, range(1, 7), progress=False)
-    assert len(table) == 2 * 6
-    for limit in (150.0, 300.0, 1000.0, 2000.0):
+    table = replica_table(trace, loose, configs, range(1, 6), progress=False)
+    assert len(table) == 2 * 5
+    for limit in (150.0, 1000.0):
         slo = loose.replace(ttft_p99_ms=limit)
         read = fewest_in_table(table, slo)
         for row, config in zip(read.itertuples(), configs, strict=True):
-            found = fewest_replicas(trace, slo, config, max_replicas=6)
+            found = fewest_replicas(trace, slo, config, max_replicas=5)
             expect = found.replicas if found.replicas is not None else math.nan
             assert row.replicas == expect or (math.isnan(row.replicas) and math.isnan(expect))
     # stopped runs (missing even the loosest SLO) miss every stricter one

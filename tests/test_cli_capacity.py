@@ -23,7 +23,7 @@ def run(capsys, *argv):
 
 @pytest.fixture(scope="module")
 def trace_file(tmp_path_factory, lognormal_requests):
-    df = lognormal_requests(150, seed=4, prompt_median=500, gen_median=100)
+    df = lognormal_requests(100, seed=4, prompt_median=500, gen_median=100)
     df["arrival_s"] = np.cumsum(np.random.default_rng(3).exponential(1 / 40.0, len(df)))
     path = tmp_path_factory.mktemp("cap") / "t.jsonl"
     write_requests(df, path)
@@ -55,7 +55,7 @@ def test_capacity_text_and_table(trace_file, tmp_path, capsys):
     code, out, err = run(capsys, "capacity", path, *ARGS, "--output", out_csv)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith(f"{path}: 150 requests; SLO p99 TTFT ≤ 400 ms, p99 TPOT ≤ 60 ms")
+    assert lines[0].startswith(f"{path}: 100 requests; SLO p99 TTFT ≤ 400 ms, p99 TPOT ≤ 60 ms")
     assert "NOT calibrated" in lines[0] or "calibrated" in lines[0]
     assert "Mercatus" in lines[0] and "(2026-05)" in lines[0]
     assert "cheapest configuration meeting the SLO, per traffic level:" in out
@@ -143,3 +143,12 @@ def test_bad_price_file_names_its_line(trace_file, tmp_path, capsys):
     )  # fmt: skip
     assert code == 2
     assert f"{prices}:2" in err and "price_per_gpu_hour" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_table(trace_file, tmp_path, capsys):
+    path, _ = trace_file
+    serial, parallel = tmp_path / "serial.csv", tmp_path / "parallel.csv"
+    assert run(capsys, "capacity", path, *ARGS, "--output", serial)[0] == 0
+    assert run(capsys, "capacity", path, *ARGS, "--output", parallel, "--workers", "2")[0] == 0
+    assert serial.read_text() == parallel.read_text()

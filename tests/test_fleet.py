@@ -142,11 +142,33 @@ POLICY_CASES = [
 ]
 
 
-@pytest.mark.parametrize("router", list(ROUTERS))
-@pytest.mark.parametrize("policy, options", POLICY_CASES)
-@pytest.mark.parametrize("load", [{}, {"rate": 40.0, "seed": 3}, {"concurrency": 12}])
+LOADS = [{}, {"rate": 40.0, "seed": 3}, {"concurrency": 12}]
+# the fast tier: every router, every policy and every arrival mode at least once
+FAST = {
+    ("round-robin", 0, 0),
+    ("least-requests", 3, 1),
+    ("least-tokens", 4, 2),
+    ("least-tokens", 1, 0),
+    ("least-requests", 2, 2),
+    ("round-robin", 4, 1),
+}
+ONE_REPLICA_CASES = [
+    pytest.param(
+        router,
+        *POLICY_CASES[i],
+        LOADS[j],
+        marks=() if (router, i, j) in FAST else pytest.mark.slow,
+        id=f"{router}-{POLICY_CASES[i][0]}{i}-load{j}",
+    )
+    for router in ("round-robin", "least-requests", "least-tokens")
+    for i in range(len(POLICY_CASES))
+    for j in range(len(LOADS))
+]
+
+
+@pytest.mark.parametrize("router, policy, options, load", ONE_REPLICA_CASES)
 def test_one_replica_is_exactly_the_engine(lognormal_requests, router, policy, options, load):
-    df = lognormal_requests(300, seed=5, prompt_median=300, gen_median=60)
+    df = lognormal_requests(200, seed=5, prompt_median=300, gen_median=60)
     df["arrival_s"] = np.cumsum(np.random.default_rng(1).exponential(1 / 30.0, len(df)))
     kw = dict(model="llama-3-8b", gpu="a100-80gb", kv_blocks=4000, **load, **options)
     one = simulate(df, policy, **kw)
@@ -178,15 +200,26 @@ class BlindTokens(_Blind, LeastTokensRouter):
     name = "test-blind-least-tokens"
 
 
-@pytest.mark.parametrize(
-    "router, blind", [("least-requests", BlindRequests()), ("least-tokens", BlindTokens())]
-)
-@pytest.mark.parametrize("replicas", [2, 3, 5])
-@pytest.mark.parametrize("chunked", [False, True])
+LOOK_AHEAD_CASES = [
+    pytest.param(
+        router,
+        blind,
+        replicas,
+        chunked,
+        marks=() if (replicas, chunked) in {(3, False), (2, True)} else pytest.mark.slow,
+        id=f"{router}-{replicas}-{'chunked' if chunked else 'plain'}",
+    )
+    for router, blind in (("least-requests", BlindRequests()), ("least-tokens", BlindTokens()))
+    for replicas in (2, 3, 5)
+    for chunked in (False, True)
+]
+
+
+@pytest.mark.parametrize("router, blind, replicas, chunked", LOOK_AHEAD_CASES)
 def test_look_ahead_matches_stopping_at_every_arrival(
     lognormal_requests, router, blind, replicas, chunked
 ):
-    df = lognormal_requests(400, seed=replicas, prompt_median=400, gen_median=80)
+    df = lognormal_requests(300, seed=replicas, prompt_median=400, gen_median=80)
     kw = dict(
         model="llama-3-8b",
         gpu="a100-80gb",

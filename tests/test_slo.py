@@ -94,7 +94,7 @@ def test_evaluate_reads_a_simulation():
 values = st.lists(st.floats(0, 1000, allow_nan=False), min_size=1, max_size=60)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(values, st.sampled_from([50, 90, 99]), st.floats(0, 1000))
 def test_allowance_is_exactly_the_percentile(vals, p, limit):
     limit = max(limit, 1e-3)
@@ -104,7 +104,7 @@ def test_allowance_is_exactly_the_percentile(vals, p, limit):
     assert (np.count_nonzero(v > limit) <= allow) == (nearest_rank(v, p) <= limit)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(values, st.data())
 def test_early_verdict_is_sound(vals, data):
     v = np.asarray(vals)

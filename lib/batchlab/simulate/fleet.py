@@ -348,7 +348,8 @@ def run_fleet(
     shared = Records(setup.n)
     assignment = np.full(setup.n, -1, dtype=np.int64)
     run = FleetRun(setup, stream.arrival_ms, shared, [], pols, assignment, rt)
-    every = check_every if check_every is not None else max(64, setup.n // 64)
+    every = check_scalar(check_every, "check_every", int, min_val=1, allow_none=True)
+    every = every if every is not None else max(64, setup.n // 64)
     bar = None
     if progress:
         from tqdm.auto import tqdm
