@@ -64,7 +64,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     t = plan.table
     print(
-        f"in-process: {wall:.1f} s, {int(t['simulations'].sum())} simulations, "
+        f"in-process: {wall:.1f} s, {int(t['simulations'].sum())} (configuration, replica "
+        f"count) runs probed, "
         f"{int(t['feasible'].sum())} feasible, {int((~t['monotone'].astype(bool)).sum())} "
         f"not monotone; {load()}"
     )
