@@ -77,7 +77,18 @@ UNBOUNDED_ON_PURPOSE = {
     ("simulate", "--first-s"): "a filter on arrival times",
     ("simulate", "--max-requests"): "a slice of the table",
     ("loadtest", "--max-requests"): "a slice of the table",
+    ("capacity", "--first-s"): "a filter on arrival times",
+    ("capacity", "--max-requests"): "a slice of the table",
     ("measure", "--latency-limit-ms"): "a threshold on measured values",
+    ("capacity", "--ttft-p50-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--ttft-p90-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--ttft-p99-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--tpot-p50-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--tpot-p90-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--tpot-p99-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--e2e-p50-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--e2e-p90-ms"): "an SLO limit compared with simulated latencies",
+    ("capacity", "--e2e-p99-ms"): "an SLO limit compared with simulated latencies",
 }
 
 
@@ -142,6 +153,7 @@ def test_out_of_range_values_are_usage_errors_naming_the_option(command, flag, c
         "measure": ["measure", "--no-save"],
         "loadtest": ["loadtest", "http://127.0.0.1:9", "x.jsonl", "--model", "m"],
         "serve-tiny": ["serve-tiny"],
+        "capacity": ["capacity", "x.jsonl", "--ttft-p99-ms", "2000"],
     }[command]
     for text in ["nan"] if parse.allow_inf else ["1e400", "nan"]:
         code, out, err = run(capsys, *argv, flag, text)

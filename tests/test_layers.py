@@ -39,12 +39,15 @@ LAYERS: dict[str, int] = {
     "steptime": 1,
     "roofline": 1,
     "calibration": 1,
+    "slo": 1,
+    "traffic": 1,
     # 2. serving
     "simulate": 2,
     "measure": 2,
     "recommend": 2,
     "loadtest": 2,
     "tinyserver": 2,
+    "capacity": 2,
     # 3. presentation
     "plots": 3,
     "widgets": 3,

@@ -18,8 +18,10 @@ import plotly.graph_objects as go
 import pytest
 
 from batchlab import evaluate, measure, plan, planner, plots, roofline, shapes, sweep
+from batchlab.capacity import ServingConfig, capacity_search, replica_table
 from batchlab.plots.style import FIGURE_HEIGHT_PX, LABEL_ROW_SHARE
 from batchlab.simulate import load_sweep, simulate
+from batchlab.slo import SLO
 from batchlab.workload import lognormal_workload, with_arrivals
 
 MEASUREMENT = Path(__file__).resolve().parents[1] / "data" / "measurements"
@@ -58,9 +60,22 @@ def inputs():
     tiny = roofline.ModelSpec("tiny", 4, 256, 4, 2, 688, 4096, 4.0, 4.0)
     cmp = measure.compare_with_roofline(m, tiny, roofline.DeviceSpec("cpu", 1e11, 1e10, 1e9))
     result = planner.plan_requests({"w": req}, "static-graph", max_shapes=4)
+    chat = timed.iloc[:60]
+    slo = SLO(ttft_p99_ms=2000, tpot_p99_ms=60)
+    configs = [ServingConfig("a100-80gb", "llama-3-8b"), ServingConfig("h100-sxm", "llama-3-8b")]
+    replicas = replica_table(chat, slo, configs, range(1, 3), traffic=[1, 2], progress=False)
+    sizing = capacity_search(
+        chat,
+        slo,
+        {"gpu": ["a100-80gb", "h100-sxm"], "model": ["llama-3-8b"]},
+        traffic=[1, 2],
+        max_replicas=4,
+        progress=False,
+    )
     return dict(
         req=req, timed=timed, k8=k8, ev8=ev8, ev2=ev2, grid=grid, sims=sims,
-        sweep=sweep_table, m=m, cmp=cmp, result=result,
+        sweep=sweep_table, m=m, cmp=cmp, result=result, slo=slo, replicas=replicas,
+        sizing=sizing,
     )  # fmt: skip
 
 
@@ -101,6 +116,8 @@ BUILDERS = {
     "length_distribution_figure": lambda d: plots.length_distribution_figure(d["req"]),
     "percentiles_table_figure": lambda d: plots.percentiles_table_figure(d["req"]),
     "arrival_rate_figure": lambda d: plots.arrival_rate_figure(d["timed"]),
+    "capacity_pareto_figure": lambda d: plots.capacity_pareto_figure(d["sizing"]),
+    "fewest_gpus_figure": lambda d: plots.fewest_gpus_figure(d["replicas"], d["slo"]),
 }
 
 

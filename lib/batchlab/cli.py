@@ -1,4 +1,5 @@
-"""The ``batchlab`` command line: profile, plan, verify, evaluate, simulate, measure, loadtest.
+"""The ``batchlab`` command line: profile, plan, verify, evaluate, simulate, capacity, measure,
+loadtest, serve-tiny.
 
 Exit codes: 0 success; 1 a limit cannot be met or a plan fails verification; 2 usage or input
 errors (one readable line on stderr naming the file, line, field, option or request id, no
@@ -397,7 +398,6 @@ def _in_cli_words(err: InputError, names: Sequence[str]) -> InputError:
     field = option.get(err.field, err.field) if err.field is not None else None
     out = InputError(text, path=err.path, line=err.line, field=field, request_id=err.request_id)
     return out
-
 
 
 # ------------------------------------------------------------------------------------- commands
@@ -838,6 +838,200 @@ def _option_text(knob: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{flag} {value:g}"
     return f"{flag} {value}"
+
+
+def _first_requests(
+    requests: pd.DataFrame, first_s: float | None, max_requests: int | None, source: str
+) -> pd.DataFrame:
+    """The requests arriving in the first ``first_s`` seconds, then the first
+    ``max_requests`` of them in arrival order (each when given)."""
+    if first_s is not None:
+        check_scalar(first_s, "--first-s", float, min_val=0, include_boundaries="neither", unit="s")
+        if "arrival_s" not in requests.columns:
+            raise InputError("--first-s needs an arrival_s column", path=source, field="arrival_s")
+        requests = requests[requests["arrival_s"].to_numpy(dtype=np.float64) < first_s]
+    if max_requests is not None:
+        check_scalar(max_requests, "--max-requests", int, min_val=1)
+        if "arrival_s" in requests.columns:
+            requests = requests.sort_values("arrival_s", kind="stable")
+        requests = requests.iloc[:max_requests]
+    if len(requests) == 0:
+        raise InputError("no request left", path=source)
+    return requests
+
+
+def _token_budgets(text: str, option: str) -> list[int | None]:
+    """``"default,2048"`` -> [None, 2048]: whole numbers of tokens per step, or ``default``
+    (the policy's own); an :class:`InputError` naming ``option`` otherwise."""
+    from batchlab.workload import MAX_LENGTH
+
+    one = number_option(int, min_val=1, max_val=MAX_LENGTH, unit="tokens")
+    out: list[int | None] = []
+    for word in _word_list(text, option):
+        if word.lower() == "default":
+            out.append(None)
+            continue
+        try:
+            out.append(one(word))
+        except argparse.ArgumentTypeError as err:
+            raise InputError(f"{word[:40]!r}: {err}", field=option) from None
+    return out
+
+
+def _word_list(text: str, option: str) -> list[str]:
+    """``"a,b"`` -> ["a", "b"] (no empty item)."""
+    words = [w.strip() for w in str(text).split(",")]
+    if not all(words):
+        raise InputError(f"expected comma-separated names, got {text!r}", field=option)
+    return words
+
+
+def _switch_list(text: str, option: str) -> list[bool]:
+    """``"off,on"`` -> [False, True]."""
+    values = {"off": False, "on": True, "false": False, "true": True, "no": False, "yes": True}
+    out = []
+    for w in _word_list(text, option):
+        if w.lower() not in values:
+            raise InputError(f"expected on/off values, got {w!r}", field=option)
+        out.append(values[w.lower()])
+    return out
+
+
+def cmd_capacity(args) -> int:
+    """The fewest replicas of each serving configuration (GPUs x models x max_num_seqs x
+    max_num_batched_tokens x chunked prefill x routers) that meet an SLO for IN at each traffic
+    level, priced with ``--prices``; prints every configuration, the cheapest per traffic level
+    and the cost-latency Pareto front (``batchlab.capacity``). Exit 1 when no configuration
+    meets the SLO."""
+    from batchlab.capacity import PriceTable, capacity_search
+    from batchlab.slo import SLO
+    from batchlab.traffic import Traffic
+
+    source = args.input
+    requests = _first_requests(read_requests_arg(source), args.first_s, args.max_requests, source)
+    limits = {}
+    for name in SLO.field_names():
+        value = getattr(args, f"slo_{name}")
+        if value is not None:
+            limits[name] = value  # range-checked while parsing
+    if not limits:
+        raise InputError(
+            "give at least one SLO limit, e.g. --ttft-p99-ms 2000 --tpot-p99-ms 100",
+            field="--ttft-p99-ms",
+        )
+    slo = SLO.from_mapping(limits)
+    tokens = _token_budgets(args.max_num_batched_tokens, "--max-num-batched-tokens")
+    space = {
+        "gpu": _word_list(args.gpus, "--gpus"),
+        "model": _word_list(args.model, "--model"),
+        "max_num_seqs": list(args.max_num_seqs),
+        "max_num_batched_tokens": tokens,
+        "chunked_prefill": _switch_list(args.chunked_prefill, "--chunked-prefill"),
+        "router": _word_list(args.routers, "--routers"),
+    }
+    if args.rates is not None:
+        levels = [Traffic.poisson(r, seed=args.seed) for r in args.rates]
+    else:
+        levels = [Traffic.scaled(k) for k in args.traffic]
+    prices = PriceTable.read(args.prices) if args.prices else None
+    executor = None
+    try:
+        if args.dask:
+            try:
+                from dask.distributed import Client
+            except ImportError as exc:
+                raise InputError(
+                    f"--dask needs dask.distributed ({exc}); pip install 'batchlab[dist]'"
+                ) from None
+            try:
+                executor = Client(args.dask, timeout="10s")
+            except OSError as exc:
+                raise InputError(
+                    f"cannot reach the dask scheduler: {exc}", field="--dask"
+                ) from None
+        elif args.workers is not None and args.workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            executor = ProcessPoolExecutor(max_workers=args.workers)
+        plan = capacity_search(
+            requests,
+            slo,
+            space,
+            traffic=levels,
+            prices=prices,
+            max_replicas=args.max_replicas,
+            check_above=args.check_above,
+            latency=args.latency,
+            executor=executor,
+            progress=not args.no_progress,
+        )
+    finally:
+        if executor is not None:
+            (executor.close if hasattr(executor, "close") else executor.shutdown)()
+    table = plan.table
+    if args.output:
+        from batchlab.io import atomic_write
+
+        with atomic_write(args.output) as fh:
+            table.to_csv(fh, index=False)
+    step_times = sorted(set(table["step_time"].dropna()))
+    calibrated = bool(table["calibrated"].fillna(False).astype(bool).all())
+    if args.json:
+        _print_json(
+            {
+                "input": source,
+                "n_requests": len(requests),
+                "slo": slo.limits(),
+                "prices": None
+                if prices is None
+                else {
+                    "currency": prices.currency,
+                    "source": prices.source,
+                    "date": prices.date,
+                    "per_gpu_hour": dict(prices.prices),
+                },
+                "step_time": step_times,
+                "calibrated": calibrated,
+                "output": args.output,
+                "table": table,
+                "cheapest": plan.cheapest,
+                "pareto": plan.pareto,
+            }
+        )
+    else:
+        price_note = (
+            f"prices: {prices.currency} per GPU-hour, {prices.source or 'no source given'}"
+            f"{f' ({prices.date})' if prices.date else ''}"
+            if prices is not None
+            else "no price table (--prices): ranked by GPUs"
+        )
+        print(
+            f"{source}: {len(requests):,} requests; SLO {slo}; "
+            f"step times {', '.join(step_times) or '(none)'} "
+            f"({'calibrated' if calibrated else 'NOT calibrated: data-sheet roofline'}); "
+            f"{price_note}"
+        )
+        print(_table(plan.summary_table()))
+        for row in table.itertuples():
+            if isinstance(row.error, str):
+                print(f"note: {row.gpu} {row.model} {row.traffic}: {row.error}", file=sys.stderr)
+            elif row.monotone is False:
+                print(f"note: {row.gpu} {row.traffic}: {row.note}", file=sys.stderr)
+        if len(plan.cheapest):
+            print("cheapest configuration meeting the SLO, per traffic level:")
+            print(_table(plan.summary_table(plan.cheapest)))
+            print(f"cost-latency Pareto front ({plan.latency}):")
+            print(_table(plan.summary_table(plan.pareto)))
+        if args.output:
+            print(f"written: {args.output}")
+    if not len(plan.cheapest):
+        print(
+            f"batchlab: limit not met: no configuration meets the SLO ({slo}) with up to "
+            f"{args.max_replicas} replicas",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_measure(args) -> int:
@@ -1298,6 +1492,7 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``batchlab`` argument parser: every number option range-checked while parsing
     (:func:`number_option`), every ``--help`` with defaults, ranges and choices."""
+    from batchlab.capacity import MAX_NUM_SEQS, MAX_REPLICAS
     from batchlab.checks import MAX_INT
     from batchlab.datasets import TRACES
     from batchlab.loadtest import (
@@ -1481,6 +1676,100 @@ def build_parser() -> argparse.ArgumentParser:
     )
     json_option(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "capacity",
+        help="the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
+    )
+    p.add_argument("input", metavar="IN", help=requests_help)
+    p.add_argument(
+        "--gpus",
+        default="a100-80gb,h100-sxm,h200-sxm",
+        help="GPU presets, comma-separated (Nx<preset> for N GPUs per replica)",
+    )
+    p.add_argument("--model", default="llama-3-8b", help="model presets, comma-separated")
+    p.add_argument(
+        "--max-num-seqs",
+        type=list_option(int, min_val=1, max_val=MAX_NUM_SEQS, max_items=16),
+        default=[256],
+        help="comma-separated (sequences)",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        default="default",
+        help="comma-separated tokens per step, or 'default'",
+    )
+    p.add_argument("--chunked-prefill", default="off", help="off, on or off,on")
+    p.add_argument(
+        "--routers",
+        default="round-robin",
+        help="comma-separated: round-robin, least-requests, least-tokens",
+    )
+    load = p.add_mutually_exclusive_group()
+    load.add_argument(
+        "--traffic",
+        type=list_option(float, min_val=0, max_val=1e6, include_boundaries="right", max_items=16),
+        default=[1.0],
+        help="speedups of IN's arrivals, e.g. 1,5",
+    )
+    load.add_argument(
+        "--rates",
+        type=list_option(
+            float, min_val=0, max_val=MAX_RATE, include_boundaries="right", max_items=16
+        ),
+        help="Poisson arrivals at these requests/s instead, e.g. 20,40",
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of --rates arrivals")
+    slo = p.add_argument_group("SLO limits (ms; at least one)")
+    for metric, what in (
+        ("ttft", "time to first token"),
+        ("tpot", "time per output token"),
+        ("e2e", "end-to-end latency"),
+    ):
+        for pct in (50, 90, 99):
+            slo.add_argument(
+                f"--{metric}-p{pct}-ms",
+                dest=f"slo_{metric}_p{pct}_ms",
+                type=number_option(float, min_val=0, include_boundaries="neither", unit="ms"),
+                metavar="MS",
+                help=f"p{pct} {what} at most MS",
+            )
+    p.add_argument(
+        "--prices",
+        metavar="PRICES.csv",
+        help="gpu,price_per_gpu_hour[,currency,source,date] (example: docs/gpu_prices_example.csv)",
+    )
+    p.add_argument(
+        "--max-replicas",
+        type=number_option(int, min_val=1, max_val=MAX_REPLICAS),
+        default=64,
+        help="the most replicas tried",
+    )
+    p.add_argument(
+        "--check-above",
+        type=number_option(int, min_val=0, max_val=64),
+        default=1,
+        help="counts above the answer checked",
+    )
+    p.add_argument("--latency", default="ttft_p99_ms", help="the Pareto front's latency column")
+    p.add_argument(
+        "--first-s",
+        type=number_option(float, **positive_s),
+        help="keep requests arriving in the first S seconds",
+    )
+    p.add_argument("--max-requests", type=whole, help="keep the first N requests (arrival order)")
+    p.add_argument(
+        "--workers",
+        type=number_option(int, min_val=1, max_val=256),
+        help="simulate configurations in N processes",
+    )
+    p.add_argument("--dask", metavar="ADDRESS", help="run on this dask.distributed scheduler")
+    p.add_argument(
+        "--output", "-o", metavar="OUT.csv", help="write the table of every configuration"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    json_option(p)
+    p.set_defaults(func=cmd_capacity)
 
     p = sub.add_parser(
         "measure",

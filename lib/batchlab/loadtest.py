@@ -88,6 +88,7 @@ from batchlab.checks import check_scalar
 from batchlab.errors import InputError
 from batchlab.io import all_or_nothing, atomic_path
 from batchlab.simulate import draw_arrivals, find_knee
+from batchlab.simulate.results import offered_rps, overload_message
 from batchlab.stats import nearest_rank
 from batchlab.workload import MAX_BURSTINESS, MIN_BURSTINESS, validate_requests
 
@@ -146,11 +147,13 @@ LOAD_SWEEP_COLUMNS: tuple[str, ...] = (
     "n_requests",
     "duration_s",
     "throughput_rps",
+    "offered_rps",
     "output_tokens_per_s",
     *(f"{base}_{s}_ms" for base in ("ttft", "tpot", "latency") for s in _STATS),
     *_SERVER_SIDE,
     "littles_L",
     "littles_lambda_W",
+    "overloaded",
 )
 """The columns of :func:`batchlab.simulate.load_sweep`, in its order (a test keeps them equal)."""
 
@@ -757,6 +760,7 @@ def _summarize_one(r: pd.DataFrame, mode: str, level: float, policy: str) -> dic
     row["n_requests"] = n
     row["duration_s"] = span_s
     row["throughput_rps"] = len(done) / span_s if positive else math.nan
+    row["offered_rps"] = offered_rps(arrival, mode)
     row["output_tokens_per_s"] = float(np.nansum(tokens_out)) / span_s if positive else math.nan
     row.update(_stats(done["ttft_ms"].to_numpy(), "ttft"))
     row.update(_stats(done["tpot_ms"].to_numpy(), "tpot"))
@@ -768,6 +772,11 @@ def _summarize_one(r: pd.DataFrame, mode: str, level: float, policy: str) -> dic
     lat = done["latency_ms"].to_numpy(dtype=np.float64)
     row["littles_lambda_W"] = (
         (len(done) / span_ms) * float(lat.mean()) if span_ms > 0 and lat.size else math.nan
+    )
+    finished = np.where(ok, finish, np.nan)
+    row["overloaded"] = (
+        overload_message(arrival, finished, np.where(ok, finish - arrival, np.nan), mode)
+        is not None
     )
     row.update(_stats(_gaps(done["token_ms"]), "itl"))
     row["n_completed"] = int(ok.sum())

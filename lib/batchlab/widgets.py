@@ -51,11 +51,15 @@ __all__ = [
     "ExplorerView",
     "FAMILIES",
     "METRIC_UNITS",
+    "SLOExplorer",
+    "SLOView",
     "ShapeExplorer",
     "cost_explorer",
     "cost_explorer_state",
     "shape_explorer",
     "shape_explorer_state",
+    "slo_explorer",
+    "slo_explorer_state",
 ]
 
 #: Shape families of the explorer: the grid families of ``shapes`` and ``custom`` boundaries.
@@ -1151,3 +1155,128 @@ def policy_explorer(requests: pd.DataFrame, **options: Any) -> PolicyExplorer:
     :func:`batchlab.plots.policy_dashboard_figure`, and the metrics table below it.
     """
     return PolicyExplorer(requests, **options)
+
+
+# --------------------------------------------------------------------------------------------
+# SLO explorer: the fewest GPUs as one limit of an SLO moves (batchlab.capacity)
+
+
+@dataclass(frozen=True, eq=False)
+class SLOView(_ViewStatus):
+    """What the SLO explorer shows for one value of its limit.
+
+    ``slo``: the SLO with the limit set; ``answer``: the fewest GPUs of each GPU type at each
+    traffic level (columns ``traffic``, ``gpu``, ``gpus``; NaN where no count of the table
+    meets it); ``message``: why the value is invalid or the answer uncertain, else None;
+    ``figure``: :func:`batchlab.plots.fewest_gpus_figure` for that SLO.
+    """
+
+    slo: Any
+    answer: pd.DataFrame
+    message: str | None
+    figure: go.Figure
+
+
+def slo_explorer_state(
+    table: pd.DataFrame, slo: Any, *, metric: str = "ttft_p99_ms", value: float | None = None
+) -> SLOView:
+    """The fewest GPUs meeting ``slo`` with its ``metric`` limit set to ``value`` (ms; None
+    keeps it), read from a :func:`batchlab.capacity.replica_table` (no simulation). A value
+    looser than the SLO the table was built with (``table.attrs["slo"]``) gives a message:
+    runs stopped for missing that SLO might meet the looser one. Invalid values give a message,
+    never an exception."""
+    from batchlab.capacity import fewest_in_table
+    from batchlab.plots import fewest_gpus_figure
+
+    message = None
+    try:
+        current = slo if value is None else slo.replace(**{metric: float(value)})
+        built = table.attrs.get("slo")
+        limit = None if built is None else built.limits().get(metric)
+        if table.attrs.get("early_stop", True) and limit is not None and value is not None:
+            if float(value) > limit:
+                message = (
+                    f"the table stopped runs once they missed {metric} <= {limit:g} ms: above "
+                    "that the answer may be too high"
+                )
+        read = fewest_in_table(table, current)
+        answer = read.groupby(["traffic", "gpu"], sort=False)["gpus"].min().reset_index()
+        figure = fewest_gpus_figure(table, current, metric=metric)
+    except BatchlabError as err:
+        return SLOView(slo=slo, answer=pd.DataFrame(), message=str(err), figure=go.Figure())
+    return SLOView(slo=current, answer=answer, message=message, figure=figure)
+
+
+class SLOExplorer(_Explorer):
+    """The SLO explorer (see :func:`slo_explorer`). Parts: ``slider`` (the limit, ms),
+    ``figure`` (the FigureWidget), ``answer_html``, ``message_html`` and the current ``view``
+    (:class:`SLOView`)."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        slo: Any,
+        *,
+        metric: str = "ttft_p99_ms",
+        low: float | None = None,
+        high: float | None = None,
+        step: float | None = None,
+    ) -> None:
+        self._table, self._slo, self._metric = table, slo, metric
+        start = slo.limits().get(metric)
+        built = table.attrs.get("slo")
+        top = high if high is not None else (built.limits().get(metric) if built else None)
+        top = top if top is not None else (start if start is not None else 1000.0)
+        bottom = low if low is not None else top / 20
+        start = start if start is not None else top
+        self.slider = widgets.FloatSlider(
+            value=min(max(start, bottom), top),
+            min=bottom,
+            max=top,
+            step=step if step is not None else (top - bottom) / 100,
+            description=f"{metric.replace('_ms', '')} limit (ms)",
+            continuous_update=False,
+            readout_format=".0f",
+            style={"description_width": "190px"},
+            layout=widgets.Layout(width="620px"),
+        )
+        self.controls = {metric: self.slider}
+        self.message_html = widgets.HTML()
+        self.answer_html = widgets.HTML()
+        self.view = self._compute()
+        self.figure = go.FigureWidget(self.view.figure)
+        self._show_view()
+        self.slider.observe(self._on_change, names="value")
+        head = widgets.HTML(
+            f"<b>SLO explorer</b>: the fewest GPUs per type meeting "
+            f"{html.escape(str(slo))}, with the {html.escape(metric)} limit set by the slider "
+            f"(read from {len(table):,} simulated fleets, no new simulation)."
+        )
+        super().__init__([head, self.slider, self.message_html, self.figure, self.answer_html])
+
+    def _compute(self) -> SLOView:
+        return slo_explorer_state(
+            self._table, self._slo, metric=self._metric, value=self.slider.value
+        )
+
+    def _show_view(self) -> None:
+        self.message_html.value = _message_html(self.view.message)
+        answer = self.view.answer
+        if len(answer):
+            wide = answer.pivot(index="traffic", columns="gpu", values="gpus")
+            wide = wide.reindex(columns=list(dict.fromkeys(answer["gpu"])))
+            shown = wide.reset_index()
+            shown.columns = ["traffic", *(f"{g} (GPUs)" for g in wide.columns)]
+            self.answer_html.value = _table_html(shown)
+        else:
+            self.answer_html.value = ""
+
+
+def slo_explorer(table: pd.DataFrame, slo: Any, **options: Any) -> SLOExplorer:
+    """An interactive SLO explorer (a ``VBox``; display it in Jupyter): a slider for one limit
+    of ``slo`` (``metric``, default ``ttft_p99_ms``; from ``low`` to ``high`` ms, by default
+    up to the limit the :func:`batchlab.capacity.replica_table` was built with), and the fewest
+    GPUs of each type meeting it at each traffic level (:func:`slo_explorer_state`; the figure
+    of :func:`batchlab.plots.fewest_gpus_figure` and a table), redrawn on every change in one
+    ``batch_update()``."""
+    return SLOExplorer(table, slo, **options)

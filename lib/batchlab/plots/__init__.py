@@ -13,13 +13,19 @@ concept (re-exported here: ``padding_vs_k_table`` from :mod:`batchlab.shapes`,
 One module per domain: :mod:`~batchlab.plots.workload` (length distributions, arrival rates),
 :mod:`~batchlab.plots.planning` (shapes and padding, gen buckets, cost parts, latency CDFs,
 Pareto fronts, planner vs baseline), :mod:`~batchlab.plots.serving` (simulation timelines,
-policy dashboards, load sweeps, KV-cache use) and :mod:`~batchlab.plots.measurement`
-(throughput and latency vs batch size, memory, measured vs roofline); shared colors, labels and
-helpers in :mod:`~batchlab.plots.style`.
+policy dashboards, load sweeps, KV-cache use), :mod:`~batchlab.plots.measurement`
+(throughput and latency vs batch size, memory, measured vs roofline) and
+:mod:`~batchlab.plots.capacity` (the cost–latency Pareto front of a capacity plan, the fewest
+GPUs meeting an SLO); shared colors, labels and helpers in :mod:`~batchlab.plots.style`.
 """
 
 from __future__ import annotations
 
+from batchlab.plots.capacity import (
+    CAPACITY_LABELS,
+    capacity_pareto_figure,
+    fewest_gpus_figure,
+)
 from batchlab.plots.measurement import (
     batch_size_choice_table,
     measured_vs_roofline_figure,
@@ -76,6 +82,7 @@ from batchlab.plots.workload import (
 
 __all__ = [
     "BOUND_FIELDS",
+    "CAPACITY_LABELS",
     "COST_PARTS",
     "LIMIT_FIELDS",
     "MEASUREMENT_LABELS",
@@ -88,10 +95,12 @@ __all__ = [
     "batch_size_choice_table",
     "batch_timeline_figure",
     "batch_timeline_table",
+    "capacity_pareto_figure",
     "cost_latency_parts_figure",
     "cost_parts_figure",
     "cost_parts_table",
     "cost_parts_vs_parameter_figure",
+    "fewest_gpus_figure",
     "gen_bucket_tradeoff_figure",
     "gen_bucket_tradeoff_table",
     "kv_utilisation_figure",

@@ -40,6 +40,10 @@ Speed: per-step work is vectorized over the running sequences, and the continuou
 many identical decode steps at once (up to the next completion, arrival that could be admitted,
 or KV-cache exhaustion), with their durations from one vectorized call.
 
+Fleets: :func:`simulate_fleet` serves one request stream with several identical replicas
+behind a router (:mod:`~.routers`: round-robin, least outstanding requests, least outstanding
+tokens), with per-replica and fleet-wide results (:mod:`~.fleet`).
+
 Load: :func:`load_sweep` steps the open-loop rate and/or the closed-loop concurrency up and
 summarizes each level; :func:`find_knee` locates where latency starts to degrade (by default the
 largest load before p99 latency exceeds ``factor ×`` its lowest-load value); :func:`knee_table`
@@ -48,7 +52,8 @@ gives it per policy.
 
 from __future__ import annotations
 
-from batchlab.simulate.engine import draw_arrivals, run, simulate
+from batchlab.simulate.engine import RunSetup, draw_arrivals, prepare, run, simulate
+from batchlab.simulate.fleet import FleetResult, FleetRun, fleet_result, run_fleet, simulate_fleet
 from batchlab.simulate.load import find_knee, knee_table, load_sweep
 from batchlab.simulate.policies import (
     POLICIES,
@@ -65,19 +70,37 @@ from batchlab.simulate.policies import (
     register_policy,
 )
 from batchlab.simulate.results import SimulationResult
+from batchlab.simulate.routers import (
+    ROUTERS,
+    LeastRequestsRouter,
+    LeastTokensRouter,
+    RoundRobinRouter,
+    Router,
+    get_router,
+    make_router,
+    register_router,
+)
 from batchlab.simulate.state import Batch, SimState, WaitQueue
 from batchlab.steptime import LinearStepTime
 
 __all__ = [
     "POLICIES",
+    "ROUTERS",
     "AdaptivePolicy",
     "Batch",
     "ContinuousPolicy",
     "DynamicPolicy",
+    "FleetResult",
+    "FleetRun",
     "Knob",
+    "LeastRequestsRouter",
+    "LeastTokensRouter",
     "LinearStepTime",
     "PaddedPolicy",
     "Policy",
+    "RoundRobinRouter",
+    "Router",
+    "RunSetup",
     "SimState",
     "SimulationResult",
     "Slider",
@@ -85,11 +108,18 @@ __all__ = [
     "WaitQueue",
     "draw_arrivals",
     "find_knee",
+    "fleet_result",
     "get_policy",
+    "get_router",
     "knee_table",
     "load_sweep",
     "make_policy",
+    "make_router",
+    "prepare",
     "register_policy",
+    "register_router",
     "run",
+    "run_fleet",
     "simulate",
+    "simulate_fleet",
 ]

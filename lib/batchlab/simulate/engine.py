@@ -9,6 +9,7 @@ replica: hand over arrivals, start what the policy says, advance the clock.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,17 +37,22 @@ from batchlab.simulate.state import (
     RequestArrays,
     SimState,
 )
+from batchlab.slo import latency_arrays
 from batchlab.steptime import StepTimeModel, TableStepTime
 from batchlab.workload import MAX_ARRIVAL_S, arrival_times, validate_requests
 
 __all__ = [
     "MAX_BLOCK_SIZE",
     "MAX_KV_BLOCKS",
+    "RunSetup",
     "draw_arrivals",
+    "prepare",
     "priority_levels",
+    "request_table",
     "resolve_step_time",
     "run",
     "simulate",
+    "step_table",
 ]
 
 _STEP_INT = STEP_COLUMNS[2:]
@@ -224,24 +230,32 @@ def simulate(
     """
     df = validate_requests(requests)
     pol = make_policy(policy, **policy_options)
-    st = resolve_step_time(step_time, model, gpu)
-    bs = check_scalar(
-        block_size, "block_size", int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"
+    setup = _prepare(
+        df,
+        model,
+        gpu,
+        step_time,
+        rate,
+        concurrency,
+        seed,
+        burstiness,
+        think_time_ms,
+        kv_blocks,
+        block_size,
+        memory_fraction,
     )
-    kvb = _kv_budget(kv_blocks, bs, model, gpu, memory_fraction)
-    prio_values, levels = priority_levels(df)
-    arrivals, mode = _arrivals(df, rate, concurrency, seed, burstiness, think_time_ms)
-    reqs = RequestArrays(
-        prompt=df["prompt_len"].to_numpy(dtype=np.int64),
-        gen=df["gen_len"].to_numpy(dtype=np.int64),
-        level=levels,
-        request_ids=df["request_id"].tolist(),
+    arrivals = setup.new_arrivals()
+    state = SimState(
+        setup.requests,
+        arrivals,
+        Records(setup.n),
+        setup.step_time,
+        setup.kv_blocks,
+        setup.block_size,
     )
-    records = Records(reqs.n)
-    state = SimState(reqs, arrivals, records, st, kvb, bs)
     pol.setup(state)
     run(state, pol, progress)
-    return _result(df, prio_values, state, pol, mode)
+    return _result(setup, state, pol)
 
 
 def run(state: SimState, pol: Policy, progress: bool = False) -> None:
@@ -292,40 +306,161 @@ def run(state: SimState, pol: Policy, progress: bool = False) -> None:
             bar.close()
 
 
-def _result(
-    df: pd.DataFrame, prio_values: np.ndarray, state: SimState, pol: Policy, mode: str
-) -> SimulationResult:
-    rec = state.records
-    gen = state.gen
-    arrival = state.arrival
+@dataclass(frozen=True, eq=False)
+class RunSetup:
+    """What every run over one request table shares, checked once: the validated table
+    ``df`` and its ``priority`` values, the :class:`RequestArrays`, the arrivals (``mode``:
+    ``trace``, ``rate`` or ``closed``; :meth:`new_arrivals` gives a fresh stream per run), the
+    step-time model and the KV-cache budget of one replica (``kv_blocks`` of ``block_size``
+    tokens). Build it with :func:`prepare`; runs only read it."""
+
+    df: pd.DataFrame
+    priority: np.ndarray
+    requests: RequestArrays
+    arrival_ms: np.ndarray
+    order: np.ndarray
+    known: int
+    think_ms: float | None
+    mode: str
+    step_time: StepTimeModel
+    kv_blocks: int
+    block_size: int
+
+    @property
+    def n(self) -> int:
+        """Number of requests."""
+        return self.requests.n
+
+    def new_arrivals(self) -> ArrivalStream:
+        """A fresh arrival stream for one run (a closed loop writes arrival times as it goes)."""
+        return ArrivalStream(self.arrival_ms.copy(), self.order, self.known, self.think_ms)
+
+
+def prepare(
+    requests: pd.DataFrame,
+    *,
+    model: str | ModelSpec = "llama-2-7b",
+    gpu: str | DeviceSpec = "h100-sxm",
+    step_time: StepTimeModel | pd.DataFrame | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    seed: int = 0,
+    burstiness: float = 1.0,
+    think_time_ms: float = 0.0,
+    kv_blocks: int | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    memory_fraction: float = 0.9,
+) -> RunSetup:
+    """Check a request table and the run options of :func:`simulate` (same meaning) once, for
+    several runs over them (a fleet of replicas, a search over replica counts)."""
+    df = validate_requests(requests)
+    return _prepare(
+        df,
+        model,
+        gpu,
+        step_time,
+        rate,
+        concurrency,
+        seed,
+        burstiness,
+        think_time_ms,
+        kv_blocks,
+        block_size,
+        memory_fraction,
+    )
+
+
+def _prepare(
+    df: pd.DataFrame,
+    model: str | ModelSpec,
+    gpu: str | DeviceSpec,
+    step_time: StepTimeModel | pd.DataFrame | None,
+    rate: float | None,
+    concurrency: int | None,
+    seed: int,
+    burstiness: float,
+    think_time_ms: float,
+    kv_blocks: int | None,
+    block_size: int,
+    memory_fraction: float,
+) -> RunSetup:
+    st = resolve_step_time(step_time, model, gpu)
+    bs = check_scalar(
+        block_size, "block_size", int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"
+    )
+    kvb = _kv_budget(kv_blocks, bs, model, gpu, memory_fraction)
+    prio_values, levels = priority_levels(df)
+    arrivals, mode = _arrivals(df, rate, concurrency, seed, burstiness, think_time_ms)
+    reqs = RequestArrays(
+        prompt=df["prompt_len"].to_numpy(dtype=np.int64),
+        gen=df["gen_len"].to_numpy(dtype=np.int64),
+        level=levels,
+        request_ids=df["request_id"].tolist(),
+    )
+    return RunSetup(
+        df=df,
+        priority=prio_values,
+        requests=reqs,
+        arrival_ms=arrivals.arrival_ms,
+        order=arrivals.order,
+        known=arrivals.known,
+        think_ms=arrivals.think_ms if arrivals.closed else None,
+        mode=mode,
+        step_time=st,
+        kv_blocks=kvb,
+        block_size=bs,
+    )
+
+
+def request_table(
+    setup: RunSetup, arrival_ms: np.ndarray, records: Records, rows: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The per-request table of :class:`SimulationResult` (input order; only ``rows``, sorted
+    positions, when given) from the arrival times and the records of a run."""
+    rec = records
+    gen = setup.requests.gen
+    df = setup.df
     out = df.drop(columns=[c for c in ("arrival_s",) if c in df.columns]).copy()
     if "priority" not in out.columns:
-        out["priority"] = prio_values
-    out["arrival_ms"] = arrival
+        out["priority"] = setup.priority
+    out["arrival_ms"] = arrival_ms
     out["start_ms"] = rec.start
     out["first_token_ms"] = rec.first
     out["last_token_ms"] = rec.last
     out["finish_ms"] = rec.finish
-    out["queue_ms"] = rec.start - arrival
-    out["ttft_ms"] = rec.first - arrival
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["tpot_ms"] = np.where(gen > 1, (rec.last - rec.first) / (gen - 1), np.nan)
-    out["latency_ms"] = rec.finish - arrival
+    out["queue_ms"] = rec.start - arrival_ms
+    ttft, tpot, e2e = latency_arrays(arrival_ms, rec.first, rec.last, rec.finish, gen)
+    out["ttft_ms"] = ttft
+    out["tpot_ms"] = tpot
+    out["latency_ms"] = e2e
     out["preemptions"] = rec.preemptions
     out["batch_id"] = rec.batch_id
-    steps = pd.DataFrame(state.log, columns=list(STEP_COLUMNS))
+    if rows is not None:
+        out = out.iloc[rows]
+    return out
+
+
+def step_table(log: list[tuple]) -> pd.DataFrame:
+    """The per-step table of :class:`SimulationResult` from a replica's step log."""
+    steps = pd.DataFrame(log, columns=list(STEP_COLUMNS))
     for col in _STEP_INT:
         steps[col] = steps[col].astype(np.int64)
+    return steps
+
+
+def _result(setup: RunSetup, state: SimState, pol: Policy) -> SimulationResult:
+    rec = state.records
     return SimulationResult(
-        requests=out,
-        steps=steps,
+        requests=request_table(setup, state.arrival, rec),
+        steps=step_table(state.log),
         policy=pol.name,
         options=dict(pol.options()),
         kv_blocks=state.kv_blocks,
         block_size=state.block_size,
-        mode=mode,
+        mode=setup.mode,
         step_time=repr(state.step_time),
         padded=pol.padded(),
         occupancy_request_ms=rec.occupancy_ms,
         occupancy_span_ms=rec.last_event_ms - rec.first_event_ms,
+        calibrated=bool(getattr(state.step_time, "calibrated", False)),
     )

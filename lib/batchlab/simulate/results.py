@@ -13,7 +13,7 @@ import pandas as pd
 from batchlab.simulate.state import DEFAULT_BLOCK_SIZE
 from batchlab.stats import nearest_rank
 
-__all__ = ["SimulationResult"]
+__all__ = ["SimulationResult", "offered_rps", "overload_message"]
 
 _PERCENTS = (50, 95, 99)
 
@@ -23,6 +23,55 @@ OVERLOAD_SERVED_SHARE = 0.95
 #: grows with the run: offered / capacity − 1 under a constant overload).
 OVERLOAD_LATENCY_SLOPE = 0.05
 _OVERLOAD_MIN_REQUESTS = 10
+
+
+def offered_rps(arrival_ms: np.ndarray, mode: str) -> float:
+    """The offered load (requests/s): requests over the span of their arrival times (ms, first
+    to last); NaN for a closed loop (``mode == "closed"``: the clients' pace follows the server)
+    or fewer than two arrival times."""
+    a = np.asarray(arrival_ms, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if mode == "closed" or a.size < 2:
+        return math.nan
+    span_s = float(a.max() - a.min()) / 1e3
+    return a.size / span_s if span_s > 0 else math.nan
+
+
+def _latency_growth(arrival_ms: np.ndarray, latency_ms: np.ndarray) -> float:
+    a = np.asarray(arrival_ms, dtype=np.float64)
+    lat = np.asarray(latency_ms, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(lat)
+    a, lat = a[ok], lat[ok]
+    if a.size < 2 or float(a.max() - a.min()) <= 0:
+        return math.nan
+    da = a - a.mean()
+    return float((da * (lat - lat.mean())).sum() / (da * da).sum())
+
+
+def overload_message(
+    arrival_ms: np.ndarray, finish_ms: np.ndarray, latency_ms: np.ndarray, mode: str
+) -> str | None:
+    """``"overloaded: offered X req/s, served Y req/s ..."`` when an open-loop run (``mode``
+    not ``"closed"``) of at least 10 requests serves below ``OVERLOAD_SERVED_SHARE`` of its
+    offered load (:func:`offered_rps`) while its latency grows with the run (the least-squares
+    slope of latency on arrival above ``OVERLOAD_LATENCY_SLOPE`` ms per ms): a queue that never
+    drains. None otherwise. Times in ms, one entry per request (NaN: not finished)."""
+    a = np.asarray(arrival_ms, dtype=np.float64)
+    f = np.asarray(finish_ms, dtype=np.float64)
+    offered = offered_rps(a, mode)
+    if a.size < _OVERLOAD_MIN_REQUESTS or not offered > 0:
+        return None
+    done = np.isfinite(f)
+    span_s = float(f[done].max() - np.nanmin(a)) / 1e3 if done.any() else math.nan
+    served = int(done.sum()) / span_s if span_s > 0 else math.nan
+    growth = _latency_growth(a, latency_ms)
+    if not (served < OVERLOAD_SERVED_SHARE * offered and growth > OVERLOAD_LATENCY_SLOPE):
+        return None
+    return (
+        f"overloaded: offered {offered:.3g} req/s, served {served:.3g} req/s; latency grows "
+        f"by {growth * 1e3:,.0f} ms per second of arrivals, so its percentiles grow with the "
+        "length of the run"
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +90,10 @@ class SimulationResult:
     force: batch_size / the controller's limit / max_num_seqs).
 
     ``padded``: the policy's declaration (request-level batches, not iteration-level).
+    ``step_time``: the step-time model (repr); ``calibrated``: whether it says it is calibrated
+    to measured hardware (its ``calibrated`` attribute). ``n_replicas``: the replicas whose
+    steps ``steps`` holds (a fleet: busy time is shared among them, KV-cache use is per
+    replica).
     ``occupancy_request_ms`` / ``occupancy_span_ms``: the engine's own count of requests in the
     system integrated over time (request·ms) and the span it covers (first arrival to last
     finish, ms), for :meth:`littles_law`.
@@ -60,6 +113,8 @@ class SimulationResult:
     padded: bool = True
     occupancy_request_ms: float = math.nan
     occupancy_span_ms: float = math.nan
+    n_replicas: int = 1
+    calibrated: bool = False
 
     def timeline(self) -> pd.DataFrame:
         """Exact counts over time: after each event time (ms), requests ``waiting`` (arrived, not
@@ -92,11 +147,7 @@ class SimulationResult:
         """The offered load (requests/s): requests over the span of their arrivals (first to
         last arrival); NaN for a closed loop (the clients' pace follows the server) or fewer
         than two arrival times."""
-        a = self.requests["arrival_ms"].to_numpy(dtype=np.float64)
-        if self.mode == "closed" or a.size < 2:
-            return math.nan
-        span_s = float(a.max() - a.min()) / 1e3
-        return a.size / span_s if span_s > 0 else math.nan
+        return offered_rps(self.requests["arrival_ms"].to_numpy(dtype=np.float64), self.mode)
 
     @property
     def latency_growth(self) -> float:
@@ -104,12 +155,10 @@ class SimulationResult:
         ``latency_ms`` against ``arrival_ms`` (ms per ms). About 0 when the policy keeps up;
         ``offered / capacity − 1`` under a constant overload (each later request waits for the
         backlog the earlier ones left)."""
-        a = self.requests["arrival_ms"].to_numpy(dtype=np.float64)
-        lat = self.requests["latency_ms"].to_numpy(dtype=np.float64)
-        if a.size < 2 or float(a.max() - a.min()) <= 0:
-            return math.nan
-        da = a - a.mean()
-        return float((da * (lat - lat.mean())).sum() / (da * da).sum())
+        return _latency_growth(
+            self.requests["arrival_ms"].to_numpy(dtype=np.float64),
+            self.requests["latency_ms"].to_numpy(dtype=np.float64),
+        )
 
     @property
     def overload(self) -> str | None:
@@ -121,33 +170,18 @@ class SimulationResult:
         grows with the run (:attr:`latency_growth` above ``OVERLOAD_LATENCY_SLOPE``): a queue
         that never drains, so its latency percentiles depend on how long the run is.
         """
-        n = len(self.requests)
-        offered = self.offered_rps
-        if n < _OVERLOAD_MIN_REQUESTS or not offered > 0:
-            return None
-        served = float(self._served_rps())
-        growth = self.latency_growth
-        if not (served < OVERLOAD_SERVED_SHARE * offered and growth > OVERLOAD_LATENCY_SLOPE):
-            return None
-        return (
-            f"overloaded: offered {offered:.3g} req/s, served {served:.3g} req/s; latency grows "
-            f"by {growth * 1e3:,.0f} ms per second of arrivals, so its percentiles grow with the "
-            "length of the run"
+        r = self.requests
+        return overload_message(
+            r["arrival_ms"].to_numpy(dtype=np.float64),
+            r["finish_ms"].to_numpy(dtype=np.float64),
+            r["latency_ms"].to_numpy(dtype=np.float64),
+            self.mode,
         )
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """Warnings about the run, one line each (:attr:`overload`)."""
         return tuple(w for w in (self.overload,) if w is not None)
-
-    def _served_rps(self) -> float:
-        """Requests served per second: requests over the span from the first arrival to the
-        last finish (``summary()["throughput_rps"]``)."""
-        r = self.requests
-        if not len(r):
-            return math.nan
-        span_s = float(r["finish_ms"].max() - r["arrival_ms"].min()) / 1e3
-        return len(r) / span_s if span_s > 0 else math.nan
 
     def littles_law(self) -> tuple[float, float]:
         """``(L, λ·W)``, two independent sides of Little's law.
@@ -197,7 +231,7 @@ class SimulationResult:
                 out[f"{base}_p{p}_ms"] = pct[p]
         dur = st["duration_ms"].to_numpy(dtype=np.float64)
         busy = float(dur.sum())
-        out["busy_fraction"] = busy / span_ms if span_ms > 0 else math.nan
+        out["busy_fraction"] = busy / span_ms / self.n_replicas if span_ms > 0 else math.nan
         if busy > 0:
             out["mean_batch_size"] = float((st["batch_size"].to_numpy() * dur).sum() / busy)
             kv = st["kv_blocks_used"].to_numpy(dtype=np.float64)

@@ -166,6 +166,27 @@ class Records:
         self.last_event_ms = -INF
         self._t = -INF
 
+    @classmethod
+    def sharing(cls, other: Records) -> Records:
+        """Records that write into ``other``'s per-request arrays but keep counters of their
+        own (``finished``, ``in_system``, the occupancy integral): one replica of a fleet,
+        whose replicas serve disjoint sets of requests."""
+        rec = cls.__new__(cls)
+        rec.start, rec.first, rec.last, rec.finish = (
+            other.start,
+            other.first,
+            other.last,
+            other.finish,
+        )
+        rec.preemptions, rec.batch_id = other.preemptions, other.batch_id
+        rec.finished = 0
+        rec.in_system = 0
+        rec.occupancy_ms = 0.0
+        rec.first_event_ms = INF
+        rec.last_event_ms = -INF
+        rec._t = -INF
+        return rec
+
     def _advance(self, t_ms: float) -> None:
         if self.in_system:
             self.occupancy_ms += self.in_system * (t_ms - self._t)
