@@ -21,13 +21,15 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from batchlab.checks import check_scalar
 from batchlab.errors import BatchlabError, InputError, LimitError, VerificationError
+
+if TYPE_CHECKING:  # pandas is imported by the commands that build tables (evaluate starts
+    import pandas as pd  # and runs without it)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal error
@@ -57,7 +59,8 @@ def _jsonable(value):
         return v if math.isfinite(v) else None
     if isinstance(value, np.bool_):
         return bool(value)
-    if isinstance(value, pd.DataFrame):
+    pandas = sys.modules.get("pandas")  # a DataFrame exists only if pandas was imported
+    if pandas is not None and isinstance(value, pandas.DataFrame):
         return _jsonable(value.to_dict(orient="records"))
     return value
 
@@ -68,6 +71,18 @@ def _print_json(obj) -> None:
 
 def _table(df: pd.DataFrame) -> str:
     return df.to_string(index=False, float_format=lambda v: f"{v:,.6g}")
+
+
+def _metric_table(values: dict[str, float | int]) -> str:
+    """``_table`` of a (metric, value) frame of numbers, without pandas: right-aligned columns,
+    every value as a float with ``,.6g`` (the same text; a test compares them)."""
+    names = list(values)
+    cells = [f"{float(v):,.6g}" for v in values.values()]
+    w1 = max(len("metric"), *(len(x) for x in names))
+    w2 = max(len("value"), *(len(x) for x in cells))
+    lines = [f"{'metric':>{w1}} {'value':>{w2}}"]
+    lines += [f"{name:>{w1}} {cell:>{w2}}" for name, cell in zip(names, cells, strict=True)]
+    return "\n".join(lines)
 
 
 def _cost_model(args):
@@ -264,16 +279,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from batchlab.evaluate import evaluate
-    from batchlab.plan import read_plan
+    from batchlab.evaluate import evaluate_files
 
-    ev = evaluate(_read_requests(args.requests), read_plan(args.plan), _cost_model(args))
-    summary = ev.summary()
+    summary, cost = evaluate_files(args.requests, args.plan, _cost_model(args))
     if args.json:
-        _print_json({"summary": summary, "cost": ev.cost.as_dict()})
+        _print_json({"summary": summary, "cost": cost})
         return EXIT_OK
-    rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
-    print(_table(rows))
+    print(_metric_table(summary))
     return EXIT_OK
 
 
@@ -364,6 +376,8 @@ def cmd_simulate(args) -> int:
         f"KV cache: {result.kv_blocks:,} blocks of {result.block_size} tokens "
         f"({result.kv_blocks * result.block_size:,} tokens)"
     )
+    import pandas as pd
+
     skip = {"policy", "mode"}
     rows = pd.DataFrame(
         {
@@ -694,7 +708,14 @@ def _list_type(kind: type):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: commands whose parser needs no simulation policy options (they start without importing the
+#: simulator or pandas)
+_LEAN_COMMANDS = frozenset({"evaluate", "verify", "plan", "profile"})
+
+
+def build_parser(policy_options: bool = True) -> argparse.ArgumentParser:
+    """The ``batchlab`` parser; ``policy_options=False`` leaves out simulate's per-policy
+    options (which import the policies), for the commands that do not need them."""
     parser = _Parser(
         prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
     )
@@ -750,7 +771,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate serving requests with a batching policy (IN: a request file or a trace name)",
     )
     p.add_argument("input", metavar="IN", help="request file (JSONL/CSV/Parquet) or a trace name")
-    p.add_argument("--policy", default="continuous", help=_policy_help())
+    p.add_argument(
+        "--policy", default="continuous", help=_policy_help() if policy_options else "policy"
+    )
     p.add_argument("--model", default="llama-2-7b", help="model preset (roofline step times)")
     p.add_argument("--gpu", default="h100-sxm", help="GPU preset, or Nx<preset>")
     load = p.add_mutually_exclusive_group()
@@ -761,7 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of drawn arrivals")
     p.add_argument("--first-s", type=float, help="keep requests arriving in the first S seconds")
     p.add_argument("--max-requests", type=int, help="keep the first N requests (arrival order)")
-    _add_policy_options(p)
+    if policy_options:
+        _add_policy_options(p)
     p.add_argument("--kv-blocks", type=int, help="KV-cache budget in blocks (default: fits GPU)")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--memory-fraction", type=float, default=0.9, help="GPU memory usable")
@@ -854,7 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see :data:`EXIT_CODES_HELP`)."""
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(policy_options=command not in _LEAN_COMMANDS)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
