@@ -1231,12 +1231,13 @@ def _merge_plan(
     declared: int | None,
     settings: dict,
     quick: bool = False,
+    deadline: float = math.inf,
 ) -> tuple[_Candidate | None, float, list[_Candidate]]:
     """The cap heuristic on one bucket: greedy merges at λ = 0, then, when the sequential limit
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
     every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
-    ``quick``: a coarse bisection (to 10 %) and one local search at the end, for a start that
-    column generation improves.
+    ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
+    generation improves. The search stops early at ``deadline`` (time.perf_counter()).
 
     Returns the best candidate (None when the bucket has too many pieces), the λ used
     (cost units per ms) and every candidate tried.
@@ -1248,6 +1249,11 @@ def _merge_plan(
         return None, 0.0, []
     search = _MergeSearch(cm, pieces, lim, _budgets(bucket, cm))
     tried: list[_Candidate] = []
+
+    def late() -> bool:
+        import time
+
+        return time.perf_counter() > deadline
 
     def at(mu: float, relocate: bool = False) -> _Candidate:
         label, s, g, _ = search.run(mu, relocate)
@@ -1265,13 +1271,18 @@ def _merge_plan(
         lo, hi = 0.0, 0.25 * base["total_cost"] / max(base["sequential_ms"], 1e-9)
         cand = at(hi)
         for _ in range(14):
-            if cand.summary["sequential_ms"] <= limit:
+            if cand.summary["sequential_ms"] <= limit or late():
                 break
+            before = cand.summary["sequential_ms"]
             lo, hi = hi, hi * (8 if quick else 4)
             cand = at(hi)
+            if cand.summary["sequential_ms"] > before * (1 - 1e-3):
+                break  # a larger λ no longer helps: other limits hold the merges back
         if cand.summary["sequential_ms"] <= limit:
             feasible = [cand]
             for _ in range(10):
+                if late():
+                    break
                 mid = math.sqrt(lo * hi) if lo > 0 else hi / 8
                 cand = at(mid)
                 if cand.summary["sequential_ms"] <= limit:
@@ -1285,7 +1296,7 @@ def _merge_plan(
             # the local search moves the boundary: bisect again with it, from a little below
             lo_r, hi_r = (lo if lo > 0 else hi / 4) / 1.1, hi
             if quick:
-                at(hi, relocate=True)
+                pass  # column generation takes it from here
             elif at(hi_r, relocate=True).summary["sequential_ms"] <= limit:
                 for _ in range(4):
                     mid = math.sqrt(lo_r * hi_r)
@@ -1293,7 +1304,7 @@ def _merge_plan(
                         hi_r = mid
                     else:
                         lo_r = mid
-    else:
+    elif not quick:
         at(0.0, relocate=True)
     best = min(tried, key=_rank)
     return best, mu_used, tried
@@ -1326,11 +1337,11 @@ def _bucketed(bucket: _Bucket, shapes: np.ndarray, gen_bucket: int | None, mbs: 
 
 def _reference_candidates(
     bucket: _Bucket, cm: CostModel, max_shapes: int, declared: int | None
-) -> list[_Candidate]:
+) -> list[_Reference]:
     """The baseline plan and every bucketed plan of chapter 04's grid (shape family × k <=
-    max_shapes × gen bucket × batch size within the limit), scored exactly. ``declared``: one
-    shape for every batch (static-graph, where only compile depends on it), None to keep each
-    batch's own shape."""
+    max_shapes × gen bucket × batch size within the limit), with their costs (scored by
+    :func:`_score_references` when needed). ``declared``: one shape for every batch
+    (static-graph, where only compile depends on it), None to keep each batch's own shape."""
     from batchlab.shapes import GRID_FAMILIES, shape_grid
 
     out = []
@@ -1372,8 +1383,55 @@ def _reference_candidates(
             "gen_bucket_size": gb,
             "max_batch_size": mbs,
         }
-        out.append(_scored(bucket, cm, batch, seq, settings))
+        out.append(_Reference(batch, seq, settings, _plan_cost(bucket, cm, batch, seq)))
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class _Reference:
+    """A reference plan not scored yet: batch label and declared shape per request, and its
+    total cost (cost units)."""
+
+    batch: np.ndarray
+    seq: np.ndarray
+    settings: dict
+    cost: float
+
+
+def _plan_cost(bucket: _Bucket, cm: CostModel, batch: np.ndarray, seq: np.ndarray) -> float:
+    """The total cost of a plan given as a batch label and declared shape per request (cost
+    units), vectorized; the same sums as :func:`batchlab.evaluate.evaluate_arrays`."""
+    _, codes = np.unique(batch, return_inverse=True)
+    codes = codes.reshape(-1)
+    nb = int(codes.max()) + 1
+    ctx = seq if cm.padded else bucket.aligned
+    s_max = np.zeros(nb, dtype=np.int64)
+    g_max = np.zeros(nb, dtype=np.int64)
+    np.maximum.at(s_max, codes, ctx)
+    np.maximum.at(g_max, codes, bucket.gen)
+    size = np.bincount(codes, minlength=nb)
+    decode = float(cm.batch_decode_cost(s_max, g_max, size).sum())
+    shapes = np.unique(seq)
+    return (
+        nb * cm.overhead_cost
+        + float(cm.compile_cost(shapes).sum())
+        + float(cm.prefill_cost(ctx).sum())
+        + decode
+    )
+
+
+def _score_references(
+    bucket: _Bucket, cm: CostModel, refs: list[_Reference], below: float = math.inf
+) -> list[_Candidate]:
+    """The reference plans that cost less than ``below``, scored exactly (a plan costing more
+    cannot be chosen over one that meets the limits at ``below``)."""
+    return [
+        _scored(bucket, cm, r.batch, r.seq, r.settings) for r in refs if r.cost < below * (1 + 1e-9)
+    ]
+
+
+def _best_ok_cost(cands: list[_Candidate]) -> float:
+    return min((c.summary["total_cost"] for c in cands if c.ok), default=math.inf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1750,9 +1808,11 @@ def plan_requests(
         bucket_exact = [-math.inf] * nb
         bucket_cg = [-math.inf] * nb
         cg_status = ["not run"] * nb
+        refs: list[list[_Reference]] = [[] for _ in prepared]
         for i, b in enumerate(prepared):
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
             use_cg = len(problem.type_a) <= _COLGEN_LIMIT
+            share = (deadline - time.perf_counter()) / (nb - i)
             merged, mus[i], cands = _merge_plan(
                 b,
                 cm,
@@ -1760,11 +1820,12 @@ def plan_requests(
                 declared[i],
                 {"method": "merge", "n_shapes_global": 1},
                 quick=use_cg,
+                deadline=time.perf_counter() + 0.3 * share,
             )
             if merged is None:
                 large.append(i)
             tried[i] += cands
-            tried[i] += _reference_candidates(b, cm, cap, declared[i])
+            refs[i] = _reference_candidates(b, cm, cap, declared[i])
             bar.update()
             spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
             if use_cg:
@@ -1803,6 +1864,8 @@ def plan_requests(
                     tried[i].append(
                         _scored(prepared[i], cm, batch, seq, {**c.settings, "method": "contiguous"})
                     )
+        for i, b in enumerate(prepared):
+            tried[i] += _score_references(b, cm, refs[i], _best_ok_cost(tried[i]))
         chosen = [min(t, key=_rank) for t in tried]
         shapes_total = float(cm.compile_cost(np.asarray(declared)).sum())
         own_total = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
@@ -1844,9 +1907,13 @@ def plan_requests(
             options.append(option)
         bar.update(nb)
         if nb == 1:
-            refs = _reference_candidates(prepared[0], cm, cap, None)
-            tried[0] += refs
-            options.append([min(refs, key=_rank)])
+            below = min((_best_ok_cost(o) for o in options), default=math.inf)
+            scored = _score_references(
+                prepared[0], cm, _reference_candidates(prepared[0], cm, cap, None), below
+            )
+            tried[0] += scored
+            if scored:
+                options.append([min(scored, key=_rank)])
         problems, inverses, specs = [], [], []
         for b in prepared:
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)
