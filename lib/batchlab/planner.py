@@ -29,6 +29,7 @@ reported next to what the planner achieved. When a limit cannot be met, a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -181,8 +182,12 @@ def lower_bounds(
     df = validate_requests(requests)
     p = df["prompt_len"].to_numpy(np.int64)
     g = df["gen_len"].to_numpy(np.int64)
+    return _lower_bounds(p, g, cm, max_batch_size)
+
+
+def _lower_bounds(p: np.ndarray, g: np.ndarray, cm: CostModel, max_batch_size) -> LowerBounds:
     s = align(p, cm.granularity)
-    n = len(df)
+    n = len(p)
     pad = min_padding_tokens(p, cm.granularity)
     nb = min_batches(n, max_batch_size)
     alone_cost = cm.prefill_cost(s) + cm.decode_cost(s, g)
@@ -476,7 +481,8 @@ def _make_plan(
     bucket: _Bucket, order: np.ndarray, batch: np.ndarray, seq: np.ndarray, heads: int, hidden: int
 ) -> pd.DataFrame:
     width = max(6, len(str(int(batch.max()))))
-    ids = np.char.add("b", np.char.zfill(batch.astype(str), width))
+    names = np.asarray([f"b{k:0{width}d}" for k in range(int(batch.max()) + 1)], dtype=object)
+    ids = names[batch]
     rid = bucket.requests["request_id"].to_numpy(dtype=object)[order]
     return plan_from_batches(rid, ids, seq, heads_align=heads, hidden_align=hidden)
 
@@ -1774,7 +1780,7 @@ def plan_requests(
                 g,
                 align(p, cm.granularity),
                 lim,
-                lower_bounds(req, cm, lim.max_batch_size),
+                _lower_bounds(p, g, cm, lim.max_batch_size),
             )
         )
     distinct = np.unique(np.concatenate([b.aligned for b in prepared]))
@@ -1794,6 +1800,7 @@ def plan_requests(
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     bar = tqdm(total=3 * nb, desc="plan", delay=1.0, disable=not progress, leave=False)
     tried: list[list[_Candidate]] = [[] for _ in prepared]
+    n_types = [0] * nb  # distinct (aligned length, gen_len) pairs of each bucket, once counted
     mus = [0.0] * nb
     exact_bound = -math.inf
     exact_status = "not run"
@@ -1811,20 +1818,23 @@ def plan_requests(
         refs: list[list[_Reference]] = [[] for _ in prepared]
         for i, b in enumerate(prepared):
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
-            use_cg = len(problem.type_a) <= _COLGEN_LIMIT
+            n_types[i] = len(problem.type_a)
+            use_cg = n_types[i] <= _COLGEN_LIMIT
             share = (deadline - time.perf_counter()) / (nb - i)
-            merged, mus[i], cands = _merge_plan(
-                b,
-                cm,
-                b.aligned,
-                declared[i],
-                {"method": "merge", "n_shapes_global": 1},
-                quick=use_cg,
-                deadline=time.perf_counter() + 0.3 * share,
-            )
+            merged = None
+            if n_types[i] <= _MERGE_LIMIT:
+                merged, mus[i], cands = _merge_plan(
+                    b,
+                    cm,
+                    b.aligned,
+                    declared[i],
+                    {"method": "merge", "n_shapes_global": 1},
+                    quick=use_cg,
+                    deadline=time.perf_counter() + 0.3 * share,
+                )
+                tried[i] += cands
             if merged is None:
                 large.append(i)
-            tried[i] += cands
             refs[i] = _reference_candidates(b, cm, cap, declared[i])
             bar.update()
             spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
@@ -1855,15 +1865,16 @@ def plan_requests(
                 if status == "infeasible":
                     tried[i] = tried[i] or []
             bar.update()
-        if large:
-            best_large, more = _contiguous_search(prepared, cm, cap, window)
-            for i in large:
-                for c in more[i]:
-                    batch = _request_batches(c)
-                    seq = np.full(len(batch), declared[i], dtype=np.int64)
-                    tried[i].append(
-                        _scored(prepared[i], cm, batch, seq, {**c.settings, "method": "contiguous"})
-                    )
+        for i in large:  # too many pieces for the cap heuristic: the contiguous-run search
+            # (under static-graph the declared shape is the bucket's own, for every batch)
+            b = prepared[i]
+            n_i = len(b.prompt)
+            win = window or int(min(512, max(48, 3_000_000 // max(n_i, 1))))
+            _, cands = _plan_bucket(b, np.asarray([declared[i]]), cm, win, full=True, coarse=True)
+            tried[i] += [
+                dataclasses.replace(c, settings={**c.settings, "method": "contiguous"})
+                for c in cands
+            ]
         for i, b in enumerate(prepared):
             tried[i] += _score_references(b, cm, refs[i], _best_ok_cost(tried[i]))
         chosen = [min(t, key=_rank) for t in tried]
@@ -1918,6 +1929,7 @@ def plan_requests(
         for b in prepared:
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)
             problems.append(problem)
+            n_types[len(problems) - 1] = len(problem.type_a)
             inverses.append(inverse)
             specs.append(_spec(b, problem, 0.0))
         if not large and want_exact(model_size(specs)):
@@ -1964,7 +1976,8 @@ def plan_requests(
         weak = max(known.values()) < cost_i / (
             1 + (1e-2 if per_cg_status[i] != "not run" else 1e-4)
         )
-        if weak and (per_cg_status[i] == "not run" or time.perf_counter() < deadline):
+        small = n_types[i] <= _BOUND_LIMIT
+        if small and weak and (per_cg_status[i] == "not run" or time.perf_counter() < deadline):
             lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
             if lag is not None:
                 known["lagrangian"] = lag
