@@ -251,6 +251,15 @@ class CapColumnGeneration:
         self.add_columns(ci, cj, members, where)
         return where
 
+    def multipliers(self) -> dict[str, float]:
+        """The limits' multipliers at the best duals (>= 0): what one more unit of each limit
+        (ms, pad token, request over p95, cost unit) would save, in cost units."""
+        if self.center is None:
+            return {}
+        names = {"seq": "max_sequential_ms", "pad": "max_pad_ratio", "over": "max_p95_latency_ms"}
+        names["cost"] = "max_cost"
+        return {names[k]: float(-self.center[r]) for k, r in self.side.items()}
+
     # -- pricing ---------------------------------------------------------------------------
     def _duals(self, y: np.ndarray, weight: float = 1.0):
         """Overhead' and price' per cap, and the member values' parts, from duals y."""

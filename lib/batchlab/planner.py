@@ -1593,7 +1593,14 @@ def _colgen(
             seq = np.full(len(batch), declared, dtype=np.int64)
         else:
             seq = shapes[np.asarray([b[0] for b in batches])][batch]
-        cand = _scored(bucket, cm, batch, seq, {**settings, "method": "colgen"})
+        duals = cg.multipliers()
+        info = {
+            **settings,
+            "method": "colgen",
+            "lagrange_multiplier": duals.get("max_sequential_ms", 0.0),
+            "multipliers": duals,
+        }
+        cand = _scored(bucket, cm, batch, seq, info)
         cands.append(cand)
         if cand.ok:
             break
