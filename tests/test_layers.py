@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "evaluate": 1,
     "planner": 1,
     "exact": 1,
+    "colgen": 1,
     "sweep": 1,
     "datasets": 1,
     "steptime": 1,

@@ -18,12 +18,14 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from batchlab.errors import InputError
+
+if TYPE_CHECKING:  # pandas is imported where a table is checked, not at import
+    import pandas as pd
 
 __all__ = [
     "BOUNDARIES",
@@ -172,6 +174,8 @@ def check_frame(
 ) -> pd.DataFrame:
     """``df`` when it is a DataFrame holding every one of ``columns``; else an InputError
     naming the first missing column (``what`` words the message: "measurement table")."""
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"expected a {what} (DataFrame), got {type(df).__name__}", path=path)
     for column in columns:
@@ -181,11 +185,16 @@ def check_frame(
 
 
 def as_named(
-    items: Any, what: str, default_name: str, single: tuple[type, ...] = (pd.DataFrame,)
+    items: Any, what: str, default_name: str, single: tuple[type, ...] | None = None
 ) -> list[tuple[str, Any]]:
-    """``(name, item)`` pairs from one item (an instance of ``single``, or a dataclass), a
-    mapping name -> item, or a sequence of items (named ``"<default_name> <i>"``). A single
-    DataFrame is named by its ``attrs["name"]`` when it has one. InputError when empty."""
+    """``(name, item)`` pairs from one item (an instance of ``single``, default a DataFrame, or
+    a dataclass), a mapping name -> item, or a sequence of items (named ``"<default_name>
+    <i>"``). A single DataFrame is named by its ``attrs["name"]`` when it has one. InputError
+    when empty."""
+    import pandas as pd
+
+    if single is None:
+        single = (pd.DataFrame,)
     if isinstance(items, Mapping):
         pairs = [(str(k), v) for k, v in items.items()]
     elif isinstance(items, single) or is_dataclass(items):
@@ -215,6 +224,8 @@ def check_csv_rows(
     """Raise for the first row of a CSV table flagged ``bad``: ``"<message>, got <value>"`` with
     the file, its line (``raw.attrs["source_lines"]`` when the reader recorded them, else the
     row after a header on line 1) and the field (``column`` by default)."""
+    import pandas as pd
+
     flags = np.asarray(bad, dtype=bool)
     if flags.any():
         pos = int(np.flatnonzero(flags)[0])

@@ -294,7 +294,7 @@ def read_requests_arg(source: str) -> pd.DataFrame:
     return df
 
 
-def _source_record(source: str, df: pd.DataFrame) -> dict:
+def _source_record(source: str, n_requests: int) -> dict:
     """What a plan's sidecar records of its requests: the argument, its sha256, the count."""
     from batchlab.datasets import TRACES
 
@@ -308,7 +308,7 @@ def _source_record(source: str, df: pd.DataFrame) -> dict:
         digest = h.hexdigest()
     elif source.strip().lower() in TRACES:
         digest = TRACES[source.strip().lower()].sha256
-    return {"source": source, "sha256": digest, "n_requests": len(df)}
+    return {"source": source, "sha256": digest, "n_requests": int(n_requests)}
 
 
 def _warn(message: str) -> None:
@@ -331,7 +331,8 @@ def _jsonable(value):
         return v if math.isfinite(v) else None
     if isinstance(value, np.bool_):
         return bool(value)
-    if isinstance(value, pd.DataFrame):
+    pandas = sys.modules.get("pandas")  # a DataFrame exists only if pandas was imported
+    if pandas is not None and isinstance(value, pandas.DataFrame):
         return _jsonable(value.to_dict(orient="records"))
     return value
 
@@ -549,7 +550,7 @@ def _plan_meta(args, cm, result, bp, out: Path, source: str, buckets: dict) -> d
             "format": PLAN_META_FORMAT,
             "plan": out.name,
             "bucket": bp.name,
-            "requests": _source_record(source, buckets[bp.name]),
+            "requests": _source_record(source, len(buckets[bp.name])),
             "settings": {
                 "cost_model": args.cost_model,
                 "cost_model_name": cm.name,
@@ -584,13 +585,14 @@ def _plan_metas(plan_paths: Sequence[str]) -> list[dict | None]:
     return [read_plan_meta(p) for p in plan_paths]
 
 
-def _check_sources(sources: Sequence[str], tables, plans, metas) -> None:
-    """Warn when a plan's sidecar says it was made from other requests."""
-    for source, table, plan, meta in zip(sources, tables, plans, metas, strict=True):
+def _check_sources(sources: Sequence[str], counts: Sequence[int], plans, metas) -> None:
+    """Warn when a plan's sidecar says it was made from other requests (``counts``: the
+    requests read from each source)."""
+    for source, count, plan, meta in zip(sources, counts, plans, metas, strict=True):
         if meta is None:
             continue
         made = meta.get("requests") or {}
-        now = _source_record(source, table)
+        now = _source_record(source, count)
         if made.get("sha256") and now["sha256"] and made["sha256"] != now["sha256"]:
             _warn(
                 f"{plan} was made from {made.get('source')!r} ({made.get('n_requests')} "
@@ -635,7 +637,7 @@ def cmd_verify(args) -> int:
         _warn(f"the plans were made with at most {planned_cap} shapes; verifying {max_shapes}")
     requests = [read_requests_arg(p) for p in paths[:half]]
     plans = [read_plan(p) for p in plan_paths]
-    _check_sources(paths[:half], requests, plan_paths, metas)
+    _check_sources(paths[:half], [len(r) for r in requests], plan_paths, metas)
     report = verify_plans(requests, plans, max_shapes=max_shapes, granularity=granularity)
     if args.json:
         _print_json(
@@ -663,7 +665,7 @@ def cmd_verify(args) -> int:
 def cmd_evaluate(args) -> int:
     """Evaluate a plan on its requests with the cost model it was made with (its sidecar), or
     the one given (with a warning when they differ)."""
-    from batchlab.evaluate import evaluate
+    from batchlab.evaluate import evaluate, evaluate_files
     from batchlab.plan import read_plan
 
     (meta,) = _plan_metas([args.plan])
@@ -681,16 +683,19 @@ def cmd_evaluate(args) -> int:
                 f"{settings.get('granularity')}); evaluating with {cm.name} (granularity "
                 f"{cm.granularity}) as asked"
             )
-    requests = read_requests_arg(args.requests)
-    plan = read_plan(args.plan)
-    _check_sources([args.requests], [requests], [args.plan], [meta])
-    ev = evaluate(requests, plan, cm)
-    summary = ev.summary()
+    if Path(args.requests).is_file():  # the lean path: Arrow buffers, ids joined by one sort
+        summary, cost = evaluate_files(args.requests, args.plan, cm)
+        n_requests = int(summary["n_requests"])
+    else:  # a trace by name
+        requests = read_requests_arg(args.requests)
+        ev = evaluate(requests, read_plan(args.plan), cm)
+        summary, cost, n_requests = ev.summary(), ev.cost.as_dict(), len(requests)
+    _check_sources([args.requests], [n_requests], [args.plan], [meta])
     if args.json:
         _print_json(
             {
                 "summary": summary,
-                "cost": ev.cost.as_dict(),
+                "cost": cost,
                 "cost_model": cm.name,
                 "granularity": cm.granularity,
             }
@@ -816,6 +821,8 @@ def cmd_simulate(args) -> int:
         f"KV cache: {result.kv_blocks:,} blocks of {result.block_size} tokens "
         f"({result.kv_blocks * result.block_size:,} tokens)"
     )
+    import pandas as pd
+
     skip = {"policy", "mode"}
     rows = pd.DataFrame(
         {

@@ -23,18 +23,25 @@ and the compile cost of a shape is carried by the request that takes the compile
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 
 from batchlab.cost import Breakdown, CostBreakdown, CostCoefficients, CostModel, get_cost_model
 from batchlab.errors import InputError, VerificationError
-from batchlab.plan import bucketed_plan, join_and_verify
 from batchlab.shapes import align
 from batchlab.stats import nearest_rank
+
+if TYPE_CHECKING:  # pandas and the plan tables are imported where tables are built, so that
+    import pandas as pd  # evaluating files (evaluate_files, the CLI) stays lean
+
+#: the longest length the fast file path takes as is (tokens; = workload.MAX_LENGTH, a test
+#: checks it); longer values go to the full readers, which report them
+_FAST_MAX_LENGTH = 2**31 - 1
 
 __all__ = [
     "ArrayEvaluation",
@@ -43,6 +50,7 @@ __all__ = [
     "PaddingTokens",
     "evaluate",
     "evaluate_arrays",
+    "evaluate_files",
     "gen_bucket_tradeoff_table",
     "nearest_rank",
     "padding_by_shape_table",
@@ -305,6 +313,10 @@ def evaluate(
     one below a request's aligned prompt raises :class:`VerificationError` listing every problem.
     Fully vectorized over requests and batches.
     """
+    import pandas as pd
+
+    from batchlab.plan import join_and_verify
+
     model = get_cost_model(cost_model)
     c = model.coefficients
     checked = join_and_verify(requests, plan, c.granularity)
@@ -410,6 +422,139 @@ def evaluate(
     )
 
 
+def evaluate_files(
+    requests_path: str | os.PathLike[str],
+    plan_path: str | os.PathLike[str],
+    cost_model: str | CostCoefficients | CostModel = "static-graph",
+) -> tuple[dict[str, float | int], dict[str, float]]:
+    """The headline numbers of evaluating a plan file on a request file (JSON Lines): the
+    :meth:`Evaluation.summary` dict and the cost parts (cost units), what ``batchlab evaluate``
+    prints.
+
+    The fast path never builds tables: both files are parsed in bulk by
+    :func:`batchlab.io.read_json_lines`, the plan is joined to its requests with one hash pass
+    over the ids (pyarrow) and :func:`evaluate_arrays` does the arithmetic. It takes files of
+    exactly the plain layout (requests: ``request_id`` strings, whole-number ``prompt_len`` and
+    ``gen_len``; plan rows: ``request_id``, ``batch_id``, ``shape``) that verify; anything else
+    (other columns, a value the readers would reject, a plan that does not verify) goes through
+    :func:`batchlab.workload.read_requests`, :func:`batchlab.plan.read_plan` and
+    :func:`evaluate`, which name the file, line, field or request of every problem.
+    """
+    model = get_cost_model(cost_model)
+    arrays = _fast_arrays(requests_path, plan_path, model.granularity)
+    if arrays is None:
+        from batchlab.plan import read_plan
+        from batchlab.workload import read_requests
+
+        ev = evaluate(read_requests(requests_path), read_plan(plan_path), model)
+        return ev.summary(), ev.cost.as_dict()
+    core = evaluate_arrays(model, *arrays)
+    return core.summary(), core.cost.as_dict()
+
+
+def _fast_arrays(requests_path, plan_path, granularity: int):
+    """The arguments of :func:`evaluate_arrays` for plain, valid JSON Lines files, or None.
+
+    Columns are read straight from the Arrow buffers (no conversion through Python objects or
+    pandas); ids become fixed-width byte strings, joined by one sort and a binary search."""
+    if not (str(requests_path).endswith(".jsonl") and str(plan_path).endswith(".jsonl")):
+        return None
+    from batchlab.io import read_json_lines
+
+    req = read_json_lines(requests_path, what="requests").table
+    plan = read_json_lines(plan_path, what="rows").table
+    if req is None or plan is None:
+        return None
+    if sorted(req.column_names) != ["gen_len", "prompt_len", "request_id"]:
+        return None
+    if sorted(plan.column_names) != ["batch_id", "request_id", "shape"]:
+        return None
+    req_ids = _arrow_ids(req.column("request_id").combine_chunks())
+    plan_ids = _arrow_ids(plan.column("request_id").combine_chunks())
+    batch_ids = _arrow_ids(plan.column("batch_id").combine_chunks())
+    prompt = _arrow_lengths(req.column("prompt_len").combine_chunks())
+    gen = _arrow_lengths(req.column("gen_len").combine_chunks())
+    shape = plan.column("shape").combine_chunks()
+    if any(x is None for x in (req_ids, plan_ids, batch_ids, prompt, gen)):
+        return None
+    names = [shape.type.field(i).name for i in range(shape.type.num_fields)]
+    if shape.null_count or "seq_align" not in names:
+        return None
+    if not set(names) <= {"seq_align", "heads_align", "hidden_align"}:
+        return None
+    dims = [_arrow_lengths(shape.field(name)) for name in names]
+    if any(v is None for v in dims):
+        return None
+    seq = dims[names.index("seq_align")]
+    n, m = len(req_ids), len(plan_ids)
+    if n != m:
+        return None  # the plan lists some request twice, or misses one
+    # the join: one sort of the request ids, a binary search for each plan row
+    width = max(req_ids.dtype.itemsize, plan_ids.dtype.itemsize)
+    req_ids, plan_ids = req_ids.astype(f"S{width}"), plan_ids.astype(f"S{width}")
+    order = np.argsort(req_ids, kind="stable")
+    keys = req_ids[order]
+    if (keys[1:] == keys[:-1]).any():
+        return None  # duplicate request ids
+    at = np.minimum(np.searchsorted(keys, plan_ids), n - 1)
+    if not (keys[at] == plan_ids).all():
+        return None  # an unknown id
+    pos = order[at]
+    if not (np.bincount(pos, minlength=n) == 1).all():
+        return None
+    # batches in batch_id string order (UTF-8 byte order is code point order)
+    _, codes = np.unique(batch_ids, return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    nb = int(codes.max()) + 1
+    first_row = np.full(nb, m, dtype=np.int64)
+    np.minimum.at(first_row, codes, np.arange(m, dtype=np.int64))
+    first = first_row[codes]
+    if any((values != values[first]).any() for values in dims):
+        return None  # a batch with two shapes
+    aligned = align(prompt, granularity)[pos]
+    if (seq % granularity != 0).any() or (seq < aligned).any():
+        return None
+    return prompt[pos], gen[pos], aligned, seq, codes, nb, first_row
+
+
+def _arrow_lengths(arr) -> np.ndarray | None:
+    """An Arrow int64 array without nulls as numpy (its buffer, no copy), if every value is a
+    length the readers accept (1 .. MAX_LENGTH); else None."""
+    import pyarrow as pa
+
+    if arr.null_count or not pa.types.is_int64(arr.type):
+        return None
+    values = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr), offset=8 * arr.offset)
+    return values if ((values >= 1) & (values <= _FAST_MAX_LENGTH)).all() else None
+
+
+def _arrow_ids(arr) -> np.ndarray | None:
+    """An Arrow string array without nulls as fixed-width bytes (numpy ``S``), if no id is empty,
+    longer than 256 bytes or holds a NUL byte (which ``S`` would drop); else None."""
+    import pyarrow as pa
+
+    if arr.null_count or not pa.types.is_string(arr.type) or not len(arr):
+        return None
+    n = len(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=4 * arr.offset)
+    offsets = offsets.astype(np.int64)
+    lengths = np.diff(offsets)
+    if (lengths < 1).any() or lengths.max() > 256:
+        return None
+    data = np.frombuffer(bufs[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    if (data == 0).any():
+        return None
+    width = int(lengths.max())
+    if (lengths == width).all():  # ids of one length (the usual case): the bytes as they are
+        return np.ascontiguousarray(data).view(f"S{width}").reshape(-1)
+    pos = (offsets[:-1] - offsets[0])[:, None] + np.arange(width)[None, :]
+    out = np.where(
+        pos < (offsets[1:] - offsets[0])[:, None], data[np.minimum(pos, len(data) - 1)], 0
+    )
+    return out.astype(np.uint8).view(f"S{width}").reshape(-1)
+
+
 # --------------------------------------------------------------------------------------------
 # analysis tables (the numbers the chapters' figures draw)
 
@@ -424,6 +569,8 @@ def padding_by_shape_table(
     ``gen_padding`` (batch G_max minus gen_len), ``padding`` (their sum). The sums over rows equal
     ``evaluation.padding_tokens`` when ``cost_model`` is the one the plan was evaluated with.
     """
+    import pandas as pd
+
     cm = get_cost_model(cost_model)
     req = evaluation.requests
     batches = evaluation.batches
@@ -468,6 +615,10 @@ def gen_bucket_tradeoff_table(
     ``prompt_padding`` and ``gen_padding`` (tokens), ``pad_ratio``, ``total_cost``,
     ``p95_latency_ms`` and ``sequential_ms`` of :func:`evaluate` under ``cost_model``.
     """
+    import pandas as pd
+
+    from batchlab.plan import bucketed_plan
+
     cm = get_cost_model(cost_model)
     shapes = np.asarray(seq_aligns, dtype=np.int64).reshape(-1)
     rows = []

@@ -43,6 +43,7 @@ __all__ = [
     "CapProblem",
     "ExactSolution",
     "dual_ascent",
+    "highs_solver",
     "lagrangian_bound",
     "solve_exact",
 ]
@@ -209,6 +210,17 @@ def _quiet_stdout():
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+def highs_solver():
+    """A quiet, single-threaded HiGHS instance (no banner, no log) and HiGHS's infinity."""
+    import highspy
+
+    with _quiet_stdout():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    return h, highspy.kHighsInf
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ reported next to what the planner achieved. When a limit cannot be met, a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -211,8 +212,12 @@ def lower_bounds(
     df = validate_requests(requests)
     p = df["prompt_len"].to_numpy(np.int64)
     g = df["gen_len"].to_numpy(np.int64)
+    return _lower_bounds(p, g, cm, max_batch_size)
+
+
+def _lower_bounds(p: np.ndarray, g: np.ndarray, cm: CostModel, max_batch_size) -> LowerBounds:
     s = align(p, cm.granularity)
-    n = len(df)
+    n = len(p)
     pad = min_padding_tokens(p, cm.granularity)
     nb = min_batches(n, max_batch_size)
     alone_cost = cm.prefill_cost(s) + cm.decode_cost(s, g)
@@ -506,7 +511,8 @@ def _make_plan(
     bucket: _Bucket, order: np.ndarray, batch: np.ndarray, seq: np.ndarray, heads: int, hidden: int
 ) -> pd.DataFrame:
     width = max(6, len(str(int(batch.max()))))
-    ids = np.char.add("b", np.char.zfill(batch.astype(str), width))
+    names = np.asarray([f"b{k:0{width}d}" for k in range(int(batch.max()) + 1)], dtype=object)
+    ids = names[batch]
     rid = bucket.requests["request_id"].to_numpy(dtype=object)[order]
     return plan_from_batches(rid, ids, seq, heads_align=heads, hidden_align=hidden)
 
@@ -817,15 +823,18 @@ def _cap_ms(cm: CostModel, s, g) -> np.ndarray:
 
 
 class _MergeSearch:
-    """Greedy merging of batches: repeatedly merge the pair of batches (any two, not only
-    neighbours in some order) whose merge saves the most ``overhead + members × price + μ ×
-    latency``, until no merge saves anything; then move single pieces between batches while a
-    move saves (:meth:`relocate`). max_batch_size, the pad-ratio budget and the p95 budget
-    (requests allowed over the limit) are hard constraints checked on every merge and move.
+    """Greedy merging of batches: merge pairs of batches (any two, not only neighbours in some
+    order) whose merge saves the most ``overhead + decode + μ × latency``, until no merge saves
+    anything; then move single pieces between batches while a move saves (:meth:`relocate`).
+    max_batch_size, the pad-ratio budget and the p95 budget (requests allowed over the limit)
+    are hard constraints checked on every merge and move.
 
-    Caps are kept as indices into the sorted distinct S and G values, so prices and latencies
-    are table look-ups; the pairwise matrices of merged caps are built once per bucket and each
-    merge updates one row and column (O(pieces) numpy work).
+    Merges go in rounds: every batch's best partner is kept (a dense matrix of savings), the
+    pairs that are each other's best partner are merged at once (the best pair overall always
+    is one), most saving first, and only the merged batches' rows are recomputed, so a round is
+    O(merged × pieces) numpy work. Caps are indices into the sorted distinct S and G values.
+    A cost model whose batches do not cost ``overhead + members × price`` (``members_pay_caps``
+    False) is priced through its ``batch_decode_cost`` / ``batch_decode_ms``.
     """
 
     def __init__(self, cm: CostModel, pieces: _Pieces, limits: Limits, budgets: dict) -> None:
@@ -835,102 +844,228 @@ class _MergeSearch:
         self.gv, gi = np.unique(pieces.g, return_inverse=True)
         self.si, self.gi = si.reshape(-1), gi.reshape(-1)
         ss, gg = np.meshgrid(self.sv, self.gv, indexing="ij")
-        self.price = _cap_price(cm, ss, gg)
-        self.lat = _cap_ms(cm, ss, gg)
-        self.dec = cm.decode_ms(ss, gg) + cm.overhead_ms
+        self.tables = cm.members_pay_caps
+        if self.tables:
+            self.price = _cap_price(cm, ss, gg)
+            self.lat = _cap_ms(cm, ss, gg)
+            self.dec = cm.decode_ms(ss, gg) + cm.overhead_ms
         self.width = gg + ss if cm.padded else gg
         n = pieces.n
         self.mbs = float(limits.max_batch_size or n.sum())
-        ms, mg = np.maximum.outer(self.si, self.si), np.maximum.outer(self.gi, self.gi)
-        self.nm = n[:, None] + n[None, :]
-        self.latm = self.lat[ms, mg]
-        self.pricem = self.price[ms, mg]
-        del ms, mg
-        self.bad = self.nm > self.mbs
-        np.fill_diagonal(self.bad, True)
         self.lim95 = limits.max_p95_latency_ms
         self.budgets = budgets
+        # p95: each piece's own prefill latency as a level; per batch, cumulative counts over
+        # the levels give how many members are over the limit at any cap
+        self.levels, lv = np.unique(pieces.pre_ms, return_inverse=True)
+        self.level_of = lv.reshape(-1)
+        self._thr = None
+        # the cost and latency of every pair of pieces merged (they do not depend on μ)
+        ms, mg = np.maximum.outer(self.si, self.si), np.maximum.outer(self.gi, self.gi)
+        nm = n[:, None] + n[None, :]
+        self.pair_cost = self.f(ms, mg, nm, 0.0)
+        self.pair_ms = self.batch_ms(ms, mg, nm)
+        self.pair_bad = nm > self.mbs
+        np.fill_diagonal(self.pair_bad, True)
+
+    # -- the batch objective -------------------------------------------------------------------
+    def batch_ms(self, s, g, n) -> np.ndarray:
+        """The slowest member's latency of batches with cap indices (s, g) and n members (ms)."""
+        if self.tables:
+            return self.lat[s, g]
+        cm = self.cm
+        S, G = self.sv[s], self.gv[g]
+        return cm.prefill_ms(S) + cm.batch_decode_ms(S, G, n) + cm.overhead_ms
+
+    def f(self, s, g, n, mu: float) -> np.ndarray:
+        """Overhead + decode (+ prefill at the shape when padded) + μ × latency of batches."""
+        cm = self.cm
+        if self.tables:
+            flat = s * self.lat.shape[1] + g
+            lat = np.take(self.lat, flat)
+            return cm.overhead_cost + mu * lat + n * np.take(self.price, flat)
+        S, G = self.sv[s], self.gv[g]
+        cost = cm.overhead_cost + cm.batch_decode_cost(S, G, n)
+        if cm.padded:
+            cost = cost + n * cm.prefill_cost(S)
+        return cost + mu * self.batch_ms(s, g, n)
+
+    def _threshold(self, s, g, n) -> np.ndarray:
+        """Per batch, the number of prefill levels whose members are within the p95 limit."""
+        if self.tables:
+            if self._thr is None:
+                self._thr = np.searchsorted(
+                    self.levels, self.lim95 * (1 + 1e-12) - self.dec, side="right"
+                )
+            return self._thr[s, g]
+        else:
+            cm = self.cm
+            dec = cm.batch_decode_ms(self.sv[s], self.gv[g], n) + cm.overhead_ms
+        return np.searchsorted(self.levels, self.lim95 * (1 + 1e-12) - dec, side="right")
+
+    def _over_counts(self, cum, s, g, n, a=None, b=None) -> np.ndarray:
+        """Members over the p95 limit (no compile spike) of batches at cap indices (s, g) with n
+        members; ``cum`` holds cumulative counts over the prefill levels, one row per batch, and
+        the members are those of rows ``a`` (and ``b``, for a merge of two) of it."""
+        if self.lim95 is None:
+            return np.zeros(np.shape(n))
+        if self.cm.padded:
+            return np.where(self.batch_ms(s, g, n) > self.lim95 * (1 + 1e-12), n, 0.0)
+        thr = self._threshold(s, g, n) - 1
+        col = np.maximum(thr, 0)
+        within = cum[a, col]
+        if b is not None:
+            within = within + cum[b, col]
+        return n - np.where(thr >= 0, within, 0.0)
 
     def _over(self, members: list[int], s: int, g: int) -> float:
-        """Requests of a batch with cap indices (s, g) over the p95 limit (no compile spike)."""
+        """Requests of one batch with cap indices (s, g) over the p95 limit (no compile spike)."""
         if self.lim95 is None or not members:
             return 0.0
-        p = self.p
         idx = np.asarray(members)
-        if self.cm.padded:
-            return float(p.n[idx].sum()) if self.lat[s, g] > self.lim95 else 0.0
-        return float(p.n[idx][p.pre_ms[idx] + self.dec[s, g] > self.lim95].sum())
+        cnt = np.bincount(self.level_of[idx], weights=self.p.n[idx], minlength=len(self.levels))
+        n = float(self.p.n[idx].sum())
+        cum = np.cumsum(cnt)[None, :]
+        one = np.zeros(1, dtype=np.int64)
+        return float(self._over_counts(cum, np.array([s]), np.array([g]), np.array([n]), one)[0])
+
+    # -- merges --------------------------------------------------------------------------------
+    def _mask(self, gain, rows, alive, si, gi, n, over, cum, pad_left, over_left) -> None:
+        """Rule out (for good: budgets only shrink) the merges of ``rows`` with any live batch
+        that the pad or p95 budget left cannot pay for."""
+        width = self.width
+        tight_pad = pad_left < self.mbs * float(width.max())
+        tight_over = self.lim95 is not None and over_left < self.mbs
+        if not (tight_pad or tight_over):
+            return
+        cols = np.flatnonzero(alive)
+        s3 = np.maximum(si[rows, None], si[None, cols])
+        g3 = np.maximum(gi[rows, None], gi[None, cols])
+        n3 = n[rows, None] + n[None, cols]
+        out = np.zeros(n3.shape, dtype=bool)
+        if tight_pad:
+            wn = n * width[si, gi]
+            out |= n3 * width[s3, g3] - wn[rows, None] - wn[None, cols] > pad_left + 1e-9
+        if tight_over:
+            b = np.broadcast_to(cols[None, :], n3.shape)
+            a = np.broadcast_to(rows[:, None], n3.shape)
+            d = self._over_counts(cum, s3, g3, n3, a, b) - over[rows, None] - over[None, cols]
+            out |= d > over_left + 1e-9
+        if out.any():
+            rr, cc = np.nonzero(out)
+            gain[rows[rr], cols[cc]] = -np.inf
+            gain[cols[cc], rows[rr]] = -np.inf
 
     def run(self, mu: float, relocate: bool = True):
         """Batch label per piece and the batches' caps (tokens) and sizes."""
         p = self.p
         si, gi, n = self.si.copy(), self.gi.copy(), p.n.copy()
-        oh = self.cm.overhead_cost
-        fb = oh + mu * self.lat[si, gi] + n * self.price[si, gi]
-        gain = fb[:, None] + fb[None, :] - (oh + mu * self.latm + self.nm * self.pricem)
-        gain[self.bad] = -np.inf
         b = len(si)
+        idx = np.arange(b)
+        fb = self.f(si, gi, n, mu)
+        gain = fb[:, None] + fb[None, :] - self.pair_cost
+        if mu:
+            gain -= mu * self.pair_ms
+        gain[self.pair_bad] = -np.inf
         alive = np.ones(b, dtype=bool)
-        members = [[i] for i in range(b)]
-        over = None
-        if self.lim95 is not None:
-            over = np.array([self._over([i], si[i], gi[i]) for i in range(b)])
-        over_left = self.budgets["over"] - (over.sum() if over is not None else 0.0)
-        pad_left = self.budgets["pad"] - float((n * self.width[si, gi]).sum())
-        best_col = gain.argmax(axis=1)
-        best_val = gain[np.arange(b), best_col]
+        parent = idx.copy()
+        cum = None
+        if self.lim95 is not None and not self.cm.padded:
+            cum = np.zeros((b, len(self.levels)))
+            cum[idx, self.level_of] = n
+            cum = np.cumsum(cum, axis=1)
+        over = self._over_counts(cum, si, gi, n, idx) if self.lim95 is not None else np.zeros(b)
+        over_left = self.budgets["over"] - float(over.sum())
         width = self.width
+        pad_left = self.budgets["pad"] - float((n * width[si, gi]).sum())
+        best_col = gain.argmax(axis=1)
+        best_val = gain[idx, best_col]
         while True:
-            r = int(best_val.argmax())
-            if not best_val[r] > 0:
+            r = np.flatnonzero((best_val > 0) & alive)
+            if not r.size:
                 break
-            c = int(best_col[r])
-            s2, g2, n2 = max(si[r], si[c]), max(gi[r], gi[c]), n[r] + n[c]
+            c = best_col[r]
+            pair = (best_col[c] == r) & (r < c)
+            r, c = r[pair], c[pair]
+            if not r.size:  # ties between partners: take the best pair overall
+                r0 = int(np.flatnonzero(alive)[np.argmax(best_val[alive])])
+                r, c = np.array([min(r0, best_col[r0])]), np.array([max(r0, best_col[r0])])
+            order = np.argsort(-gain[r, c], kind="stable")
+            r, c = r[order], c[order]
+            s2, g2, n2 = np.maximum(si[r], si[c]), np.maximum(gi[r], gi[c]), n[r] + n[c]
             d_pad = n2 * width[s2, g2] - n[r] * width[si[r], gi[r]] - n[c] * width[si[c], gi[c]]
-            d_over = 0.0
-            if over is not None:
-                d_over = self._over(members[r] + members[c], s2, g2) - over[r] - over[c]
-            if d_pad > pad_left + 1e-9 or d_over > over_left + 1e-9:
-                gain[r, c] = gain[c, r] = -np.inf
-                for x in (r, c):
-                    best_col[x] = int(gain[x].argmax())
-                    best_val[x] = gain[x, best_col[x]]
-                continue
-            i, j = (r, c) if r < c else (c, r)
-            pad_left -= d_pad
-            over_left -= d_over
-            si[i], gi[i], n[i] = s2, g2, n2
-            members[i] = members[i] + members[j]
-            members[j] = []
-            if over is not None:
-                over[i] += over[j] + d_over
-                over[j] = 0.0
-            alive[j] = False
-            fb[i] = oh + mu * self.lat[s2, g2] + n2 * self.price[s2, g2]
-            ms, mg = np.maximum(s2, si), np.maximum(g2, gi)
-            row = fb[i] + fb - (oh + mu * self.lat[ms, mg] + (n2 + n) * self.price[ms, mg])
-            row[~alive] = -np.inf
-            row[i] = -np.inf
-            row[n2 + n > self.mbs] = -np.inf
-            gain[i, :] = row
-            gain[:, i] = row
-            gain[j, :] = -np.inf
-            gain[:, j] = -np.inf
-            best_val[j] = -np.inf
-            stale = alive & ((best_col == i) | (best_col == j))
-            stale[i] = True
-            fresh = alive & ~stale & (row > best_val)
-            best_val[fresh] = row[fresh]
-            best_col[fresh] = i
-            rows = np.flatnonzero(stale)
-            if rows.size:
-                cols = gain[rows].argmax(axis=1)
-                best_col[rows] = cols
-                best_val[rows] = gain[rows, cols]
-        roots = np.flatnonzero(alive)
-        label = np.empty(b, dtype=np.int64)
-        for k, root in enumerate(roots.tolist()):
-            label[members[root]] = k
+            d_over = np.zeros(len(r))
+            if self.lim95 is not None:
+                d_over = self._over_counts(cum, s2, g2, n2, r, c) - over[r] - over[c]
+            take = np.zeros(len(r), dtype=bool)
+            if np.isinf(pad_left) and np.isinf(over_left):
+                take[:] = True
+            else:
+                for k in range(len(r)):
+                    if d_pad[k] <= pad_left + 1e-9 and d_over[k] <= over_left + 1e-9:
+                        take[k] = True
+                        pad_left -= d_pad[k]
+                        over_left -= d_over[k]
+            bad_r, bad_c = r[~take], c[~take]
+            gain[bad_r, bad_c] = -np.inf
+            gain[bad_c, bad_r] = -np.inf
+            r, c = r[take], c[take]
+            s2, g2, n2, d_over = s2[take], g2[take], n2[take], d_over[take]
+            if r.size:
+                si[r], gi[r], n[r] = s2, g2, n2
+                over[r] = over[r] + over[c] + d_over
+                over[c] = 0.0
+                if cum is not None:
+                    cum[r] += cum[c]
+                alive[c] = False
+                parent[c] = r
+                fb[r] = self.f(s2, g2, n2, mu)
+                rows = (
+                    fb[r][:, None]
+                    + fb[None, :]
+                    - self.f(
+                        np.maximum(s2[:, None], si[None, :]),
+                        np.maximum(g2[:, None], gi[None, :]),
+                        n2[:, None] + n[None, :],
+                        mu,
+                    )
+                )
+                rows[:, ~alive] = -np.inf
+                rows[n2[:, None] + n[None, :] > self.mbs] = -np.inf
+                rows[np.arange(len(r)), r] = -np.inf
+                gain[r, :] = rows
+                gain[:, r] = rows.T
+                gain[c, :] = -np.inf
+                gain[:, c] = -np.inf
+                best_val[c] = -np.inf
+            touched = np.concatenate([r, bad_r, bad_c])
+            stale = alive & np.isin(best_col, np.concatenate([r, c, bad_r, bad_c]))
+            stale[touched] = True
+            stale &= alive
+            if r.size:
+                fresh = alive & ~stale
+                col_best = gain[:, r]
+                k = col_best.argmax(axis=1)
+                v = col_best[idx, k]
+                better = fresh & (v > best_val)
+                best_val[better] = v[better]
+                best_col[better] = r[k[better]]
+            if bad_r.size:  # budgets shrank: re-check every batch that still wants a merge
+                stale |= alive & (best_val > 0)
+            rows_s = np.flatnonzero(stale)
+            if rows_s.size:
+                self._mask(gain, rows_s, alive, si, gi, n, over, cum, pad_left, over_left)
+                cols = gain[rows_s].argmax(axis=1)
+                best_col[rows_s] = cols
+                best_val[rows_s] = gain[rows_s, cols]
+        # the root of each piece
+        root = parent.copy()
+        while True:
+            nxt = root[root]
+            if np.array_equal(nxt, root):
+                break
+            root = nxt
+        roots, label = np.unique(root, return_inverse=True)
+        label = label.reshape(-1)
         if relocate:
             label = self.relocate(mu, label, pad_left, over_left)
         return self._caps(label)
@@ -948,8 +1083,7 @@ class _MergeSearch:
         own) where ``overhead + members × price + μ × latency`` drops most, under the same hard
         constraints, until no move helps (at most four sweeps)."""
         p = self.p
-        oh = self.cm.overhead_cost
-        lat, price, width = self.lat, self.price, self.width
+        width = self.width
         nb = int(label.max()) + 1
         cs, cg = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64)
         size = np.zeros(nb)
@@ -961,12 +1095,12 @@ class _MergeSearch:
             members[lab].append(piece)
 
         def f(s, g, n):
-            return np.where(n > 0, oh + mu * lat[s, g] + n * price[s, g], 0.0)
+            return np.where(n > 0, self.f(s, g, n, mu), 0.0)
 
         over = None
         if self.lim95 is not None:
             over = np.array([self._over(m, cs[k], cg[k]) for k, m in enumerate(members)])
-        order = np.argsort(-(p.n * price[self.si, self.gi]), kind="stable")
+        order = np.argsort(-self.f(self.si, self.gi, p.n, 0.0), kind="stable")
         for _ in range(4):
             moved = 0
             fb = f(cs, cg, size)
@@ -1135,11 +1269,19 @@ def _from_pieces(
 
 
 def _merge_plan(
-    bucket: _Bucket, cm: CostModel, s_of_request: np.ndarray, declared: int | None, settings: dict
+    bucket: _Bucket,
+    cm: CostModel,
+    s_of_request: np.ndarray,
+    declared: int | None,
+    settings: dict,
+    quick: bool = False,
+    deadline: float = math.inf,
 ) -> tuple[_Candidate | None, float, list[_Candidate]]:
     """The cap heuristic on one bucket: greedy merges at λ = 0, then, when the sequential limit
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
     every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
+    ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
+    generation improves. The search stops early at ``deadline`` (time.perf_counter()).
 
     Returns the best candidate (None when the bucket has too many pieces), the λ used
     (cost units per ms) and every candidate tried.
@@ -1151,6 +1293,11 @@ def _merge_plan(
         return None, 0.0, []
     search = _MergeSearch(cm, pieces, lim, _budgets(bucket, cm))
     tried: list[_Candidate] = []
+
+    def late() -> bool:
+        import time
+
+        return time.perf_counter() > deadline
 
     def at(mu: float, relocate: bool = False) -> _Candidate:
         label, s, g, _ = search.run(mu, relocate)
@@ -1168,13 +1315,18 @@ def _merge_plan(
         lo, hi = 0.0, 0.25 * base["total_cost"] / max(base["sequential_ms"], 1e-9)
         cand = at(hi)
         for _ in range(14):
-            if cand.summary["sequential_ms"] <= limit:
+            if cand.summary["sequential_ms"] <= limit or late():
                 break
-            lo, hi = hi, hi * 4
+            before = cand.summary["sequential_ms"]
+            lo, hi = hi, hi * (8 if quick else 4)
             cand = at(hi)
+            if cand.summary["sequential_ms"] > before * (1 - 1e-3):
+                break  # a larger λ no longer helps: other limits hold the merges back
         if cand.summary["sequential_ms"] <= limit:
             feasible = [cand]
             for _ in range(10):
+                if late():
+                    break
                 mid = math.sqrt(lo * hi) if lo > 0 else hi / 8
                 cand = at(mid)
                 if cand.summary["sequential_ms"] <= limit:
@@ -1182,19 +1334,21 @@ def _merge_plan(
                     feasible.append(cand)
                 else:
                     lo = mid
-                if lo > 0 and hi / lo < 1.01:
+                if lo > 0 and hi / lo < (1.5 if quick else 1.01):
                     break
             mu_used = hi
             # the local search moves the boundary: bisect again with it, from a little below
             lo_r, hi_r = (lo if lo > 0 else hi / 4) / 1.1, hi
-            if at(hi_r, relocate=True).summary["sequential_ms"] <= limit:
+            if quick:
+                pass  # column generation takes it from here
+            elif at(hi_r, relocate=True).summary["sequential_ms"] <= limit:
                 for _ in range(4):
                     mid = math.sqrt(lo_r * hi_r)
                     if at(mid, relocate=True).summary["sequential_ms"] <= limit:
                         hi_r = mid
                     else:
                         lo_r = mid
-    else:
+    elif not quick:
         at(0.0, relocate=True)
     best = min(tried, key=_rank)
     return best, mu_used, tried
@@ -1227,11 +1381,11 @@ def _bucketed(bucket: _Bucket, shapes: np.ndarray, gen_bucket: int | None, mbs: 
 
 def _reference_candidates(
     bucket: _Bucket, cm: CostModel, max_shapes: int, declared: int | None
-) -> list[_Candidate]:
+) -> list[_Reference]:
     """The baseline plan and every bucketed plan of chapter 04's grid (shape family × k <=
-    max_shapes × gen bucket × batch size within the limit), scored exactly. ``declared``: one
-    shape for every batch (static-graph, where only compile depends on it), None to keep each
-    batch's own shape."""
+    max_shapes × gen bucket × batch size within the limit), with their costs (scored by
+    :func:`_score_references` when needed). ``declared``: one shape for every batch
+    (static-graph, where only compile depends on it), None to keep each batch's own shape."""
     from batchlab.shapes import GRID_FAMILIES, shape_grid
 
     out = []
@@ -1273,8 +1427,55 @@ def _reference_candidates(
             "gen_bucket_size": gb,
             "max_batch_size": mbs,
         }
-        out.append(_scored(bucket, cm, batch, seq, settings))
+        out.append(_Reference(batch, seq, settings, _plan_cost(bucket, cm, batch, seq)))
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class _Reference:
+    """A reference plan not scored yet: batch label and declared shape per request, and its
+    total cost (cost units)."""
+
+    batch: np.ndarray
+    seq: np.ndarray
+    settings: dict
+    cost: float
+
+
+def _plan_cost(bucket: _Bucket, cm: CostModel, batch: np.ndarray, seq: np.ndarray) -> float:
+    """The total cost of a plan given as a batch label and declared shape per request (cost
+    units), vectorized; the same sums as :func:`batchlab.evaluate.evaluate_arrays`."""
+    _, codes = np.unique(batch, return_inverse=True)
+    codes = codes.reshape(-1)
+    nb = int(codes.max()) + 1
+    ctx = seq if cm.padded else bucket.aligned
+    s_max = np.zeros(nb, dtype=np.int64)
+    g_max = np.zeros(nb, dtype=np.int64)
+    np.maximum.at(s_max, codes, ctx)
+    np.maximum.at(g_max, codes, bucket.gen)
+    size = np.bincount(codes, minlength=nb)
+    decode = float(cm.batch_decode_cost(s_max, g_max, size).sum())
+    shapes = np.unique(seq)
+    return (
+        nb * cm.overhead_cost
+        + float(cm.compile_cost(shapes).sum())
+        + float(cm.prefill_cost(ctx).sum())
+        + decode
+    )
+
+
+def _score_references(
+    bucket: _Bucket, cm: CostModel, refs: list[_Reference], below: float = math.inf
+) -> list[_Candidate]:
+    """The reference plans that cost less than ``below``, scored exactly (a plan costing more
+    cannot be chosen over one that meets the limits at ``below``)."""
+    return [
+        _scored(bucket, cm, r.batch, r.seq, r.settings) for r in refs if r.cost < below * (1 + 1e-9)
+    ]
+
+
+def _best_ok_cost(cands: list[_Candidate]) -> float:
+    return min((c.summary["total_cost"] for c in cands if c.ok), default=math.inf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1342,6 +1543,114 @@ def _exact_candidates(
             label += nk
         cands.append(_scored(bucket, cm, batch, seq, {"method": "exact", "status": sol.status}))
     return sol.status, sol.bound, cands
+
+
+#: column generation runs on buckets with at most this many distinct (length, gen_len) types
+_COLGEN_LIMIT = 8000
+
+
+def _spike_floor(cm: CostModel, aligned: np.ndarray, s: np.ndarray | None = None) -> float:
+    """The least a compile spike can add to a plan's sequential time (ms): under static-graph
+    compile_ms less the largest gap between a batch's slowest prefill and a member's own;
+    under padded-graph compile_ms (every member of a batch runs at the declared shape)."""
+    if cm.padded:
+        return float(cm.compile_ms)
+    spread = float(cm.prefill_ms(aligned.max()) - cm.prefill_ms(aligned.min()))
+    return max(0.0, float(cm.compile_ms) - spread)
+
+
+def _batches_to_requests(inverse_sorted: np.ndarray, batches: list) -> np.ndarray:
+    """Batch label per request from batches of (level, G index, sorted types, counts): the k-th
+    slot of a type, over all batches, gets the type's k-th request (vectorized)."""
+    n = len(inverse_sorted)
+    types = np.concatenate([b[2] for b in batches]).astype(np.int64)
+    counts = np.concatenate([b[3] for b in batches]).astype(np.int64)
+    label = np.repeat(np.arange(len(batches)), [len(b[2]) for b in batches])
+    slot_type = np.repeat(types, counts)
+    slot_batch = np.repeat(label, counts)
+    order = np.argsort(slot_type, kind="stable")
+    req = np.argsort(inverse_sorted, kind="stable")
+    if len(order) != n:
+        raise AssertionError("the batches do not cover every request exactly once")
+    out = np.empty(n, dtype=np.int64)
+    out[req] = slot_batch[order]
+    return out
+
+
+def _colgen(
+    bucket: _Bucket,
+    cm: CostModel,
+    spec,
+    inverse: np.ndarray,
+    seeds: list[_Candidate],
+    declared: int | None,
+    shapes: np.ndarray | None,
+    deadline: float,
+    settings: dict,
+):
+    """Column generation on one bucket (:mod:`batchlab.colgen`) started from the seed plans:
+    returns (its :class:`~batchlab.colgen.RelaxationResult`, candidates from the restricted
+    master). ``declared``: the shape every batch declares (static-graph); ``shapes``: under
+    padded-graph the shape set the batches may declare (the grid's S caps)."""
+    import time
+
+    from batchlab.colgen import CapColumnGeneration
+
+    cg = CapColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
+    st = cg.type_index(inverse)
+    ok_seeds = [c for c in seeds if c.ok]
+    start = None
+    for c in sorted(seeds, key=_rank)[:4]:
+        batch = _request_batches(c)
+        order = np.argsort(batch, kind="stable")
+        cuts = np.flatnonzero(np.diff(batch[order])) + 1
+        cols = cg.add_plan(np.split(st[order], cuts))
+        if start is None and c.ok:
+            start = cols
+    upper = min((c.summary["total_cost"] for c in ok_seeds), default=math.inf)
+    res = cg.solve(deadline, upper_bound=upper, stop_gap=2e-4)
+    cands: list[_Candidate] = []
+    if res.status == "infeasible" or time.perf_counter() > deadline:
+        return res, cands, cg
+    if math.isfinite(upper) and upper <= res.bound * (1 + 2e-4):
+        return res, cands, cg  # the seed is already certified
+    seq_shift = over_shift = 0.0
+    for _ in range(3):
+        batches = cg.integer_plan(
+            deadline,
+            upper_bound=upper,
+            seq_shift=seq_shift,
+            over_shift=over_shift,
+            rel_gap=2e-4,
+            start=start,
+        )
+        if batches is None:
+            break
+        batch = _batches_to_requests(st, batches)
+        if declared is not None:
+            seq = np.full(len(batch), declared, dtype=np.int64)
+        else:
+            seq = shapes[np.asarray([b[0] for b in batches])][batch]
+        duals = cg.multipliers()
+        info = {
+            **settings,
+            "method": "colgen",
+            "lagrange_multiplier": duals.get("max_sequential_ms", 0.0),
+            "multipliers": duals,
+        }
+        cand = _scored(bucket, cm, batch, seq, info)
+        cands.append(cand)
+        if cand.ok:
+            break
+        lim = bucket.limits
+        if "max_sequential_ms" in cand.violations:
+            value, limit = cand.violations["max_sequential_ms"]
+            seq_shift += (value - limit) * 1.01 + 1e-9 * limit
+        if "max_p95_latency_ms" in cand.violations:
+            over_shift += 1.0
+        if set(cand.violations) - {"max_sequential_ms", "max_p95_latency_ms"} or lim is None:
+            break
+    return res, cands, cg
 
 
 def _static_shapes(buckets: list[_Bucket], cm: CostModel, max_shapes: int) -> list[int]:
@@ -1544,7 +1853,7 @@ def plan_requests(
                 g,
                 align(p, cm.granularity),
                 lim,
-                lower_bounds(req, cm, lim.max_batch_size),
+                _lower_bounds(p, g, cm, lim.max_batch_size),
             )
         )
     distinct = np.unique(np.concatenate([b.aligned for b in prepared]))
@@ -1571,6 +1880,7 @@ def plan_requests(
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     bar = tqdm(total=3 * nb, desc="plan", delay=1.0, disable=not progress, leave=False)
     tried: list[list[_Candidate]] = [[] for _ in prepared]
+    n_types = [0] * nb  # distinct (aligned length, gen_len) pairs of each bucket, once counted
     mus = [0.0] * nb
     exact_bound = -math.inf
     exact_status = "not run"
@@ -1583,17 +1893,47 @@ def plan_requests(
         declared = _static_shapes(prepared, cm, cap)
         chosen: list[_Candidate] = []
         bucket_exact = [-math.inf] * nb
+        bucket_cg = [-math.inf] * nb
+        cg_status = ["not run"] * nb
+        refs: list[list[_Reference]] = [[] for _ in prepared]
         for i, b in enumerate(prepared):
-            merged, mus[i], cands = _merge_plan(
-                b, cm, b.aligned, declared[i], {"method": "merge", "n_shapes_global": 1}
-            )
+            problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
+            n_types[i] = len(problem.type_a)
+            use_cg = n_types[i] <= _COLGEN_LIMIT
+            share = (deadline - time.perf_counter()) / (nb - i)
+            merged = None
+            if n_types[i] <= _MERGE_LIMIT:
+                merged, mus[i], cands = _merge_plan(
+                    b,
+                    cm,
+                    b.aligned,
+                    declared[i],
+                    {"method": "merge", "n_shapes_global": 1},
+                    quick=use_cg,
+                    deadline=time.perf_counter() + 0.3 * share,
+                )
+                tried[i] += cands
             if merged is None:
                 large.append(i)
-            tried[i] += cands
-            tried[i] += _reference_candidates(b, cm, cap, declared[i])
+            refs[i] = _reference_candidates(b, cm, cap, declared[i])
             bar.update()
-            problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
             spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
+            if use_cg:
+                left = (deadline - time.perf_counter()) / (nb - i)
+                res, cands, _ = _colgen(
+                    b,
+                    cm,
+                    spec,
+                    inverse,
+                    tried[i],
+                    declared[i],
+                    None,
+                    time.perf_counter() + max(0.05, left),
+                    {"n_shapes_global": 1},
+                )
+                bucket_cg[i] = res.bound * (1 - 1e-9) if math.isfinite(res.bound) else res.bound
+                cg_status[i] = res.status
+                tried[i] += cands
             if want_exact(model_size([spec])):
                 left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
                 status, bound, cands = _exact_candidates(
@@ -1605,19 +1945,23 @@ def plan_requests(
                 if status == "infeasible":
                     tried[i] = tried[i] or []
             bar.update()
-        if large:
-            best_large, more = _contiguous_search(prepared, cm, cap, window)
-            for i in large:
-                for c in more[i]:
-                    batch = _request_batches(c)
-                    seq = np.full(len(batch), declared[i], dtype=np.int64)
-                    tried[i].append(
-                        _scored(prepared[i], cm, batch, seq, {**c.settings, "method": "contiguous"})
-                    )
+        for i in large:  # too many pieces for the cap heuristic: the contiguous-run search
+            # (under static-graph the declared shape is the bucket's own, for every batch)
+            b = prepared[i]
+            n_i = len(b.prompt)
+            win = window or int(min(512, max(48, 3_000_000 // max(n_i, 1))))
+            _, cands = _plan_bucket(b, np.asarray([declared[i]]), cm, win, full=True, coarse=True)
+            tried[i] += [
+                dataclasses.replace(c, settings={**c.settings, "method": "contiguous"})
+                for c in cands
+            ]
+        for i, b in enumerate(prepared):
+            tried[i] += _score_references(b, cm, refs[i], _best_ok_cost(tried[i]))
         chosen = [min(t, key=_rank) for t in tried]
         shapes_total = float(cm.compile_cost(np.asarray(declared)).sum())
         own_total = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
         per_exact = bucket_exact
+        per_cg, per_cg_status = bucket_cg, cg_status
     else:
         options: list[list[_Candidate]] = []
         aligned_sets = [b.aligned for b in prepared]
@@ -1654,13 +1998,18 @@ def plan_requests(
             options.append(option)
         bar.update(nb)
         if nb == 1:
-            refs = _reference_candidates(prepared[0], cm, cap, None)
-            tried[0] += refs
-            options.append([min(refs, key=_rank)])
+            below = min((_best_ok_cost(o) for o in options), default=math.inf)
+            scored = _score_references(
+                prepared[0], cm, _reference_candidates(prepared[0], cm, cap, None), below
+            )
+            tried[0] += scored
+            if scored:
+                options.append([min(scored, key=_rank)])
         problems, inverses, specs = [], [], []
         for b in prepared:
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)
             problems.append(problem)
+            n_types[len(problems) - 1] = len(problem.type_a)
             inverses.append(inverse)
             specs.append(_spec(b, problem, 0.0))
         if not large and want_exact(model_size(specs)):
@@ -1684,6 +2033,7 @@ def plan_requests(
         chosen = options[0]
         shapes_total = own_total = 0.0
         per_exact = [exact_bound if nb == 1 else -math.inf] * nb
+        per_cg, per_cg_status = [-math.inf] * nb, ["not run"] * nb
     for i, (bucket, c) in enumerate(zip(prepared, chosen, strict=True)):
         if not c.ok:
             bar.close()
@@ -1696,21 +2046,30 @@ def plan_requests(
         cap_bounds, joint_cap_bound = _padded_cap_bounds(prepared, cm, distinct, mus, cap)
     for i, (b, c) in enumerate(zip(prepared, chosen, strict=True)):
         mu = mus[i]
-        lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
-        bound = max(
-            b.bounds.min_cost,
-            lag if lag is not None else -math.inf,
-            per_exact[i],
-            cap_bounds[i],
+        known = {
+            "simple": b.bounds.min_cost,
+            "exact": per_exact[i],
+            "colgen": per_cg[i],
+            "shape-cap": cap_bounds[i],
+        }
+        cost_i = c.summary["total_cost"]
+        weak = max(known.values()) < cost_i / (
+            1 + (1e-2 if per_cg_status[i] != "not run" else 1e-4)
         )
+        small = n_types[i] <= _BOUND_LIMIT
+        if small and weak and (per_cg_status[i] == "not run" or time.perf_counter() < deadline):
+            lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
+            if lag is not None:
+                known["lagrangian"] = lag
+        method = max(known, key=lambda k: known[k])
+        bound = known[method]
         bounds_total += bound
         plan, ev = c.materialize(b, cm, heads_align, hidden_align)
         settings = {
             **c.settings,
-            "bound_method": "exact"
-            if per_exact[i] >= bound
-            else ("lagrangian" if lag is not None and lag >= b.bounds.min_cost else "simple"),
+            "bound_method": method,
             "exact_status": exact_status,
+            "colgen_status": per_cg_status[i],
         }
         plans.append(
             BucketPlan(b.name, plan, ev, b.bounds, b.limits, settings, lower_bound=float(bound))

@@ -14,13 +14,16 @@ Vocabulary (all lengths in tokens):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
+
+if TYPE_CHECKING:  # pandas is imported by the one function that builds a table
+    import pandas as pd
 
 DEFAULT_GRANULARITY = 64
 
@@ -493,6 +496,8 @@ def padding_vs_k_table(
     and ``padding_fraction`` (padding / Σ lengths). ``power_of_two`` ignores k: it has one row, at
     ``k = n_shapes``. ``optimal`` is the exact least padding for at most k shapes.
     """
+    import pandas as pd
+
     arr = np.asarray(lengths).reshape(-1)
     ks = sorted({check_scalar(k, "ks", int, min_val=1) for k in ks})
     if not ks:

@@ -1,0 +1,703 @@
+"""Column generation over caps: the LP relaxation of one bucket's planning problem, its
+Lagrangian lower bound, and integer plans from the restricted master (HiGHS).
+
+The model (vocabulary of :mod:`batchlab.exact`). A *type* t is a distinct (aligned prompt, gen_len)
+pair with ``c_t`` requests. A *column* is one batch: a cap (S, G) and how many requests of each
+dominated type it holds (at most ``max_batch_size`` in all). It costs ``overhead + size × price(S,
+G)``, adds its slowest member's latency to the sequential time, ``size × width(S, G)`` pad tokens
+(``G``, or ``S + G`` under ``padded-graph``) and one request over the p95 limit for every member
+whose own latency is above it. The master LP chooses how many copies of each column to run::
+
+    min  Σ_P cost_P λ_P   s.t.  Σ_P x_tP λ_P >= c_t        (every request covered)
+                                Σ_P lat_P λ_P <= max_sequential_ms − spike
+                                Σ_P pad_P λ_P <= pad budget
+                                Σ_P over_P λ_P <= N − ⌈0.95 N⌉
+                                Σ_P cost_P λ_P <= max_cost − constant
+                                λ >= 0
+
+Its value is a lower bound on every plan that meets the limits (``spike`` is the least latency a
+compile spike can add, so the relaxation stays valid). Columns are generated, not enumerated: the
+duals (π_t per type, one per limit) give every cap a *reduced cost*, ``overhead' − Σ`` (best
+``max_batch_size`` member values ``π_t − price'``); pricing computes it for every cap of the grid
+at once (each type's value is positive on an interval of G caps, so sums over caps are prefix sums
+of interval ends), and only caps with a negative reduced cost get a column.
+
+**The bound is valid at any iteration** (Lagrangian duality): for duals y of the right signs,
+``y·b + N · min_P (rc_P / |P|)`` is at most the cost of every plan, because every plan's batches
+hold N requests in all and each batch's reduced cost is at least its size × that minimum ratio.
+At the LP optimum the minimum is 0 and the bound is the LP value. Duals are smoothed (Wentges)
+towards the best bound found so far, which cuts the iterations on these degenerate LPs.
+
+**Integer plans.** The restricted master with integer λ (HiGHS's MILP) over the generated columns,
+columns whose reduced cost exceeds the gap pruned, gives a plan; members covered twice are dropped.
+If no plan meets the limits, phase 1 (no costs, minimize the violation) with a positive Lagrangian
+bound *proves* it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from batchlab.exact import BucketSpec, CapProblem, highs_solver
+
+__all__ = ["CapColumnGeneration", "RelaxationResult"]
+
+
+@dataclass(frozen=True)
+class RelaxationResult:
+    """What :meth:`CapColumnGeneration.solve` reached: ``bound`` (a certified lower bound on the
+    cost of every plan meeting the limits, cost units; +inf when infeasibility was proved),
+    ``lp_value`` (the restricted master's value), ``status`` (``"optimal"``: the LP relaxation
+    was solved; ``"stopped"``: the gap target or the deadline came first; ``"infeasible"``: no
+    plan meets the limits, proved), ``iterations`` and ``columns``."""
+
+    bound: float
+    lp_value: float
+    status: str
+    iterations: int
+    columns: int
+
+
+class CapColumnGeneration:
+    """Column generation on one bucket (see the module docstring).
+
+    ``spec``: the bucket's :class:`~batchlab.exact.BucketSpec` (its ``problem`` lists the types
+    and the cap grid: ``cap_s`` are the S caps, under ``padded-graph`` the allowed shapes).
+    ``spike_ms``: the least latency the compile spike adds to the sequential time (ms).
+    """
+
+    def __init__(self, spec: BucketSpec, spike_ms: float = 0.0) -> None:
+        p: CapProblem = spec.problem
+        cm = p.cost_model
+        self.spec = spec
+        self.padded = cm.padded
+        # types sorted by their smallest S cap, so level i's types are a prefix
+        ti = np.searchsorted(p.cap_s, p.type_a, side="left")
+        tj = np.searchsorted(p.cap_g, p.type_g, side="left")
+        order = np.lexsort((tj, ti))
+        self.order = order  # position in the problem's type arrays of each sorted type
+        self.ti, self.tj = ti[order], tj[order]
+        self.count = p.type_count[order].astype(np.float64)
+        self.n = float(self.count.sum())
+        T = len(order)
+        self.T = T
+        self.S = p.cap_s.astype(np.float64)
+        self.G = p.cap_g.astype(np.float64)
+        nS = len(self.S)
+        ss, gg = np.meshgrid(self.S, self.G, indexing="ij")
+        self.price = p.price(ss, gg)
+        self.lat = p.batch_ms(ss, gg)
+        self.dec = cm.decode_ms(ss, gg) + cm.overhead_ms
+        self.width = gg + ss if self.padded else gg
+        self.overhead = float(cm.overhead_cost)
+        n_req = int(self.n)
+        self.mbs = float(min(spec.max_batch_size or n_req, n_req))
+        self.m = np.minimum(self.count, self.mbs)
+        self.level_n = np.searchsorted(self.ti, np.arange(nS), side="right")
+        self.const = p.const_cost + (0.0 if self.padded else spec.compile_cost)
+        # own latency without decode of each type at each level (static: its prefill; padded:
+        # the shape's), and the first G cap at which a member is over the p95 limit
+        a_sorted = p.type_a[order].astype(np.float64)
+        self.pre = cm.prefill_ms(a_sorted)
+        self.lim95 = spec.max_p95_latency_ms
+        self.jok: list[np.ndarray] = []
+        if self.lim95 is not None:
+            pre_s = cm.prefill_ms(self.S)
+            for i in range(nS):
+                own = pre_s[i] if self.padded else self.pre[: self.level_n[i]]
+                self.jok.append(
+                    np.searchsorted(self.dec[i], self.lim95 * (1 + 1e-12) - own, side="right")
+                    + np.zeros(self.level_n[i], dtype=np.int64)
+                )
+        # the side rows
+        rows_lo, rows_hi, self.side = [], [], {}
+        inf = math.inf
+
+        def side_row(name, lo, hi):
+            self.side[name] = T + len(rows_lo)
+            rows_lo.append(lo)
+            rows_hi.append(hi)
+
+        if spec.max_sequential_ms is not None:
+            side_row("seq", -inf, spec.max_sequential_ms - spike_ms)
+        if spec.max_pad_ratio is not None:
+            useful = spec.prompt_sum + spec.gen_sum
+            extra = spec.prompt_sum if self.padded else -spec.align_pad
+            side_row("pad", -inf, spec.max_pad_ratio * useful * (1 - 1e-12) + spec.gen_sum + extra)
+        if self.lim95 is not None:
+            side_row("over", -inf, float(n_req - math.ceil(0.95 * n_req)))
+        if spec.max_cost is not None:
+            side_row("cost", -inf, spec.max_cost - self.const)
+        self.rows_lo = np.concatenate([self.count, rows_lo])
+        self.rows_hi = np.concatenate([np.full(T, inf), rows_hi])
+        self.h, self.inf = highs_solver()
+        hinf = self.inf
+        self.h.addRows(
+            len(self.rows_lo),
+            np.where(np.isinf(self.rows_lo), -hinf, self.rows_lo),
+            np.where(np.isinf(self.rows_hi), hinf, self.rows_hi),
+            0,
+            np.zeros(len(self.rows_lo), dtype=np.int32),
+            np.zeros(0, dtype=np.int32),
+            np.zeros(0),
+        )
+        self.cols: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self.cost_of: list[float] = []
+        self.col_rows: list[np.ndarray] = []
+        self.col_vals: list[np.ndarray] = []
+        self._seen: dict = {}
+        self._phase1 = False
+        # artificial columns (big M) so the master is feasible from the start
+        self.artificial = []
+        alone = float((self.m * self.price[self.ti, self.tj]).sum()) + self.overhead * T
+        for r in self.side.values():
+            scale = max(abs(self.rows_hi[r]) if np.isfinite(self.rows_hi[r]) else 1.0, 1.0)
+            big = 1e3 * max(alone, 1.0) / scale
+            self.h.addCol(big, 0.0, hinf, 1, np.array([r], dtype=np.int32), np.array([-1.0]))
+            self.artificial.append(self.h.getNumCol() - 1)
+        self.n_fixed = self.h.getNumCol()
+        # every type alone (chunks of max_batch_size)
+        idx = np.arange(T)
+        self.add_columns(self.ti, self.tj, [(np.array([t]), np.array([self.m[t]])) for t in idx])
+        self.best_bound = -math.inf
+        self.center: np.ndarray | None = None
+        self.iterations = 0
+        self.proved_infeasible = False
+
+    # -- columns ---------------------------------------------------------------------------
+    def type_index(self, problem_types: np.ndarray) -> np.ndarray:
+        """Sorted-type index of problem type indices."""
+        inv = np.empty(self.T, dtype=np.int64)
+        inv[self.order] = np.arange(self.T)
+        return inv[problem_types]
+
+    def add_columns(self, ci, cj, members, where: list | None = None) -> int:
+        """Add batches: caps (level index, G index) and (types, counts) each; duplicates are
+        skipped. Returns how many were added; ``where`` gets each batch's column number."""
+        costs, starts, index, value = [], [0], [], []
+        side = self.side
+        caps = zip(np.asarray(ci).tolist(), np.asarray(cj).tolist(), members, strict=True)
+        for i, j, (types, counts) in caps:
+            key = (i, j, types.tobytes(), counts.tobytes())
+            if key in self._seen or len(types) == 0:
+                if where is not None:
+                    where.append(self._seen.get(key, -1))
+                continue
+            self._seen[key] = len(self.cols)
+            if where is not None:
+                where.append(len(self.cols))
+            size = float(counts.sum())
+            cost = self.overhead + size * float(self.price[i, j])
+            rows = [types]
+            vals = [counts]
+            if "seq" in side:
+                rows.append([side["seq"]])
+                vals.append([self.lat[i, j]])
+            if "pad" in side:
+                rows.append([side["pad"]])
+                vals.append([size * self.width[i, j]])
+            if "over" in side:
+                over = float(counts[~self._ok(i, j, types)].sum())
+                if over:
+                    rows.append([side["over"]])
+                    vals.append([over])
+            if "cost" in side:
+                rows.append([side["cost"]])
+                vals.append([cost])
+            r = np.concatenate([np.asarray(x, dtype=np.int64) for x in rows])
+            v = np.concatenate([np.asarray(x, dtype=np.float64) for x in vals])
+            costs.append(cost)
+            index.append(r)
+            value.append(v)
+            self.col_rows.append(r)
+            self.col_vals.append(v)
+            starts.append(starts[-1] + len(r))
+            self.cols.append((i, j, types, counts))
+            self.cost_of.append(cost)
+        k = len(costs)
+        if k:
+            self.h.addCols(
+                k,
+                np.zeros(k) if self._phase1 else np.asarray(costs),
+                np.zeros(k),
+                np.full(k, self.inf),
+                int(starts[-1]),
+                np.asarray(starts[:-1], dtype=np.int32),
+                np.concatenate(index).astype(np.int32),
+                np.concatenate(value),
+            )
+        return k
+
+    def _ok(self, i: int, j: int, types: np.ndarray) -> np.ndarray:
+        """Members of a batch with cap (i, j) whose own latency is within the p95 limit."""
+        if self.lim95 is None:
+            return np.ones(len(types), dtype=bool)
+        return j < self.jok[i][types]
+
+    def add_plan(self, batch_types: list[np.ndarray]) -> list[int]:
+        """Add the batches of a plan (for each batch the sorted-type index of its requests) and
+        return their column numbers (a plan to start the MILP from)."""
+        ci, cj, members = [], [], []
+        for types in batch_types:
+            ty, cnt = np.unique(types, return_counts=True)
+            ci.append(int(self.ti[ty].max()))
+            cj.append(int(self.tj[ty].max()))
+            members.append((ty, cnt.astype(np.float64)))
+        where: list[int] = []
+        self.add_columns(ci, cj, members, where)
+        return where
+
+    def multipliers(self) -> dict[str, float]:
+        """The limits' multipliers at the best duals (>= 0): what one more unit of each limit
+        (ms, pad token, request over p95, cost unit) would save, in cost units."""
+        if self.center is None:
+            return {}
+        names = {"seq": "max_sequential_ms", "pad": "max_pad_ratio", "over": "max_p95_latency_ms"}
+        names["cost"] = "max_cost"
+        return {names[k]: float(-self.center[r]) for k, r in self.side.items()}
+
+    # -- pricing ---------------------------------------------------------------------------
+    def _duals(self, y: np.ndarray, weight: float = 1.0):
+        """Overhead' and price' per cap, and the member values' parts, from duals y."""
+        side = self.side
+
+        def d(name):
+            return float(y[side[name]]) if name in side else 0.0
+
+        ycost, yseq, ypad, yover = d("cost"), d("seq"), d("pad"), d("over")
+        w = weight * (1.0 - ycost)
+        fp = w * self.overhead - yseq * self.lat
+        ap = w * self.price - ypad * self.width
+        return fp, ap, y[: self.T], -yover
+
+    def price_caps(self, y: np.ndarray, weight: float = 1.0):
+        """Reduced cost of the best column at every cap (nS, nG), and the caps' largest member
+        value (for the bound)."""
+        fp, ap, pi, rho = self._duals(y, weight)
+        nS, nG = ap.shape
+        idx_parts, w_parts, m_parts = [], [], []
+        vmax = np.full((nS, nG), -np.inf)
+        for i in range(nS):
+            k = int(self.level_n[i])
+            if k == 0:
+                continue
+            p1 = pi[:k]
+            tj = self.tj[:k]
+            m = self.m[:k]
+            a_i = ap[i]
+            base = i * (nG + 1)
+            top = np.full(nG, -np.inf)
+            if rho > 0 and self.lim95 is not None:
+                jo = self.jok[i]
+                p0 = p1 - rho
+                j1 = np.minimum(np.searchsorted(a_i, p1, side="left"), jo)
+                j0 = np.searchsorted(a_i, p0, side="left")
+                s0 = np.maximum(tj, jo)
+                for lo, hi, val in ((tj, j1, p1), (s0, j0, p0)):
+                    keep = hi > lo
+                    lo_k, hi_k = lo[keep], hi[keep]
+                    idx_parts += [base + lo_k, base + hi_k]
+                    wv = (m * val)[keep]
+                    w_parts += [wv, -wv]
+                    m_parts += [m[keep], -m[keep]]
+                np.maximum.at(top, tj, p1)
+            else:
+                j1 = np.searchsorted(a_i, p1, side="left")
+                keep = j1 > tj
+                idx_parts += [base + tj[keep], base + j1[keep]]
+                wv = (m * p1)[keep]
+                w_parts += [wv, -wv]
+                m_parts += [m[keep], -m[keep]]
+                np.maximum.at(top, tj, p1)
+            vmax[i] = np.maximum.accumulate(top) - a_i
+        size = nS * (nG + 1)
+        if idx_parts:
+            idx = np.concatenate(idx_parts)
+            csum = np.bincount(idx, weights=np.concatenate(w_parts), minlength=size)
+            msum = np.bincount(idx, weights=np.concatenate(m_parts), minlength=size)
+        else:
+            csum = msum = np.zeros(size)
+        csum = np.cumsum(csum.reshape(nS, nG + 1), axis=1)[:, :nG]
+        msum = np.cumsum(msum.reshape(nS, nG + 1), axis=1)[:, :nG]
+        value = csum - ap * msum
+        rc = fp - value
+        over = msum > self.mbs + 1e-9
+        if over.any():
+            for i in np.flatnonzero(over.any(axis=1)).tolist():
+                js = np.flatnonzero(over[i])
+                vals, m = self._member_values(i, js, pi, ap, rho)
+                rc[i, js] = fp[i, js] - self._top_sum(vals, m)
+        self._last = (fp, ap, pi, rho)
+        return rc, vmax
+
+    def _member_values(self, i, js, pi, ap, rho):
+        """Values of level i's types at caps (i, js): (k types, len(js)), -inf where not
+        dominated."""
+        k = int(self.level_n[i])
+        v = pi[:k, None] - ap[i, js][None, :]
+        if rho > 0 and self.lim95 is not None:
+            v = v - rho * (js[None, :] >= self.jok[i][:, None])
+        v[self.tj[:k, None] > js[None, :]] = -np.inf
+        return v, self.m[:k]
+
+    def _top_sum(self, v: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Per column of v: the largest total of at most max_batch_size units of positive
+        value (type t has m_t units)."""
+        mbs = self.mbs
+        if (m == 1).all() and mbs < len(m):
+            kk = int(mbs)
+            part = -np.partition(-v, kk - 1, axis=0)[:kk]
+            return np.where(part > 0, part, 0.0).sum(axis=0)
+        order = np.argsort(-v, axis=0, kind="stable")
+        vs = np.take_along_axis(v, order, axis=0)
+        ms = m[order]
+        take = np.clip(mbs - (np.cumsum(ms, axis=0) - ms), 0, ms)
+        return (take * np.where(vs > 0, vs, 0.0)).sum(axis=0)
+
+    def _patterns(self, caps: np.ndarray, ratios: bool = False):
+        """The best column at each cap (rows of (level, G index)), from the last pricing; with
+        ``ratios``, also each cap's least ``(overhead' − best total of m members) / m`` over m
+        (the bound's ratio)."""
+        fp, ap, pi, rho = self._last
+        out_i, out_j, members, ratio_parts = [], [], [], []
+        mbs = self.mbs
+        for i in np.unique(caps[:, 0]).tolist():
+            js = caps[caps[:, 0] == i, 1]
+            v, m = self._member_values(i, js, pi, ap, rho)
+            k = v.shape[0]
+            if k > mbs:  # the best units lie among the mbs best types (each has >= 1 unit)
+                top = np.argpartition(-v, int(mbs) - 1, axis=0)[: int(mbs)]
+                tv = np.take_along_axis(v, top, axis=0)
+                o = np.argsort(-tv, axis=0, kind="stable")
+                order = np.take_along_axis(top, o, axis=0)
+                vs = np.take_along_axis(tv, o, axis=0)
+            else:
+                order = np.argsort(-v, axis=0, kind="stable")
+                vs = np.take_along_axis(v, order, axis=0)
+            ms = m[order]
+            take = np.clip(mbs - (np.cumsum(ms, axis=0) - ms), 0, ms)
+            take = np.where(vs > 0, take, 0.0)
+            if ratios:
+                tot = np.cumsum(take * np.where(vs > 0, vs, 0.0), axis=0)
+                units = np.cumsum(take, axis=0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = np.where(units > 0, (fp[i, js][None, :] - tot) / units, np.inf)
+                ratio_parts.append(r.min(axis=0))
+            for c, j in enumerate(js.tolist()):
+                sel = take[:, c] > 0
+                out_i.append(i)
+                out_j.append(j)
+                members.append((order[sel, c], take[sel, c]))
+        ratio = np.concatenate(ratio_parts) if ratio_parts else np.zeros(0)
+        return out_i, out_j, members, ratio
+
+    # -- the LP --------------------------------------------------------------------------
+    def _lp(self):
+        self.h.run()
+        sol = self.h.getSolution()
+        y = np.asarray(sol.row_dual, dtype=np.float64)
+        x = np.asarray(sol.col_value, dtype=np.float64)
+        return float(self.h.getInfo().objective_function_value), y, x
+
+    def _rhs(self) -> np.ndarray:
+        return np.where(np.isfinite(self.rows_hi), self.rows_hi, self.rows_lo)
+
+    def _clean(self, y: np.ndarray) -> np.ndarray:
+        """Duals with the signs the bound needs: >= 0 on cover rows, <= 0 on the side rows."""
+        y = y.copy()
+        y[: self.T] = np.maximum(y[: self.T], 0.0)
+        y[self.T :] = np.minimum(y[self.T :], 0.0)
+        return y
+
+    def bound_at(self, y: np.ndarray, rc: np.ndarray, vmax: np.ndarray, weight: float = 1.0):
+        """The cheap Lagrangian bound ``y·b + N · (a lower bound on min rc/|P|)``."""
+        neg = rc < 0
+        ratio = np.where(neg, np.maximum(rc, -np.maximum(vmax, 0.0)), rc / self.mbs)
+        return float(y @ self._rhs()) + weight * self.const + self.n * float(ratio.min())
+
+    def _negatives(self, rc: np.ndarray) -> np.ndarray:
+        return np.argwhere(rc < -1e-9 * self.overhead - 1e-6)
+
+    def solve(
+        self,
+        deadline: float,
+        *,
+        upper_bound: float = math.inf,
+        stop_gap: float = 1e-6,
+        columns_per_round: int | None = None,
+        alpha: float = 0.5,
+    ) -> RelaxationResult:
+        """Column generation until the LP relaxation is solved, the bound is within ``stop_gap``
+        of ``upper_bound`` (a plan's cost), or ``deadline`` (time.perf_counter()) passes."""
+        K = columns_per_round or max(50, min(400, self.T // 4))
+        status = "stopped"
+        z = math.inf
+        while True:
+            z, y, x = self._lp()
+            self.iterations += 1
+            y = self._clean(y)
+            smooth = self.center is not None and alpha > 0
+            ys = alpha * self.center + (1 - alpha) * y if smooth else y
+            rc, vmax = self.price_caps(ys)
+            lb = self.bound_at(ys, rc, vmax)
+            if lb > self.best_bound:
+                self.best_bound, self.center = lb, ys
+            neg = self._negatives(rc)
+            if not len(neg) and smooth:  # mispricing: price at the LP's own duals
+                rc, vmax = self.price_caps(y)
+                lb = self.bound_at(y, rc, vmax)
+                if lb > self.best_bound:
+                    self.best_bound = lb
+                self.center = y
+                neg = self._negatives(rc)
+            zc = z + self.const
+            art = float(x[self.artificial].sum()) if self.artificial else 0.0
+            if not len(neg):  # y is an optimal dual of the whole LP
+                if art <= 1e-7 * max(1.0, self.n):
+                    self.best_bound = max(self.best_bound, zc)
+                    self.center = y
+                    status = "optimal"
+                elif self._prove_infeasible(deadline):
+                    status = "infeasible"
+                break
+            ref = min(upper_bound, zc if art <= 1e-7 * max(1.0, self.n) else math.inf)
+            if self.best_bound > 0 and ref / self.best_bound - 1 <= stop_gap:
+                break
+            if time.perf_counter() > deadline:
+                break
+            vals = rc[neg[:, 0], neg[:, 1]]
+            pick = neg[np.argsort(vals, kind="stable")[:K]]
+            ci, cj, members, _ = self._patterns(pick)
+            if not self.add_columns(ci, cj, members):
+                if not smooth:
+                    break  # nothing new at the LP's own duals: numerically converged
+                self.center = None  # mispricing: the next round prices at the LP's duals
+        self.status = status
+        if status == "infeasible":
+            self.proved_infeasible = True
+        bound = math.inf if status == "infeasible" else self.best_bound
+        return RelaxationResult(bound, z + self.const, status, self.iterations, len(self.cols))
+
+    def exact_bound(self) -> float:
+        """The Lagrangian bound at the best duals with the exact minimum ratio (every negative
+        cap's best columns of every size); at least :attr:`best_bound`."""
+        if self.center is None:
+            return self.best_bound
+        y = self.center
+        rc, vmax = self.price_caps(y)
+        neg = np.argwhere(rc < 0)
+        ratio = float((rc / self.mbs)[rc >= 0].min()) if (rc >= 0).any() else 0.0
+        if len(neg):
+            _, _, _, r = self._patterns(neg, ratios=True)
+            ratio = min(ratio, float(r.min()))
+        value = float(y @ self._rhs()) + self.const + self.n * ratio
+        self.best_bound = max(self.best_bound, value)
+        return self.best_bound
+
+    def _prove_infeasible(self, deadline: float) -> bool:
+        """Phase 1: minimize the violation with no costs; a positive bound proves that no plan
+        meets the limits."""
+        h = self.h
+        n = h.getNumCol()
+        real = np.setdiff1d(np.arange(n), self.artificial)
+        saved = np.asarray(h.getLp().col_cost_, dtype=np.float64).copy()
+        h.changeColsCost(len(real), real.astype(np.int32), np.zeros(len(real)))
+        arts = np.asarray(self.artificial, dtype=np.int32)
+        h.changeColsCost(len(arts), arts, np.ones(len(arts)))
+        self._phase1 = True
+        proved = False
+        while time.perf_counter() <= deadline:
+            z, y, x = self._lp()
+            y = self._clean(y)
+            rc, vmax = self.price_caps(y, weight=0.0)
+            neg = np.argwhere(rc < -1e-9)
+            lb = self.bound_at(y, rc, vmax, weight=0.0)
+            if lb > 1e-6 * max(1.0, float(np.abs(self._rhs()[self.T :]).max(initial=1.0))):
+                proved = True
+                break
+            if not len(neg) or z <= 1e-9:
+                proved = z > 1e-6 and not len(neg)
+                break
+            ci, cj, members, _ = self._patterns(neg[np.argsort(rc[neg[:, 0], neg[:, 1]])[:200]])
+            if not self.add_columns(ci, cj, members):
+                break
+        self._phase1 = False
+        n = h.getNumCol()
+        cost = np.concatenate([saved[: self.n_fixed], np.asarray(self.cost_of, dtype=float)])
+        h.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
+        return proved
+
+    # -- integer plans -----------------------------------------------------------------------
+    def integer_plan(
+        self,
+        deadline: float,
+        *,
+        upper_bound: float = math.inf,
+        seq_shift: float = 0.0,
+        over_shift: float = 0.0,
+        rel_gap: float = 1e-4,
+        start: list[int] | None = None,
+    ):
+        """An integer plan from the restricted master, or None.
+
+        The LP solution is nearly integral: its whole copies are kept and the rest (the requests
+        they leave) is solved as a MILP over the generated columns that fit it; when that fails,
+        the MILP over every column, started from ``start`` (column numbers of a known plan).
+        Returns a list of batches ``(level index, G index, sorted-type indices, counts)``
+        covering every request exactly once. ``seq_shift`` (ms) and ``over_shift`` (requests)
+        tighten the sequential and p95 rows (room for the compile spike).
+        """
+        x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
+        shift = np.zeros(len(self.rows_hi))
+        if "seq" in self.side:
+            shift[self.side["seq"]] = seq_shift
+        if "over" in self.side:
+            shift[self.side["over"]] = over_shift
+        rhs_hi = self.rows_hi - shift
+        plan = None
+        whole = np.floor(x + 1e-7)
+        # second try: free the batches that spend the limits most (over p95, slowest tenth)
+        loose = whole.copy()
+        if "over" in self.side:
+            r = self.side["over"]
+            over = np.asarray(
+                [v[rows == r].sum() for rows, v in zip(self.col_rows, self.col_vals, strict=True)]
+            )
+            loose[over > 0] = 0.0
+        if "seq" in self.side:
+            lat = self.lat[[c[0] for c in self.cols], [c[1] for c in self.cols]]
+            on = np.flatnonzero(loose > 0)
+            slow = on[np.argsort(-lat[on], kind="stable")[: max(1, len(on) // 10)]]
+            loose[slow] = 0.0
+        for fixed in (whole, loose):
+            if plan is not None or not fixed.any():
+                continue
+            used = self._coefficients(np.flatnonzero(fixed), fixed[fixed > 0])
+            left_rows = self.rows_lo - used
+            left_hi = rhs_hi - used
+            need = left_rows[: self.T] > 1e-9
+            ok = np.asarray([bool(need[types].any()) for (_, _, types, _) in self.cols])
+            ok &= fixed == 0
+            extra = self._milp(
+                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None
+            )
+            if extra is not None:
+                plan = fixed.copy()
+                np.add.at(plan, np.flatnonzero(ok), extra)
+        if plan is None and len(x) <= 20_000:
+            plan = self._milp(
+                np.arange(len(self.cols)),
+                self.rows_lo,
+                rhs_hi,
+                deadline,
+                rel_gap,
+                upper_bound,
+                start,
+            )
+        if plan is None:
+            return None
+        return self._batches(plan)
+
+    def _coefficients(self, cols: np.ndarray, copies: np.ndarray) -> np.ndarray:
+        """Row activities of ``copies`` of each column (every row of the master)."""
+        out = np.zeros(len(self.rows_lo))
+        for c, k in zip(cols.tolist(), np.asarray(copies).tolist(), strict=True):
+            rows, vals = self.col_rows[c], self.col_vals[c]
+            np.add.at(out, rows, k * vals)
+        return out
+
+    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start):
+        """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP)."""
+        import highspy
+
+        left = deadline - time.perf_counter()
+        if left <= 0.02 or not len(cols):
+            return None
+        m = len(rows_lo)
+        lo = np.maximum(rows_lo, 0.0)
+        lo[self.T :] = rows_lo[self.T :]
+        active = np.concatenate([lo[: self.T] > 1e-9, np.ones(m - self.T, dtype=bool)])
+        row_map = np.cumsum(active) - 1
+        starts, index, value = [0], [], []
+        for c in cols.tolist():
+            r = self.col_rows[c]
+            keep = active[r]
+            index.append(row_map[r[keep]])
+            value.append(self.col_vals[c][keep])
+            starts.append(starts[-1] + int(keep.sum()))
+        n = len(cols)
+        lp = highspy.HighsLp()
+        lp.num_col_ = n
+        lp.num_row_ = int(active.sum())
+        lp.col_cost_ = np.asarray(self.cost_of, dtype=np.float64)[cols]
+        lp.col_lower_ = np.zeros(n)
+        lp.col_upper_ = np.full(n, self.inf)
+        inf = self.inf
+        rl, rh = lo[active], rows_hi[active]
+        lp.row_lower_ = np.where(np.isinf(rl), -inf, rl)
+        lp.row_upper_ = np.where(np.isinf(rh), inf, rh)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = np.asarray(starts, dtype=np.int32)
+        lp.a_matrix_.index_ = np.concatenate(index).astype(np.int32)
+        lp.a_matrix_.value_ = np.concatenate(value).astype(np.float64)
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+        h, _ = highs_solver()
+        h.passModel(lp)
+        if start:
+            pos = {c: k for k, c in enumerate(cols.tolist())}
+            x0 = np.zeros(n)
+            for c in start:
+                if c in pos:
+                    x0[pos[c]] += 1.0
+            nz = np.flatnonzero(x0)
+            h.setSolution(len(nz), nz.astype(np.int32), x0[nz])
+        h.setOptionValue("time_limit", float(max(0.02, left)))
+        h.setOptionValue("mip_rel_gap", rel_gap)
+        h.run()
+        sol = h.getSolution()
+        if not sol.value_valid:
+            return None
+        x = np.round(np.asarray(sol.col_value, dtype=np.float64))
+        # check what HiGHS returned against the rows (its tolerances are not ours)
+        act = np.zeros(m)
+        for k in np.flatnonzero(x > 0).tolist():
+            c = int(cols[k])
+            np.add.at(act, self.col_rows[c], x[k] * self.col_vals[c])
+        tol = 1e-9 * np.maximum(1.0, np.abs(rows_hi[self.T :]))
+        if (act[: self.T] < lo[: self.T] - 1e-9).any() or (
+            act[self.T :] > rows_hi[self.T :] + tol
+        ).any():
+            return None
+        return x
+
+    def _batches(self, copies: np.ndarray):
+        """Batches from integer copies of every column, members covered twice dropped."""
+        left = self.count.copy()
+        out = []
+        for c in np.flatnonzero(copies > 0).tolist():
+            _, _, types, counts = self.cols[c]
+            for _ in range(int(round(copies[c]))):
+                take = np.minimum(counts, left[types])
+                left[types] -= take
+                keep = take > 0
+                if keep.any():
+                    ty = types[keep]
+                    out.append((int(self.ti[ty].max()), int(self.tj[ty].max()), ty, take[keep]))
+        if (left > 1e-9).any():
+            return None
+        return out
+
+    def _column_reduced_costs(self, y: np.ndarray) -> np.ndarray:
+        """Reduced cost of every generated column at duals y (cost units)."""
+        fp, ap, pi, rho = self._duals(y)
+        out = np.empty(len(self.cols))
+        for c, (i, j, types, counts) in enumerate(self.cols):
+            v = pi[types] - ap[i, j]
+            if rho > 0 and self.lim95 is not None:
+                v = v - rho * (~self._ok(i, j, types))
+            out[c] = fp[i, j] - float((counts * v).sum())
+        return out
