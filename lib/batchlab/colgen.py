@@ -559,7 +559,7 @@ class CapColumnGeneration:
             shift[self.side["over"]] = over_shift
         rhs_hi = self.rows_hi - shift
         plan = None
-        whole = np.floor(x + 1e-7)
+        whole = np.maximum(np.floor(x + 1e-7), 0.0)  # HiGHS may return -1e-9 for a zero
         # second try: free the batches that spend the limits most (over p95, slowest tenth)
         loose = whole.copy()
         if "over" in self.side:
@@ -576,7 +576,8 @@ class CapColumnGeneration:
         for fixed in (whole, loose):
             if plan is not None or not fixed.any():
                 continue
-            used = self._coefficients(np.flatnonzero(fixed), fixed[fixed > 0])
+            on = np.flatnonzero(fixed > 0)
+            used = self._coefficients(on, fixed[on])
             left_rows = self.rows_lo - used
             left_hi = rhs_hi - used
             need = left_rows[: self.T] > 1e-9

@@ -194,14 +194,16 @@ def lagrangian_bound(
 
 @contextlib.contextmanager
 def _quiet_stdout():
-    """Silence the C-level banner HiGHS prints when a solver is created."""
+    """Silence the C-level banner HiGHS prints when a solver is created: file descriptor 1,
+    where C code writes (in Jupyter, ``sys.stdout.fileno()`` is a copy of it, not the one the
+    kernel captures and shows)."""
+    fd = 1
     try:
-        fd = sys.stdout.fileno()
+        sys.stdout.flush()
+        saved = os.dup(fd)
     except (AttributeError, OSError, ValueError):
         yield
         return
-    sys.stdout.flush()
-    saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, fd)

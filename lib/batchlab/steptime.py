@@ -305,6 +305,10 @@ def _interp_extrap(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return out
 
 
+#: the tables (by repr) already warned about in this process (one warning per table).
+_CONTEXT_WARNED: set[str] = set()
+
+
 class TableStepTime(StepTimeModel):
     """Step times from a measured table, interpolated in batch size and context.
 
@@ -452,6 +456,16 @@ class TableStepTime(StepTimeModel):
             total += self.prefill_ms(batch.prefill_tokens)
         return total
 
+    def _first_warning(self) -> bool:
+        """True once per table (its repr) in a process: a table given as a DataFrame becomes a
+        new TableStepTime in every run of a sweep, and one warning says it."""
+        key = repr(self)
+        if self._warned or key in _CONTEXT_WARNED:
+            return False
+        self._warned = True
+        _CONTEXT_WARNED.add(key)
+        return True
+
     def decode_steps_ms(self, batch: StepBatch, n_steps: int) -> np.ndarray:
         """Consecutive decode steps: interpolated in the growing context when the table has
         several contexts; constant otherwise (warning once when the run's context passes twice
@@ -463,8 +477,7 @@ class TableStepTime(StepTimeModel):
         mean = batch.decode_context / n
         if not self.models_context:
             measured = float(self.context_lens[0]) if self.context_known else 0.0
-            if not self._warned and measured > 0 and mean + k - 1 > 2 * measured:
-                self._warned = True
+            if measured > 0 and mean + k - 1 > 2 * measured and self._first_warning():
                 warnings.warn(
                     f"{self!r} is used for decode contexts beyond twice the {measured:,.0f} "
                     "tokens it was measured at: its step times do not grow with the context "
