@@ -69,7 +69,7 @@ RUN_ALL_TIMEOUT_S = 100.0
 # views from the same requests and settings, so a chapter that changes this must change the test).
 SHAPE_CALL = 'widgets.shape_explorer(conv, cost_model="padded-graph", family="optimal", k=8)'
 COST_CALL = 'widgets.cost_explorer(chat, cheapest["chat"].plan)'
-POLICY_CALL = "widgets.policy_explorer(conv10, model=MODEL, gpu=GPU, rate=1.5)"
+POLICY_CALL = "widgets.policy_explorer(conv10, model=MODEL, gpu=GPU, rate=1.0)"
 
 
 def _code(notebook: Path) -> str:
@@ -399,7 +399,7 @@ def test_policy_explorer_sliders_in_jupyterlab(lab: Mapping[str, Any]) -> None:
             **values,
             model="llama-2-7b",
             gpu="h100-sxm",
-            rate=1.5,
+            rate=1.0,
             seed=0,
         )
         assert view.ok, view.message

@@ -29,6 +29,9 @@ from batchlab.slo import SLO
 from batchlab.sweep import pareto_front
 
 SLO_TEST = SLO(ttft_p99_ms=300, tpot_p99_ms=60)
+#: the SLO of the brute-force checks: on this trace (calibrated A100 step times) every router
+#: meets it with 5-7 of the 8 replicas tried, one fleet (least-requests, chunked) not monotone.
+SLO_BRUTE = SLO(ttft_p99_ms=400, tpot_p99_ms=60)
 PRICES = PriceTable({"a100-80gb": 1.3, "h100-sxm": 3.0}, source="test", date="2026-05")
 
 
@@ -60,9 +63,9 @@ def brute_force(trace, slo, config, counts, traffic=1.0):
 
 
 def check_against_brute_force(trace, config):
-    brute = brute_force(trace, SLO_TEST, config, range(1, 9))
+    brute = brute_force(trace, SLO_BRUTE, config, range(1, 9))
     met = {n for n, rep in brute.items() if rep.met}
-    found = fewest_replicas(trace, SLO_TEST, config, max_replicas=8)
+    found = fewest_replicas(trace, SLO_BRUTE, config, max_replicas=8)
     # what bisection guarantees: the answer meets the SLO, one replica fewer misses it
     assert found.replicas in met and (found.replicas == 1 or found.replicas - 1 not in met)
     assert found.report.observed == brute[found.replicas].observed
@@ -73,12 +76,12 @@ def check_against_brute_force(trace, config):
     monotone = all(n in met for n in range(min(met), 9))
     if monotone:
         assert found.replicas == min(met) and found.monotone
-    every = fewest_replicas(trace, SLO_TEST, config, max_replicas=8, check_above=8)
+    every = fewest_replicas(trace, SLO_BRUTE, config, max_replicas=8, check_above=8)
     above = all(n in met for n in range(every.replicas, 9))
     below = not any(n in met for n in every.probes["replicas"] if n < every.replicas)
     assert every.monotone == (above and below)
     # without the early stop, the same answer and every probe's figures
-    full = fewest_replicas(trace, SLO_TEST, config, max_replicas=8, early_stop=False)
+    full = fewest_replicas(trace, SLO_BRUTE, config, max_replicas=8, early_stop=False)
     assert full.replicas == found.replicas
     for row in full.probes.itertuples():
         assert row.ttft_p99_ms == brute[row.replicas].observed["ttft_p99_ms"]

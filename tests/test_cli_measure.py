@@ -52,16 +52,18 @@ def test_measure_saves_and_reports(capsys, tmp_path):
     target = tmp_path / "m.csv"
     code, out, err = run(capsys, *SMALL, "-o", target)
     assert code == 0, err
-    assert out.splitlines()[0].split() == [
-        "batch_size",
-        "prefill_ms",
-        "decode_ms_per_step",
-        "e2e_ms",
-        "output_tokens_per_s",
-        "peak_memory_mb",
-        "kv_cache_mb",
+    header = out.splitlines()[0]
+    names = [
+        "batch_size (sequences)",
+        "prefill_ms (ms)",
+        "decode_ms_per_step (ms)",
+        "e2e_ms (ms)",
+        "output_tokens_per_s (tokens/s)",
+        "peak_memory_mb (MB)",
+        "kv_cache_mb (MB)",
         "oom",
-    ]
+    ]  # batchlab.tables: units in the headers
+    assert [header.index(n) for n in names] == sorted(header.index(n) for n in names), header
     assert "saturation batch size (within 5% of the best throughput): " in out
     assert f"saved {target} (+ m.json)" in out
     assert "largest batch size" not in out  # no limit given
@@ -136,18 +138,18 @@ def test_measure_latency_limit_lines(capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--batch-sizes", "1,x"], "field 'batch-sizes': not a positive whole number: 'x'"),
-        (["--batch-sizes", "0,2"], "not a positive whole number: '0'"),
+        (["--batch-sizes", "1,x"], "field 'batch-sizes': not a whole number in [1, 4096]: 'x'"),
+        (["--batch-sizes", "0,2"], "not a whole number in [1, 4096]: '0'"),
         (["--batch-sizes", ","], "no batch sizes given"),
-        (["--gen-len", "1"], "field 'gen_len'"),
-        (["--prompt-len", "0"], "field 'prompt_len'"),
-        (["--repeats", "0"], "field 'repeats'"),
+        (["--gen-len", "1"], "argument --gen-len: must be a whole number in [2, "),
+        (["--prompt-len", "0"], "argument --prompt-len: must be a whole number in [1, "),
+        (["--repeats", "0"], "argument --repeats: must be a whole number in [1, 1000], got 0"),
         (["--model", "/no/such/folder"], "not a model"),
         (["--device", "tpu"], "unsupported device"),
         (["--no-save", "-o", "x.csv"], "contradict"),
-        (["--tolerance", "1.5"], "field '--tolerance'"),
-        (["--latency-limit-ms", "-3"], "field '--latency-limit-ms'"),
-        (["--latency-limit-ms", "nan"], "field '--latency-limit-ms'"),
+        (["--tolerance", "1.5"], "argument --tolerance: must be a finite number in [0, 1)"),
+        (["--latency-limit-ms", "-3"], "argument --latency-limit-ms: must be a finite number > 0"),
+        (["--latency-limit-ms", "nan"], "argument --latency-limit-ms: must be a finite number"),
         (["--prompt-len", "4090", "--gen-len", "8"], "max_position_embeddings"),
     ],
 )

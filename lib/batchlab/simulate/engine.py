@@ -228,21 +228,20 @@ def simulate(
     (:func:`batchlab.roofline.max_kv_tokens`). ``progress`` shows a tqdm bar of finished
     requests.
     """
-    df = validate_requests(requests)
     pol = make_policy(policy, **policy_options)
-    setup = _prepare(
-        df,
-        model,
-        gpu,
-        step_time,
-        rate,
-        concurrency,
-        seed,
-        burstiness,
-        think_time_ms,
-        kv_blocks,
-        block_size,
-        memory_fraction,
+    setup = prepare(
+        requests,
+        model=model,
+        gpu=gpu,
+        step_time=step_time,
+        rate=rate,
+        concurrency=concurrency,
+        seed=seed,
+        burstiness=burstiness,
+        think_time_ms=think_time_ms,
+        kv_blocks=kv_blocks,
+        block_size=block_size,
+        memory_fraction=memory_fraction,
     )
     arrivals = setup.new_arrivals()
     state = SimState(
