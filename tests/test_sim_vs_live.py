@@ -206,3 +206,48 @@ def test_a_zero_measured_value_gives_no_ratio() -> None:
     measured = res.levels.assign(ttft_p50_ms=0.0)
     table = svl.compare_levels(measured, sim, metrics=["ttft_p50_ms", "latency_p50_ms"])
     assert math.isnan(table.loc[0, "ratio"]) and table.loc[1, "ratio"] == 1.0
+
+
+def levels_table(mode, levels, **columns):
+    return pd.DataFrame({"mode": mode, "level": [float(x) for x in levels], **columns})
+
+
+def test_server_overhead_is_the_line_through_the_tpot_gaps() -> None:
+    # gaps 2 + 0.5 x batch at batches 1, 4 and 16: 2 ms a step, 0.5 ms a token
+    batch = np.array([1.0, 4.0, 16.0])
+    sim = levels_table("closed", [1, 4, 16], tpot_p50_ms=[4.0, 6.0, 16.0], mean_batch_size=batch)
+    meas = levels_table(
+        "closed", [1, 4, 16], tpot_p50_ms=np.array([4.0, 6.0, 16.0]) + 2 + 0.5 * batch
+    )
+    got = svl.server_overhead(meas, sim)
+    assert got.per_step_ms == pytest.approx(2.0) and got.per_token_ms == pytest.approx(0.5)
+    assert got.n_levels == 3
+    # the open-loop rows are left out unless asked for
+    more = pd.concat([meas, levels_table("rate", [2], tpot_p50_ms=[100.0])], ignore_index=True)
+    sim2 = pd.concat(
+        [sim, levels_table("rate", [2], tpot_p50_ms=[4.0], mean_batch_size=[1.0])],
+        ignore_index=True,
+    )
+    assert svl.server_overhead(more, sim2) == got
+    one = svl.server_overhead(more, sim2, modes=["rate"])
+    assert (one.per_step_ms, one.per_token_ms, one.n_levels) == (96.0, 0.0, 1)
+    with pytest.raises(InputError, match="no level"):
+        svl.server_overhead(meas, sim, modes=["rate"])
+    # a server faster than the simulator adds nothing
+    none = svl.server_overhead(meas.assign(tpot_p50_ms=1.0), sim)
+    assert none.per_step_ms == 0.0 and none.per_token_ms == 0.0
+
+
+def test_server_overhead_added_to_a_fitted_model() -> None:
+    from batchlab.steptime import FittedStepTime, StepBatch
+
+    fitted = FittedStepTime(1.0, 0.1, 0.0, 0.0, 0.2, source="engine")
+    more = svl.ServerOverhead(per_step_ms=2.0, per_token_ms=0.5, n_levels=2).added_to(fitted)
+    assert more.coefficients() == pytest.approx(
+        {**fitted.coefficients(), "overhead_ms": 3.0, "lm_head_ms_per_row": 0.7}
+    )
+    assert "server overhead" in more.source
+    decode4 = StepBatch(decode_seqs=4, decode_context=40)
+    assert more.duration_ms(decode4) - fitted.duration_ms(decode4) == pytest.approx(2.0 + 4 * 0.5)
+    with pytest.raises(InputError, match="FittedStepTime"):
+        svl.ServerOverhead(1.0, 0.0, 1).added_to(STEP)

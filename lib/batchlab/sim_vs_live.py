@@ -6,7 +6,9 @@ of the simulator's load sweep (:data:`batchlab.loadtest.LOAD_SWEEP_COLUMNS`, ``p
 ``label``), so ``pd.concat([measured.levels, simulated])`` draws with one
 :func:`batchlab.plots.load_sweep_figure`. :func:`compare_levels` puts a measured and a
 simulated level table side by side, one row per (level, metric) with the ratio;
-:func:`compare_loadtest` does both.
+:func:`compare_loadtest` does both. :func:`server_overhead` estimates what the server adds to
+the engine's steps (per step, per streamed token) from the levels' time per output token, and
+:meth:`ServerOverhead.added_to` puts it into a fitted step-time model.
 
 What is replayed, per level (:meth:`LoadTestResult.replay_requests` with ``served=True``): the
 requests the server completed, with the prompt and output tokens it reported (what it actually
@@ -36,6 +38,7 @@ the simulator says more requests/s or more ms than the server did).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,14 +46,16 @@ import pandas as pd
 
 from batchlab.errors import InputError
 from batchlab.loadtest import LOAD_SWEEP_COLUMNS, LoadTestResult
-from batchlab.steptime import StepTimeModel
+from batchlab.steptime import FittedStepTime, StepTimeModel
 
 __all__ = [
     "COMPARED_METRICS",
     "COMPARISON_COLUMNS",
+    "ServerOverhead",
     "compare_levels",
     "compare_loadtest",
     "replay_loadtest",
+    "server_overhead",
 ]
 
 #: The metrics :func:`compare_levels` puts side by side, in order (units in their names).
@@ -231,3 +236,67 @@ def compare_loadtest(
     against ``loadtest.levels``."""
     simulated = replay_loadtest(loadtest, step_time, **replay_options)
     return compare_levels(loadtest.levels, simulated, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class ServerOverhead:
+    """What a server adds to its engine's steps: ``per_step_ms`` on every step and
+    ``per_token_ms`` per token the step emits (and streams), estimated over ``n_levels`` levels
+    by :func:`server_overhead`."""
+
+    per_step_ms: float
+    per_token_ms: float
+    n_levels: int
+
+    def added_to(self, step_time: FittedStepTime) -> FittedStepTime:
+        """``step_time`` with the overhead added: ``overhead_ms + per_step_ms`` and
+        ``lm_head_ms_per_row + per_token_ms`` (the term that counts the tokens a step emits)."""
+        if not isinstance(step_time, FittedStepTime):
+            raise InputError(
+                f"expected a FittedStepTime (measure.fit_step_time), got {type(step_time).__name__}",
+                field="step_time",
+            )
+        coef = step_time.coefficients()
+        coef["overhead_ms"] += self.per_step_ms
+        coef["lm_head_ms_per_row"] += self.per_token_ms
+        return FittedStepTime(
+            **coef,
+            source=f"{step_time.source} + server overhead {self.per_step_ms:.3g} ms/step, "
+            f"{self.per_token_ms:.3g} ms/token",
+        )
+
+
+def server_overhead(
+    measured: pd.DataFrame, simulated: pd.DataFrame, *, modes: Sequence[str] = ("closed",)
+) -> ServerOverhead:
+    """The server's own time per step, from the gap between measured and simulated median time
+    per output token (``tpot_p50_ms``: one decode step a token) at the levels of ``modes``: a
+    least-squares line of the gap against the simulated mean batch size (sequences a step,
+    ``mean_batch_size``), ``gap = per_step_ms + per_token_ms · batch``, both clipped at 0 (one
+    level: the gap is all per step). ``measured``: the load test's levels; ``simulated``:
+    :func:`replay_loadtest` on the engine's step times."""
+    table = compare_levels(measured, simulated, metrics=["tpot_p50_ms"])
+    keys = ["mode", "level"]
+    if "mean_batch_size" not in simulated.columns:
+        raise InputError("missing column in the simulated table", field="mean_batch_size")
+    sizes = simulated.loc[:, [*keys, "mean_batch_size"]].assign(
+        level=simulated["level"].astype(float)
+    )
+    table = table[table["mode"].isin(list(modes))].merge(sizes, on=keys)
+    gap = (table["measured"] - table["simulated"]).to_numpy(dtype=np.float64)
+    batch = table["mean_batch_size"].to_numpy(dtype=np.float64)
+    ok = np.isfinite(gap) & np.isfinite(batch)
+    gap, batch = gap[ok], batch[ok]
+    if gap.size == 0:
+        raise InputError(
+            f"no level of modes {list(modes)} with a time per output token", field="modes"
+        )
+    if gap.size == 1 or np.ptp(batch) == 0:
+        return ServerOverhead(max(float(gap.mean()), 0.0), 0.0, int(gap.size))
+    slope, intercept = np.polyfit(batch, gap, 1)
+    if slope < 0:
+        slope, intercept = 0.0, float(gap.mean())
+    if intercept < 0:
+        intercept = 0.0
+        slope = max(float((batch * gap).sum() / (batch * batch).sum()), 0.0)
+    return ServerOverhead(float(intercept), float(slope), int(gap.size))
