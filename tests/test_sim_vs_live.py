@@ -251,3 +251,31 @@ def test_server_overhead_added_to_a_fitted_model() -> None:
     assert more.duration_ms(decode4) - fitted.duration_ms(decode4) == pytest.approx(2.0 + 4 * 0.5)
     with pytest.raises(InputError, match="FittedStepTime"):
         svl.ServerOverhead(1.0, 0.0, 1).added_to(STEP)
+
+
+def test_live_vs_simulated_figure_draws_the_table_headless() -> None:
+    from batchlab.plots import live_vs_simulated_figure
+
+    res = result(closed_one_client(), records("closed", 2, [0, 0, 100, 100], ttft_ms=20, itl_ms=20))
+    table = svl.compare_loadtest(res, STEP, **SIM)
+    fig = live_vs_simulated_figure(table, metrics=["throughput_rps", "latency_p50_ms"])
+    by_name = {t.name: t for t in fig.data}
+    lat = table[table["metric"] == "latency_p50_ms"]
+    assert list(by_name["measured p50 latency"].y) == pytest.approx(lat["measured"].tolist())
+    assert list(by_name["simulated p50 latency"].y) == pytest.approx(lat["simulated"].tolist())
+    assert list(by_name["ratio latency_p50_ms"].y) == pytest.approx(lat["ratio"].tolist())
+    assert list(by_name["measured throughput"].x) == [1.0, 2.0]
+    # two panels of values over two panels of ratios, every axis titled with its unit
+    assert fig.layout.yaxis.title.text == "requests/s" and fig.layout.yaxis2.title.text == "ms"
+    assert "×" in fig.layout.yaxis3.title.text and "×" in fig.layout.yaxis4.title.text
+    assert fig.layout.xaxis3.title.text == "concurrency (clients)"
+    both = pd.concat([table, table.assign(mode="rate")], ignore_index=True)
+    with pytest.raises(InputError, match="mode="):
+        live_vs_simulated_figure(both)
+    assert live_vs_simulated_figure(both, mode="rate").layout.xaxis4.title.text.startswith(
+        "arrival rate"
+    )
+    with pytest.raises(InputError, match="not in the table"):
+        live_vs_simulated_figure(table, metrics=["queue_p50_ms"])
+    with pytest.raises(InputError, match="missing column"):
+        live_vs_simulated_figure(table.drop(columns="ratio"))
