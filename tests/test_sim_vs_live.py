@@ -279,3 +279,13 @@ def test_live_vs_simulated_figure_draws_the_table_headless() -> None:
         live_vs_simulated_figure(table, metrics=["queue_p50_ms"])
     with pytest.raises(InputError, match="missing column"):
         live_vs_simulated_figure(table.drop(columns="ratio"))
+
+
+def test_a_padded_policy_takes_only_the_engines_kv_cache() -> None:
+    # "what would static batching have done on these arrivals": the engine's continuous
+    # knobs do not apply, its KV cache does
+    cfg = EngineConfig(num_blocks=64, page_size=16, max_batch_tokens=64, max_requests_per_batch=2)
+    res = result(records("closed", 4, [0, 0, 0, 0], ttft_ms=20.0, itl_ms=20.0))
+    sim = svl.replay_loadtest(res, STEP, engine=cfg, policy="static", batch_size=4)
+    assert sim.loc[0, "mean_batch_size"] == pytest.approx(4.0)
+    assert sim.loc[0, "latency_p99_ms"] == pytest.approx(50.0)  # one padded batch of 4

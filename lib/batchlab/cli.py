@@ -1484,6 +1484,8 @@ def cmd_replay(args) -> int:
             }
         )
         return EXIT_OK
+    if args.policy != "continuous":  # a padded policy takes only the engine's KV cache
+        engine = {k: v for k, v in engine.items() if k in ("num_blocks", "page_size")}
     knobs = ", ".join(f"{k} {v}" for k, v in {**engine, **options}.items())
     print(
         f"{args.loadtest}: {len(result.levels)} level(s) replayed with {args.policy} on the step "

@@ -119,8 +119,9 @@ def replay_loadtest(
     ``step_time``: a step-time model, or a measurement of the server's engine (a step table of
     ``measure --engine continuous`` is fitted with :func:`batchlab.measure.fit_step_time`).
     ``engine``: the engine's :class:`~batchlab.measure.EngineConfig` (default: the one the
-    measurement recorded); ``options``: simulator keywords that override it (policy knobs,
-    ``kv_blocks``, ``block_size``). Without an engine, ``kv_blocks`` must be given (the
+    measurement recorded; a policy other than continuous batching takes only its KV cache);
+    ``options``: simulator keywords that override it (policy knobs, ``kv_blocks``,
+    ``block_size``). Without an engine, ``kv_blocks`` must be given (the
     default KV budget is a GPU's, not the server's). Returns one row per level, in the load
     test's order, with :data:`~batchlab.loadtest.LOAD_SWEEP_COLUMNS`; ``policy`` = ``label``.
     """
@@ -136,7 +137,13 @@ def replay_loadtest(
     levels = loadtest.levels
     if levels.empty:
         raise InputError("the load test has no finished level", field="loadtest")
-    kwargs = {**_engine_options(step_time, engine), **options}
+    from batchlab.simulate import get_policy
+
+    # the engine's scheduler knobs the policy has (all of them for continuous batching; only
+    # the KV cache for a padded policy, which batches by its own rules)
+    knobs = {k.name for k in get_policy(policy).knobs} | {"kv_blocks", "block_size"}
+    engine_options = {k: v for k, v in _engine_options(step_time, engine).items() if k in knobs}
+    kwargs = {**engine_options, **options}
     if "kv_blocks" not in kwargs:
         raise InputError(
             "give engine= (the server's continuous-batching settings) or kv_blocks= (its KV "
