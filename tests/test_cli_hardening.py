@@ -152,6 +152,7 @@ def test_out_of_range_values_are_usage_errors_naming_the_option(command, flag, c
         "simulate": ["simulate", "x.jsonl"],
         "measure": ["measure", "--no-save"],
         "loadtest": ["loadtest", "http://127.0.0.1:9", "x.jsonl", "--model", "m"],
+        "replay": ["replay", "lt.csv", "--step-time", "steps.csv", "-o", tmp_path / "c.csv"],
         "serve-tiny": ["serve-tiny"],
         "capacity": ["capacity", "x.jsonl", "--ttft-p99-ms", "2000"],
     }[command]

@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "recommend": 2,
     "loadtest": 2,
     "tinyserver": 2,
+    "sim_vs_live": 2,
     "capacity": 2,
     # 3. presentation
     "plots": 3,

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from batchlab import evaluate, measure, plan, planner, plots, roofline, shapes, sweep
+from batchlab import evaluate, measure, plan, planner, plots, roofline, shapes, sim_vs_live, sweep
 from batchlab.capacity import ServingConfig, capacity_search, replica_table
 from batchlab.plots.style import FIGURE_HEIGHT_PX, LABEL_ROW_SHARE
 from batchlab.simulate import load_sweep, simulate
@@ -25,6 +25,7 @@ from batchlab.slo import SLO
 from batchlab.workload import lognormal_workload, with_arrivals
 
 MEASUREMENT = Path(__file__).resolve().parents[1] / "data" / "measurements"
+TINY_SERVER = Path(__file__).resolve().parents[1] / "data" / "tiny-server"
 #: A narrow JupyterLab output area (a laptop with the file browser open), px.
 NARROW_PX = 640
 #: plotly's default font (Open Sans) averages under half its size per character.
@@ -72,10 +73,16 @@ def inputs():
         max_replicas=4,
         progress=False,
     )
+    from batchlab.loadtest import load_loadtest
+
+    live = sim_vs_live.compare_loadtest(
+        load_loadtest(TINY_SERVER / "loadtest.csv"),
+        measure.load_measurement(TINY_SERVER / "steps.csv"),
+    )
     return dict(
         req=req, timed=timed, k8=k8, ev8=ev8, ev2=ev2, grid=grid, sims=sims,
         sweep=sweep_table, m=m, cmp=cmp, result=result, slo=slo, replicas=replicas,
-        sizing=sizing,
+        sizing=sizing, live=live,
     )  # fmt: skip
 
 
@@ -108,6 +115,7 @@ BUILDERS = {
     "policy_dashboard_figure": lambda d: plots.policy_dashboard_figure(d["sims"]),
     "load_sweep_figure": lambda d: plots.load_sweep_figure(d["sweep"], knee=4.0),
     "kv_utilisation_figure": lambda d: plots.kv_utilisation_figure(d["sims"]),
+    "live_vs_simulated_figure": lambda d: plots.live_vs_simulated_figure(d["live"], mode="closed"),
     "throughput_latency_vs_batch_figure": lambda d: plots.throughput_latency_vs_batch_figure(
         {"a": d["m"], "b": d["m"]}, latency_choice=2
     ),

@@ -215,6 +215,61 @@ def test_live_loadtest_against_transformers_serve(tiny_dir) -> None:
 
 
 @pytest.mark.slow
+def test_simulator_against_the_live_server_within_a_loose_band(tiny_dir) -> None:
+    """The server's engine measured step by step with the server's settings, a load test at
+    two levels (Poisson arrivals at 3 requests/s, well below the ~10 requests/s the server
+    serves; a closed loop of 4 clients), each level replayed in the simulator on those step
+    times. Bands (simulated / measured), loose on purpose and why:
+
+    * open-loop throughput within 0.75-1.33: below capacity both serve what arrives, so this
+      checks that the replay used the load test's own send times (measured: 1.00-1.04);
+    * p50 latency within 0.25-1.5: the server does work the engine's steps do not hold (HTTP,
+      tokenizing, streaming every token, on the 2 cores the client shares), so the simulator
+      is faster (measured: about 0.6), and a shared machine is noisy; a wrong unit, step-time
+      model or scheduler is off by far more;
+    * closed-loop throughput within 0.67-4: the same clients, so by Little's law (N = X·W) it
+      is about the inverse of the latency ratio (measured: about 1.6).
+    """
+    live_or_skip()
+    from batchlab import measure, sim_vs_live
+    from batchlab.workload import lognormal_workload
+
+    config = tiny.engine_config()
+    steps = measure.measure_continuous(
+        "tiny", [1, 2, 4], [16, 64], 16, warmup=1, repeats=1, threads=1, config=config
+    )
+    assert steps.attrs["settings"]["engine_config"] == config.as_dict()
+    df = lognormal_workload(
+        16, seed=3, prompt_median=32, prompt_sigma=0.5, gen_median=16, gen_sigma=0.4,
+        max_prompt_len=96, max_gen_len=32,
+    )  # fmt: skip
+    with tiny.TinyServer(model_dir=tiny_dir, ready_timeout_s=90) as server:
+        pgid = server.proc.pid
+        res = lt.loadtest(
+            server.url,
+            df,
+            model=server.model,
+            rates=[3.0],
+            concurrencies=[4],
+            seed=1,
+            duration_s=30,
+            timeout_s=30,
+            progress=False,
+        )
+    assert group_gone(pgid)
+    assert (res.requests["status"] == "ok").all()
+    sim = sim_vs_live.replay_loadtest(res, steps)
+    assert sim["n_requests"].tolist() == res.levels["n_completed"].tolist() == [16, 16]
+    table = sim_vs_live.compare_levels(res.levels, sim)
+    ratio = table.set_index(["mode", "metric"])["ratio"]
+    print(table.to_string())
+    assert 0.75 <= ratio[("rate", "throughput_rps")] <= 1.33, table.to_string()
+    for mode in ("rate", "closed"):
+        assert 0.25 <= ratio[(mode, "latency_p50_ms")] <= 1.5, table.to_string()
+    assert 0.67 <= ratio[("closed", "throughput_rps")] <= 4.0, table.to_string()
+
+
+@pytest.mark.slow
 def test_serve_tiny_command_announces_the_url_and_stops_on_ctrl_c(tiny_dir) -> None:
     live_or_skip()
     port = tiny.free_port()

@@ -1,5 +1,5 @@
 """The ``batchlab`` command line: profile, plan, verify, evaluate, simulate, capacity, measure,
-loadtest, serve-tiny.
+loadtest, replay, serve-tiny.
 
 Exit codes: 0 success; 1 a limit cannot be met or a plan fails verification; 2 usage or input
 errors (one readable line on stderr naming the file, line, field, option or request id, no
@@ -1345,6 +1345,9 @@ def cmd_loadtest(args) -> int:
             [out, Path(f"{stem}.requests.jsonl"), Path(f"{stem}.json")], [args.input]
         )
     requests = read_requests_arg(args.input)
+    steps = None
+    if args.simulate_with is not None:  # read and checked before any traffic is sent
+        steps = _replay_measurement(args.simulate_with, kv_blocks=None)
     try:
         result = loadtest(
             args.url,
@@ -1368,6 +1371,11 @@ def cmd_loadtest(args) -> int:
     except ImportError as exc:  # httpx missing: one line, exit code 2
         raise InputError(str(exc)) from exc
     knees = result.knees()
+    comparison = None
+    if steps is not None and len(result.levels):
+        from batchlab.sim_vs_live import compare_loadtest
+
+        comparison = compare_loadtest(result, steps)
     if args.json:
         _print_json(
             {
@@ -1377,6 +1385,7 @@ def cmd_loadtest(args) -> int:
                 "knees": knees,
                 "output": args.output,
                 "levels": result.levels,
+                **({"comparison": comparison} if comparison is not None else {}),
             }
         )
     else:
@@ -1395,9 +1404,96 @@ def cmd_loadtest(args) -> int:
             print(f"knee ({mode}; p99 latency over 2x its lowest-load value): {text}")
         if args.output:
             print(f"written: {args.output} (+ .requests.jsonl, .json)")
+        if comparison is not None:
+            print(
+                f"simulated on the step times of {args.simulate_with} (ratio: simulated / measured):"
+            )
+            print(_table(comparison))
     if result.interrupted:
         print("batchlab: interrupted: the levels above are the finished ones", file=sys.stderr)
         return 130
+    return EXIT_OK
+
+
+def _replay_measurement(path: str, *, kv_blocks: int | None) -> pd.DataFrame:
+    """The step measurement ``batchlab replay`` and ``loadtest --simulate-with`` simulate on,
+    read and checked: a measurement without the engine's settings needs ``--kv-blocks``."""
+    from batchlab.measure import load_measurement
+
+    steps = load_measurement(path)
+    if kv_blocks is None and not steps.attrs.get("settings", {}).get("engine_config"):
+        raise InputError(
+            "records no engine settings (measure --engine continuous does): give the server's "
+            "KV cache with batchlab replay --kv-blocks and its scheduler options",
+            path=path,
+        )
+    return steps
+
+
+def cmd_replay(args) -> int:
+    """Replay a saved load test in the simulator: every level's own arrivals (open loop: the
+    send times; closed loop: the same clients) on the step times fitted on MEASUREMENT (the
+    server's engine, ``measure --engine continuous``) with the engine's scheduler (recorded in
+    the measurement; the options override it); print measured vs simulated throughput, TTFT
+    and latency per level with their ratios. ``--output`` writes the comparison and the
+    simulated levels (OUT.csv, OUT.levels.csv: both or neither)."""
+    from batchlab.io import all_or_nothing, atomic_path
+    from batchlab.loadtest import load_loadtest
+    from batchlab.sim_vs_live import compare_levels, replay_loadtest
+
+    outputs = []
+    if args.output is not None:
+        out = Path(args.output)
+        if out.suffix.lower() != ".csv":
+            raise InputError("the output is a .csv path (OUT.levels.csv beside it)", path=out)
+        outputs = [out, Path(f"{out.with_suffix('')}.levels.csv")]
+        check_output_paths(outputs, [args.loadtest, args.step_time])
+    result = load_loadtest(args.loadtest)
+    if result.levels.empty:
+        raise InputError("the load test has no finished level", path=args.loadtest)
+    steps = _replay_measurement(args.step_time, kv_blocks=args.kv_blocks)
+    options = {
+        knob: getattr(args, dest)
+        for knob, dest in _knob_dests().items()
+        if getattr(args, dest, None) is not None
+    }
+    for name in ("kv_blocks", "block_size"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    try:
+        simulated = replay_loadtest(result, steps, policy=args.policy, label=args.label, **options)
+    except InputError as err:
+        raise _in_cli_words(err, [*_SIMULATE_PARAMETERS, *_knob_dests()]) from None
+    comparison = compare_levels(result.levels, simulated)
+    if outputs:
+        with all_or_nothing(), atomic_path(outputs[0]) as t1, atomic_path(outputs[1]) as t2:
+            comparison.to_csv(t1, index=False, lineterminator="\n", float_format="%.6g")
+            simulated.to_csv(t2, index=False, lineterminator="\n", float_format="%.6g")
+    engine = steps.attrs.get("settings", {}).get("engine_config") or {}
+    if args.json:
+        _print_json(
+            {
+                "loadtest": args.loadtest,
+                "step_time": args.step_time,
+                "policy": args.policy,
+                "engine_config": engine,
+                "options": options,
+                "comparison": comparison,
+                "simulated": simulated,
+                "output": args.output,
+            }
+        )
+        return EXIT_OK
+    if args.policy != "continuous":  # a padded policy takes only the engine's KV cache
+        engine = {k: v for k, v in engine.items() if k in ("num_blocks", "page_size")}
+    knobs = ", ".join(f"{k} {v}" for k, v in {**engine, **options}.items())
+    print(
+        f"{args.loadtest}: {len(result.levels)} level(s) replayed with {args.policy} on the step "
+        f"times of {args.step_time} ({knobs}); ratio = simulated / measured"
+    )
+    print(_table(comparison))
+    if outputs:
+        print(f"written: {outputs[0]} (+ {outputs[1].name})")
     return EXIT_OK
 
 
@@ -1928,9 +2024,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.csv",
         help="write the levels (+ OUT.requests.jsonl, OUT.json)",
     )
+    p.add_argument(
+        "--simulate-with",
+        metavar="MEASUREMENT.csv",
+        help="then replay each level in the simulator on this measurement of the server's "
+        "engine (measure --engine continuous) and print measured vs simulated",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     json_option(p)
     p.set_defaults(func=cmd_loadtest)
+
+    p = sub.add_parser(
+        "replay",
+        help="replay a saved load test in the simulator: measured vs simulated per level",
+    )
+    p.add_argument("loadtest", metavar="LOADTEST.csv", help="a load test (batchlab loadtest -o)")
+    p.add_argument(
+        "--step-time",
+        required=True,
+        metavar="MEASUREMENT.csv",
+        help="step times of the server's engine (batchlab measure --engine continuous; its "
+        "engine settings are the simulator's unless the options below say otherwise)",
+    )
+    p.add_argument("--policy", default="continuous", choices=list(POLICIES), help=_policy_help())
+    _add_policy_options(p)
+    p.add_argument(
+        "--kv-blocks",
+        type=number_option(int, min_val=1, max_val=MAX_KV_BLOCKS),
+        help="the server's KV cache in blocks (default: the measured engine's)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=number_option(int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"),
+        help="tokens per KV block (default: the measured engine's)",
+    )
+    p.add_argument("--label", default="simulated", help="the policy column of the simulated levels")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT.csv",
+        help="write the comparison (+ OUT.levels.csv, the simulated levels)",
+    )
+    json_option(p)
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
         "serve-tiny",

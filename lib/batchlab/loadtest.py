@@ -843,21 +843,34 @@ class LoadTestResult:
             for mode, part in self.levels.groupby("mode", sort=False)
         }
 
-    def replay_requests(self, mode: str, level: float) -> pd.DataFrame:
+    def replay_requests(self, mode: str, level: float, *, served: bool = False) -> pd.DataFrame:
         """The requests of one level as a request table for :func:`batchlab.simulate.simulate`:
         ``request_id``, ``prompt_len``, ``gen_len`` (tokens asked for) and ``arrival_s`` (the
-        actual send times, s from the level's start), in send order."""
+        actual send times, s from the level's start), in send order.
+
+        ``served``: what the server actually computed instead: only the completed requests
+        (status ``ok``), with the prompt tokens the server counted (``tokens_in``, its
+        ``usage.prompt_tokens``) and the tokens it returned (``tokens_out``) where it reported
+        them, the asked-for lengths otherwise."""
         r = self.requests
         part = r[(r["mode"] == mode) & (r["level"] == float(level))]
         if part.empty:
             known = sorted({(str(m), float(v)) for m, v in zip(r["mode"], r["level"], strict=True)})
             raise InputError(f"no level ({mode!r}, {level!r}) in this load test; levels: {known}")
         part = part.sort_values("send_ms", kind="stable")
+        prompt = part["prompt_len"].to_numpy(dtype=np.int64)
+        gen = part["gen_len"].to_numpy(dtype=np.int64)
+        if served:
+            part = part[part["status"].to_numpy() == "ok"]
+            if part.empty:
+                raise InputError(f"no completed request at level ({mode!r}, {level!r})")
+            prompt = _counted(part["tokens_in"], part["prompt_len"])
+            gen = _counted(part["tokens_out"], part["gen_len"])
         return pd.DataFrame(
             {
                 "request_id": part["request_id"].to_numpy(dtype=object),
-                "prompt_len": part["prompt_len"].to_numpy(dtype=np.int64),
-                "gen_len": part["gen_len"].to_numpy(dtype=np.int64),
+                "prompt_len": prompt,
+                "gen_len": gen,
                 "arrival_s": part["send_ms"].to_numpy(dtype=np.float64) / 1e3,
             }
         )
@@ -917,6 +930,14 @@ class LoadTestResult:
             recs.to_json(t2, orient="records", lines=True, double_precision=6)
             t3.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         return target
+
+
+def _counted(counted: pd.Series, asked: pd.Series) -> np.ndarray:
+    """Token counts the server reported (positive, finite), else the asked-for ones."""
+    c = pd.to_numeric(counted, errors="coerce").to_numpy(dtype=np.float64)
+    a = asked.to_numpy(dtype=np.int64)
+    ok = np.isfinite(c) & (c >= 1)
+    return np.where(ok, np.round(np.where(ok, c, 0)), a).astype(np.int64)
 
 
 def _sidecars(target: Path) -> tuple[Path, Path]:

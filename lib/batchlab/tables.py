@@ -106,6 +106,7 @@ UNITS: dict[str, str] = {
     "littles_L": "requests",
     "littles_lambda_W": "requests",
     "level": "",
+    "ratio": "×",  # simulated / measured, predicted / real
     "correlation_pearson": "",
     "correlation_spearman": "",
     "interarrival_cv": "",

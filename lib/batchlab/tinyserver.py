@@ -51,10 +51,12 @@ from batchlab.errors import BatchlabError, InputError
 from batchlab.loadtest import PROMPT_WORDS
 
 __all__ = [
+    "PAGE_SIZE",
     "SERVE_PACKAGES",
     "TINY_FORMAT",
     "TinyServer",
     "default_model_dir",
+    "engine_config",
     "free_port",
     "missing_serve_packages",
     "save_tiny_model",
@@ -87,6 +89,11 @@ Left to itself, continuous batching on a CPU sizes its cache from the machine's 
 (about 10 GB on a 24 GB machine)."""
 DEFAULT_MAX_BATCH_TOKENS = 512
 """Tokens one step of the tiny server computes at most (prefill chunks included)."""
+
+PAGE_SIZE = 256
+"""Tokens per KV-cache page of ``transformers serve`` (its ``ContinuousBatchingConfig`` default;
+``serve`` has no option for it)."""
+_MAX_REQUESTS_FALLBACK = 1024  # transformers' max_requests_per_batch when none is given
 
 _MARKER = "batchlab-tiny.json"
 _ENV = {
@@ -202,6 +209,26 @@ def save_tiny_model(path: str | os.PathLike[str] | None = None, *, seed: int = 0
         shutil.rmtree(build, ignore_errors=True)
         raise
     return target
+
+
+def engine_config(
+    num_blocks: int = DEFAULT_NUM_BLOCKS, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+):
+    """The continuous-batching engine the tiny server runs, as a
+    :class:`batchlab.measure.EngineConfig`: ``num_blocks`` pages of :data:`PAGE_SIZE` tokens,
+    ``max_batch_tokens`` tokens a step and, as ``transformers serve`` sets no request limit,
+    transformers' own: ``min(1024, max_batch_tokens)`` sequences a step. Measure the engine
+    with it (``measure_continuous(config=...)``) to get the server's step times, and simulate
+    with it (:meth:`~batchlab.measure.EngineConfig.simulate_options`) to get its scheduler."""
+    from batchlab.measure import EngineConfig
+
+    tokens = check_scalar(max_batch_tokens, "max_batch_tokens", int, min_val=1)
+    return EngineConfig(
+        num_blocks=check_scalar(num_blocks, "num_blocks", int, min_val=1),
+        page_size=PAGE_SIZE,
+        max_batch_tokens=tokens,
+        max_requests_per_batch=min(_MAX_REQUESTS_FALLBACK, tokens),
+    )
 
 
 def _loopback(host: str) -> str:

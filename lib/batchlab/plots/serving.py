@@ -38,6 +38,7 @@ __all__ = [
     "kv_utilisation_figure",
     "latency_cdf_by_policy_figure",
     "load_sweep_figure",
+    "live_vs_simulated_figure",
     "load_sweep_knee_table",
     "policy_dashboard_figure",
     "step_kinds",
@@ -636,4 +637,179 @@ def kv_utilisation_figure(
     fig.update_yaxes(title_text="requests", rangemode="tozero", row=2, col=1)
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
     fig.update_layout(title=title or "KV-cache use and queue over time", legend_title_text="run")
+    return fit_to_output(fig, rows=2)
+
+
+#: The panels of :func:`live_vs_simulated_figure`: a metric's base name -> panel title (units).
+_LIVE_PANELS = {
+    "throughput": "throughput (requests/s)",
+    "output": "output throughput (tokens/s)",
+    "ttft": "time to first token (ms)",
+    "tpot": "time per output token (ms)",
+    "latency": "end-to-end latency (ms)",
+}
+_LIVE_UNITS = {
+    "throughput": "requests/s",
+    "output": "tokens/s",
+    "ttft": "ms",
+    "tpot": "ms",
+    "latency": "ms",
+}
+_PERCENTILE_DASH = {"p50": "solid", "p95": "dash", "p99": "dot", "mean": "dashdot"}
+
+
+def _live_panel(metric: str) -> str:
+    base = metric.split("_", 1)[0]
+    if base not in _LIVE_PANELS:
+        raise InputError(
+            f"no panel for metric {metric!r} (throughput_rps, output_tokens_per_s, ttft_*, "
+            "tpot_*, latency_*)",
+            field="metrics",
+        )
+    return base
+
+
+def live_vs_simulated_figure(
+    comparison: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = (
+        "throughput_rps",
+        "ttft_p50_ms",
+        "ttft_p99_ms",
+        "latency_p50_ms",
+        "latency_p99_ms",
+    ),
+    mode: str | None = None,
+    log_x: bool = True,
+    title: str | None = None,
+) -> go.Figure:
+    """A live server against the simulator, level by level: measured and simulated figures
+    (top row, one panel per quantity: throughput, TTFT, end-to-end latency ...) and their ratio
+    simulated / measured (bottom row, a dotted line at 1: perfect agreement).
+
+    ``comparison``: :func:`batchlab.sim_vs_live.compare_loadtest`'s table (``mode``, ``level``,
+    ``metric``, ``measured``, ``simulated``, ``ratio``), one load mode (``mode``: which one,
+    default the table's only one). Measured lines solid, simulated dashed-and-hollow in their own
+    color; percentiles by line style (p50 solid, p95 dashed, p99 dotted). x: clients (closed
+    loop) or requests/s (open loop), log scale by default.
+    """
+    need = ("mode", "level", "metric", "measured", "simulated", "ratio")
+    if not isinstance(comparison, pd.DataFrame):
+        raise InputError(
+            f"expected a comparison table (DataFrame), got {type(comparison).__name__}",
+            field="comparison",
+        )
+    for col in need:
+        if col not in comparison.columns:
+            raise InputError("missing column (compare_loadtest's table)", field=col)
+    modes = list(dict.fromkeys(comparison["mode"].astype(str)))
+    if mode is None:
+        if len(modes) != 1:
+            raise InputError(
+                f"the table has load modes {modes}; choose one with mode=", field="mode"
+            )
+        mode = modes[0]
+    if mode not in modes:
+        raise InputError(f"no mode {mode!r} in the table; it has {modes}", field="mode")
+    metrics = list(metrics)
+    if not metrics:
+        raise InputError("name at least one metric", field="metrics")
+    part = comparison[comparison["mode"].astype(str) == mode]
+    known = set(part["metric"].astype(str))
+    for m in metrics:
+        if m not in known:
+            raise InputError(f"metric {m!r} is not in the table", field="metrics")
+    panels = list(dict.fromkeys(_live_panel(m) for m in metrics))
+    cols = len(panels)
+    fig = make_subplots(
+        rows=2,
+        cols=cols,
+        shared_xaxes=True,
+        row_heights=[0.65, 0.35],
+        vertical_spacing=0.1,
+        horizontal_spacing=0.08 if cols > 1 else 0.0,
+        subplot_titles=[_LIVE_PANELS[p] for p in panels] + [""] * cols,
+    )
+    sources = (("measured", series_color(0), "solid"), ("simulated", series_color(1), "dash"))
+    ratios = part["ratio"].to_numpy(dtype=np.float64)
+    finite = ratios[np.isfinite(ratios)]
+    for metric in metrics:
+        c = panels.index(_live_panel(metric)) + 1
+        rows_m = part[part["metric"].astype(str) == metric].sort_values("level", kind="stable")
+        xs = rows_m["level"].to_numpy(dtype=np.float64)
+        stat = metric.split("_")[1] if metric.count("_") >= 2 else ""
+        short = f"{stat} " if stat in _PERCENTILE_DASH else ""
+        unit = _LIVE_UNITS[_live_panel(metric)]
+        for source, color, dash in sources:
+            line_dash = _PERCENTILE_DASH.get(stat, "solid") if source == "measured" else dash
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=rows_m[source].to_numpy(dtype=np.float64),
+                    name=f"{source} {short}{_live_panel(metric)}".strip(),
+                    legendgroup=source,
+                    mode="lines+markers",
+                    line={"color": color, "dash": line_dash},
+                    marker={
+                        "color": color,
+                        "symbol": "circle" if source == "measured" else "circle-open",
+                        "size": 8,
+                    },
+                    hovertemplate=(
+                        f"{source} {metric}<br>load %{{x:.4g}}: %{{y:.4g}} {unit}<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=c,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=rows_m["ratio"].to_numpy(dtype=np.float64),
+                name=f"ratio {metric}",
+                legendgroup="ratio",
+                showlegend=False,
+                mode="lines+markers",
+                line={"color": "#555555", "dash": _PERCENTILE_DASH.get(stat, "solid")},
+                marker={"color": "#555555", "size": 7},
+                hovertemplate=f"{metric}: simulated / measured %{{y:.3f}}<extra></extra>",
+            ),
+            row=2,
+            col=c,
+        )
+    lo = min(0.5, float(finite.min()) * 0.9) if finite.size else 0.5
+    hi = max(2.0, float(finite.max()) * 1.1) if finite.size else 2.0
+    levels = part["level"].to_numpy(dtype=np.float64)
+    x0, x1 = float(np.nanmin(levels)), float(np.nanmax(levels))
+    xlabel = _LOAD_AXIS.get(mode, "load")
+    for c in range(1, cols + 1):
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1],
+                y=[1.0, 1.0],
+                name="agreement",
+                showlegend=False,
+                mode="lines",
+                line={"color": "#999999", "dash": "dot", "width": 1},
+                hoverinfo="skip",
+            ),
+            row=2,
+            col=c,
+        )
+        fig.update_yaxes(title_text=_LIVE_UNITS[panels[c - 1]], rangemode="tozero", row=1, col=c)
+        fig.update_yaxes(
+            title_text="simulated / measured (×)" if c == 1 else "ratio (×)",
+            type="log",
+            range=[np.log10(lo), np.log10(hi)],
+            row=2,
+            col=c,
+        )
+        fig.update_xaxes(title_text=xlabel, row=2, col=c)
+        if log_x:
+            fig.update_xaxes(type="log", row=1, col=c)
+            fig.update_xaxes(type="log", row=2, col=c)
+    fig.update_layout(
+        title=title or "Live server vs simulation of the same arrivals; below: their ratio",
+        legend_title_text="",
+    )
     return fit_to_output(fig, rows=2)
