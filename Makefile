@@ -44,9 +44,15 @@ test: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
+# The fast tier runs on every core (pytest-xdist, JOBS=auto; JOBS=0 for one process) and keeps
+# compiled test modules (pytest's rewritten asserts) under PYCACHE, outside the repository, even
+# where PYTHONDONTWRITEBYTECODE is set: a second run skips the compile.
+JOBS ?= auto
+PYCACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/batchlab/pycache
 check: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
-	$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider -p no:nbval -q tests
+	PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX="$(PYCACHE)" \
+		$(BIN)/python -m pytest -m "not slow" -p no:cacheprovider -p no:nbval -q -n $(JOBS) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)

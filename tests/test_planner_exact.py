@@ -187,6 +187,7 @@ def test_bounds_are_below_every_plan_on_medium_instances(cm, seed):
     assert checked > 0
 
 
+@pytest.mark.slow
 def test_certified_gap_on_the_data_workloads():
     """The quality bar: on data/chat and data/docs with data/limits.toml, static-graph, the printed
     gap is at most 0.5 % (a 30 % worse planner or a 30 % weaker bound fails)."""

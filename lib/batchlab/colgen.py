@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchlab.exact import BucketSpec, CapProblem, highs_solver
+from batchlab.exact import BucketSpec, CapProblem, highs_solver, run_highs
 
 __all__ = ["CapColumnGeneration", "RelaxationResult"]
 
@@ -397,7 +397,7 @@ class CapColumnGeneration:
 
     # -- the LP --------------------------------------------------------------------------
     def _lp(self):
-        self.h.run()
+        run_highs(self.h)
         sol = self.h.getSolution()
         y = np.asarray(sol.row_dual, dtype=np.float64)
         x = np.asarray(sol.col_value, dtype=np.float64)
@@ -658,7 +658,7 @@ class CapColumnGeneration:
             h.setSolution(len(nz), nz.astype(np.int32), x0[nz])
         h.setOptionValue("time_limit", float(max(0.02, left)))
         h.setOptionValue("mip_rel_gap", rel_gap)
-        h.run()
+        run_highs(h)
         sol = h.getSolution()
         if not sol.value_valid:
             return None

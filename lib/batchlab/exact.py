@@ -45,6 +45,7 @@ __all__ = [
     "dual_ascent",
     "highs_solver",
     "lagrangian_bound",
+    "run_highs",
     "solve_exact",
 ]
 
@@ -214,6 +215,18 @@ def _quiet_stdout():
         os.close(devnull)
 
 
+def run_highs(h) -> None:
+    """``h.run()``, once more without presolve when HiGHS ends in a solve error (its presolve
+    fails on some models whose limit rows are tight at the optimum)."""
+    import highspy
+
+    h.run()
+    if h.getModelStatus() == highspy.HighsModelStatus.kSolveError:
+        h.setOptionValue("presolve", "off")
+        h.clearSolver()
+        h.run()
+
+
 def highs_solver():
     """A quiet, single-threaded HiGHS instance (no banner, no log) and HiGHS's infinity."""
     import highspy
@@ -315,7 +328,7 @@ class _Model:
         h.setOptionValue("mip_abs_gap", 0.0)
         h.setOptionValue("threads", 1)
         h.passModel(lp)
-        h.run()
+        run_highs(h)
         status = h.getModelStatus()
         info = h.getInfo()
         sol = h.getSolution()

@@ -768,6 +768,14 @@ _MERGE_LIMIT = 2500
 _EXACT_AUTO_SIZE = 4000
 #: the Lagrangian bound is computed when a bucket has at most this many types
 _BOUND_LIMIT = 4000
+#: Bounds from HiGHS (MILP dual bounds, LP optima) are exact only up to its feasibility
+#: tolerances (1e-7): they are lowered by this share so that no bound exceeds the optimum.
+_SOLVER_BOUND_SLACK = 2e-7
+
+
+def _safe_bound(value: float) -> float:
+    """A solver's bound lowered by its tolerance (:data:`_SOLVER_BOUND_SLACK`)."""
+    return value - _SOLVER_BOUND_SLACK * abs(value) if math.isfinite(value) else value
 #: buckets larger than this are compared with the baseline only, not the whole sweep grid
 _REFERENCE_GRID_LIMIT = 20_000
 #: the shape-cap bound is computed when types × candidate shapes is at most this
@@ -1221,7 +1229,8 @@ def _arrange(
     lim95 = bucket.limits.max_p95_latency_ms
     crosses = np.zeros(len(lat), dtype=bool)
     if lim95 is not None:
-        crosses = (lat <= lim95) & (lat + cm.compile_ms > lim95)
+        top95 = lim95 * (1 + 1e-12)  # the tolerance of Limits.violations and the exact model
+        crosses = (lat <= top95) & (lat + cm.compile_ms > top95)
     carrier = np.zeros(len(lat), dtype=bool)
     pick = np.lexsort((inc, crosses, seq))
     first = np.unique(seq[pick], return_index=True)[1]
@@ -2048,9 +2057,9 @@ def plan_requests(
         mu = mus[i]
         known = {
             "simple": b.bounds.min_cost,
-            "exact": per_exact[i],
-            "colgen": per_cg[i],
-            "shape-cap": cap_bounds[i],
+            "exact": _safe_bound(per_exact[i]),
+            "colgen": _safe_bound(per_cg[i]),
+            "shape-cap": _safe_bound(cap_bounds[i]),
         }
         cost_i = c.summary["total_cost"]
         weak = max(known.values()) < cost_i / (
@@ -2060,7 +2069,7 @@ def plan_requests(
         if small and weak and (per_cg_status[i] == "not run" or time.perf_counter() < deadline):
             lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
             if lag is not None:
-                known["lagrangian"] = lag
+                known["lagrangian"] = _safe_bound(lag)
         method = max(known, key=lambda k: known[k])
         bound = known[method]
         bounds_total += bound
@@ -2076,7 +2085,11 @@ def plan_requests(
         )
         bar.update()
     bar.close()
-    total_bound = max(bounds_total + shapes_total - own_total, exact_bound, joint_cap_bound)
+    total_bound = max(
+        bounds_total + shapes_total - own_total,
+        _safe_bound(exact_bound),
+        _safe_bound(joint_cap_bound),
+    )
     used = sorted(set().union(*(c.shapes_used() for c in chosen)))
     methods = {c.settings.get("method", "contiguous") for c in chosen}
     return PlanResult(
