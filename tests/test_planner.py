@@ -135,7 +135,7 @@ def buckets(draw):
     return out
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=buckets(),
     cap=st.integers(1, 4),

@@ -66,6 +66,7 @@ def test_prompt_words_are_one_token_each_and_no_bos_is_added() -> None:
     assert len(fast(chat)["input_ids"]) == 37 + 2  # "user:" and "assistant:"
 
 
+@pytest.mark.slow
 def test_saved_folder_is_reused_and_generates_exactly_max_new_tokens(tiny_dir) -> None:
     from batchlab.measure import load_model
 

@@ -776,6 +776,8 @@ _SOLVER_BOUND_SLACK = 2e-7
 def _safe_bound(value: float) -> float:
     """A solver's bound lowered by its tolerance (:data:`_SOLVER_BOUND_SLACK`)."""
     return value - _SOLVER_BOUND_SLACK * abs(value) if math.isfinite(value) else value
+
+
 #: buckets larger than this are compared with the baseline only, not the whole sweep grid
 _REFERENCE_GRID_LIMIT = 20_000
 #: the shape-cap bound is computed when types × candidate shapes is at most this
