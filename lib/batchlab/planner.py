@@ -766,6 +766,10 @@ def _contiguous_search(
 _MERGE_LIMIT = 2500
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
 _EXACT_AUTO_SIZE = 4000
+#: ``exact="auto"`` also solves a larger model (up to this size) when the heuristics leave a
+#: certified gap above _EXACT_RETRY_GAP and the time budget allows
+_EXACT_RETRY_SIZE = 40_000
+_EXACT_RETRY_GAP = 0.005
 #: the Lagrangian bound is computed when a bucket has at most this many types
 _BOUND_LIMIT = 4000
 #: Bounds from HiGHS (MILP dual bounds, LP optima) are exact only up to its feasibility
@@ -1897,8 +1901,17 @@ def plan_requests(
     exact_status = "not run"
     large = []
 
-    def want_exact(size: int) -> bool:
-        return exact == "always" or (exact == "auto" and size <= _EXACT_AUTO_SIZE)
+    def want_exact(size: int, gap: float = 0.0) -> bool:
+        """Solve exactly: always, or (auto) when the model is small, or not too large while the
+        heuristics' certified gap is above _EXACT_RETRY_GAP with time left."""
+        if exact == "always":
+            return True
+        if exact != "auto":
+            return False
+        if size <= _EXACT_AUTO_SIZE:
+            return True
+        room = deadline - time.perf_counter() > 0.5
+        return size <= _EXACT_RETRY_SIZE and gap > _EXACT_RETRY_GAP and room
 
     if not cm.padded:
         declared = _static_shapes(prepared, cm, cap)
@@ -1945,7 +1958,9 @@ def plan_requests(
                 bucket_cg[i] = res.bound * (1 - 1e-9) if math.isfinite(res.bound) else res.bound
                 cg_status[i] = res.status
                 tried[i] += cands
-            if want_exact(model_size([spec])):
+            known_bound = max(bucket_cg[i], b.bounds.min_cost)
+            gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
+            if want_exact(model_size([spec]), gap_i):
                 left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
                 status, bound, cands = _exact_candidates(
                     [b], cm, [problem], [inverse], [spec], cap, [declared[i]], left
