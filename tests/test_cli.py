@@ -61,6 +61,21 @@ def test_plan_json_and_limits(workloads, tmp_path, capsys):
     assert sizes.max() <= 4
 
 
+def test_a_shared_limits_file_plans_some_of_its_inputs(workloads, tmp_path, capsys):
+    # data/limits.toml has tables for chat and docs: planning chat alone uses its table and says
+    # the other is not used; a file whose tables match no input is an input error
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[chat]\nmax_batch_size = 4\n\n[docs]\nmax_batch_size = 2\n")
+    out_path = tmp_path / "a.jsonl"
+    code, out, err = run(capsys, "plan", workloads[0], "-o", out_path, "--limits", limits)
+    assert code == 0, err
+    assert "tables ['docs'] match no input file stem" in err and "not used" in err
+    assert read_plan(out_path).groupby("batch_id").size().max() <= 4
+    limits.write_text("[docs]\nmax_batch_size = 2\n")
+    code, out, err = run(capsys, "plan", workloads[0], "-o", out_path, "--limits", limits)
+    assert code == 2 and err.count("\n") == 1 and "match no input file stem" in err
+
+
 def test_unmeetable_limit_exits_1_with_one_line(workloads, tmp_path, capsys):
     limits = tmp_path / "limits.toml"
     limits.write_text("[docs]\nmax_p95_latency_ms = 1\n")

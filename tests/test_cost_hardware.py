@@ -191,3 +191,15 @@ def test_cli_plan_evaluate_verify_in_real_units(chat, tmp_path, capsys):
     code = main(["evaluate", str(requests), str(plan), "--cost-model", "x@h100-sxm"])
     out = capsys.readouterr()
     assert code == 2 and "--cost-model" in out.err and "Traceback" not in out.err
+
+
+def test_cli_tables_count_a_hardware_preset_in_gpu_ms(chat, tmp_path, capsys):
+    requests, plan = tmp_path / "chat.jsonl", tmp_path / "chat.plan.jsonl"
+    write_requests(chat, requests)
+    write_plan(bucketed_plan(chat, [2048], max_batch_size=8), plan)
+    assert main(["evaluate", str(requests), str(plan), "--cost-model", "llama-3-8b@h100-sxm"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["total_cost"] == "GPU-ms" and rows["cost_decode"] == "GPU-ms"
+    assert main(["evaluate", str(requests), str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-ms" not in out and "cost units" in out

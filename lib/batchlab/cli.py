@@ -341,6 +341,14 @@ def _print_json(obj) -> None:
     print(json.dumps(_jsonable(obj), indent=2))
 
 
+def _cost_units(cm: Any, names) -> dict[str, str]:
+    """The unit of each cost metric among ``names`` under ``cm`` (``cost units``, or ``GPU-ms``
+    for a hardware preset or a measurement), for :func:`_table`."""
+    return {
+        str(n): cm.cost_unit for n in names if str(n) == "total_cost" or str(n).startswith("cost_")
+    }
+
+
 def _table(df: pd.DataFrame, units: dict[str, str] | None = None) -> str:
     """A table as the CLI prints it: the formats of :func:`batchlab.tables.text_table` (one
     number format per column, units in the headers, "—" for no value)."""
@@ -465,10 +473,16 @@ def cmd_plan(args) -> int:
     if args.limits:
         limits = read_limits(args.limits)
         unknown = sorted(set(limits) - set(names))
-        if unknown:
+        if unknown and len(unknown) == len(limits):  # a limits file for other inputs
             raise InputError(
                 f"tables {unknown} match no input file stem (stems: {names})", path=args.limits
             )
+        if unknown:  # a shared limits file, planned for some of its inputs
+            _warn(
+                f"{args.limits}: tables {unknown} match no input file stem (stems: {names}); "
+                "their limits are not used"
+            )
+            limits = {k: v for k, v in limits.items() if k in names}
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
@@ -535,7 +549,7 @@ def cmd_plan(args) -> int:
         f"total: cost {result.total_cost:,.6g}, lower bound {result.lower_bound:,.6g},"
         f" certified gap {100 * result.optimality_gap:.3f} %"
     )
-    print(_table(comparison))
+    print(_table(comparison, _cost_units(cm, comparison["metric"])))
     return EXIT_OK
 
 
@@ -703,7 +717,7 @@ def cmd_evaluate(args) -> int:
         return EXIT_OK
     print(f"cost model {cm.name}, granularity {cm.granularity}")
     rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
-    print(_table(rows))
+    print(_table(rows, _cost_units(cm, summary)))
     return EXIT_OK
 
 

@@ -61,7 +61,7 @@ step for all its members, KV cache per sequence).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -166,6 +166,9 @@ class CostModel:
             raise TypeError(
                 f"coefficients must be a CostCoefficients, got {type(self.coefficients).__name__}"
             )
+
+    #: what a cost is counted in (the unit of every ``cost_*`` figure and ``total_cost``)
+    cost_unit: ClassVar[str] = "cost units"
 
     # -- scalar parameters -------------------------------------------------------------------
     @property
@@ -348,6 +351,8 @@ class StepTimeCostModel(CostModel):
     Vectorized: prefill times per distinct length; decode sums from per-size cumulative tables
     over contexts (one vectorized ``decode_steps_ms`` call per batch size seen).
     """
+
+    cost_unit: ClassVar[str] = "GPU-ms"
 
     step_time: Any = None
     gpus: int = 1
