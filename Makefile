@@ -40,9 +40,11 @@ lab-scratch: $(STAMP)
 	ln -sfn "$(CURDIR)/data" "$(SCRATCH)/data"
 	cd "$(SCRATCH)" && "$(CURDIR)/$(BIN)/jupyter" lab $(LAB_ROOT_ARGS) $(ARGS) notebooks/00_start_here.ipynb
 
+# make test runs hypothesis derandomized (BATCHLAB_HYPOTHESIS_PROFILE=ci, tests/conftest.py):
+# the same examples every run; make check explores new ones each time.
 test: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
-	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	BATCHLAB_HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 # The fast tier runs on every core (pytest-xdist, JOBS=auto; JOBS=0 for one process) and keeps
 # compiled test modules (pytest's rewritten asserts) under PYCACHE, outside the repository, even

@@ -3,8 +3,18 @@
 
 from __future__ import annotations
 
+import os
+
 import builders
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles: "explore" (the default: new random examples every run, failures printed
+# with their reproduction blob) and "ci" (``make test``: a fixed, derandomized set of examples, no
+# example database written, so a landing run is repeatable). BATCHLAB_HYPOTHESIS_PROFILE picks.
+settings.register_profile("explore", print_blob=True)
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("BATCHLAB_HYPOTHESIS_PROFILE", "explore"))
 
 
 @pytest.fixture(scope="session")
