@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import builders
 import pytest
@@ -15,6 +16,13 @@ from hypothesis import settings
 settings.register_profile("explore", print_blob=True)
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile(os.environ.get("BATCHLAB_HYPOTHESIS_PROFILE", "explore"))
+
+# A shell that starts a job in the background (``make test &``, nohup) makes it ignore SIGINT,
+# and an ignored signal stays ignored in every child: Python would then never raise
+# KeyboardInterrupt, here or in the commands the tests start and interrupt. Take Python's own
+# handler back (children get the default action, and Python installs its handler again).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
