@@ -722,6 +722,27 @@ class Notebook:
         chain.key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL)
         chain.send_keys(text).send_keys(Keys.ENTER).perform()
 
+    def set_readout(
+        self, output: Any, label: str, text: str, value: Callable[[str], Any], attempts: int = 3
+    ) -> None:
+        """Type ``text`` into the readout of slider ``label`` and wait for the widget's update,
+        until the slider shows it (``value(readout) == value(text)``): a key press that lands
+        while the page still renders an earlier update is lost, as a reader would see and
+        type again."""
+        for _ in range(attempts):
+            before = self.snapshot(output)
+            self.type_readout(output, label, text)
+            try:
+                self.wait_for_update(output, before, timeout_s=20.0)
+            except TimeoutError:  # the keys were lost: nothing changed
+                continue
+            if value(self.controls(output)[label]["value"]) == value(text):
+                return
+        raise AssertionError(
+            f"{self.path}: slider {label!r} does not take {text!r} after {attempts} tries: "
+            f"{self.controls(output)[label]['value']!r}"
+        )
+
     def figure_data(self, output: Any) -> list[dict[str, Any]]:
         """The traces of the widget's plotly figure as plotly.js holds them (``gd.data``):
         ``type``, ``name``, ``x``, ``y``."""

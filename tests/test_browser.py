@@ -413,9 +413,7 @@ def test_policy_explorer_sliders_in_jupyterlab(lab: Mapping[str, Any]) -> None:
     _assert_clean(nb, "chapter 5 after Run All")
 
     seqs = 16 if int(controls[seqs_label]["value"]) != 16 else 32
-    before = nb.snapshot(out)
-    nb.type_readout(out, seqs_label, str(seqs))
-    nb.wait_for_update(out, before)
+    nb.set_readout(out, seqs_label, str(seqs), int)
     controls = nb.controls(out)
     assert int(controls[seqs_label]["value"]) == seqs, _values(controls)
     view1 = check(controls, f"max_num_seqs = {seqs}")
