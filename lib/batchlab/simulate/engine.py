@@ -9,6 +9,7 @@ replica: hand over arrivals, start what the policy says, advance the clock.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from batchlab.simulate.state import (
     PRIORITY_NAMES,
     STEP_COLUMNS,
     ArrivalStream,
+    Batch,
     Records,
     RequestArrays,
     SimState,
@@ -45,17 +47,22 @@ __all__ = [
     "MAX_BLOCK_SIZE",
     "MAX_KV_BLOCKS",
     "RunSetup",
+    "Watch",
+    "advance",
     "draw_arrivals",
+    "drive",
     "prepare",
     "priority_levels",
     "request_table",
     "resolve_step_time",
     "run",
     "simulate",
+    "stall_error",
     "step_table",
 ]
 
 _STEP_INT = STEP_COLUMNS[2:]
+_BAR_EVERY = 256  # finished requests between progress-bar updates
 #: the largest KV block (tokens); the continuous policy keeps counts per token of a block.
 MAX_BLOCK_SIZE = 65_536
 #: the most KV blocks a run may have (far beyond any device's memory).
@@ -243,15 +250,7 @@ def simulate(
         block_size=block_size,
         memory_fraction=memory_fraction,
     )
-    arrivals = setup.new_arrivals()
-    state = SimState(
-        setup.requests,
-        arrivals,
-        Records(setup.n),
-        setup.step_time,
-        setup.kv_blocks,
-        setup.block_size,
-    )
+    state = setup.replica(setup.new_arrivals(), Records(setup.n))
     pol.setup(state)
     run(state, pol, progress)
     return _result(setup, state, pol)
@@ -260,49 +259,124 @@ def simulate(
 def run(state: SimState, pol: Policy, progress: bool = False) -> None:
     """The event loop of one replica: hand over arrivals, start what the policy says, advance
     the clock; until every request has finished (a stall is a
-    :class:`~batchlab.errors.SimulationError`)."""
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=state.n, unit="req", desc=f"simulate {pol.name}")
-    shown = 0
-    n = state.n
-    arrivals, records = state.arrivals, state.records
+    :class:`~batchlab.errors.SimulationError`). ``progress`` shows a tqdm bar of finished
+    requests."""
+    watch = Watch(state.n, f"simulate {pol.name}", progress=progress)
     try:
-        while records.finished < n:
-            taken = arrivals.take(state.clock)
-            if taken is not None:
-                arrived, at_ms = taken
-                records.delivered(at_ms, state.clock)
-                pol.on_arrivals(state, arrived)
-            b = pol.next_batch(state)
-            if b is None:
-                t = min(arrivals.next_ms(), pol.wake_time(state))
-                if t == INF:
-                    if pol.flush(state):
-                        continue
-                    raise SimulationError(
-                        f"simulation stalled at {state.clock:,.3f} ms: {n - records.finished:,} "
-                        f"request(s) unfinished that policy {pol.name!r} "
-                        f"({', '.join(f'{k}={v}' for k, v in pol.options().items())}) never "
-                        f"starts, with {state.kv_blocks:,} KV blocks of {state.block_size} tokens"
-                    )
-                if t > state.clock:
-                    state.clock = t
-                continue
-            state.clock = b.start_ms + b.duration_ms
-            finished = state.record(b)
-            if finished:
-                arrivals.on_finished(finished, state.clock)
-            pol.on_batch_end(state, b)
-            if bar is not None and records.finished - shown >= 256:
-                bar.update(records.finished - shown)
-                shown = records.finished
+        drive(state, pol, watch)
     finally:
-        if bar is not None:
-            bar.update(records.finished - shown)
-            bar.close()
+        watch.close(state.records.finished)
+
+
+class Watch:
+    """The progress bar and the stop rule of a run, checked as its count of finished requests
+    grows: ``progress`` shows a tqdm bar (``total`` requests, ``desc``) updated every 256;
+    ``stop()`` (no arguments; True ends the run) is asked every ``every`` finished requests.
+    :meth:`tick` is due once the count reaches ``next``."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        progress: bool = False,
+        stop: Callable[[], bool] | None = None,
+        every: int = 1,
+    ) -> None:
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="req", desc=desc)
+        self.stop, self.every = stop, max(1, every)
+        self.next_check = self.every if stop is not None else math.inf
+        self.next_bar = _BAR_EVERY if self.bar is not None else math.inf
+        self.shown = 0
+        self.next = min(self.next_check, self.next_bar)
+
+    def tick(self, finished: int) -> bool:
+        """Called when ``finished`` requests have finished (>= ``self.next``); True to stop."""
+        if finished >= self.next_bar:
+            self.bar.update(finished - self.shown)
+            self.shown = finished
+            self.next_bar = finished + _BAR_EVERY
+        stop = False
+        if finished >= self.next_check:
+            self.next_check = finished + self.every
+            stop = bool(self.stop())
+        self.next = min(self.next_check, self.next_bar)
+        return stop
+
+    def close(self, finished: int) -> None:
+        """The run has ended with ``finished`` requests finished: bring the bar there, close it."""
+        if self.bar is not None:
+            self.bar.update(finished - self.shown)
+            self.shown = finished
+            self.bar.close()
+
+
+def advance(state: SimState, pol: Policy) -> Batch | float:
+    """One event of a replica at its clock: hand the arrivals due by then to the policy, then
+    run the unit of work it starts: the clock moves to the unit's end, the unit is logged and
+    its requests recorded, the arrival stream is told of those it finished, and the unit is
+    returned (calling ``pol.on_batch_end`` is left to the caller). When the policy starts
+    nothing, the clock moves to the next arrival or wake-up time, or the policy flushes what
+    it holds, and the clock (ms) is returned; ``INF`` when nothing can ever happen (no arrival
+    is known, no wake-up is due, nothing was flushed; the clock stays)."""
+    arrivals = state.arrivals
+    taken = arrivals.take(state.clock)
+    if taken is not None:
+        arrived, at_ms = taken
+        state.records.delivered(at_ms, state.clock)
+        pol.on_arrivals(state, arrived)
+    b = pol.next_batch(state)
+    if b is None:
+        t = min(arrivals.next_ms(), pol.wake_time(state))
+        if t == INF:
+            return state.clock if pol.flush(state) else INF
+        if t > state.clock:
+            state.clock = t
+        return state.clock
+    state.clock = b.start_ms + b.duration_ms
+    finished = state.record(b)
+    if finished:
+        arrivals.on_finished(finished, state.clock)
+    return b
+
+
+def stall_error(state: SimState, pol: Policy, unfinished: int) -> SimulationError:
+    """The error of a run whose policy never starts its ``unfinished`` requests."""
+    options = ", ".join(f"{k}={v}" for k, v in pol.options().items())
+    return SimulationError(
+        f"simulation stalled at {state.clock:,.3f} ms: {unfinished:,} request(s) unfinished "
+        f"that policy {pol.name!r} ({options}) never starts, with {state.kv_blocks:,} KV "
+        f"blocks of {state.block_size} tokens"
+    )
+
+
+def drive(state: SimState, pol: Policy, watch: Watch | None = None, done: int = 0) -> int:
+    """Run one replica on its own arrivals until it has finished every request it knows of
+    (all of them in a closed loop), telling ``watch`` the count finished so far (``done``
+    before this replica, plus its own); returns that count, or -1 when ``watch``'s stop rule
+    ended the run. A stall is a :class:`~batchlab.errors.SimulationError`."""
+    records, stream = state.records, state.arrivals
+    n = stream.n if stream.closed else stream.known
+    due = math.inf if watch is None else watch.next
+    while records.finished < n:
+        b = advance(state, pol)
+        if not isinstance(b, Batch):
+            if b == INF:
+                raise stall_error(state, pol, n - records.finished)
+            continue
+        total = done + records.finished
+        if total >= due:
+            stop = watch.tick(total)
+            due = watch.next
+            if stop:
+                pol.on_batch_end(state, b)
+                return -1
+        pol.on_batch_end(state, b)
+    return done + records.finished
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,6 +408,13 @@ class RunSetup:
         """A fresh arrival stream for one run (a closed loop writes arrival times as it goes)."""
         return ArrivalStream(self.arrival_ms.copy(), self.order, self.known, self.think_ms)
 
+    def replica(self, arrivals: ArrivalStream, records: Records) -> SimState:
+        """One replica of this setup (its step times and KV-cache budget) on ``arrivals``,
+        writing into ``records``."""
+        return SimState(
+            self.requests, arrivals, records, self.step_time, self.kv_blocks, self.block_size
+        )
+
 
 def prepare(
     requests: pd.DataFrame,
@@ -353,36 +434,6 @@ def prepare(
     """Check a request table and the run options of :func:`simulate` (same meaning) once, for
     several runs over them (a fleet of replicas, a search over replica counts)."""
     df = validate_requests(requests)
-    return _prepare(
-        df,
-        model,
-        gpu,
-        step_time,
-        rate,
-        concurrency,
-        seed,
-        burstiness,
-        think_time_ms,
-        kv_blocks,
-        block_size,
-        memory_fraction,
-    )
-
-
-def _prepare(
-    df: pd.DataFrame,
-    model: str | ModelSpec,
-    gpu: str | DeviceSpec,
-    step_time: StepTimeModel | pd.DataFrame | None,
-    rate: float | None,
-    concurrency: int | None,
-    seed: int,
-    burstiness: float,
-    think_time_ms: float,
-    kv_blocks: int | None,
-    block_size: int,
-    memory_fraction: float,
-) -> RunSetup:
     st = resolve_step_time(step_time, model, gpu)
     bs = check_scalar(
         block_size, "block_size", int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"

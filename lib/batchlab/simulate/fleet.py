@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import heapq
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +34,16 @@ import pandas as pd
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError, SimulationError
 from batchlab.roofline import DeviceSpec, ModelSpec
-from batchlab.simulate.engine import RunSetup, prepare, request_table, step_table
+from batchlab.simulate.engine import (
+    RunSetup,
+    Watch,
+    advance,
+    drive,
+    prepare,
+    request_table,
+    stall_error,
+    step_table,
+)
 from batchlab.simulate.policies import Policy, make_policy
 from batchlab.simulate.results import SimulationResult
 from batchlab.simulate.routers import Router, make_router
@@ -43,6 +51,7 @@ from batchlab.simulate.state import (
     DEFAULT_BLOCK_SIZE,
     INF,
     ArrivalStream,
+    Batch,
     Records,
     SimState,
 )
@@ -53,8 +62,6 @@ __all__ = ["FleetResult", "FleetRun", "StopRule", "run_fleet", "simulate_fleet"]
 #: ``stop(arrival_ms, records) -> bool``: checked as requests finish; True ends the run early
 #: (for a search that only needs to know a run fails, e.g. an SLO already missed).
 StopRule = Callable[[np.ndarray, Records], bool]
-
-_BAR_EVERY = 256
 
 
 @dataclass(eq=False)
@@ -82,67 +89,6 @@ class FleetRun:
     def finished(self) -> int:
         """Requests finished, over the fleet."""
         return sum(s.records.finished for s in self.states)
-
-
-class _Watch:
-    """Progress bar and stop rule, checked as the fleet's finished count grows."""
-
-    def __init__(self, run: FleetRun, stop: StopRule | None, every: int, bar: Any) -> None:
-        self.run, self.stop, self.every, self.bar = run, stop, max(1, every), bar
-        self.next_check = self.every if stop is not None else math.inf
-        self.next_bar = _BAR_EVERY if bar is not None else math.inf
-        self.shown = 0
-        self.next = min(self.next_check, self.next_bar)
-
-    def tick(self, finished: int) -> bool:
-        """Called when the fleet has ``finished`` requests (>= ``self.next``); True to stop."""
-        if finished >= self.next_bar:
-            self.bar.update(finished - self.shown)
-            self.shown = finished
-            self.next_bar = finished + _BAR_EVERY
-        stop = False
-        if finished >= self.next_check:
-            self.next_check = finished + self.every
-            stop = bool(self.stop(self.run.arrival_ms, self.run.records))
-        self.next = min(self.next_check, self.next_bar)
-        return stop
-
-
-def _drive(state: SimState, pol: Policy, stream: ArrivalStream, watch: _Watch, done: int) -> int:
-    """The event loop of one replica on its own arrivals (:func:`~.engine.run`, with the
-    fleet's progress and stop rule); returns the fleet's finished count, or -1 when stopped."""
-    records = state.records
-    n = stream.known if not stream.closed else stream.n
-    while records.finished < n:
-        taken = stream.take(state.clock)
-        if taken is not None:
-            arrived, at_ms = taken
-            records.delivered(at_ms, state.clock)
-            pol.on_arrivals(state, arrived)
-        b = pol.next_batch(state)
-        if b is None:
-            t = min(stream.next_ms(), pol.wake_time(state))
-            if t == INF:
-                if pol.flush(state):
-                    continue
-                raise SimulationError(
-                    f"simulation stalled at {state.clock:,.3f} ms: {n - records.finished:,} "
-                    f"request(s) unfinished that policy {pol.name!r} never starts, with "
-                    f"{state.kv_blocks:,} KV blocks of {state.block_size} tokens"
-                )
-            if t > state.clock:
-                state.clock = t
-            continue
-        state.clock = b.start_ms + b.duration_ms
-        finished = state.record(b)
-        if finished:
-            stream.on_finished(finished, state.clock)
-            total = done + records.finished
-            if total >= watch.next and watch.tick(total):
-                pol.on_batch_end(state, b)
-                return -1
-        pol.on_batch_end(state, b)
-    return done + records.finished
 
 
 class _RoutedStream:
@@ -185,7 +131,7 @@ class _RoutedStream:
 class _Routed:
     """Replicas behind a state-aware (least-load) router, advanced in time order."""
 
-    def __init__(self, run: FleetRun, stream: ArrivalStream, watch: _Watch) -> None:
+    def __init__(self, run: FleetRun, stream: ArrivalStream, watch: Watch) -> None:
         self.run = run
         self.stream = stream
         self.watch = watch
@@ -247,7 +193,7 @@ class _Routed:
     def drive(self) -> bool:
         """Run to the end; False when the stop rule ended it."""
         run = self.run
-        states, pols, streams = run.states, run.policies, self.streams
+        states, pols = run.states, run.policies
         m = run.n_replicas
         self.parked = [False] * m
         self.heap = [(0.0, r) for r in range(m)]
@@ -267,41 +213,25 @@ class _Routed:
                     f"simulation stalled with {n - finished:,} request(s) unfinished"
                 )
             _, r = heapq.heappop(heap)
-            state, pol, rs = states[r], pols[r], streams[r]
+            state, pol = states[r], pols[r]
             records = state.records
-            taken = rs.take(state.clock)
-            if taken is not None:
-                arrived, at_ms = taken
-                records.delivered(at_ms, state.clock)
-                pol.on_arrivals(state, arrived)
-            b = pol.next_batch(state)
-            if b is None:
+            before = records.finished
+            b = advance(state, pol)
+            if not isinstance(b, Batch):
                 self.pending[r] = 0
-                t = min(rs.next_ms(), pol.wake_time(state))
-                if t == INF:
-                    if pol.flush(state):
-                        heapq.heappush(heap, (state.clock, r))
-                        continue
+                if b == INF:
                     if records.finished < self.routed[r]:
-                        raise SimulationError(
-                            f"simulation stalled at {state.clock:,.3f} ms: {n - finished:,} "
-                            f"request(s) unfinished that policy {pol.name!r} never starts, "
-                            f"with {state.kv_blocks:,} KV blocks of {state.block_size} tokens"
-                        )
+                        raise stall_error(state, pol, n - finished)
                     self.parked[r] = True
                     continue
-                if t > state.clock:
-                    state.clock = t
                 heapq.heappush(heap, (state.clock, r))
                 continue
-            state.clock = b.start_ms + b.duration_ms
-            done = state.record(b)
+            done = records.finished - before
             if done:
                 w = self.wlist
                 gone = sum(w[i] for i in b.finished.tolist())
                 self.pending[r] = gone
                 self.load[r] -= gone
-                stream.on_finished(done, state.clock)
                 finished += done
                 if finished >= watch.next and watch.tick(finished):
                     pol.on_batch_end(state, b)
@@ -354,12 +284,13 @@ def run_fleet(
     run = FleetRun(setup, stream.arrival_ms, shared, [], pols, assignment, rt)
     every = check_scalar(check_every, "check_every", int, min_val=1, allow_none=True)
     every = every if every is not None else max(64, setup.n // 64)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=setup.n, unit="req", desc=f"simulate {m} × {pols[0].name}")
-    watch = _Watch(run, stop, every, bar)
+    watch = Watch(
+        setup.n,
+        f"simulate {m} × {pols[0].name}",
+        progress=progress,
+        stop=None if stop is None else lambda: stop(run.arrival_ms, run.records),
+        every=every,
+    )
     routed = None
     if rt.oblivious and m == 1:
         streams: list[Any] = [stream]
@@ -379,15 +310,7 @@ def run_fleet(
         routed = _Routed(run, stream, watch)
         streams = routed.streams
     run.states = [
-        SimState(
-            setup.requests,
-            streams[r],
-            shared if m == 1 else Records.sharing(shared),
-            setup.step_time,
-            setup.kv_blocks,
-            setup.block_size,
-        )
-        for r in range(m)
+        setup.replica(streams[r], shared if m == 1 else Records.sharing(shared)) for r in range(m)
     ]
     for s, p in zip(run.states, pols, strict=True):
         p.setup(s)
@@ -397,16 +320,14 @@ def run_fleet(
         else:
             done = 0
             for r in range(m):
-                done = _drive(run.states[r], pols[r], streams[r], watch, done)
+                done = drive(run.states[r], pols[r], watch, done)
                 if done < 0:
                     run.stopped = True
                     break
             if m == 1:
                 assignment[stream.order[: stream.known]] = 0
     finally:
-        if bar is not None:
-            bar.update(run.finished - watch.shown)
-            bar.close()
+        watch.close(run.finished)
     return run
 
 
