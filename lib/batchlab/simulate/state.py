@@ -159,12 +159,7 @@ class Records:
         self.finish = np.full(n, np.nan)
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.batch_id = np.full(n, -1, dtype=np.int64)
-        self.finished = 0
-        self.in_system = 0
-        self.occupancy_ms = 0.0
-        self.first_event_ms = INF
-        self.last_event_ms = -INF
-        self._t = -INF
+        self._zero_counters()
 
     @classmethod
     def sharing(cls, other: Records) -> Records:
@@ -179,13 +174,16 @@ class Records:
             other.finish,
         )
         rec.preemptions, rec.batch_id = other.preemptions, other.batch_id
-        rec.finished = 0
-        rec.in_system = 0
-        rec.occupancy_ms = 0.0
-        rec.first_event_ms = INF
-        rec.last_event_ms = -INF
-        rec._t = -INF
+        rec._zero_counters()
         return rec
+
+    def _zero_counters(self) -> None:
+        self.finished = 0
+        self.in_system = 0
+        self.occupancy_ms = 0.0
+        self.first_event_ms = INF
+        self.last_event_ms = -INF
+        self._t = -INF
 
     def _advance(self, t_ms: float) -> None:
         if self.in_system:

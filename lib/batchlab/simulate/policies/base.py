@@ -28,6 +28,7 @@ import pandas as pd
 
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError
+from batchlab.simulate.registry import Registry
 from batchlab.simulate.state import INF, Batch, SimState
 
 __all__ = [
@@ -230,7 +231,7 @@ class Policy:
         """Called with the clock at the batch's end (after its results are recorded)."""
 
 
-POLICIES: dict[str, type[Policy]] = {}
+POLICIES: Registry[type[Policy]] = Registry(Policy, "policy")
 """The registered policies by name (``register_policy`` adds one)."""
 
 
@@ -239,8 +240,7 @@ def register_policy(cls: type[Policy]) -> type[Policy]:
 
     The class must declare a name and well-formed knobs (each default passes its own check).
     """
-    if not (isinstance(cls, type) and issubclass(cls, Policy) and cls.name):
-        raise InputError("a policy must be a Policy subclass with a name", field="policy")
+    POLICIES.check(cls)
     names = [k.name for k in cls.knobs]
     if len(set(names)) != len(names) or not all(isinstance(k, Knob) for k in cls.knobs):
         raise InputError(f"policy {cls.name!r}: knobs must be Knob objects with unique names")
@@ -248,16 +248,12 @@ def register_policy(cls: type[Policy]) -> type[Policy]:
         if not knob.name.isidentifier():
             raise InputError(f"policy {cls.name!r}: knob name {knob.name!r} is not an identifier")
         knob.check(knob.default)
-    POLICIES[cls.name] = cls
-    return cls
+    return POLICIES.register(cls)
 
 
 def get_policy(name: str) -> type[Policy]:
     """The registered policy class ``name`` (case-insensitive); InputError listing them."""
-    key = str(name).strip().lower()
-    if key not in POLICIES:
-        raise InputError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}", field="policy")
-    return POLICIES[key]
+    return POLICIES.lookup(name)
 
 
 def make_policy(name: str | Policy, **options: Any) -> Policy:

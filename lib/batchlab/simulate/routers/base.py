@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from batchlab.errors import InputError
+from batchlab.simulate.registry import Registry
 from batchlab.simulate.state import RequestArrays
 
 __all__ = ["ROUTERS", "Router", "get_router", "make_router", "register_router"]
@@ -94,24 +95,18 @@ class Router:
         return k
 
 
-ROUTERS: dict[str, type[Router]] = {}
+ROUTERS: Registry[type[Router]] = Registry(Router, "router")
 """The registered routers by name (``register_router`` adds one)."""
 
 
 def register_router(cls: type[Router]) -> type[Router]:
     """Add a :class:`Router` subclass to :data:`ROUTERS` under its ``name`` (a decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, Router) and cls.name):
-        raise InputError("a router must be a Router subclass with a name", field="router")
-    ROUTERS[cls.name] = cls
-    return cls
+    return ROUTERS.register(cls)
 
 
 def get_router(name: str) -> type[Router]:
     """The registered router class ``name`` (case-insensitive); InputError listing them."""
-    key = str(name).strip().lower()
-    if key not in ROUTERS:
-        raise InputError(f"unknown router {name!r}; known: {', '.join(ROUTERS)}", field="router")
-    return ROUTERS[key]
+    return ROUTERS.lookup(name)
 
 
 def make_router(router: str | Router) -> Router:
