@@ -505,23 +505,56 @@ def fewest_replicas(
     replica (as :func:`batchlab.simulate.simulate`). ``early_stop``: stop a simulation as soon
     as it has missed the SLO (the answer does not change; its percentiles are then NaN).
     """
-    if not isinstance(slo, SLO):
-        raise InputError(f"expected an SLO, got {type(slo).__name__}", field="slo")
+    _check_slo(slo)
     if not isinstance(config, ServingConfig):
         raise InputError(f"expected a ServingConfig, got {type(config).__name__}", field="config")
-    top = check_scalar(max_replicas, "max_replicas", int, min_val=1, max_val=MAX_REPLICAS)
-    above = check_scalar(check_above, "check_above", int, min_val=0)
-    probe = _Prober(
-        validate_requests(requests),
-        slo,
-        config,
-        as_traffic(traffic),
+    options = _search_options(
+        max_replicas, check_above, step_time, kv_blocks, memory_fraction, early_stop
+    )
+    return _Search(validate_requests(requests), slo, options).search(config, as_traffic(traffic))
+
+
+def _check_slo(slo: Any) -> None:
+    if not isinstance(slo, SLO):
+        raise InputError(f"expected an SLO, got {type(slo).__name__}", field="slo")
+
+
+def _config_list(configs: Mapping[str, Sequence[Any]] | Sequence[ServingConfig]) -> list:
+    """The configurations of a grid ``{field: [values]}`` or a list of them, checked."""
+    config_list = configs_from_space(configs) if isinstance(configs, Mapping) else list(configs)
+    if not config_list or not all(isinstance(c, ServingConfig) for c in config_list):
+        raise InputError("give a grid {field: [values]} or a list of ServingConfig")
+    return config_list
+
+
+def _simulation_options(
+    step_time: Any, kv_blocks: int | None, memory_fraction: float, early_stop: bool
+) -> dict[str, Any]:
+    """The options of every simulation of a search (see :func:`fewest_replicas`)."""
+    return dict(
         step_time=step_time,
         kv_blocks=kv_blocks,
         memory_fraction=memory_fraction,
         early_stop=check_scalar(early_stop, "early_stop", bool),
     )
-    return _search(probe, top, above)
+
+
+def _search_options(
+    max_replicas: int,
+    check_above: int,
+    step_time: Any,
+    kv_blocks: int | None,
+    memory_fraction: float,
+    early_stop: bool,
+) -> dict[str, Any]:
+    """The options of a replica search (see :func:`fewest_replicas`), checked."""
+    return dict(
+        max_replicas=check_scalar(
+            max_replicas, "max_replicas", int, min_val=1, max_val=MAX_REPLICAS
+        ),
+        check_above=check_scalar(check_above, "check_above", int, min_val=0),
+        **_simulation_options(step_time, kv_blocks, memory_fraction, early_stop),
+    )
 
 
 def _search(probe: _Prober, top: int, above: int) -> ReplicaSearch:
@@ -604,11 +637,15 @@ class _Search:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "shared": _Shared(self.requests)}  # workers fill their own
 
-    def __call__(self, config: ServingConfig, traffic: Traffic) -> dict[str, Any]:
+    def search(self, config: ServingConfig, traffic: Traffic) -> ReplicaSearch:
+        """The fewest replicas of ``config`` at ``traffic`` (see :func:`fewest_replicas`)."""
         opts = dict(self.options)
         top, above = opts.pop("max_replicas"), opts.pop("check_above")
         probe = _Prober(self.requests, self.slo, config, traffic, shared=self.shared, **opts)
-        return _search(probe, top, above).row()
+        return _search(probe, top, above)
+
+    def __call__(self, config: ServingConfig, traffic: Traffic) -> dict[str, Any]:
+        return self.search(config, traffic).row()
 
 
 @dataclass(frozen=True, eq=False)
@@ -728,16 +765,10 @@ def capacity_search(
     cannot be simulated (e.g. a prompt longer than ``max_num_batched_tokens`` without chunked
     prefill) gets its reason in ``error``.
     """
-    if not isinstance(slo, SLO):
-        raise InputError(f"expected an SLO, got {type(slo).__name__}", field="slo")
+    _check_slo(slo)
     if latency not in _PERCENTILE_COLUMNS:
         raise InputError(f"must be one of {', '.join(_PERCENTILE_COLUMNS)}", field="latency")
-    if isinstance(configs, Mapping):
-        config_list = configs_from_space(configs)
-    else:
-        config_list = list(configs)
-        if not config_list or not all(isinstance(c, ServingConfig) for c in config_list):
-            raise InputError("give a grid {field: [values]} or a list of ServingConfig")
+    config_list = _config_list(configs)
     levels = [as_traffic(t) for t in traffic]
     if not levels:
         raise InputError("give at least one traffic level", field="traffic")
@@ -747,15 +778,8 @@ def capacity_search(
     if price_table is not None:
         for c in config_list:
             price_table.price_per_hour(c.gpu)
-    options = dict(
-        max_replicas=check_scalar(
-            max_replicas, "max_replicas", int, min_val=1, max_val=MAX_REPLICAS
-        ),
-        check_above=check_scalar(check_above, "check_above", int, min_val=0),
-        step_time=step_time,
-        kv_blocks=kv_blocks,
-        memory_fraction=memory_fraction,
-        early_stop=check_scalar(early_stop, "early_stop", bool),
+    options = _search_options(
+        max_replicas, check_above, step_time, kv_blocks, memory_fraction, early_stop
     )
     table_in = validate_requests(requests)
     swept = grid_sweep(
@@ -839,21 +863,13 @@ def replica_table(
     read the table with (:func:`fewest_in_table`); it is kept in ``table.attrs["slo"]``. Other
     options as :func:`capacity_search`.
     """
-    if not isinstance(slo, SLO):
-        raise InputError(f"expected an SLO, got {type(slo).__name__}", field="slo")
-    config_list = configs_from_space(configs) if isinstance(configs, Mapping) else list(configs)
-    if not config_list or not all(isinstance(c, ServingConfig) for c in config_list):
-        raise InputError("give a grid {field: [values]} or a list of ServingConfig")
+    _check_slo(slo)
+    config_list = _config_list(configs)
     counts = [check_scalar(r, "replicas", int, min_val=1) for r in replicas]
     if not counts:
         raise InputError("give at least one replica count", field="replicas")
     levels = [as_traffic(t) for t in traffic]
-    options = dict(
-        step_time=step_time,
-        kv_blocks=kv_blocks,
-        memory_fraction=memory_fraction,
-        early_stop=check_scalar(early_stop, "early_stop", bool),
-    )
+    options = _simulation_options(step_time, kv_blocks, memory_fraction, early_stop)
     swept = grid_sweep(
         _Count(validate_requests(requests), slo, options),
         {"config": config_list, "traffic": levels, "replicas": counts},
@@ -885,8 +901,7 @@ def fewest_in_table(
     its percentiles, no simulation). One row per group: ``by``, ``replicas`` and ``gpus``
     (NaN when no count of the table meets it), ``feasible``, ``monotone`` (every larger count
     of the table meets it too) and the row's percentiles."""
-    if not isinstance(slo, SLO):
-        raise InputError(f"expected an SLO, got {type(slo).__name__}", field="slo")
+    _check_slo(slo)
     keys = [k for k in by if k in table.columns]
     if "replicas" not in table.columns:
         raise InputError("missing column", field="replicas")
