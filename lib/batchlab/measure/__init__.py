@@ -68,6 +68,7 @@ from batchlab.measure.analysis import (
 from batchlab.measure.engine import (
     ENGINE_REQUEST_COLUMNS,
     STEP_COLUMNS,
+    STEP_COMPOSITION,
     EngineConfig,
     EngineRun,
     StepRecorder,
@@ -109,6 +110,7 @@ __all__ = [
     "MB",
     "MEASUREMENT_COLUMNS",
     "STEP_COLUMNS",
+    "STEP_COMPOSITION",
     "TIMING_COLUMNS",
     "FIDELITY_METRICS",
     "EngineConfig",

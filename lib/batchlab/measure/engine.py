@@ -52,12 +52,24 @@ from batchlab.measure.table import check_batch_sizes
 __all__ = [
     "ENGINE_REQUEST_COLUMNS",
     "STEP_COLUMNS",
+    "STEP_COMPOSITION",
     "EngineConfig",
     "EngineRun",
     "StepRecorder",
     "measure_continuous",
     "run_engine",
 ]
+
+STEP_COMPOSITION: tuple[str, ...] = (
+    "prefill_tokens",
+    "prefill_seqs",
+    "prefill_cached",
+    "prefill_pairs",
+    "decode_seqs",
+    "decode_context",
+)
+"""What a step computed (tokens, sequences, pairs): the step table's last columns, the
+:class:`~batchlab.steptime.StepBatch` a step-time model is fitted on."""
 
 STEP_COLUMNS: tuple[str, ...] = (
     "run",
@@ -70,12 +82,7 @@ STEP_COLUMNS: tuple[str, ...] = (
     "step_ms",
     "forward_ms",
     "gap_ms",
-    "prefill_tokens",
-    "prefill_seqs",
-    "prefill_cached",
-    "prefill_pairs",
-    "decode_seqs",
-    "decode_context",
+    *STEP_COMPOSITION,
 )
 """Columns of a step table (see the module docstring)."""
 
@@ -265,7 +272,7 @@ def _step_frame(rows: list[dict[str, Any]], t_start: float) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(
-            columns=["label", "start_ms", "step_ms", "forward_ms", "gap_ms", *STEP_COLUMNS[10:]]
+            columns=["label", "start_ms", "step_ms", "forward_ms", "gap_ms", *STEP_COMPOSITION]
         )
     t0 = df["t0"].to_numpy(dtype=float)
     end = df["t_end"].to_numpy(dtype=float)
@@ -278,7 +285,7 @@ def _step_frame(rows: list[dict[str, Any]], t_start: float) -> pd.DataFrame:
             "gap_ms": np.append((t0[1:] - end[:-1]) * 1e3, math.nan),
         }
     )
-    for column in STEP_COLUMNS[10:]:
+    for column in STEP_COMPOSITION:
         out[column] = df[column].to_numpy()
     out["prefill_pairs"] = out["prefill_pairs"].astype(float)
     return out

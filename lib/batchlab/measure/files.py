@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,31 +169,14 @@ def load_measurement(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(f"not a readable CSV: {exc}", path=source) from exc
     if "step_ms" in raw.columns:
         return _with_sidecar(_load_steps(raw, source), source)
-    for column in MEASUREMENT_COLUMNS:
-        if column not in raw.columns:
-            raise InputError("missing column", path=source, field=column)
-    if raw.empty:
-        raise InputError("no rows", path=source)
+    _require_rows(raw, MEASUREMENT_COLUMNS, source)
     out = pd.DataFrame(index=raw.index)
-    oom_text = raw["oom"].str.strip().str.lower()
-    bad = ~oom_text.isin(["true", "false", "1", "0"])
-    check_csv_rows(bad, "expected True or False", raw, "oom", path=source)
-    oom = oom_text.isin(["true", "1"]).to_numpy()
+    oom = _booleans(raw, "oom", source)
     for column in INT_COLUMNS:
-        numeric = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
-        bad = (
-            ~np.isfinite(numeric)
-            | (numeric != np.floor(numeric))
-            | (numeric < (0 if column == "repeats" else 1))
-        )
-        check_csv_rows(bad, "expected a positive whole number", raw, column, path=source)
-        out[column] = numeric.astype(np.int64)
+        low = 0 if column == "repeats" else 1
+        out[column] = _whole_numbers(raw, column, low, "expected a positive whole number", source)
     for column in FLOAT_COLUMNS:
-        text = raw[column].str.strip()
-        numeric = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(
-            dtype=float
-        )
-        not_number = np.isnan(numeric) & ~text.str.lower().isin(["", "nan"]).to_numpy()
+        numeric, not_number = _numbers(raw, column)
         missing = ~np.isfinite(numeric) & ~oom
         bad = not_number | missing
         check_csv_rows(bad, "expected a finite number", raw, column, path=source)
@@ -218,27 +201,13 @@ def load_measurement(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _load_steps(raw: pd.DataFrame, source: Path) -> pd.DataFrame:
-    for column in STEP_COLUMNS:
-        if column not in raw.columns:
-            raise InputError("missing column", path=source, field=column)
-    if raw.empty:
-        raise InputError("no rows", path=source)
+    _require_rows(raw, STEP_COLUMNS, source)
     out = pd.DataFrame(index=raw.index)
     for column in STEP_INT_COLUMNS:
-        numeric = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(numeric) | (numeric != np.floor(numeric)) | (numeric < 0)
-        check_csv_rows(bad, "expected a whole number >= 0", raw, column, path=source)
-        out[column] = numeric.astype(np.int64)
-    text = raw["warmup"].str.strip().str.lower()
-    bad = ~text.isin(["true", "false", "1", "0"])
-    check_csv_rows(bad, "expected True or False", raw, "warmup", path=source)
-    out["warmup"] = text.isin(["true", "1"]).to_numpy()
+        out[column] = _whole_numbers(raw, column, 0, "expected a whole number >= 0", source)
+    out["warmup"] = _booleans(raw, "warmup", source)
     for column in STEP_FLOAT_COLUMNS:
-        text = raw[column].str.strip()
-        numeric = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(
-            dtype=float
-        )
-        not_number = np.isnan(numeric) & ~text.str.lower().isin(["", "nan"]).to_numpy()
+        numeric, not_number = _numbers(raw, column)
         bad = not_number | (np.isfinite(numeric) & (numeric < 0) & (column != "start_ms"))
         if column != "gap_ms":
             bad |= ~np.isfinite(numeric)
@@ -249,6 +218,38 @@ def _load_steps(raw: pd.DataFrame, source: Path) -> pd.DataFrame:
         .sort_values(["run", "step"], kind="stable")
         .reset_index(drop=True)
     )
+
+
+def _require_rows(raw: pd.DataFrame, columns: Sequence[str], source: Path) -> None:
+    for column in columns:
+        if column not in raw.columns:
+            raise InputError("missing column", path=source, field=column)
+    if raw.empty:
+        raise InputError("no rows", path=source)
+
+
+def _booleans(raw: pd.DataFrame, column: str, source: Path) -> np.ndarray:
+    text = raw[column].str.strip().str.lower()
+    bad = ~text.isin(["true", "false", "1", "0"])
+    check_csv_rows(bad, "expected True or False", raw, column, path=source)
+    return text.isin(["true", "1"]).to_numpy()
+
+
+def _whole_numbers(
+    raw: pd.DataFrame, column: str, min_val: int, message: str, source: Path
+) -> np.ndarray:
+    numeric = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(numeric) | (numeric != np.floor(numeric)) | (numeric < min_val)
+    check_csv_rows(bad, message, raw, column, path=source)
+    return numeric.astype(np.int64)
+
+
+def _numbers(raw: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A column's numbers (NaN where blank or ``nan``) and where its text is no number."""
+    text = raw[column].str.strip()
+    numeric = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(dtype=float)
+    not_number = np.isnan(numeric) & ~text.str.lower().isin(["", "nan"]).to_numpy()
+    return numeric, not_number
 
 
 def _with_sidecar(df: pd.DataFrame, source: Path) -> pd.DataFrame:

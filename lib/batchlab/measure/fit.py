@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.errors import InputError
+from batchlab.measure.engine import STEP_COMPOSITION
 from batchlab.measure.files import is_step_table
 from batchlab.measure.table import require_columns
 from batchlab.stats import nearest_rank
@@ -35,14 +36,6 @@ from batchlab.steptime import FitResidual, FittedStepTime
 
 __all__ = ["decode_table", "fit_step_time", "step_features", "steps_of_measurement"]
 
-_COMPOSITION = (
-    "prefill_tokens",
-    "prefill_seqs",
-    "prefill_cached",
-    "prefill_pairs",
-    "decode_seqs",
-    "decode_context",
-)
 _BACK_TO_BACK_MS = 5.0  # a gap longer than this is the engine waiting for work, not its loop
 
 
@@ -51,11 +44,11 @@ def steps_of_measurement(measurement: pd.DataFrame) -> pd.DataFrame:
     row of a batch-size table (see the module docstring). Columns: the composition
     (``prefill_tokens`` … ``decode_context``), ``step_ms`` and ``gap_ms``."""
     if is_step_table(measurement):
-        require_columns(measurement, ("step_ms", "gap_ms", *_COMPOSITION))
+        require_columns(measurement, ("step_ms", "gap_ms", *STEP_COMPOSITION))
         df = measurement
         if "warmup" in df.columns:
             df = df[~df["warmup"].astype(bool)]
-        df = df.loc[:, [*_COMPOSITION, "step_ms", "gap_ms"]].astype(float)
+        df = df.loc[:, [*STEP_COMPOSITION, "step_ms", "gap_ms"]].astype(float)
         return df[np.isfinite(df["step_ms"]) & (df["step_ms"] > 0)].reset_index(drop=True)
     require_columns(measurement, ("batch_size", "prompt_len", "gen_len", "prefill_ms"))
     require_columns(measurement, ("decode_ms_per_step",))
@@ -136,7 +129,7 @@ def fit_step_time(measurement: pd.DataFrame, *, source: str | None = None) -> Fi
             field="measurement",
         )
     steps = steps_of_measurement(measurement)
-    groups = steps.groupby(list(_COMPOSITION), sort=False)["step_ms"]
+    groups = steps.groupby(list(STEP_COMPOSITION), sort=False)["step_ms"]
     med = groups.median()
     count = groups.size()
     if len(med) < 2:
@@ -188,7 +181,7 @@ def decode_table(measurement: pd.DataFrame) -> pd.DataFrame:
     df = measurement
     if "warmup" in df.columns:
         df = df[~df["warmup"].astype(bool)]
-    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *_COMPOSITION))
+    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *STEP_COMPOSITION))
     decode = df[(df["prefill_tokens"] == 0) & (df["decode_seqs"] > 0)]
     decode = decode[decode["decode_seqs"] == decode["batch_size"]]
     prefill = df[(df["prefill_tokens"] > 0) & (df["decode_seqs"] == 0)]

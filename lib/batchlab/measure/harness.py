@@ -571,22 +571,26 @@ def _input_ids(batch_size: int, prompt_len: int, vocab_size: int, seed: int):
     return torch.randint(0, vocab_size, (batch_size, prompt_len), generator=generator)
 
 
-def _measure_one(
-    model: Any,
-    batch_size: int,
-    prompt_len: int,
-    gen_len: int,
-    device: str,
-    warmup: int,
-    repeats: int,
-    seed: int,
-    prime: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Runs:
+    """How every batch size of a static measurement is run (see :func:`measure_batch_sizes`)."""
+
+    prompt_len: int
+    gen_len: int
+    device: str
+    warmup: int
+    repeats: int
+    seed: int
+
+
+def _measure_one(model: Any, batch_size: int, how: _Runs, prime: bool = False) -> dict[str, Any]:
     """All runs at one batch size; returns the table row (raises on out-of-memory).
 
     ``prime``: one more untimed run first, outside the memory run, to absorb the process's
     one-time initialisation (thread pools, kernel caches) at the first batch size.
     """
+    prompt_len, gen_len, device = how.prompt_len, how.gen_len, how.device
+    warmup, repeats, seed = how.warmup, how.repeats, how.seed
     vocab = int(model.config.vocab_size)
     ids = _input_ids(batch_size, prompt_len, vocab, seed).to(device)
     if prime:
@@ -690,24 +694,20 @@ def measure_batch_sizes(
         )
     model_obj = model_obj.to(dev)
     with torch_threads(threads) as n_threads:
-        return _measure_sizes(
-            model,
-            model_obj,
-            sizes,
-            prompt_len,
-            gen_len,
-            dev,
-            warmup,
-            repeats,
-            seed,
-            progress,
-            n_threads,
-        )
+        how = _Runs(prompt_len, gen_len, dev, warmup, repeats, seed)
+        return _measure_sizes(model, model_obj, sizes, how, progress, n_threads)
 
 
 def _measure_sizes(
-    model, model_obj, sizes, prompt_len, gen_len, dev, warmup, repeats, seed, progress, n_threads
+    model: Any,
+    model_obj: Any,
+    sizes: list[int],
+    how: _Runs,
+    progress: bool,
+    n_threads: int,
 ) -> pd.DataFrame:
+    prompt_len, gen_len, dev = how.prompt_len, how.gen_len, how.device
+    warmup, repeats, seed = how.warmup, how.repeats, how.seed
     settings = {
         "engine": "static",
         "model": "tiny-llama"
@@ -739,19 +739,7 @@ def _measure_sizes(
             if progress:
                 iterator.set_postfix(batch_size=batch_size)
             try:
-                rows.append(
-                    _measure_one(
-                        model_obj,
-                        batch_size,
-                        prompt_len,
-                        gen_len,
-                        dev,
-                        warmup,
-                        repeats,
-                        seed,
-                        prime=warmup > 0 and not rows,
-                    )
-                )
+                rows.append(_measure_one(model_obj, batch_size, how, prime=warmup > 0 and not rows))
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
