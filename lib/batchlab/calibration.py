@@ -228,16 +228,9 @@ def matmul_ms(
     mm = _counts(m, "m")
     tile = float(e.m_tile)
     m_pad = np.where(mm <= tile / 2, mm, np.ceil(mm / tile) * tile) if pad else mm
-    tc = 2.0 * m_pad * k * n / (device.peak_flops * e.matmul_compute) * 1e3
-    tm = (
-        (weight_bytes * k * n + ACTIVATION_BYTES * mm * (k + n))
-        / (device.memory_bandwidth * e.matmul_memory)
-        * 1e3
-    )
-    t = np.where(mm > 0, e.matmul_latency_us * 1e-3 + pnorm(tc, tm, e.overlap_p), 0.0)
-    if with_bound:
-        return t, tc >= tm
-    return t
+    flops = 2.0 * m_pad * k * n
+    bytes_moved = weight_bytes * k * n + ACTIVATION_BYTES * mm * (k + n)
+    return _matmul_kernel_ms(flops, bytes_moved, mm > 0, device, e, with_bound)
 
 
 def attention_kernel_ms(
@@ -254,9 +247,22 @@ def attention_kernel_ms(
     e = efficiency
     f = _counts(flops, "flops")
     b = _counts(bytes_moved, "bytes_moved")
-    tc = f / (device.peak_flops * e.matmul_compute) * 1e3
-    tm = b / (device.memory_bandwidth * e.matmul_memory) * 1e3
-    t = np.where((f > 0) | (b > 0), e.matmul_latency_us * 1e-3 + pnorm(tc, tm, e.overlap_p), 0.0)
+    return _matmul_kernel_ms(f, b, (f > 0) | (b > 0), device, e, with_bound)
+
+
+def _matmul_kernel_ms(
+    flops: np.ndarray,
+    bytes_moved: np.ndarray,
+    active: np.ndarray,
+    device: Device,
+    e: KernelEfficiency,
+    with_bound: bool,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``λ_mm + pnorm(t_c, t_m)`` (ms) of a kernel at the matrix products' efficiencies, 0
+    where not ``active``; with where it is compute-bound when ``with_bound``."""
+    tc = flops / (device.peak_flops * e.matmul_compute) * 1e3
+    tm = bytes_moved / (device.memory_bandwidth * e.matmul_memory) * 1e3
+    t = np.where(active, e.matmul_latency_us * 1e-3 + pnorm(tc, tm, e.overlap_p), 0.0)
     if with_bound:
         return t, tc >= tm
     return t
