@@ -266,12 +266,16 @@ def get_model(name_or_spec: str | ModelSpec) -> ModelSpec:
     """
     if isinstance(name_or_spec, ModelSpec):
         return name_or_spec
-    key = str(name_or_spec).strip().lower()
-    if key in MODELS:
-        return MODELS[key]
+    return _preset(name_or_spec, MODELS, "model", "model", "or pass a ModelSpec")
+
+
+def _preset(name: object, presets: Mapping[str, Any], what: str, field: str, hint: str) -> Any:
+    """The preset ``name`` (case-insensitive) of ``presets``; InputError listing them."""
+    key = str(name).strip().lower()
+    if key in presets:
+        return presets[key]
     raise InputError(
-        f"unknown model {name_or_spec!r}; presets: {', '.join(MODELS)} (or pass a ModelSpec)",
-        field="model",
+        f"unknown {what} {name!r}; presets: {', '.join(presets)} ({hint})", field=field
     )
 
 
@@ -289,20 +293,14 @@ def get_gpu(name_or_spec: str | DeviceSpec) -> DeviceSpec:
     if isinstance(name_or_spec, DeviceSpec):
         return name_or_spec
     key = str(name_or_spec).strip().lower()
-    if key in GPUS:
-        return GPUS[key]
     match = _SCALED.match(key)
-    if match and match.group(2) in GPUS and int(match.group(1)) >= 1:
+    if key not in GPUS and match and match.group(2) in GPUS and int(match.group(1)) >= 1:
         if len(match.group(1)) > 6 or int(match.group(1)) > MAX_DEVICES:
             raise InputError(
                 f"{name_or_spec!r}: at most {MAX_DEVICES:,} devices as one", field="gpu"
             )
         return GPUS[match.group(2)].scaled(int(match.group(1)))
-    raise InputError(
-        f"unknown GPU {name_or_spec!r}; presets: {', '.join(GPUS)} (or 'Nx<preset>', or pass a "
-        "DeviceSpec)",
-        field="gpu",
-    )
+    return _preset(name_or_spec, GPUS, "GPU", "gpu", "or 'Nx<preset>', or pass a DeviceSpec")
 
 
 def kv_cache_bytes_per_token(model: str | ModelSpec) -> float:
@@ -747,16 +745,8 @@ class RooflineStepTime(StepTimeModel):
             compute += float(logits)
         else:
             memory += float(logits)
-        return StepTime(
-            compute_ms=compute,
-            memory_ms=memory,
-            overhead_ms=self._oh,
-            parts={
-                "dense": dense,
-                "attention": attention,
-                "lm_head": lm_head,
-                "overhead": self._oh,
-            },
+        return StepTime.by_operation(
+            dense, attention, lm_head, self._oh, compute_ms=compute, memory_ms=memory
         )
 
     def _ideal_step(self, batch: StepBatch) -> StepTime:
@@ -773,15 +763,10 @@ class RooflineStepTime(StepTimeModel):
         else:
             parts = (self._w_layers, bytes_attn, self._w_ends)
             scale = self._inv_bw
-        named = {
-            "dense": parts[0] * scale,
-            "attention": parts[1] * scale,
-            "lm_head": parts[2] * scale,
-            "overhead": self._oh,
-        }
+        dense, attention, lm_head = (part * scale for part in parts)
         if compute >= memory:
-            return StepTime(compute_ms=compute, overhead_ms=self._oh, parts=named)
-        return StepTime(memory_ms=memory, overhead_ms=self._oh, parts=named)
+            return StepTime.by_operation(dense, attention, lm_head, self._oh, compute_ms=compute)
+        return StepTime.by_operation(dense, attention, lm_head, self._oh, memory_ms=memory)
 
     def duration_ms(self, batch: StepBatch) -> float:
         """Duration of one step in ms (0.0 for an empty step): ``step(batch).total_ms``, from

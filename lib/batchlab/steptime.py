@@ -162,6 +162,35 @@ class StepTime:
         }
         return max(named, key=named.__getitem__)
 
+    @classmethod
+    def by_operation(
+        cls,
+        dense_ms: float,
+        attention_ms: float,
+        lm_head_ms: float,
+        overhead_ms: float,
+        *,
+        compute_ms: float = 0.0,
+        memory_ms: float = 0.0,
+        other_ms: float = 0.0,
+    ) -> StepTime:
+        """A transformer step's time with ``parts`` by operation: ``dense`` (the layers'
+        matrix products and elementwise work), ``attention``, ``lm_head`` and ``overhead``
+        (ms); the same total split by bound in ``compute_ms`` / ``memory_ms`` / ``other_ms``
+        beside the fixed ``overhead_ms``."""
+        return cls(
+            compute_ms=compute_ms,
+            memory_ms=memory_ms,
+            overhead_ms=overhead_ms,
+            other_ms=other_ms,
+            parts={
+                "dense": dense_ms,
+                "attention": attention_ms,
+                "lm_head": lm_head_ms,
+                "overhead": overhead_ms,
+            },
+        )
+
     def as_dict(self) -> dict[str, float]:
         """The four parts and ``total_ms`` as a flat dict (ms), then ``parts`` prefixed
         ``part_``."""
@@ -556,15 +585,8 @@ class FittedStepTime(StepTimeModel):
             batch.prefill_pairs + s
         )
         head = self.lm_head_ms_per_row * (batch.prefill_seqs + n)
-        return StepTime(
-            overhead_ms=self.overhead_ms,
-            other_ms=dense + attention + head,
-            parts={
-                "dense": dense,
-                "attention": attention,
-                "lm_head": head,
-                "overhead": self.overhead_ms,
-            },
+        return StepTime.by_operation(
+            dense, attention, head, self.overhead_ms, other_ms=dense + attention + head
         )
 
     def duration_ms(self, batch: StepBatch) -> float:
