@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["lognormal_requests", "measurement_table", "request_table"]
+__all__ = ["lognormal_requests", "measurement_table", "request_table", "run_cli"]
 
 
 def request_table(
@@ -81,3 +81,13 @@ def measurement_table(
     for name, values in extra.items():
         df[name] = values
     return df
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    """Run ``batchlab ARGV...`` in this process (``str`` of every argument): its exit code,
+    stdout and stderr (read from pytest's ``capsys``)."""
+    from batchlab.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import run_cli as run
 
 from batchlab import cli
 from batchlab.cli import build_parser, main
@@ -25,12 +26,6 @@ from batchlab.workload import lognormal_workload, read_requests, with_arrivals, 
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "traces"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_line_error(err: str) -> bool:
