@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["lognormal_requests", "measurement_table", "request_table", "run_cli"]
+__all__ = ["lognormal_requests", "measurement_table", "never_policy", "request_table", "run_cli"]
 
 
 def request_table(
@@ -91,3 +91,26 @@ def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def never_policy() -> type:
+    """A batching policy class (``"never"``, iteration-level, no knobs) that schedules nothing,
+    ever: the simulator must report the stall."""
+    from batchlab.simulate.policies import Policy
+    from batchlab.simulate.state import INF
+
+    class Never(Policy):
+        name = "never"
+        iteration_level = True
+        knobs = ()
+
+        def on_arrivals(self, state, idx):
+            pass
+
+        def next_batch(self, state):
+            return None
+
+        def wake_time(self, state):
+            return INF
+
+    return Never

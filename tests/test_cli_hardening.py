@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import never_policy
 from builders import run_cli as run
 
 from batchlab import cli
@@ -405,27 +406,9 @@ def test_a_closed_output_pipe_exits_quietly(tmp_path):
 
 
 def test_a_simulation_that_stalls_is_an_error_not_an_internal_error(small, capsys, monkeypatch):
-    from batchlab.simulate.policies import POLICIES, Policy
-    from batchlab.simulate.state import INF
+    from batchlab.simulate.policies import POLICIES
 
-    class Never(Policy):  # schedules nothing, ever
-        name = "never"
-        iteration_level = True
-        knobs = ()
-
-        def on_arrivals(self, state, idx):
-            pass
-
-        def next_batch(self, state):
-            return None
-
-        def wake_time(self, state):
-            return INF
-
-        def flush(self, state):
-            return False
-
-    monkeypatch.setitem(POLICIES, "never", Never)
+    monkeypatch.setitem(POLICIES, "never", never_policy())
     code, out, err = run(capsys, "simulate", small[0], "--policy", "never")
     assert code == 2 and "stalled" in err and "never" in err and one_line_error(err)
 
