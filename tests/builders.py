@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["lognormal_requests", "measurement_table", "request_table"]
+__all__ = ["lognormal_requests", "measurement_table", "never_policy", "request_table", "run_cli"]
 
 
 def request_table(
@@ -81,3 +81,36 @@ def measurement_table(
     for name, values in extra.items():
         df[name] = values
     return df
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    """Run ``batchlab ARGV...`` in this process (``str`` of every argument): its exit code,
+    stdout and stderr (read from pytest's ``capsys``)."""
+    from batchlab.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def never_policy() -> type:
+    """A batching policy class (``"never"``, iteration-level, no knobs) that schedules nothing,
+    ever: the simulator must report the stall."""
+    from batchlab.simulate.policies import Policy
+    from batchlab.simulate.state import INF
+
+    class Never(Policy):
+        name = "never"
+        iteration_level = True
+        knobs = ()
+
+        def on_arrivals(self, state, idx):
+            pass
+
+        def next_batch(self, state):
+            return None
+
+        def wake_time(self, state):
+            return INF
+
+    return Never

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
 import builders
 import pytest
 from hypothesis import settings
+
+from batchlab.workload import write_requests
 
 # Hypothesis profiles: "explore" (the default: new random examples every run, failures printed
 # with their reproduction blob) and "ci" (``make test``: a fixed, derandomized set of examples, no
@@ -41,3 +44,24 @@ def lognormal_requests():
 def measurement_table():
     """Builder: ``measurement_table(sizes, tps, latency, *, oom=None, **extra)``."""
     return builders.measurement_table
+
+
+@pytest.fixture()
+def requests_file(tmp_path):
+    """A JSONL request file of six short requests (8-token prompts, 4 to 6 generated tokens)."""
+    df = builders.request_table([8] * 6, [4, 5, 6, 4, 5, 6])
+    path = tmp_path / "reqs.jsonl"
+    write_requests(df, path)
+    return path
+
+
+@pytest.fixture()
+def fake(monkeypatch):
+    """The in-process fake OpenAI-compatible server (``tests/loadtest_fake.py``, 1 ms per
+    step), patched into ``batchlab.loadtest.loadtest`` as its transport."""
+    from batchlab import loadtest as lt
+    from tests.loadtest_fake import FakeServer
+
+    server = FakeServer(step_s=0.001)
+    monkeypatch.setattr(lt, "loadtest", functools.partial(lt.loadtest, transport=server.transport))
+    return server

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from builders import never_policy
 
 from batchlab.checks import check_scalar
 from batchlab.errors import InputError, SimulationError
@@ -190,23 +191,8 @@ def test_drawn_arrivals_beyond_the_range_name_the_rate():
 
 def test_a_stall_is_a_simulation_error():
     from batchlab.simulate import run
-    from batchlab.simulate.policies import Policy
-    from batchlab.simulate.state import INF, ArrivalStream, Records, RequestArrays, SimState
+    from batchlab.simulate.state import ArrivalStream, Records, RequestArrays, SimState
     from batchlab.steptime import LinearStepTime
-
-    class Never(Policy):
-        name = "never"
-        iteration_level = True
-        knobs = ()
-
-        def on_arrivals(self, state, idx):
-            pass
-
-        def next_batch(self, state):
-            return None
-
-        def wake_time(self, state):
-            return INF
 
     reqs = RequestArrays(
         prompt=np.array([8, 8]),
@@ -217,7 +203,7 @@ def test_a_stall_is_a_simulation_error():
     arrivals = ArrivalStream(np.zeros(2), np.arange(2), 2, None)
     state = SimState(reqs, arrivals, Records(2), LinearStepTime(1.0), 100, 16)
     with pytest.raises(SimulationError, match="stalled") as info:
-        run(state, Never())
+        run(state, never_policy()())
     assert "2 request(s) unfinished" in str(info.value)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import run_cli as run
 
 from batchlab.cli import main
 from batchlab.evaluate import evaluate
@@ -26,12 +27,6 @@ def workloads(tmp_path):
     write_requests(chat, paths[0])
     write_requests(docs, paths[1])
     return paths
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_plan_verify_evaluate_round_trip(workloads, tmp_path, capsys):

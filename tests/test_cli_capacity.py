@@ -8,17 +8,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from builders import run_cli as run
 
 from batchlab.capacity import PriceTable, capacity_search
-from batchlab.cli import main
 from batchlab.slo import SLO
 from batchlab.workload import write_requests
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import never_policy
+from builders import run_cli as run
 
 from batchlab import cli
 from batchlab.cli import build_parser, main
@@ -25,12 +27,6 @@ from batchlab.workload import lognormal_workload, read_requests, with_arrivals, 
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "traces"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_line_error(err: str) -> bool:
@@ -410,27 +406,9 @@ def test_a_closed_output_pipe_exits_quietly(tmp_path):
 
 
 def test_a_simulation_that_stalls_is_an_error_not_an_internal_error(small, capsys, monkeypatch):
-    from batchlab.simulate.policies import POLICIES, Policy
-    from batchlab.simulate.state import INF
+    from batchlab.simulate.policies import POLICIES
 
-    class Never(Policy):  # schedules nothing, ever
-        name = "never"
-        iteration_level = True
-        knobs = ()
-
-        def on_arrivals(self, state, idx):
-            pass
-
-        def next_batch(self, state):
-            return None
-
-        def wake_time(self, state):
-            return INF
-
-        def flush(self, state):
-            return False
-
-    monkeypatch.setitem(POLICIES, "never", Never)
+    monkeypatch.setitem(POLICIES, "never", never_policy())
     code, out, err = run(capsys, "simulate", small[0], "--policy", "never")
     assert code == 2 and "stalled" in err and "never" in err and one_line_error(err)
 

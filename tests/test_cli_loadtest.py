@@ -7,41 +7,11 @@ import _thread
 import functools
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
+from builders import run_cli as run
 
 from batchlab import loadtest as lt
-from batchlab.cli import main
-from batchlab.workload import write_requests
 from tests.loadtest_fake import FakeServer
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture()
-def requests_file(tmp_path):
-    df = pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(6)],
-            "prompt_len": np.full(6, 8),
-            "gen_len": np.array([4, 5, 6, 4, 5, 6]),
-        }
-    )
-    path = tmp_path / "reqs.jsonl"
-    write_requests(df, path)
-    return path
-
-
-@pytest.fixture()
-def fake(monkeypatch):
-    server = FakeServer(step_s=0.001)
-    monkeypatch.setattr(lt, "loadtest", functools.partial(lt.loadtest, transport=server.transport))
-    return server
 
 
 def test_loadtest_prints_levels_and_knees_and_writes_files(capsys, fake, requests_file, tmp_path):

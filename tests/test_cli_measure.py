@@ -11,6 +11,7 @@ import io
 import json
 
 import pytest
+from builders import run_cli as run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,12 +41,6 @@ SMALL = [
 # per token; the cache holds prompt + gen - 1 = 8 + 3 - 1 = 10 positions: 40,960 B = 0.04096 MB
 # per sequence.
 KV_MB_PER_SEQUENCE = 4096 * 10 / 1e6
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_measure_saves_and_reports(capsys, tmp_path):

@@ -4,7 +4,6 @@ settings from the measurement, options overriding them, and bad input as one lin
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 from pathlib import Path
@@ -12,22 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from builders import run_cli as run
 
 from batchlab import loadtest as lt
 from batchlab import measure, sim_vs_live
-from batchlab.cli import main
-from batchlab.workload import write_requests
-from tests.loadtest_fake import FakeServer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tiny-server"
 LOADTEST = DATA / "loadtest.csv"
 STEPS = DATA / "steps.csv"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_replay_prints_the_comparison_of_the_committed_measurement(capsys):
@@ -122,27 +113,6 @@ def test_replay_bad_files_exit_2_one_line(capsys, tmp_path):
     assert code == 0, err  # the KV cache given: the policy's defaults for the rest
     code, _, err = run(capsys, "replay", LOADTEST, "--step-time", STEPS, "-o", LOADTEST)
     assert code == 2 and len(err.strip().splitlines()) == 1
-
-
-@pytest.fixture()
-def fake(monkeypatch):
-    server = FakeServer(step_s=0.001)
-    monkeypatch.setattr(lt, "loadtest", functools.partial(lt.loadtest, transport=server.transport))
-    return server
-
-
-@pytest.fixture()
-def requests_file(tmp_path):
-    df = pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(6)],
-            "prompt_len": np.full(6, 8),
-            "gen_len": np.array([4, 5, 6, 4, 5, 6]),
-        }
-    )
-    path = tmp_path / "reqs.jsonl"
-    write_requests(df, path)
-    return path
 
 
 def test_loadtest_simulate_with_prints_the_comparison(capsys, fake, requests_file):

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from builders import run_cli as run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,12 +24,6 @@ from batchlab.workload import lognormal_workload, write_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=10, deadline=None)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def same_summary(got: dict, expected: dict) -> None:

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from builders import request_table
 
 from batchlab import loadtest as lt
 from batchlab.errors import InputError
@@ -21,19 +22,6 @@ from batchlab.simulate import LinearStepTime, draw_arrivals, load_sweep, simulat
 from tests.loadtest_fake import FakeServer
 
 URL = "http://127.0.0.1:8000"
-
-
-def table(prompt, gen, arrival=None):
-    df = pd.DataFrame(
-        {
-            "request_id": [f"r{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
-    if arrival is not None:
-        df["arrival_s"] = np.asarray(arrival, dtype=np.float64)
-    return df
 
 
 def run(server: FakeServer, requests: pd.DataFrame, **kw):
@@ -49,14 +37,14 @@ def run(server: FakeServer, requests: pd.DataFrame, **kw):
 
 def test_level_table_starts_with_the_simulated_sweep_columns() -> None:
     sim = load_sweep(
-        table([8, 16, 4], [4, 2, 3]),
+        request_table([8, 16, 4], [4, 2, 3]),
         rates=[1.0, 2.0],
         concurrencies=[2],
         step_time=LinearStepTime(5.0, 0.01),
         kv_blocks=64,
     )
     assert tuple(sim.columns) == lt.LOAD_SWEEP_COLUMNS
-    res = run(FakeServer(), table([8, 8], [3, 3]), concurrencies=[1, 2])
+    res = run(FakeServer(), request_table([8, 8], [3, 3]), concurrencies=[1, 2])
     assert tuple(res.levels.columns) == lt.LEVEL_COLUMNS
     assert lt.LEVEL_COLUMNS[: len(lt.LOAD_SWEEP_COLUMNS)] == lt.LOAD_SWEEP_COLUMNS
     both = pd.concat([sim[sim["mode"] == "closed"], res.levels[res.levels["mode"] == "closed"]])
@@ -71,7 +59,7 @@ def test_level_table_starts_with_the_simulated_sweep_columns() -> None:
 
 def test_bodies_ask_for_gen_len_tokens_and_prompts_are_sized_by_the_servers_usage() -> None:
     server = FakeServer(tokens_per_word=2, overhead=3)
-    df = table([43, 13, 9], [5, 1, 7])
+    df = request_table([43, 13, 9], [5, 1, 7])
     res = run(server, df, concurrencies=[1])
     # two warm-up requests, then the three of the table
     assert len(server.bodies) == 5
@@ -99,21 +87,21 @@ def test_bodies_ask_for_gen_len_tokens_and_prompts_are_sized_by_the_servers_usag
 
 def test_refused_length_fields_are_dropped_when_auto_and_an_error_when_required() -> None:
     server = FakeServer(refuse_length_fields=True)
-    res = run(server, table([4, 4], [3, 3]))
+    res = run(server, request_table([4, 4], [3, 3]))
     assert res.server["ignore_eos"] is False
     assert "Unexpected fields" in res.server["length_fields_refused"]
     assert all("ignore_eos" not in b and "min_tokens" not in b for b in server.bodies[1:])
     assert res.levels["n_completed"].tolist() == [2]
     with pytest.raises(InputError, match="did not answer a test request.*HTTP 422"):
-        run(FakeServer(refuse_length_fields=True), table([4], [3]), ignore_eos=True)
+        run(FakeServer(refuse_length_fields=True), request_table([4], [3]), ignore_eos=True)
     never = FakeServer()
-    run(never, table([4], [3]), ignore_eos=False)
+    run(never, request_table([4], [3]), ignore_eos=False)
     assert all("ignore_eos" not in b for b in never.bodies)
 
 
 def test_chat_endpoint_counts_content_deltas_only() -> None:
     server = FakeServer(chat_overhead=2)
-    res = run(server, table([12, 6], [4, 2]), chat=True)
+    res = run(server, request_table([12, 6], [4, 2]), chat=True)
     assert all(p != "/v1/completions" for p in server.paths)
     assert server.bodies[-1]["messages"][0]["role"] == "user"
     assert res.server["prompt_overhead_tokens"] == 2.0
@@ -131,7 +119,7 @@ def test_unreachable_server_and_unknown_model_are_one_line_errors() -> None:
     with pytest.raises(InputError, match="cannot reach the server.*ConnectError"):
         lt.loadtest(
             URL,
-            table([4], [2]),
+            request_table([4], [2]),
             model="m",
             concurrencies=[1],
             transport=httpx.MockTransport(refuse),
@@ -140,7 +128,7 @@ def test_unreachable_server_and_unknown_model_are_one_line_errors() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(InputError, match="not found"):
-            run(FakeServer(), table([4], [2]), model="other")
+            run(FakeServer(), request_table([4], [2]), model="other")
     assert any("lists the models" in str(w.message) for w in caught)
 
 
@@ -163,7 +151,7 @@ def test_unreachable_server_and_unknown_model_are_one_line_errors() -> None:
 )
 def test_bad_options_are_input_errors(kw, field) -> None:
     with pytest.raises(InputError) as err:
-        lt.loadtest(URL, table([4], [2]), model="m", transport=FakeServer().transport, **kw)
+        lt.loadtest(URL, request_table([4], [2]), model="m", transport=FakeServer().transport, **kw)
     assert err.value.field == field
 
 
@@ -204,7 +192,7 @@ def test_errors_timeouts_and_dropped_streams_are_counted_not_raised() -> None:
     }
     server = FakeServer(faults=faults)
     gens = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
-    res = run(server, table([4] * len(gens), gens), concurrencies=[3], timeout_s=1.0)
+    res = run(server, request_table([4] * len(gens), gens), concurrencies=[3], timeout_s=1.0)
     r = res.requests.set_index("gen_len")
     assert r.loc[2, "status"] == "ok"
     assert r.loc[3, "status"] == "error" and r.loc[3, "error"] == "HTTP 500: engine crashed"
@@ -236,7 +224,7 @@ def test_errors_timeouts_and_dropped_streams_are_counted_not_raised() -> None:
 def test_open_loop_sends_at_the_simulators_arrival_times_within_the_duration() -> None:
     server = FakeServer()
     n = 40
-    res = run(server, table([4] * n, [2] * n), rates=[50.0], duration_s=0.3, seed=7)
+    res = run(server, request_table([4] * n, [2] * n), rates=[50.0], duration_s=0.3, seed=7)
     expected = draw_arrivals(n, 50.0, seed=7)
     kept = expected[expected < 0.3]
     r = res.requests
@@ -255,20 +243,25 @@ def test_open_loop_sends_at_the_simulators_arrival_times_within_the_duration() -
 
 
 def test_trace_arrivals_are_rescaled_to_each_rate_and_max_requests_caps_a_level() -> None:
-    df = table([4] * 5, [2] * 5, arrival=[0.0, 0.5, 1.0, 1.5, 2.0])  # 2 requests/s
+    df = request_table([4] * 5, [2] * 5, arrival_s=[0.0, 0.5, 1.0, 1.5, 2.0])  # 2 requests/s
     res = run(FakeServer(), df, rates=[20.0, 40.0], arrivals="trace", max_requests=4)
     for rate in (20.0, 40.0):
         part = res.requests[res.requests["level"] == rate]
         # 4 requests: native gaps of 0.5 s become 0.5 * 2 / rate
         np.testing.assert_allclose(part["arrival_ms"], np.arange(4) * 0.5 * 2 / rate * 1e3)
     with pytest.raises(InputError, match="all equal"):
-        run(FakeServer(), table([4, 4], [2, 2], arrival=[1.0, 1.0]), rates=[1.0], arrivals="trace")
+        run(
+            FakeServer(),
+            request_table([4, 4], [2, 2], arrival_s=[1.0, 1.0]),
+            rates=[1.0],
+            arrivals="trace",
+        )
 
 
 def test_closed_loop_keeps_at_most_c_requests_in_flight() -> None:
     server = FakeServer(step_s=0.01)
     n = 12
-    res = run(server, table([4] * n, [4] * n), concurrencies=[1, 3])
+    res = run(server, request_table([4] * n, [4] * n), concurrencies=[1, 3])
     for c in (1, 3):
         r = res.requests[res.requests["level"] == c]
         assert len(r) == n
@@ -287,14 +280,16 @@ def test_closed_loop_keeps_at_most_c_requests_in_flight() -> None:
 
 def test_a_closed_level_stops_sending_after_its_duration() -> None:
     server = FakeServer(step_s=0.05)
-    res = run(server, table([4] * 50, [3] * 50), concurrencies=[1], duration_s=0.25)
+    res = run(server, request_table([4] * 50, [3] * 50), concurrencies=[1], duration_s=0.25)
     r = res.requests
     assert 1 <= len(r) < 50
     assert (r["send_ms"] < 250).all()
 
 
 def test_times_are_monotone_per_request() -> None:
-    res = run(FakeServer(step_s=0.002), table([4] * 6, [5] * 6), concurrencies=[2], rates=[100.0])
+    res = run(
+        FakeServer(step_s=0.002), request_table([4] * 6, [5] * 6), concurrencies=[2], rates=[100.0]
+    )
     for _, rec in res.requests.iterrows():
         t = np.asarray(rec["token_ms"])
         assert rec["arrival_ms"] <= rec["send_ms"] <= rec["first_token_ms"]
@@ -316,7 +311,7 @@ def test_ctrl_c_keeps_the_finished_levels_and_writes_them(tmp_path) -> None:
 
     server = FakeServer(step_s=0.02, on_request=interrupt)
     with pytest.warns(UserWarning, match="interrupted: 1 of 3 load levels finished"):
-        res = run(server, table([4, 4], [10, 10]), concurrencies=[1, 2, 4], output=out)
+        res = run(server, request_table([4, 4], [10, 10]), concurrencies=[1, 2, 4], output=out)
     assert on_disk == [[1.0]]
     assert res.interrupted
     assert res.levels["level"].tolist() == [1.0]
@@ -331,7 +326,7 @@ def test_ctrl_c_keeps_the_finished_levels_and_writes_them(tmp_path) -> None:
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
-    res = run(FakeServer(step_s=0.001), table([6, 8, 5], [3, 4, 2]), concurrencies=[1, 2])
+    res = run(FakeServer(step_s=0.001), request_table([6, 8, 5], [3, 4, 2]), concurrencies=[1, 2])
     path = res.save(tmp_path / "lt.csv")
     back = lt.load_loadtest(path)
     pd.testing.assert_frame_equal(back.levels, res.levels, check_dtype=False, rtol=1e-5)

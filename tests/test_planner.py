@@ -6,8 +6,8 @@ import itertools
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
+from builders import lognormal_requests, request_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,30 +21,13 @@ STATIC = get_cost_model("static-graph")
 PADDED = get_cost_model("padded-graph")
 
 
-def table(prompt, gen, prefix="r"):
-    return pd.DataFrame(
-        {
-            "request_id": [f"{prefix}{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
-
-
-def lognormal(n, seed, pm=500, gm=100, prefix="r"):
-    rng = np.random.default_rng(seed)
-    p = np.clip(rng.lognormal(np.log(pm), 0.8, n), 1, 8192).astype(np.int64)
-    g = np.clip(rng.lognormal(np.log(gm), 0.9, n), 1, 1024).astype(np.int64)
-    return table(p, g, prefix)
-
-
 # --------------------------------------------------------------------------- known answers
 
 
 def test_identical_requests_share_one_batch():
     # Four identical requests: one batch pays 1 overhead (1e7) instead of 4, and decode is the
     # same per request either way, so the cheapest plan is a single batch.
-    df = table([100] * 4, [10] * 4)
+    df = request_table([100] * 4, [10] * 4)
     res = plan_requests(df, STATIC, 8)
     ev = res.buckets[0].evaluation
     assert ev.n_batches == 1
@@ -55,14 +38,14 @@ def test_very_different_requests_are_not_merged():
     # A 64-token prompt with 2 output tokens beside an 8,000-token prompt with 500 output
     # tokens: merging makes the small one pay the big one's decode (~1e11 cost units) to save
     # one 1e7 overhead, so they run apart.
-    df = table([64, 8000], [2, 500])
+    df = request_table([64, 8000], [2, 500])
     ev = plan_requests(df, STATIC, 8).buckets[0].evaluation
     assert ev.n_batches == 2
 
 
 def test_lower_bounds_by_hand():
     # Two requests, prompt 100 and 30 (aligned 128 and 64), gen 3 and 5, g = 64, H = 4096.
-    df = table([100, 30], [3, 5])
+    df = request_table([100, 30], [3, 5])
     b = lower_bounds(df, STATIC, max_batch_size=1)
     assert b.min_padding_tokens == (128 - 100) + (64 - 30)  # 62
     assert b.min_pad_ratio == pytest.approx(62 / (100 + 30 + 3 + 5))
@@ -131,7 +114,7 @@ def buckets(draw):
         n = draw(st.integers(1, 25))
         p = draw(st.lists(st.integers(1, 3000), min_size=n, max_size=n))
         g = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-        out[f"b{b}"] = table(p, g, prefix=f"b{b}-")
+        out[f"b{b}"] = request_table(p, g, prefix=f"b{b}-")
     return out
 
 
@@ -170,14 +153,17 @@ def test_plans_verify_respect_caps_and_never_beat_the_bounds(data, cap, mbs, pad
 
 def test_planner_beats_the_baseline_on_generated_workloads():
     for seed, cm in [(1, STATIC), (2, PADDED)]:
-        df = lognormal(600, seed)
+        df = lognormal_requests(600, seed)
         res = plan_requests(df, cm, 8)
         base = evaluate(df, baseline_plan(df, k=8), cm)
         assert res.total_cost < 0.5 * base.cost.total
 
 
 def test_shared_cap_across_buckets():
-    a, b = lognormal(300, 5, pm=300, prefix="a"), lognormal(300, 6, pm=3000, gm=40, prefix="b")
+    a, b = (
+        lognormal_requests(300, 5, prompt_median=300, prefix="a"),
+        lognormal_requests(300, 6, prompt_median=3000, gen_median=40, prefix="b"),
+    )
     res = plan_requests({"a": a, "b": b}, PADDED, 4)
     assert len(res.shapes) <= 4
     assert verify_plans([a, b], [res["a"].plan, res["b"].plan], max_shapes=4).ok
@@ -189,7 +175,7 @@ def test_shared_cap_across_buckets():
 
 
 def test_sequential_limit_is_met_at_a_higher_cost():
-    df = lognormal(300, 7)
+    df = lognormal_requests(300, 7)
     free = plan_requests(df, STATIC, 8).buckets[0]
     bound = free.bounds.min_sequential_ms
     target = bound + 0.3 * (free.evaluation.sequential_ms - bound)
@@ -202,7 +188,7 @@ def test_sequential_limit_is_met_at_a_higher_cost():
 
 
 def test_p95_limit_below_the_bound_names_the_limit_and_bucket():
-    df = lognormal(200, 8)
+    df = lognormal_requests(200, 8)
     bound = lower_bounds(df, STATIC).min_p95_latency_ms
     with pytest.raises(LimitError) as info:
         plan_requests({"chat": df}, STATIC, 8, {"chat": Limits(max_p95_latency_ms=bound * 0.5)})
@@ -214,7 +200,7 @@ def test_p95_limit_below_the_bound_names_the_limit_and_bucket():
 
 
 def test_cost_limit_below_the_bound_fails_with_the_best_cost():
-    df = lognormal(100, 9)
+    df = lognormal_requests(100, 9)
     free = plan_requests(df, STATIC, 8).buckets[0]
     with pytest.raises(LimitError) as info:
         plan_requests(df, STATIC, 8, Limits(max_cost=free.bounds.min_cost * 0.9))
@@ -223,7 +209,7 @@ def test_cost_limit_below_the_bound_fails_with_the_best_cost():
 
 
 def test_pad_ratio_limit_met_or_reported():
-    df = lognormal(300, 10)
+    df = lognormal_requests(300, 10)
     free = plan_requests(df, PADDED, 2).buckets[0]
     with pytest.raises(LimitError) as info:
         plan_requests(df, PADDED, 2, Limits(max_pad_ratio=free.bounds.min_pad_ratio * 0.5))
@@ -252,4 +238,4 @@ def test_limits_validation_and_toml(tmp_path):
 
 def test_unknown_bucket_in_limits_is_an_error():
     with pytest.raises(InputError, match="unknown bucket"):
-        plan_requests({"a": table([10], [1])}, STATIC, 2, {"b": Limits()})
+        plan_requests({"a": request_table([10], [1])}, STATIC, 2, {"b": Limits()})

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from builders import request_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import reference_evaluate
@@ -27,16 +28,6 @@ from batchlab.shapes import align, optimal_shapes
 
 STATIC = get_cost_model("static-graph")
 PADDED = get_cost_model("padded-graph")
-
-
-def table(prompt, gen, prefix="r"):
-    return pd.DataFrame(
-        {
-            "request_id": [f"{prefix}{i}" for i in range(len(prompt))],
-            "prompt_len": np.asarray(prompt, dtype=np.int64),
-            "gen_len": np.asarray(gen, dtype=np.int64),
-        }
-    )
 
 
 def partitions(items):
@@ -101,7 +92,7 @@ def tiny_case(draw):
     n = draw(st.integers(1, 5))
     p = draw(st.lists(st.integers(1, 192), min_size=n, max_size=n))
     g = draw(st.lists(st.integers(1, 40), min_size=n, max_size=n))
-    return table(p, g)
+    return request_table(p, g)
 
 
 def limits_between(draw, plans, mbs):
@@ -153,7 +144,7 @@ def test_tiny_instances_reach_the_enumerated_optimum(df, padded, cap, data):
 def test_bounds_are_below_every_plan_on_medium_instances(cm, seed):
     rng = np.random.default_rng(seed)
     n = 300
-    df = table(
+    df = request_table(
         np.clip(rng.lognormal(np.log(600), 0.7, n), 1, 6000).astype(int),
         np.clip(rng.lognormal(np.log(120), 0.8, n), 1, 900).astype(int),
     )
@@ -210,7 +201,7 @@ def test_certified_gap_on_the_data_workloads():
 
 
 def test_max_shapes_beyond_the_distinct_lengths_is_clamped():
-    df = table([100, 200, 300, 300], [5, 5, 5, 5])
+    df = request_table([100, 200, 300, 300], [5, 5, 5, 5])
     with pytest.warns(UserWarning, match="distinct aligned prompt lengths"):
         res = plan_requests(df, STATIC, 1_000_000, progress=False)
     assert res.max_shapes == 3

@@ -1086,18 +1086,7 @@ def cmd_measure(args) -> int:
         lens = parse_batch_sizes(args.prompt_lens)
         try:
             crun = run_measure_continuous_cli(
-                args.model,
-                sizes,
-                lens,
-                args.gen_len,
-                device=args.device,
-                warmup=args.warmup,
-                repeats=args.repeats,
-                seed=args.seed,
-                threads=args.threads,
-                output=args.output,
-                save=not args.no_save,
-                progress=not args.no_progress,
+                args.model, sizes, lens, args.gen_len, **_measure_settings(args)
             )
         except ImportError as exc:
             raise InputError(str(exc), field="--model") from exc
@@ -1126,17 +1115,10 @@ def cmd_measure(args) -> int:
             sizes,
             128 if args.prompt_len is None else args.prompt_len,
             args.gen_len,
-            device=args.device,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            seed=args.seed,
-            output=args.output,
-            save=not args.no_save,
             latency_limit_ms=args.latency_limit_ms,
             latency_column=args.latency_column,
             tolerance=args.tolerance,
-            progress=not args.no_progress,
-            threads=args.threads,
+            **_measure_settings(args),
         )
     except ImportError as exc:  # torch / transformers missing: one line, exit code 2
         raise InputError(str(exc), field="--model") from exc
@@ -1152,6 +1134,28 @@ def cmd_measure(args) -> int:
         return EXIT_OK
     print(run.report())
     return EXIT_OK
+
+
+def _measure_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of ``batchlab measure`` that both engines take, as keyword arguments of
+    :func:`run_measure_cli` and :func:`run_measure_continuous_cli`."""
+    return dict(
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        seed=args.seed,
+        threads=args.threads,
+        output=args.output,
+        save=not args.no_save,
+        progress=not args.no_progress,
+    )
+
+
+def _sizes(value: Sequence[int] | str) -> Sequence[int]:
+    """Batch sizes or prompt lengths: a comma-separated string parsed, a sequence as it is."""
+    from batchlab.measure import parse_batch_sizes
+
+    return parse_batch_sizes(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -1202,20 +1206,12 @@ def run_measure_continuous_cli(
     """What ``batchlab measure --engine continuous`` does: time the continuous-batching engine
     step by step (:func:`batchlab.measure.measure_continuous`), fit the step-time model, save
     (default: :func:`batchlab.measure.default_measurement_path`, the user's cache folder)."""
-    from batchlab.measure import (
-        decode_table,
-        fit_step_time,
-        measure_continuous,
-        parse_batch_sizes,
-        save_measurement,
-    )
+    from batchlab.measure import decode_table, fit_step_time, measure_continuous, save_measurement
 
-    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
-    lens = parse_batch_sizes(prompt_lens) if isinstance(prompt_lens, str) else prompt_lens
     steps = measure_continuous(
         model,
-        sizes,
-        lens,
+        _sizes(batch_sizes),
+        _sizes(prompt_lens),
         gen_len,
         device=device,
         warmup=warmup,
@@ -1303,17 +1299,11 @@ def run_measure_cli(
     repository) unless ``save`` is False. ``threads``: PyTorch's thread count (recorded). Print
     ``run.report()`` for the terminal.
     """
-    from batchlab.measure import (
-        measure_batch_sizes,
-        parse_batch_sizes,
-        save_measurement,
-        summarize_measurement,
-    )
+    from batchlab.measure import measure_batch_sizes, save_measurement, summarize_measurement
 
-    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else batch_sizes
     table = measure_batch_sizes(
         model,
-        sizes,
+        _sizes(batch_sizes),
         prompt_len,
         gen_len,
         device,
@@ -1606,30 +1596,105 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
             )
 
 
+def seconds_option(max_val: float | None = None) -> Any:
+    """An argparse ``type=`` for a duration: seconds > 0 (at most ``max_val`` s)."""
+    return number_option(float, min_val=0, max_val=max_val, include_boundaries="right", unit="s")
+
+
+def rate_list_option(max_items: int) -> Any:
+    """An argparse ``type=`` for comma-separated arrival rates: requests/s > 0, each at most
+    :data:`batchlab.loadtest.MAX_RATE`, at most ``max_items`` of them."""
+    from batchlab.loadtest import MAX_RATE
+
+    return list_option(
+        float, min_val=0, max_val=MAX_RATE, include_boundaries="right", max_items=max_items
+    )
+
+
+def add_command(sub: Any, name: str, help: str, func: Any) -> argparse.ArgumentParser:
+    """A subcommand ``name`` of ``sub`` (``add_subparsers``) run by ``func(args)``, which
+    returns the exit code."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_json_option(p: argparse.ArgumentParser) -> None:
+    """``--json``: machine-readable output."""
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_output_option(p: argparse.ArgumentParser, help: str, metavar: str = "OUT.csv") -> None:
+    """``--output`` / ``-o``: the one file a command writes (and its named companions)."""
+    p.add_argument("--output", "-o", metavar=metavar, help=help)
+
+
+def add_request_selection_options(p: argparse.ArgumentParser) -> None:
+    """``--first-s`` and ``--max-requests``: keep IN's requests arriving in the first S seconds,
+    and / or its first N requests in arrival order."""
+    p.add_argument(
+        "--first-s", type=seconds_option(), help="keep requests arriving in the first S seconds"
+    )
+    p.add_argument(
+        "--max-requests",
+        type=number_option(int, min_val=1),
+        help="keep the first N requests (arrival order)",
+    )
+
+
+def add_policy_option(p: argparse.ArgumentParser) -> None:
+    """``--policy``: one of the registered batching policies (default continuous)."""
+    from batchlab.simulate.policies import POLICIES
+
+    p.add_argument("--policy", default="continuous", choices=list(POLICIES), help=_policy_help())
+
+
+def add_kv_cache_options(
+    p: argparse.ArgumentParser,
+    *,
+    kv_blocks_help: str,
+    block_size_help: str,
+    block_size_default: int | None = None,
+) -> None:
+    """``--kv-blocks`` (the KV-cache budget in blocks) and ``--block-size`` (tokens per block)."""
+    from batchlab.simulate.engine import MAX_BLOCK_SIZE, MAX_KV_BLOCKS
+
+    p.add_argument(
+        "--kv-blocks",
+        type=number_option(int, min_val=1, max_val=MAX_KV_BLOCKS),
+        help=kv_blocks_help,
+    )
+    p.add_argument(
+        "--block-size",
+        type=number_option(int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"),
+        default=block_size_default,
+        help=block_size_help,
+    )
+
+
+def add_threads_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--threads``: a whole number of threads in [1, 1024], default 1."""
+    p.add_argument(
+        "--threads", type=number_option(int, min_val=1, max_val=1024), default=1, help=help
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``batchlab`` argument parser: every number option range-checked while parsing
     (:func:`number_option`), every ``--help`` with defaults, ranges and choices."""
     from batchlab.capacity import MAX_NUM_SEQS, MAX_REPLICAS
     from batchlab.checks import MAX_INT
     from batchlab.datasets import TRACES
-    from batchlab.loadtest import (
-        MAX_CONCURRENCY,
-        MAX_DURATION_S,
-        MAX_LEVELS,
-        MAX_RATE,
-        MAX_TIMEOUT_S,
-    )
+    from batchlab.loadtest import MAX_CONCURRENCY, MAX_DURATION_S, MAX_LEVELS, MAX_TIMEOUT_S
     from batchlab.measure.table import MAX_BATCH_SIZE, MAX_REPEATS
     from batchlab.planner import MAX_SHAPES, MAX_TIME_LIMIT_S
     from batchlab.roofline import GPUS, MODELS
     from batchlab.shapes import MAX_GRANULARITY
-    from batchlab.simulate.engine import MAX_BLOCK_SIZE, MAX_KV_BLOCKS
-    from batchlab.simulate.policies import POLICIES
     from batchlab.workload import MAX_ARRIVAL_S, MAX_BURSTINESS, MAX_LENGTH, MIN_BURSTINESS
 
     whole = number_option(int, min_val=1)
     seed = number_option(int, min_val=0, max_val=MAX_INT)
-    positive_s = dict(min_val=0, include_boundaries="right", unit="s")
+    burstiness = number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS)
     traces = ", ".join(TRACES)
     requests_help = f"a request file (JSONL, CSV, Parquet, or a trace's CSV) or a trace: {traces}"
 
@@ -1638,17 +1703,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def json_option(p):
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p = sub.add_parser("profile", help="profile request files or traces")
+    p = add_command(sub, "profile", "profile request files or traces", cmd_profile)
     p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
-    json_option(p)
-    p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "plan",
-        help="plan request files into batches and shapes (each plan with a PLAN.meta.json)",
+        "plan request files into batches and shapes (each plan with a PLAN.meta.json)",
+        cmd_plan,
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
     p.add_argument(
@@ -1670,7 +1732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", metavar="LIMITS.toml", help="limits per input file stem")
     p.add_argument(
         "--time-limit",
-        type=number_option(float, max_val=MAX_TIME_LIMIT_S, **positive_s),
+        type=seconds_option(MAX_TIME_LIMIT_S),
         default=10.0,
         metavar="S",
         help="seconds for the exact model",
@@ -1682,10 +1744,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="solve the exact model: when it fits the budget (auto), always, or never",
     )
     add_cost_model_options(p)
-    json_option(p)
-    p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("verify", help="verify plans: IN... PLAN... (as many of each)")
+    p = add_command(sub, "verify", "verify plans: IN... PLAN... (as many of each)", cmd_verify)
     p.add_argument(
         "files", nargs="+", metavar="IN_OR_PLAN", help=f"requests ({requests_help}), then plans"
     )
@@ -1709,22 +1769,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="take the granularity from this cost model (as plan and evaluate)",
     )
-    json_option(p)
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("evaluate", help="evaluate a plan (with the cost model it was made with)")
+    p = add_command(
+        sub, "evaluate", "evaluate a plan (with the cost model it was made with)", cmd_evaluate
+    )
     p.add_argument("requests", metavar="IN", help=requests_help)
     p.add_argument("plan", metavar="PLAN", help="a plan file (JSONL)")
     add_cost_model_options(p, from_plan=True)
-    json_option(p)
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "simulate",
-        help="simulate serving requests with a batching policy (IN: a request file or a trace name)",
+        "simulate serving requests with a batching policy (IN: a request file or a trace name)",
+        cmd_simulate,
     )
     p.add_argument("input", metavar="IN", help=requests_help)
-    p.add_argument("--policy", default="continuous", choices=list(POLICIES), help=_policy_help())
+    add_policy_option(p)
     p.add_argument(
         "--model",
         default="llama-2-7b",
@@ -1758,7 +1818,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--burstiness",
-        type=number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS),
+        type=burstiness,
         help="with --rate: inter-arrival CV (1 = Poisson; default 1)",
     )
     p.add_argument(
@@ -1767,23 +1827,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --concurrency: ms between a response and the next request (default 0)",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of drawn arrivals")
-    p.add_argument(
-        "--first-s",
-        type=number_option(float, **positive_s),
-        help="keep requests arriving in the first S seconds",
-    )
-    p.add_argument("--max-requests", type=whole, help="keep the first N requests (arrival order)")
+    add_request_selection_options(p)
     _add_policy_options(p)
-    p.add_argument(
-        "--kv-blocks",
-        type=number_option(int, min_val=1, max_val=MAX_KV_BLOCKS),
-        help="KV-cache budget in blocks (default: what fits in the GPU)",
-    )
-    p.add_argument(
-        "--block-size",
-        type=number_option(int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"),
-        default=16,
-        help="tokens per KV block",
+    add_kv_cache_options(
+        p,
+        kv_blocks_help="KV-cache budget in blocks (default: what fits in the GPU)",
+        block_size_help="tokens per KV block",
+        block_size_default=16,
     )
     p.add_argument(
         "--memory-fraction",
@@ -1791,12 +1841,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.9,
         help="share of GPU memory usable",
     )
-    json_option(p)
-    p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "capacity",
-        help="the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
+        "the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
+        cmd_capacity,
     )
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument(
@@ -1831,9 +1881,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--rates",
-        type=list_option(
-            float, min_val=0, max_val=MAX_RATE, include_boundaries="right", max_items=16
-        ),
+        type=rate_list_option(16),
         help="Poisson arrivals at these requests/s instead, e.g. 20,40",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of --rates arrivals")
@@ -1869,29 +1917,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="counts above the answer checked",
     )
     p.add_argument("--latency", default="ttft_p99_ms", help="the Pareto front's latency column")
-    p.add_argument(
-        "--first-s",
-        type=number_option(float, **positive_s),
-        help="keep requests arriving in the first S seconds",
-    )
-    p.add_argument("--max-requests", type=whole, help="keep the first N requests (arrival order)")
+    add_request_selection_options(p)
     p.add_argument(
         "--workers",
         type=number_option(int, min_val=1, max_val=256),
         help="simulate configurations in N processes",
     )
     p.add_argument("--dask", metavar="ADDRESS", help="run on this dask.distributed scheduler")
-    p.add_argument(
-        "--output", "-o", metavar="OUT.csv", help="write the table of every configuration"
-    )
+    add_output_option(p, "write the table of every configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    json_option(p)
-    p.set_defaults(func=cmd_capacity)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "measure",
-        help="measure generation on this machine: padded batches (static) or every step of a "
+        "measure generation on this machine: padded batches (static) or every step of a "
         "continuous-batching engine",
+        cmd_measure,
     )
     p.add_argument(
         "--model", default="tiny", help="'tiny' (random small Llama, no download) or a local folder"
@@ -1930,12 +1971,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated tokens per sequence",
     )
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
-    p.add_argument(
-        "--threads",
-        type=number_option(int, min_val=1, max_val=1024),
-        default=1,
-        help="PyTorch threads (recorded)",
-    )
+    add_threads_option(p, "PyTorch threads (recorded)")
     p.add_argument(
         "--warmup",
         type=number_option(int, min_val=0, max_val=MAX_REPEATS),
@@ -1949,11 +1985,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed runs per setting (median; default static 3, continuous 2)",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of the prompts and tiny weights")
-    p.add_argument(
-        "--output",
-        "-o",
-        metavar="OUT.csv",
-        help="where to save, with OUT.json beside it (default: the user's cache folder, e.g. "
+    add_output_option(
+        p,
+        "where to save, with OUT.json beside it (default: the user's cache folder, e.g. "
         "~/.cache/batchlab/measurements/<model>-<device>-p<P>-g<G>.csv; printed)",
     )
     p.add_argument("--no-save", action="store_true", help="do not write the CSV and JSON")
@@ -1975,21 +2009,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="saturation: share of the best throughput",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    json_option(p)
-    p.set_defaults(func=cmd_measure)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "loadtest",
-        help="measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
+        "measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
+        cmd_loadtest,
     )
     p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000 (or .../v1)")
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument("--model", required=True, help="the model name the server serves")
     p.add_argument(
         "--rates",
-        type=list_option(
-            float, min_val=0, max_val=MAX_RATE, include_boundaries="right", max_items=MAX_LEVELS
-        ),
+        type=rate_list_option(MAX_LEVELS),
         help="open loop: comma-separated requests/s, e.g. 1,2,4",
     )
     p.add_argument(
@@ -2005,21 +2037,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--burstiness",
-        type=number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS),
+        type=burstiness,
         default=1.0,
         help="poisson: inter-arrival CV",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of the arrivals and prompt words")
     p.add_argument(
         "--duration-s",
-        type=number_option(float, max_val=MAX_DURATION_S, **positive_s),
+        type=seconds_option(MAX_DURATION_S),
         default=60.0,
         help="seconds of sending per level",
     )
     p.add_argument("--max-requests", type=whole, help="at most N requests per level")
     p.add_argument(
         "--timeout-s",
-        type=number_option(float, max_val=MAX_TIMEOUT_S, **positive_s),
+        type=seconds_option(MAX_TIMEOUT_S),
         default=60.0,
         help="per-request limit (seconds)",
     )
@@ -2032,11 +2064,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label", default="measured", help="the policy column of the table")
     p.add_argument("--api-key-env", metavar="VAR", help="environment variable holding an API key")
-    p.add_argument(
-        "--output",
-        "-o",
-        metavar="OUT.csv",
-        help="write the levels (+ OUT.requests.jsonl, OUT.json)",
+    add_output_option(
+        p,
+        "write the levels (+ OUT.requests.jsonl, OUT.json)",
     )
     p.add_argument(
         "--simulate-with",
@@ -2045,12 +2075,12 @@ def build_parser() -> argparse.ArgumentParser:
         "engine (measure --engine continuous) and print measured vs simulated",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    json_option(p)
-    p.set_defaults(func=cmd_loadtest)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "replay",
-        help="replay a saved load test in the simulator: measured vs simulated per level",
+        "replay a saved load test in the simulator: measured vs simulated per level",
+        cmd_replay,
     )
     p.add_argument("loadtest", metavar="LOADTEST.csv", help="a load test (batchlab loadtest -o)")
     p.add_argument(
@@ -2060,31 +2090,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="step times of the server's engine (batchlab measure --engine continuous; its "
         "engine settings are the simulator's unless the options below say otherwise)",
     )
-    p.add_argument("--policy", default="continuous", choices=list(POLICIES), help=_policy_help())
+    add_policy_option(p)
     _add_policy_options(p)
-    p.add_argument(
-        "--kv-blocks",
-        type=number_option(int, min_val=1, max_val=MAX_KV_BLOCKS),
-        help="the server's KV cache in blocks (default: the measured engine's)",
-    )
-    p.add_argument(
-        "--block-size",
-        type=number_option(int, min_val=1, max_val=MAX_BLOCK_SIZE, unit="tokens"),
-        help="tokens per KV block (default: the measured engine's)",
+    add_kv_cache_options(
+        p,
+        kv_blocks_help="the server's KV cache in blocks (default: the measured engine's)",
+        block_size_help="tokens per KV block (default: the measured engine's)",
     )
     p.add_argument("--label", default="simulated", help="the policy column of the simulated levels")
-    p.add_argument(
-        "--output",
-        "-o",
-        metavar="OUT.csv",
-        help="write the comparison (+ OUT.levels.csv, the simulated levels)",
+    add_output_option(
+        p,
+        "write the comparison (+ OUT.levels.csv, the simulated levels)",
     )
-    json_option(p)
-    p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "serve-tiny",
-        help="serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
+        "serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
+        cmd_serve_tiny,
     )
     p.add_argument(
         "--port", type=number_option(int, min_val=1, max_val=65535), default=8000, help="TCP port"
@@ -2094,17 +2117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed, default=0, help="seed of the random weights")
     p.add_argument(
         "--ready-timeout-s",
-        type=number_option(float, max_val=MAX_TIMEOUT_S, **positive_s),
+        type=seconds_option(MAX_TIMEOUT_S),
         default=180.0,
         help="wait for the server",
     )
     p.add_argument("--no-warmup", action="store_true", help="announce before a warm-up request")
-    p.add_argument(
-        "--threads",
-        type=number_option(int, min_val=1, max_val=1024),
-        default=1,
-        help="the server's OpenMP threads",
-    )
+    add_threads_option(p, "the server's OpenMP threads")
     p.add_argument(
         "--cb-num-blocks",
         type=number_option(int, min_val=1, max_val=1 << 20),
@@ -2117,7 +2135,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=512,
         help="tokens per step",
     )
-    p.set_defaults(func=cmd_serve_tiny)
+    for name, command in sub.choices.items():
+        if name != "serve-tiny":  # every command that prints results: last, --json
+            add_json_option(command)
     return parser
 
 

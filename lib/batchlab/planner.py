@@ -542,21 +542,28 @@ class _Candidate:
         return plan, ev
 
 
-def _candidate(bucket, shapes, cm, gen_bucket, lam, window) -> _Candidate:
-    order, batch, seq = _batch_bucket(bucket, shapes, cm, gen_bucket, lam, window)
-    nb = int(batch.max()) + 1
+def _exact_summary(
+    bucket: _Bucket, cm: CostModel, order: np.ndarray, batch: np.ndarray, seq: np.ndarray
+) -> dict[str, float | int]:
+    """The exact metrics (:func:`batchlab.evaluate.evaluate_arrays`) of ``bucket``'s requests
+    taken in ``order``, with batch label ``batch`` (0, 1, ... in runs) and shape ``seq``
+    (tokens) per row of that order."""
     first_row = np.unique(batch, return_index=True)[1]
-    core = evaluate_arrays(
+    return evaluate_arrays(
         cm,
         bucket.prompt[order],
         bucket.gen[order],
         bucket.aligned[order],
         seq,
         batch,
-        nb,
+        int(batch.max()) + 1,
         first_row,
-    )
-    summary = core.summary()
+    ).summary()
+
+
+def _candidate(bucket, shapes, cm, gen_bucket, lam, window) -> _Candidate:
+    order, batch, seq = _batch_bucket(bucket, shapes, cm, gen_bucket, lam, window)
+    summary = _exact_summary(bucket, cm, order, batch, seq)
     settings = {
         "n_shapes_global": int(len(shapes)),
         "gen_bucket_size": int(gen_bucket),
@@ -1256,20 +1263,7 @@ def _scored(
 ) -> _Candidate:
     """A candidate from a batch label and declared shape per request, scored exactly."""
     order, codes, seq_rows = _arrange(bucket, cm, batch, seq)
-    nb = int(codes[-1]) + 1 if len(codes) else 0
-    nb = int(codes.max()) + 1
-    first_row = np.unique(codes, return_index=True)[1]
-    core = evaluate_arrays(
-        cm,
-        bucket.prompt[order],
-        bucket.gen[order],
-        bucket.aligned[order],
-        seq_rows,
-        codes,
-        nb,
-        first_row,
-    )
-    summary = core.summary()
+    summary = _exact_summary(bucket, cm, order, codes, seq_rows)
     return _Candidate(order, codes, seq_rows, summary, bucket.limits.violations(summary), settings)
 
 

@@ -426,11 +426,7 @@ class TinyServer:
 
     def start(self) -> TinyServer:
         """Save the model, start the server and wait until it answers (see the class doc)."""
-        missing = missing_serve_packages()
-        if missing:
-            raise ServerError(
-                f"transformers serve needs {', '.join(missing)}: pip install 'batchlab[measure,serve]'"
-            )
+        _require_serve_packages()
         self.path = save_tiny_model(self.model_dir, seed=self.seed)
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="batchlab-tiny-server.", suffix=".log")
@@ -501,11 +497,7 @@ def serve_tiny(
     env = server_env(threads)
     check_scalar(num_blocks, "num_blocks", int, min_val=1)
     check_scalar(max_batch_tokens, "max_batch_tokens", int, min_val=1)
-    missing = missing_serve_packages()
-    if missing:
-        raise ServerError(
-            f"transformers serve needs {', '.join(missing)}: pip install 'batchlab[measure,serve]'"
-        )
+    _require_serve_packages()
     path = save_tiny_model(model_dir, seed=seed)
     cmd = serve_command(
         path,
@@ -544,6 +536,15 @@ def serve_tiny(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _require_serve_packages() -> None:
+    """ServerError naming the packages ``transformers serve`` needs and lacks (none: return)."""
+    missing = missing_serve_packages()
+    if missing:
+        raise ServerError(
+            f"transformers serve needs {', '.join(missing)}: pip install 'batchlab[measure,serve]'"
+        )
 
 
 class _Terminated(Exception):

@@ -22,9 +22,10 @@ settings show a message in the widget; they never raise.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -490,6 +491,21 @@ def _message_html(message: str | None) -> str:
 # shape explorer widget
 
 
+def _slider(
+    cls: type[widgets.Widget], *, description_width: str, width: str, **options: Any
+) -> widgets.Widget:
+    """An ipywidgets slider of class ``cls`` (``IntSlider``, ``FloatSlider``,
+    ``FloatLogSlider``) with ``options``, that reports its value on release
+    (``continuous_update=False``); its label ``description_width`` wide and the whole ``width``
+    wide (CSS lengths, e.g. ``"480px"``)."""
+    return cls(
+        continuous_update=False,
+        style={"description_width": description_width},
+        layout=widgets.Layout(width=width),
+        **options,
+    )
+
+
 class _Explorer(widgets.VBox):
     """What the explorers share: a ``view`` computed from the controls (:meth:`_compute`),
     shown in ``figure`` and the HTML parts (:meth:`_show_view`), recomputed on every change."""
@@ -499,6 +515,17 @@ class _Explorer(widgets.VBox):
 
     def _show_view(self) -> None:
         raise NotImplementedError
+
+    def _first_view(self) -> None:
+        """Compute the first view and show it in a new ``figure`` and the HTML parts."""
+        self.view = self._compute()
+        self.figure = figure_widget(self.view.figure)
+        self._show_view()
+
+    def _refresh_on_change(self, controls: Iterable[widgets.Widget]) -> None:
+        """Recompute the view whenever the value of one of ``controls`` changes."""
+        for control in controls:
+            control.observe(self._on_change, names="value")
 
     def refresh(self) -> Any:
         """Recompute the view for the current controls and update the figure and tables."""
@@ -553,35 +580,21 @@ class ShapeExplorer(_Explorer):
         self._family = widgets.Dropdown(
             options=list(FAMILIES), value=family, description="shape family", style=style
         )
-        self._k = widgets.IntSlider(
-            value=k0,
-            min=1,
-            max=mk,
-            description="shapes k",
-            continuous_update=False,
-            style=style,
-            layout=widgets.Layout(width="480px"),
+        int_slider = functools.partial(
+            _slider, widgets.IntSlider, description_width="150px", width="480px"
         )
+        self._k = int_slider(value=k0, min=1, max=mk, description="shapes k")
         gb = max_gen if gen_bucket_size is None else int(gen_bucket_size)
-        self._gen = widgets.IntSlider(
-            value=min(max(1, gb), max_gen),
-            min=1,
-            max=max_gen,
-            description="gen bucket (tokens)",
-            continuous_update=False,
-            style=style,
-            layout=widgets.Layout(width="480px"),
+        self._gen = int_slider(
+            value=min(max(1, gb), max_gen), min=1, max=max_gen, description="gen bucket (tokens)"
         )
         self._bounds = tuple(
-            widgets.IntSlider(
+            int_slider(
                 value=min(top, g * (i + 1)),
                 min=g,
                 max=top,
                 step=g,
                 description=f"shape {i + 1} (tokens)",
-                continuous_update=False,
-                style=style,
-                layout=widgets.Layout(width="480px"),
             )
             for i in range(mk)
         )
@@ -596,15 +609,11 @@ class ShapeExplorer(_Explorer):
         self._syncing = False
         if family == "custom":
             self._start_custom(k0)
-        self.view = self._compute()
-        self.figure = figure_widget(self.view.figure)
-        self._show_view()
+        self._first_view()
         self._sync_boundary_sliders()
         self._family.observe(self._on_family, names="value")
         self._k.observe(self._on_k, names="value")
-        self._gen.observe(self._on_change, names="value")
-        for slider in self._bounds:
-            slider.observe(self._on_change, names="value")
+        self._refresh_on_change([self._gen, *self._bounds])
         hint = widgets.HTML(
             "<small>gen bucket: requests of one shape are batched by gen_len buckets of this "
             f"size; {max_gen} (the longest gen_len) = no gen buckets. Choose family "
@@ -720,17 +729,11 @@ class ShapeExplorer(_Explorer):
         self.refresh()
 
 
-def shape_explorer(
-    requests: pd.DataFrame,
-    *,
-    cost_model: str | CostCoefficients | CostModel = "static-graph",
-    limits: Limits | Mapping[str, object] | None = None,
-    max_k: int = 16,
-    family: str = "optimal",
-    k: int = 4,
-    gen_bucket_size: int | None = None,
-) -> ShapeExplorer:
+def shape_explorer(requests: pd.DataFrame, **options: Any) -> ShapeExplorer:
     """An interactive shape explorer for ``requests`` (a ``VBox``; display it in Jupyter).
+
+    ``options``: those of :class:`ShapeExplorer` (``cost_model``, ``limits``, ``max_k``,
+    ``family``, ``k``, ``gen_bucket_size`` in tokens, ``n_bins`` of the histogram).
 
     Controls: the shape family (a grid family or ``custom``), the number of shapes k (up to
     ``max_k``), one slider per shape boundary (tokens; editable for ``custom``) and the
@@ -738,15 +741,7 @@ def shape_explorer(
     padding per shape bucket, and a metrics table (pad ratio, cost and its parts, batches, p95
     latency, sequential time, limits met or not) of :func:`shape_explorer_state`.
     """
-    return ShapeExplorer(
-        requests,
-        cost_model=cost_model,
-        limits=limits,
-        max_k=max_k,
-        family=family,
-        k=k,
-        gen_bucket_size=gen_bucket_size,
-    )
+    return ShapeExplorer(requests, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,50 +765,39 @@ class CostExplorer(_Explorer):
         self._plan = plan
         self._reference = evaluate(self._requests, plan, self._base)
         defaults = self._base.coefficients.as_dict()
-        style = {"description_width": "130px"}
         self.controls: dict[str, widgets.Widget] = {}
         columns = []
         for group in COEFFICIENT_SLIDERS:
             sliders = []
             for name in group:
                 value = float(defaults[name])
+                common = dict(
+                    step=0.01,
+                    description=name,
+                    readout_format=".3g",
+                    description_width="130px",
+                    width="420px",
+                )
                 if value > 0:
                     exponent = math.log10(value)
-                    slider: widgets.Widget = widgets.FloatLogSlider(
+                    slider = _slider(
+                        widgets.FloatLogSlider,
                         value=value,
                         base=10,
                         min=math.floor(exponent) - 2,
                         max=math.ceil(exponent) + 2,
-                        step=0.01,
-                        description=name,
-                        continuous_update=False,
-                        readout_format=".3g",
-                        style=style,
-                        layout=widgets.Layout(width="420px"),
+                        **common,
                     )
                 else:
-                    slider = widgets.FloatSlider(
-                        value=0.0,
-                        min=0.0,
-                        max=1.0,
-                        step=0.01,
-                        description=name,
-                        continuous_update=False,
-                        readout_format=".3g",
-                        style=style,
-                        layout=widgets.Layout(width="420px"),
-                    )
+                    slider = _slider(widgets.FloatSlider, value=0.0, min=0.0, max=1.0, **common)
                 self.controls[name] = slider
                 sliders.append(slider)
             columns.append(widgets.VBox(sliders))
         self.reset = widgets.Button(description="reset to preset")
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
-        self.view = self._compute()
-        self.figure = figure_widget(self.view.figure)
-        self._show_view()
-        for slider in self.controls.values():
-            slider.observe(self._on_change, names="value")
+        self._first_view()
+        self._refresh_on_change(self.controls.values())
         self.reset.on_click(self._on_reset)
         self._resetting = False
         head = widgets.HTML(
@@ -1028,8 +1012,6 @@ def policy_explorer_state(
 
 def _control_widget(slider: Any, value: Any, requests: pd.DataFrame) -> widgets.Widget:
     """The ipywidget of one declared control (a slider, or a checkbox for a switch)."""
-    style = {"description_width": "190px"}
-    layout = widgets.Layout(width="520px")
     if slider.type is bool:
         return widgets.Checkbox(value=bool(value), description=slider.description)
     low, high = slider.range_for(requests, value)
@@ -1039,13 +1021,12 @@ def _control_widget(slider: Any, value: Any, requests: pd.DataFrame) -> widgets.
         max=high,
         step=slider.step,
         description=slider.description,
-        continuous_update=False,
-        style=style,
-        layout=layout,
+        description_width="190px",
+        width="520px",
     )
     if slider.type is int:
-        return widgets.IntSlider(**common)
-    return widgets.FloatSlider(readout_format=".0f", **common)
+        return _slider(widgets.IntSlider, **common)
+    return _slider(widgets.FloatSlider, readout_format=".0f", **common)
 
 
 class PolicyExplorer(_Explorer):
@@ -1093,11 +1074,8 @@ class PolicyExplorer(_Explorer):
             self.controls[name] = _control_widget(slider, value, self._requests)
         self.message_html = widgets.HTML()
         self.metrics_html = widgets.HTML()
-        self.view = self._compute()
-        self.figure = figure_widget(self.view.figure)
-        self._show_view()
-        for control in self.controls.values():
-            control.observe(self._on_change, names="value")
+        self._first_view()
+        self._refresh_on_change(self.controls.values())
         n = len(self._requests)
         if rate is not None:
             load = f"Poisson arrivals at {float(rate):g} requests/s (seed {seed})"
@@ -1229,16 +1207,16 @@ class SLOExplorer(_Explorer):
         top = top if top is not None else (start if start is not None else 1000.0)
         bottom = low if low is not None else top / 20
         start = start if start is not None else top
-        self.slider = widgets.FloatSlider(
+        self.slider = _slider(
+            widgets.FloatSlider,
             value=min(max(start, bottom), top),
             min=bottom,
             max=top,
             step=step if step is not None else (top - bottom) / 100,
             description=f"{metric.replace('_ms', '')} limit (ms)",
-            continuous_update=False,
             readout_format=".0f",
-            style={"description_width": "190px"},
-            layout=widgets.Layout(width="620px"),
+            description_width="190px",
+            width="620px",
         )
         self.controls = {metric: self.slider}
         self.message_html = widgets.HTML()

@@ -176,6 +176,16 @@ def _show(value: object) -> str:
     return shown_value(value)
 
 
+def _refuse_first(
+    df: pd.DataFrame, bad: np.ndarray, column: str, message: str, source: object | None
+) -> None:
+    """Raise :func:`_fail_at` at the first row where ``bad`` is True (none: return), with
+    ``message`` formatted with that row's value of ``column`` (shown briefly)."""
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise _fail_at(df, pos, column, message.format(_show(df[column].iloc[pos])), source)
+
+
 def _fail_at(
     df: pd.DataFrame, pos: int, column: str, message: str, source: object | None
 ) -> InputError:
@@ -255,10 +265,7 @@ def number_values(
             raise _fail_at(
                 df, 0, column, f"must be {expected}, got a {dtype} column", source
             ) from None
-    missing = np.isnan(arr)
-    if missing.any():
-        pos = int(np.flatnonzero(missing)[0])
-        raise _fail_at(df, pos, column, "missing value", source)
+    _refuse_first(df, np.isnan(arr), column, "missing value", source)
     return arr
 
 
@@ -286,42 +293,18 @@ def _check_lengths(df: pd.DataFrame, column: str, source: object | None) -> np.n
             raise _fail_at(df, pos, column, message, source)
         return as_int.astype(np.int64)
     as_float = number_values(df, column, source=source, expected="a whole number of tokens")
-    bad = ~np.isfinite(as_float)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise _fail_at(
-            df, pos, column, f"not a whole number of tokens: {_show(values.iloc[pos])}", source
-        )
-    frac = as_float != np.floor(as_float)
-    if frac.any():
-        pos = int(np.flatnonzero(frac)[0])
-        raise _fail_at(
-            df,
-            pos,
-            column,
-            f"must be a whole number of tokens, got {_show(values.iloc[pos])}",
-            source,
-        )
-    small = as_float <= 0
-    if small.any():
-        pos = int(np.flatnonzero(small)[0])
-        raise _fail_at(
-            df,
-            pos,
-            column,
-            f"must be a positive number of tokens, got {_show(values.iloc[pos])}",
-            source,
-        )
-    big = as_float > MAX_LENGTH
-    if big.any():
-        pos = int(np.flatnonzero(big)[0])
-        raise _fail_at(
-            df,
-            pos,
-            column,
-            f"is larger than {MAX_LENGTH} tokens: {_show(values.iloc[pos])}",
-            source,
-        )
+    _refuse_first(df, ~np.isfinite(as_float), column, "not a whole number of tokens: {}", source)
+    _refuse_first(
+        df,
+        as_float != np.floor(as_float),
+        column,
+        "must be a whole number of tokens, got {}",
+        source,
+    )
+    _refuse_first(df, as_float <= 0, column, "must be a positive number of tokens, got {}", source)
+    _refuse_first(
+        df, as_float > MAX_LENGTH, column, f"is larger than {MAX_LENGTH} tokens: {{}}", source
+    )
     return as_float.astype(np.int64)
 
 
@@ -330,15 +313,7 @@ def _check_arrivals(df: pd.DataFrame, source: object | None) -> np.ndarray:
     expected = f"a number of seconds in [0, {MAX_ARRIVAL_S:g}]"
     arr = number_values(df, "arrival_s", source=source, expected=expected)
     bad = ~np.isfinite(arr) | (arr < 0) | (arr > MAX_ARRIVAL_S)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise _fail_at(
-            df,
-            pos,
-            "arrival_s",
-            f"must be {expected}, got {_show(df['arrival_s'].iloc[pos])}",
-            source,
-        )
+    _refuse_first(df, bad, "arrival_s", f"must be {expected}, got {{}}", source)
     return arr
 
 

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from batchlab.capacity import CONFIG_FIELDS, CapacityPlan, fewest_in_table
 from batchlab.errors import InputError
-from batchlab.plots.style import fit_to_output, series_color
+from batchlab.plots.style import fit_to_output, level_line, series_color
 from batchlab.slo import SLO
 
 __all__ = ["CAPACITY_LABELS", "capacity_pareto_figure", "fewest_gpus_figure"]
@@ -221,12 +221,13 @@ def fewest_gpus_figure(
     if limit is not None:
         xs = table["replicas"].to_numpy(dtype=np.float64)
         fig.add_trace(
-            go.Scatter(
-                x=[float(np.nanmin(xs)), float(np.nanmax(xs))],
-                y=[limit, limit],
+            level_line(
+                float(np.nanmin(xs)),
+                float(np.nanmax(xs)),
+                limit,
                 name="limit",
-                mode="lines",
-                line={"color": "#D62728", "dash": "dot", "width": 2},
+                color="#D62728",
+                width=2,
                 hovertemplate=f"limit {limit:g} ms<extra></extra>",
             ),
             row=1,

@@ -23,6 +23,7 @@ from batchlab.plots.style import (
     MEASUREMENT_LABELS,
     axis_label,
     fit_to_output,
+    level_line,
     log2_ticks,
     point_label,
     series_color,
@@ -226,12 +227,13 @@ def throughput_latency_vs_batch_figure(
     if latency_limit_ms is not None and sizes_all.size:
         lo, hi = float(sizes_all.min()), float(sizes_all.max())
         fig.add_trace(
-            go.Scatter(
-                x=[lo, hi],
-                y=[float(latency_limit_ms)] * 2,
+            level_line(
+                lo,
+                hi,
+                float(latency_limit_ms),
                 name="latency limit",
-                mode="lines",
-                line={"color": "#555555", "dash": "dot", "width": 1.5},
+                color="#555555",
+                width=1.5,
                 hovertemplate=f"limit {float(latency_limit_ms):,.4g} ms<extra></extra>",
             ),
             row=1,
@@ -408,14 +410,13 @@ def measured_vs_roofline_figure(
         )
         if xs.size:
             fig.add_trace(
-                go.Scatter(
-                    x=[float(xs.min()), float(xs.max())],
-                    y=[1.0, 1.0],
+                level_line(
+                    float(xs.min()),
+                    float(xs.max()),
+                    1.0,
                     name="ratio 1",
+                    color="#555555",
                     showlegend=False,
-                    mode="lines",
-                    line={"color": "#555555", "dash": "dot", "width": 1},
-                    hoverinfo="skip",
                 ),
                 row=2,
                 col=j,

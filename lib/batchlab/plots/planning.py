@@ -27,7 +27,9 @@ from batchlab.plots.style import (
     cdf_trace,
     fit_to_output,
     length_histogram,
+    level_line,
     log_bin_edges,
+    metric_panels,
     named_items,
     percentile_markers,
     rgba,
@@ -103,12 +105,13 @@ def padding_vs_k_figure(
     floor = min_padding_tokens(np.asarray(lengths).reshape(-1), granularity)
     k_all = table["k"].to_numpy()
     fig.add_trace(
-        go.Scatter(
-            x=[int(k_all.min()), int(k_all.max())],
-            y=[floor, floor],
+        level_line(
+            int(k_all.min()),
+            int(k_all.max()),
+            floor,
             name="alignment padding (lower bound)",
-            mode="lines",
-            line={"color": "black", "dash": "dash", "width": 1},
+            color="black",
+            dash="dash",
             hovertemplate="unavoidable alignment padding: %{y:,} tokens<extra></extra>",
         )
     )
@@ -616,14 +619,7 @@ def planner_comparison_figure(
     named = named_items(results, "evaluation", "plan")
     summaries = [(name, _summary(item)) for name, item in named]
     metrics = list(metrics)
-    if not metrics:
-        raise InputError("name at least one metric", field="metrics")
-    fig = make_subplots(
-        rows=1,
-        cols=len(metrics),
-        subplot_titles=[axis_label(m) for m in metrics],
-        horizontal_spacing=0.06,
-    )
+    fig = metric_panels(metrics, horizontal_spacing=0.06)
     for j, metric in enumerate(metrics, start=1):
         names, values, colors = [], [], []
         bound = _field(bounds, BOUND_FIELDS[metric]) if metric in BOUND_FIELDS else None

@@ -19,6 +19,8 @@ from batchlab.plots.style import (
     axis_label,
     cdf_trace,
     fit_to_output,
+    level_line,
+    metric_panels,
     percentile_markers,
     point_label,
     rgba,
@@ -301,15 +303,8 @@ def latency_cdf_by_policy_figure(
     """
     named = _sim_results(results, allow_tables=True)
     metrics = list(metrics)
-    if not metrics:
-        raise InputError("name at least one metric", field="metrics")
+    fig = metric_panels(metrics, horizontal_spacing=0.07)
     pcts = tuple(int(p) for p in percents)
-    fig = make_subplots(
-        rows=1,
-        cols=len(metrics),
-        subplot_titles=[axis_label(m) for m in metrics],
-        horizontal_spacing=0.07,
-    )
     for j, metric in enumerate(metrics, start=1):
         for i, (name, item) in enumerate(named):
             values = _metric_values(item, metric, name)
@@ -784,15 +779,7 @@ def live_vs_simulated_figure(
     xlabel = _LOAD_AXIS.get(mode, "load")
     for c in range(1, cols + 1):
         fig.add_trace(
-            go.Scatter(
-                x=[x0, x1],
-                y=[1.0, 1.0],
-                name="agreement",
-                showlegend=False,
-                mode="lines",
-                line={"color": "#999999", "dash": "dot", "width": 1},
-                hoverinfo="skip",
-            ),
+            level_line(x0, x1, 1.0, name="agreement", color="#999999", showlegend=False),
             row=2,
             col=c,
         )

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from numpy.typing import ArrayLike
+from plotly.subplots import make_subplots
 
 from batchlab.checks import as_named, check_scalar
 from batchlab.errors import InputError
@@ -31,7 +32,9 @@ __all__ = [
     "series_color",
     "length_histogram",
     "log2_ticks",
+    "level_line",
     "log_bin_edges",
+    "metric_panels",
     "named_items",
     "percentile_markers",
     "point_label",
@@ -227,6 +230,51 @@ def cdf_trace(
         mode="lines",
         line={"shape": "hv", "color": series_color(i)},
         hovertemplate=f"{name}<br>%{{y:.2f}}% of requests ≤ %{{x:.4g}} ms<extra></extra>",
+    )
+
+
+def level_line(
+    x0: float,
+    x1: float,
+    y: float,
+    *,
+    name: str,
+    color: str,
+    dash: str = "dot",
+    width: float = 1,
+    hovertemplate: str | None = None,
+    showlegend: bool | None = None,
+) -> go.Scatter:
+    """A horizontal line at ``y`` from ``x0`` to ``x1`` (in the axes' units), as a trace (a
+    limit, a bound, a ratio of 1): over the data only, unlike ``fig.add_hline``, and in the
+    legend unless ``showlegend`` is False. No hover text unless ``hovertemplate``."""
+    options: dict[str, Any] = {}
+    if hovertemplate is None:
+        options["hoverinfo"] = "skip"
+    else:
+        options["hovertemplate"] = hovertemplate
+    if showlegend is not None:
+        options["showlegend"] = showlegend
+    return go.Scatter(
+        x=[x0, x1],
+        y=[y, y],
+        name=name,
+        mode="lines",
+        line={"color": color, "dash": dash, "width": width},
+        **options,
+    )
+
+
+def metric_panels(metrics: Sequence[str], *, horizontal_spacing: float) -> go.Figure:
+    """One row of panels, one per metric of ``metrics`` (at least one, else InputError naming
+    ``metrics``), each titled with the metric's label and unit (:func:`axis_label`)."""
+    if not metrics:
+        raise InputError("name at least one metric", field="metrics")
+    return make_subplots(
+        rows=1,
+        cols=len(metrics),
+        subplot_titles=[axis_label(m) for m in metrics],
+        horizontal_spacing=horizontal_spacing,
     )
 
 
