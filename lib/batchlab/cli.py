@@ -36,13 +36,15 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from batchlab.checks import check_scalar, describe_range
+from batchlab.checks import MAX_INT, check_scalar, describe_range
 from batchlab.errors import BatchlabError, InputError, LimitError, VerificationError
+
+if TYPE_CHECKING:  # pandas loads where a command builds a table: ``batchlab evaluate`` never
+    import pandas as pd  # imports it, nor the simulator (see build_parser)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal error
@@ -91,6 +93,33 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
+        self._pending_options: Any = None
+
+    def add_options(self, add: Any, *, lazy: bool = False) -> None:
+        """Add a command's options with ``add(self)``: now, or (``lazy``) just before this
+        parser first parses or formats its usage or help, so that a command line builds and
+        imports only what its own command needs."""
+        if lazy:
+            self._pending_options = add
+        else:
+            add(self)
+
+    def _options_ready(self) -> None:
+        add, self._pending_options = self._pending_options, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._options_ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._options_ready()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._options_ready()
+        return super().format_help()
 
     def error(self, message: str) -> None:  # one line on stderr, exit code 2
         self.exit(EXIT_USAGE, f"batchlab: error: {_one_line(message)} (see {self.prog} -h)\n")
@@ -296,7 +325,7 @@ def read_requests_arg(source: str) -> pd.DataFrame:
 
 def _source_record(source: str, n_requests: int) -> dict:
     """What a plan's sidecar records of its requests: the argument, its sha256, the count."""
-    from batchlab.datasets import TRACES
+    from batchlab.trace_registry import TRACES
 
     path = Path(source)
     digest = None
@@ -594,7 +623,7 @@ def _plan_meta(args, cm, result, bp, out: Path, source: str, buckets: dict) -> d
 
 
 def _plan_metas(plan_paths: Sequence[str]) -> list[dict | None]:
-    from batchlab.plan import read_plan_meta
+    from batchlab.plan_meta import read_plan_meta
 
     return [read_plan_meta(p) for p in plan_paths]
 
@@ -679,8 +708,7 @@ def cmd_verify(args) -> int:
 def cmd_evaluate(args) -> int:
     """Evaluate a plan on its requests with the cost model it was made with (its sidecar), or
     the one given (with a warning when they differ)."""
-    from batchlab.evaluate import evaluate, evaluate_files
-    from batchlab.plan import read_plan
+    from batchlab.evaluate import evaluate_files
 
     (meta,) = _plan_metas([args.plan])
     settings = (meta or {}).get("settings", {})
@@ -701,6 +729,9 @@ def cmd_evaluate(args) -> int:
         summary, cost = evaluate_files(args.requests, args.plan, cm)
         n_requests = int(summary["n_requests"])
     else:  # a trace by name
+        from batchlab.evaluate import evaluate
+        from batchlab.plan import read_plan
+
         requests = read_requests_arg(args.requests)
         ev = evaluate(requests, read_plan(args.plan), cm)
         summary, cost, n_requests = ev.summary(), ev.cost.as_dict(), len(requests)
@@ -716,6 +747,8 @@ def cmd_evaluate(args) -> int:
         )
         return EXIT_OK
     print(f"cost model {cm.name}, granularity {cm.granularity}")
+    import pandas as pd
+
     rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
     print(_table(rows, _cost_units(cm, summary)))
     return EXIT_OK
@@ -1606,50 +1639,36 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``batchlab`` argument parser: every number option range-checked while parsing
-    (:func:`number_option`), every ``--help`` with defaults, ranges and choices."""
-    from batchlab.capacity import MAX_NUM_SEQS, MAX_REPLICAS
-    from batchlab.checks import MAX_INT
-    from batchlab.datasets import TRACES
-    from batchlab.loadtest import (
-        MAX_CONCURRENCY,
-        MAX_DURATION_S,
-        MAX_LEVELS,
-        MAX_RATE,
-        MAX_TIMEOUT_S,
-    )
-    from batchlab.measure.table import MAX_BATCH_SIZE, MAX_REPEATS
-    from batchlab.planner import MAX_SHAPES, MAX_TIME_LIMIT_S
-    from batchlab.roofline import GPUS, MODELS
-    from batchlab.shapes import MAX_GRANULARITY
-    from batchlab.simulate.engine import MAX_BLOCK_SIZE, MAX_KV_BLOCKS
-    from batchlab.simulate.policies import POLICIES
-    from batchlab.workload import MAX_ARRIVAL_S, MAX_BURSTINESS, MAX_LENGTH, MIN_BURSTINESS
+def _json_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    whole = number_option(int, min_val=1)
-    seed = number_option(int, min_val=0, max_val=MAX_INT)
-    positive_s = dict(min_val=0, include_boundaries="right", unit="s")
+
+def _requests_help() -> str:
+    from batchlab.trace_registry import TRACES
+
     traces = ", ".join(TRACES)
-    requests_help = f"a request file (JSONL, CSV, Parquet, or a trace's CSV) or a trace: {traces}"
+    return f"a request file (JSONL, CSV, Parquet, or a trace's CSV) or a trace: {traces}"
 
-    parser = _Parser(
-        prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def json_option(p):
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+_WHOLE = number_option(int, min_val=1)
+_SEED = number_option(int, min_val=0, max_val=MAX_INT)
+_POSITIVE_S = dict(min_val=0, include_boundaries="right", unit="s")
 
-    p = sub.add_parser("profile", help="profile request files or traces")
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab profile``."""
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
     json_option(p)
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser(
-        "plan",
-        help="plan request files into batches and shapes (each plan with a PLAN.meta.json)",
-    )
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab plan``."""
+    from batchlab.planner import MAX_SHAPES, MAX_TIME_LIMIT_S
+
+    whole, positive_s = _WHOLE, _POSITIVE_S
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
     p.add_argument(
         "--output",
@@ -1685,7 +1704,13 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("verify", help="verify plans: IN... PLAN... (as many of each)")
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab verify``."""
+    from batchlab.shapes import MAX_GRANULARITY
+
+    whole = _WHOLE
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument(
         "files", nargs="+", metavar="IN_OR_PLAN", help=f"requests ({requests_help}), then plans"
     )
@@ -1712,17 +1737,26 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("evaluate", help="evaluate a plan (with the cost model it was made with)")
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab evaluate``."""
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument("requests", metavar="IN", help=requests_help)
     p.add_argument("plan", metavar="PLAN", help="a plan file (JSONL)")
     add_cost_model_options(p, from_plan=True)
     json_option(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
-        "simulate",
-        help="simulate serving requests with a batching policy (IN: a request file or a trace name)",
-    )
+
+def _simulate_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab simulate``."""
+    from batchlab.roofline import GPUS, MODELS
+    from batchlab.simulate.engine import MAX_BLOCK_SIZE, MAX_KV_BLOCKS
+    from batchlab.simulate.policies import POLICIES
+    from batchlab.workload import MAX_ARRIVAL_S, MAX_BURSTINESS, MIN_BURSTINESS
+
+    whole, seed, positive_s = _WHOLE, _SEED, _POSITIVE_S
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument("--policy", default="continuous", choices=list(POLICIES), help=_policy_help())
     p.add_argument(
@@ -1794,10 +1828,14 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser(
-        "capacity",
-        help="the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
-    )
+
+def _capacity_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab capacity``."""
+    from batchlab.capacity import MAX_NUM_SEQS, MAX_REPLICAS
+    from batchlab.loadtest import MAX_RATE
+
+    whole, seed, positive_s = _WHOLE, _SEED, _POSITIVE_S
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument(
         "--gpus",
@@ -1888,11 +1926,14 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_capacity)
 
-    p = sub.add_parser(
-        "measure",
-        help="measure generation on this machine: padded batches (static) or every step of a "
-        "continuous-batching engine",
-    )
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab measure``."""
+    from batchlab.measure.table import MAX_BATCH_SIZE, MAX_REPEATS
+    from batchlab.workload import MAX_LENGTH
+
+    seed = _SEED
+    json_option = _json_option
     p.add_argument(
         "--model", default="tiny", help="'tiny' (random small Llama, no download) or a local folder"
     )
@@ -1978,10 +2019,20 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_measure)
 
-    p = sub.add_parser(
-        "loadtest",
-        help="measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
+
+def _loadtest_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab loadtest``."""
+    from batchlab.loadtest import (
+        MAX_CONCURRENCY,
+        MAX_DURATION_S,
+        MAX_LEVELS,
+        MAX_RATE,
+        MAX_TIMEOUT_S,
     )
+    from batchlab.workload import MAX_BURSTINESS, MIN_BURSTINESS
+
+    whole, seed, positive_s = _WHOLE, _SEED, _POSITIVE_S
+    requests_help, json_option = _requests_help(), _json_option
     p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000 (or .../v1)")
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument("--model", required=True, help="the model name the server serves")
@@ -2048,10 +2099,13 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_loadtest)
 
-    p = sub.add_parser(
-        "replay",
-        help="replay a saved load test in the simulator: measured vs simulated per level",
-    )
+
+def _replay_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab replay``."""
+    from batchlab.simulate.engine import MAX_BLOCK_SIZE, MAX_KV_BLOCKS
+    from batchlab.simulate.policies import POLICIES
+
+    json_option = _json_option
     p.add_argument("loadtest", metavar="LOADTEST.csv", help="a load test (batchlab loadtest -o)")
     p.add_argument(
         "--step-time",
@@ -2082,10 +2136,12 @@ def build_parser() -> argparse.ArgumentParser:
     json_option(p)
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser(
-        "serve-tiny",
-        help="serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
-    )
+
+def _serve_tiny_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab serve-tiny``."""
+    from batchlab.loadtest import MAX_TIMEOUT_S
+
+    seed, positive_s = _SEED, _POSITIVE_S
     p.add_argument(
         "--port", type=number_option(int, min_val=1, max_val=65535), default=8000, help="TCP port"
     )
@@ -2118,6 +2174,64 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per step",
     )
     p.set_defaults(func=cmd_serve_tiny)
+
+
+#: every command: (name, help, the function that adds its options), in --help's order
+_COMMANDS = (
+    ("profile", "profile request files or traces", _profile_options),
+    (
+        "plan",
+        "plan request files into batches and shapes (each plan with a PLAN.meta.json)",
+        _plan_options,
+    ),
+    ("verify", "verify plans: IN... PLAN... (as many of each)", _verify_options),
+    ("evaluate", "evaluate a plan (with the cost model it was made with)", _evaluate_options),
+    (
+        "simulate",
+        "simulate serving requests with a batching policy (IN: a request file or a trace name)",
+        _simulate_options,
+    ),
+    (
+        "capacity",
+        "the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
+        _capacity_options,
+    ),
+    (
+        "measure",
+        "measure generation on this machine: padded batches (static) or every step of a continuous-batching engine",
+        _measure_options,
+    ),
+    (
+        "loadtest",
+        "measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
+        _loadtest_options,
+    ),
+    (
+        "replay",
+        "replay a saved load test in the simulator: measured vs simulated per level",
+        _replay_options,
+    ),
+    (
+        "serve-tiny",
+        "serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
+        _serve_tiny_options,
+    ),
+)
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The ``batchlab`` argument parser: every number option range-checked while parsing
+    (:func:`number_option`), every ``--help`` with defaults, ranges and choices.
+
+    ``lazy``: each command's options are added when that command is parsed or its help is
+    shown, not before (what :func:`main` does, so that ``batchlab evaluate`` imports neither
+    the simulator nor the planner); the parser parses and prints exactly as the full one."""
+    parser = _Parser(
+        prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text, add_options in _COMMANDS:
+        sub.add_parser(name, help=help_text).add_options(add_options, lazy=lazy)
     return parser
 
 
@@ -2177,7 +2291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see :data:`EXIT_CODES_HELP`)."""
     with _signal_handlers():
         try:
-            parser = build_parser()
+            parser = build_parser(lazy=True)
             try:
                 args = parser.parse_args(argv)
             except SystemExit as done:  # --help (0), or a usage error argparse reported (2)
