@@ -355,6 +355,8 @@ _BINARY_KINDS = (
 def check_utf8(path: str | os.PathLike[str], data: bytes) -> None:
     """InputError naming the file and line of the first byte that is not UTF-8 (and what the
     file is, when it is a compressed file or Parquet given where text is expected)."""
+    if data.isascii():  # ASCII is UTF-8 (a scan, no decoding)
+        return
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -394,7 +396,10 @@ def split_records(data: bytes, *, quotes: bool) -> tuple[np.ndarray, np.ndarray,
             seps = newlines[np.searchsorted(quote_pos, newlines) % 2 == 0]
     starts = np.concatenate(([0], seps + 1)).astype(np.int64)
     ends = np.concatenate((seps, [len(buf)])).astype(np.int64)
-    lines = np.searchsorted(newlines, starts) + 1
+    if seps is newlines:  # every newline ends a record: record i starts on line i + 1
+        lines = np.arange(1, len(starts) + 1, dtype=np.int64)
+    else:
+        lines = np.searchsorted(newlines, starts) + 1
     return starts, ends, lines
 
 
