@@ -596,7 +596,9 @@ def read_json_lines(
     mark ignored.
 
     With ``bulk`` (default) a file whose every non-blank line looks like ``{...}`` is parsed at
-    once by pyarrow's JSON reader (kept only when it finds exactly one object per line); else,
+    once by pyarrow's JSON reader (kept only when it finds exactly one object per line; a file
+    of the plain layout, ``{...}`` on every line and no blank one, is recognised by counting
+    ``}\n{`` before any splitting into records); else,
     and for every error, line by line with :func:`json.loads`. Raises :class:`InputError`
     naming the file and line: not UTF-8, invalid JSON, not an object, or no object at all
     (``what`` words that message: "no requests").
@@ -606,6 +608,13 @@ def read_json_lines(
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     check_utf8(p, data)
+    if bulk:  # the plain layout, '{...}' on every line and no blank one, seen without numpy
+        body = data[:-1] if data.endswith(b"\n") else data
+        n_rows = body.count(b"\n") + 1
+        if body.startswith(b"{") and body.endswith(b"}") and body.count(b"}\n{") == n_rows - 1:
+            table = _bulk_parse(data, n_rows, 1 << 20)
+            if table is not None:
+                return JsonLines(p, np.arange(1, n_rows + 1, dtype=np.int64), table=table)
     starts, ends, lines = split_records(data, quotes=False)
     blank, objectish = blank_and_object(data, starts, ends)
     keep = ~blank
