@@ -609,9 +609,13 @@ def read_json_lines(
         data = data[3:]
     check_utf8(p, data)
     if bulk:  # the plain layout, '{...}' on every line and no blank one, seen without numpy
-        body = data[:-1] if data.endswith(b"\n") else data
-        n_rows = body.count(b"\n") + 1
-        if body.startswith(b"{") and body.endswith(b"}") and body.count(b"}\n{") == n_rows - 1:
+        end = len(data) - 1 if data.endswith(b"\n") else len(data)  # (no copy of the bytes)
+        n_rows = data.count(b"\n", 0, end) + 1
+        if (
+            data.startswith(b"{")
+            and data.endswith(b"}", 0, end)
+            and data.count(b"}\n{", 0, end) == n_rows - 1
+        ):
             table = _bulk_parse(data, n_rows, 1 << 20)
             if table is not None:
                 return JsonLines(p, np.arange(1, n_rows + 1, dtype=np.int64), table=table)
