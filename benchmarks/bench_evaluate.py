@@ -9,7 +9,13 @@ at most 32, ~10k batches) to a temporary folder, then times, interleaved and bes
 - ``python benchmarks/evaluate_reference.py REQUESTS PLAN`` (json module, dicts, plain loops).
 
 It checks that both print the same numbers and prints the ratio (target >= 10x) with the load
-average, since the machine may be shared.
+average, since the machine may be shared. Python's compiled modules are cached as for any
+installed program (in a temporary ``PYTHONPYCACHEPREFIX``, after a warm-up run; nothing is
+written into the repository); ``--no-bytecode-cache`` runs as an environment with
+``PYTHONDONTWRITEBYTECODE`` does, compiling batchlab's modules in every process.
+``--before LIB`` times a second batchlab too (``LIB``: the ``lib`` folder of another checkout,
+e.g. ``/work/main/lib``), in the same run. The floor is printed first: ``python -c pass``,
+``import numpy`` and ``import numpy, pyarrow.json`` (best of the repeats).
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return time.perf_counter() - t0, out
 
 
@@ -36,6 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=300_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-bytecode-cache", action="store_true")
+    ap.add_argument("--before", metavar="LIB", help="also time batchlab from this lib folder")
     args = ap.parse_args()
     from batchlab.plan import baseline_plan, bucketed_plan, write_plan
     from batchlab.shapes import optimal_shapes
@@ -44,6 +52,26 @@ def main() -> None:
     batchlab = [sys.executable, "-m", "batchlab.cli"]
     reference = [sys.executable, str(HERE / "evaluate_reference.py")]
     with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ)
+        if not args.no_bytecode_cache:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        before_env = None
+        if args.before:
+            before_env = dict(env, PYTHONPATH=args.before)
+        mode = "no bytecode cache" if args.no_bytecode_cache else "compiled modules cached"
+        floor = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "import numpy": [sys.executable, "-c", "import numpy"],
+            "import numpy, pyarrow.json": [sys.executable, "-c", "import numpy, pyarrow.json"],
+        }
+        for cmd in floor.values():
+            timed(cmd, env)
+        shown = ", ".join(
+            f"{label} {min(timed(cmd, env)[0] for _ in range(args.repeats)):.3f} s"
+            for label, cmd in floor.items()
+        )
+        print(f"floor ({mode}): {shown}")
         req = Path(tmp) / "requests.jsonl"
         df = lognormal_workload(args.requests, seed=7)
         write_requests(df, req)
@@ -57,12 +85,21 @@ def main() -> None:
         for label, plan in plans.items():
             path = Path(tmp) / "plan.jsonl"
             write_plan(plan, path)
-            fast, slow = [], []
+            fast, slow, old = [], [], []
+            cli = [*batchlab, "evaluate", "--json", str(req), str(path)]
+            timed(cli, env)  # warm-up: compiles and caches the modules
+            if before_env is not None:
+                timed(cli, before_env)
             for _ in range(args.repeats):
-                t, out = timed([*batchlab, "evaluate", "--json", str(req), str(path)])
+                t, out = timed(cli, env)
                 fast.append(t)
-                t, ref = timed([*reference, str(req), str(path)])
+                t, ref = timed([*reference, str(req), str(path)], env)
                 slow.append(t)
+                if before_env is not None:
+                    t, out_before = timed(cli, before_env)
+                    old.append(t)
+                    if json.loads(out_before)["summary"] != json.loads(out)["summary"]:
+                        raise SystemExit(f"{args.before} prints other numbers")
             ours = json.loads(out)["summary"]
             theirs = json.loads(ref)
             for key, value in theirs.items():
@@ -74,6 +111,11 @@ def main() -> None:
                 f"pure Python {min(slow):.2f} s, ratio {min(slow) / min(fast):.1f}x "
                 f"(load average {os.getloadavg()[0]:.2f})"
             )
+            if old:
+                print(
+                    f"    batchlab from {args.before} {min(old):.2f} s, ratio "
+                    f"{min(slow) / min(old):.1f}x; this one is {min(old) / min(fast):.2f}x faster"
+                )
 
 
 if __name__ == "__main__":

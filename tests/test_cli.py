@@ -177,3 +177,77 @@ def test_help_documents_the_exit_codes():
     text = " ".join(build_parser().format_help().split())
     for code in ("0 success", "2 usage or input error", "70 internal error"):
         assert code in text
+
+
+def test_the_lazy_parser_prints_and_parses_as_the_full_one():
+    from batchlab.cli import build_parser
+
+    def commands(parser):
+        (action,) = (a for a in parser._actions if a.dest == "command")
+        return action.choices
+
+    full, lazy = build_parser(), build_parser(lazy=True)
+    assert lazy.format_help() == full.format_help()
+    assert list(commands(lazy)) == list(commands(full))
+    for name, sub in commands(full).items():
+        assert commands(lazy)[name].format_help() == sub.format_help(), name
+    for argv in (
+        ["evaluate", "r.jsonl", "p.jsonl", "--json", "--granularity", "32"],
+        ["plan", "a.jsonl", "-o", "a.plan.jsonl", "--max-shapes", "3", "--exact", "never"],
+        ["simulate", "a.jsonl", "--policy", "dynamic", "--max-wait-ms", "5", "--rate", "2"],
+        ["capacity", "a.jsonl", "--max-num-seqs", "8,16", "--ttft-p99-ms", "500"],
+    ):
+        assert vars(build_parser(lazy=True).parse_args(argv)) == vars(full.parse_args(argv))
+
+
+def _imported_by(argv, heavy):
+    """(exit code, stdout, the modules of ``heavy`` imported) of ``batchlab ARGV`` in a fresh
+    interpreter."""
+    code = (
+        "import sys\n"
+        "from batchlab.cli import main\n"
+        "rc = main(sys.argv[2:])\n"
+        "print('IMPORTED', [m for m in sys.argv[1].split(',') if m in sys.modules], "
+        "file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, ",".join(heavy), *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    imported = proc.stderr.rsplit("IMPORTED", 1)[1].strip()
+    return proc.returncode, proc.stdout, imported
+
+
+def test_evaluate_imports_neither_pandas_nor_plotly_dask_torch_or_the_simulator(
+    workloads, tmp_path, capsys
+):
+    heavy = (
+        "pandas",
+        "plotly",
+        "dask",
+        "torch",
+        "scipy",
+        "highspy",
+        "batchlab.simulate",
+        "batchlab.planner",
+        "batchlab.capacity",
+        "batchlab.loadtest",
+    )
+    plan = tmp_path / "chat.plan.jsonl"
+    code, _, err = run(capsys, "plan", workloads[0], "--output", plan, "--max-shapes", 3)
+    assert code == 0, err
+    code, expected, _ = run(capsys, "evaluate", "--json", workloads[0], plan)
+    assert code == 0
+    # with the plan's sidecar (cost model and sha256 of the requests checked)
+    code, out, imported = _imported_by(["evaluate", "--json", workloads[0], plan], heavy)
+    assert (code, out, imported) == (0, expected, "[]")
+    # the help of the command and of batchlab
+    for argv in (["evaluate", "--help"], ["--help"]):
+        code, out, imported = _imported_by(argv, heavy)
+        assert code == 0 and "usage: batchlab" in out and imported == "[]"
+    # the printed table needs pandas (batchlab.tables), nothing else
+    code, out, imported = _imported_by(["evaluate", workloads[0], plan], heavy)
+    assert code == 0 and "total_cost" in out and imported == "['pandas']"

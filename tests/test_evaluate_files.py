@@ -94,3 +94,25 @@ def test_the_fast_path_bound_is_the_readers_bound():
     from batchlab.evaluate import _FAST_MAX_LENGTH
 
     assert _FAST_MAX_LENGTH == MAX_LENGTH
+
+
+def test_batch_orders_and_ids_the_join_must_refuse(tmp_path):
+    df = lognormal_workload(60, seed=4)
+    plan = bucketed_plan(df, [512, 1024, 8192], gen_bucket_size=32, max_batch_size=5)
+    # batches in string order, in reverse order, and grouped but out of order: same numbers
+    ordered = plan.sort_values("batch_id", kind="stable")
+    for p in (ordered, ordered.iloc[::-1], ordered.sort_values("seq_align", kind="stable")):
+        req, pl = files(tmp_path, df, p)
+        assert evaluate_files(req, pl) == expected(req, pl)
+    # an id no request has, of the same length and longer; a request listed twice
+    for rid in ("req-xxxxxx", "req-0000001"):
+        bad = ordered.copy()
+        bad.iloc[0, bad.columns.get_loc("request_id")] = rid
+        req, pl = files(tmp_path, df, bad)
+        with pytest.raises(VerificationError):
+            evaluate_files(req, pl)
+    bad = ordered.copy()
+    bad.iloc[0, bad.columns.get_loc("request_id")] = bad["request_id"].iloc[1]
+    req, pl = files(tmp_path, df, bad)
+    with pytest.raises(VerificationError, match="duplicate"):
+        evaluate_files(req, pl)

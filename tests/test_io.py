@@ -188,3 +188,36 @@ def test_temp_files_carry_the_writers_pid(tmp_path):
     with atomic_path(tmp_path / "x.csv") as tmp:
         assert tmp.name.startswith(f".x.csv.{os.getpid()}.") and tmp.name.endswith(".tmp")
         assert stale_temp_files(tmp_path / "x.csv") == []  # our own write is not stale
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"a": 1}\n{"a": 2}\n',  # the plain layout: parsed in bulk without splitting in numpy
+        b'{"a": 1}\n{"a": 2}',
+        b'{"a": 1}\n\n{"a": 2}\n\n',  # blank lines, CRLF, indentation: split first
+        b'{"a": 1}\r\n{"a": 2}\r\n',
+        b' {"a": 1}\n\t{"a": 2}\n',
+        b'{"a": "' + b"x" * 3_000_000 + b'"}\n{"a": "y"}\n',  # longer than a bulk block
+        b'{"a": "x}\\n{y"}\n{"a": 2}\n',  # an escaped newline; a column of two types
+    ],
+)
+def test_json_lines_in_bulk_read_what_line_by_line_reads(tmp_path, text):
+    from batchlab.io import read_json_lines
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(text)
+    bulk, lines = read_json_lines(path), read_json_lines(path, bulk=False)
+    assert bulk.objects() == lines.objects()
+    assert bulk.lines.tolist() == lines.lines.tolist()
+    if text.startswith(b'{"a": 1}\n{"a": 2}'):
+        assert bulk.table is not None
+
+
+def test_json_lines_of_the_plain_layout_name_the_line_of_an_error(tmp_path):
+    from batchlab.io import read_json_lines
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}{"a": 3}\n{"a": 4}\n')
+    with pytest.raises(InputError, match=r"rows.jsonl:2: invalid JSON"):
+        read_json_lines(path)

@@ -36,13 +36,15 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from batchlab.checks import check_scalar, describe_range
+from batchlab.checks import MAX_INT, check_scalar, describe_range
 from batchlab.errors import BatchlabError, InputError, LimitError, VerificationError
+
+if TYPE_CHECKING:  # pandas loads where a command builds a table: ``batchlab evaluate`` never
+    import pandas as pd  # imports it, nor the simulator (see build_parser)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal error
@@ -91,6 +93,33 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
+        self._pending_options: Any = None
+
+    def add_options(self, add: Any, *, lazy: bool = False) -> None:
+        """Add a command's options with ``add(self)``: now, or (``lazy``) just before this
+        parser first parses or formats its usage or help, so that a command line builds and
+        imports only what its own command needs."""
+        if lazy:
+            self._pending_options = add
+        else:
+            add(self)
+
+    def _options_ready(self) -> None:
+        add, self._pending_options = self._pending_options, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._options_ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._options_ready()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._options_ready()
+        return super().format_help()
 
     def error(self, message: str) -> None:  # one line on stderr, exit code 2
         self.exit(EXIT_USAGE, f"batchlab: error: {_one_line(message)} (see {self.prog} -h)\n")
@@ -296,7 +325,7 @@ def read_requests_arg(source: str) -> pd.DataFrame:
 
 def _source_record(source: str, n_requests: int) -> dict:
     """What a plan's sidecar records of its requests: the argument, its sha256, the count."""
-    from batchlab.datasets import TRACES
+    from batchlab.trace_registry import TRACES
 
     path = Path(source)
     digest = None
@@ -594,7 +623,7 @@ def _plan_meta(args, cm, result, bp, out: Path, source: str, buckets: dict) -> d
 
 
 def _plan_metas(plan_paths: Sequence[str]) -> list[dict | None]:
-    from batchlab.plan import read_plan_meta
+    from batchlab.plan_meta import read_plan_meta
 
     return [read_plan_meta(p) for p in plan_paths]
 
@@ -679,8 +708,7 @@ def cmd_verify(args) -> int:
 def cmd_evaluate(args) -> int:
     """Evaluate a plan on its requests with the cost model it was made with (its sidecar), or
     the one given (with a warning when they differ)."""
-    from batchlab.evaluate import evaluate, evaluate_files
-    from batchlab.plan import read_plan
+    from batchlab.evaluate import evaluate_files
 
     (meta,) = _plan_metas([args.plan])
     settings = (meta or {}).get("settings", {})
@@ -701,6 +729,9 @@ def cmd_evaluate(args) -> int:
         summary, cost = evaluate_files(args.requests, args.plan, cm)
         n_requests = int(summary["n_requests"])
     else:  # a trace by name
+        from batchlab.evaluate import evaluate
+        from batchlab.plan import read_plan
+
         requests = read_requests_arg(args.requests)
         ev = evaluate(requests, read_plan(args.plan), cm)
         summary, cost, n_requests = ev.summary(), ev.cost.as_dict(), len(requests)
@@ -716,6 +747,8 @@ def cmd_evaluate(args) -> int:
         )
         return EXIT_OK
     print(f"cost model {cm.name}, granularity {cm.granularity}")
+    import pandas as pd
+
     rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
     print(_table(rows, _cost_units(cm, summary)))
     return EXIT_OK
@@ -1679,39 +1712,35 @@ def add_threads_option(p: argparse.ArgumentParser, help: str) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``batchlab`` argument parser: every number option range-checked while parsing
-    (:func:`number_option`), every ``--help`` with defaults, ranges and choices."""
-    from batchlab.capacity import MAX_NUM_SEQS, MAX_REPLICAS
-    from batchlab.checks import MAX_INT
-    from batchlab.datasets import TRACES
-    from batchlab.loadtest import MAX_CONCURRENCY, MAX_DURATION_S, MAX_LEVELS, MAX_TIMEOUT_S
-    from batchlab.measure.table import MAX_BATCH_SIZE, MAX_REPEATS
-    from batchlab.planner import MAX_SHAPES, MAX_TIME_LIMIT_S
-    from batchlab.roofline import GPUS, MODELS
-    from batchlab.shapes import MAX_GRANULARITY
-    from batchlab.workload import MAX_ARRIVAL_S, MAX_BURSTINESS, MAX_LENGTH, MIN_BURSTINESS
+def _burstiness_option() -> Any:
+    """An argparse ``type=`` for a burstiness: the inter-arrival CV, in the workload's range."""
+    from batchlab.workload import MAX_BURSTINESS, MIN_BURSTINESS
 
-    whole = number_option(int, min_val=1)
-    seed = number_option(int, min_val=0, max_val=MAX_INT)
-    burstiness = number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS)
+    return number_option(float, min_val=MIN_BURSTINESS, max_val=MAX_BURSTINESS)
+
+
+def _requests_help() -> str:
+    from batchlab.trace_registry import TRACES
+
     traces = ", ".join(TRACES)
-    requests_help = f"a request file (JSONL, CSV, Parquet, or a trace's CSV) or a trace: {traces}"
+    return f"a request file (JSONL, CSV, Parquet, or a trace's CSV) or a trace: {traces}"
 
-    parser = _Parser(
-        prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = add_command(sub, "profile", "profile request files or traces", cmd_profile)
+_WHOLE = number_option(int, min_val=1)
+_SEED = number_option(int, min_val=0, max_val=MAX_INT)
+
+
+def _profile_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab profile``."""
+    requests_help = _requests_help()
     p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
 
-    p = add_command(
-        sub,
-        "plan",
-        "plan request files into batches and shapes (each plan with a PLAN.meta.json)",
-        cmd_plan,
-    )
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab plan``."""
+    from batchlab.planner import MAX_SHAPES, MAX_TIME_LIMIT_S
+
+    requests_help = _requests_help()
     p.add_argument("inputs", nargs="+", metavar="IN", help=requests_help)
     p.add_argument(
         "--output",
@@ -1724,7 +1753,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-shapes",
-        type=whole,
+        type=_WHOLE,
         default=8,
         help="distinct shapes of all plans together, at most (clamped to the distinct aligned "
         f"prompt lengths and to {MAX_SHAPES})",
@@ -1745,13 +1774,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_cost_model_options(p)
 
-    p = add_command(sub, "verify", "verify plans: IN... PLAN... (as many of each)", cmd_verify)
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab verify``."""
+    from batchlab.shapes import MAX_GRANULARITY
+
+    requests_help = _requests_help()
     p.add_argument(
         "files", nargs="+", metavar="IN_OR_PLAN", help=f"requests ({requests_help}), then plans"
     )
     p.add_argument(
         "--max-shapes",
-        type=whole,
+        type=_WHOLE,
         default=None,
         help="distinct shapes of all plans together, at most (default: the plans' own cap, "
         "from their PLAN.meta.json, else no cap)",
@@ -1770,19 +1804,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the granularity from this cost model (as plan and evaluate)",
     )
 
-    p = add_command(
-        sub, "evaluate", "evaluate a plan (with the cost model it was made with)", cmd_evaluate
-    )
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab evaluate``."""
+    requests_help = _requests_help()
     p.add_argument("requests", metavar="IN", help=requests_help)
     p.add_argument("plan", metavar="PLAN", help="a plan file (JSONL)")
     add_cost_model_options(p, from_plan=True)
 
-    p = add_command(
-        sub,
-        "simulate",
-        "simulate serving requests with a batching policy (IN: a request file or a trace name)",
-        cmd_simulate,
-    )
+
+def _simulate_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab simulate``."""
+    from batchlab.roofline import GPUS, MODELS
+    from batchlab.workload import MAX_ARRIVAL_S
+
+    requests_help = _requests_help()
     p.add_argument("input", metavar="IN", help=requests_help)
     add_policy_option(p)
     p.add_argument(
@@ -1813,12 +1849,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--concurrency",
-        type=whole,
+        type=_WHOLE,
         help="closed loop: number of clients (more than the requests: one per request)",
     )
     p.add_argument(
         "--burstiness",
-        type=burstiness,
+        type=_burstiness_option(),
         help="with --rate: inter-arrival CV (1 = Poisson; default 1)",
     )
     p.add_argument(
@@ -1826,7 +1862,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=number_option(float, min_val=0, max_val=MAX_ARRIVAL_S * 1e3, unit="ms"),
         help="with --concurrency: ms between a response and the next request (default 0)",
     )
-    p.add_argument("--seed", type=seed, default=0, help="seed of drawn arrivals")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of drawn arrivals")
     add_request_selection_options(p)
     _add_policy_options(p)
     add_kv_cache_options(
@@ -1842,12 +1878,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of GPU memory usable",
     )
 
-    p = add_command(
-        sub,
-        "capacity",
-        "the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
-        cmd_capacity,
-    )
+
+def _capacity_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab capacity``."""
+    from batchlab.capacity import MAX_NUM_SEQS, MAX_REPLICAS
+
+    requests_help = _requests_help()
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument(
         "--gpus",
@@ -1884,7 +1920,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=rate_list_option(16),
         help="Poisson arrivals at these requests/s instead, e.g. 20,40",
     )
-    p.add_argument("--seed", type=seed, default=0, help="seed of --rates arrivals")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of --rates arrivals")
     slo = p.add_argument_group("SLO limits (ms; at least one)")
     for metric, what in (
         ("ttft", "time to first token"),
@@ -1927,13 +1963,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_option(p, "write the table of every configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = add_command(
-        sub,
-        "measure",
-        "measure generation on this machine: padded batches (static) or every step of a "
-        "continuous-batching engine",
-        cmd_measure,
-    )
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab measure``."""
+    from batchlab.measure.table import MAX_BATCH_SIZE, MAX_REPEATS
+    from batchlab.workload import MAX_LENGTH
+
     p.add_argument(
         "--model", default="tiny", help="'tiny' (random small Llama, no download) or a local folder"
     )
@@ -1984,7 +2019,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="timed runs per setting (median; default static 3, continuous 2)",
     )
-    p.add_argument("--seed", type=seed, default=0, help="seed of the prompts and tiny weights")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of the prompts and tiny weights")
     add_output_option(
         p,
         "where to save, with OUT.json beside it (default: the user's cache folder, e.g. "
@@ -2010,12 +2045,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = add_command(
-        sub,
-        "loadtest",
-        "measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
-        cmd_loadtest,
+
+def _loadtest_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab loadtest``."""
+    from batchlab.loadtest import (
+        MAX_CONCURRENCY,
+        MAX_DURATION_S,
+        MAX_LEVELS,
+        MAX_TIMEOUT_S,
     )
+
+    requests_help = _requests_help()
     p.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000 (or .../v1)")
     p.add_argument("input", metavar="IN", help=requests_help)
     p.add_argument("--model", required=True, help="the model name the server serves")
@@ -2037,18 +2077,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--burstiness",
-        type=burstiness,
+        type=_burstiness_option(),
         default=1.0,
         help="poisson: inter-arrival CV",
     )
-    p.add_argument("--seed", type=seed, default=0, help="seed of the arrivals and prompt words")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of the arrivals and prompt words")
     p.add_argument(
         "--duration-s",
         type=seconds_option(MAX_DURATION_S),
         default=60.0,
         help="seconds of sending per level",
     )
-    p.add_argument("--max-requests", type=whole, help="at most N requests per level")
+    p.add_argument("--max-requests", type=_WHOLE, help="at most N requests per level")
     p.add_argument(
         "--timeout-s",
         type=seconds_option(MAX_TIMEOUT_S),
@@ -2076,12 +2116,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    p = add_command(
-        sub,
-        "replay",
-        "replay a saved load test in the simulator: measured vs simulated per level",
-        cmd_replay,
-    )
+
+def _replay_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab replay``."""
+
     p.add_argument("loadtest", metavar="LOADTEST.csv", help="a load test (batchlab loadtest -o)")
     p.add_argument(
         "--step-time",
@@ -2103,18 +2141,17 @@ def build_parser() -> argparse.ArgumentParser:
         "write the comparison (+ OUT.levels.csv, the simulated levels)",
     )
 
-    p = add_command(
-        sub,
-        "serve-tiny",
-        "serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
-        cmd_serve_tiny,
-    )
+
+def _serve_tiny_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``batchlab serve-tiny``."""
+    from batchlab.loadtest import MAX_TIMEOUT_S
+
     p.add_argument(
         "--port", type=number_option(int, min_val=1, max_val=65535), default=8000, help="TCP port"
     )
     p.add_argument("--host", default="127.0.0.1", help="a loopback address")
     p.add_argument("--model-dir", help="where to save the model (default: the user cache)")
-    p.add_argument("--seed", type=seed, default=0, help="seed of the random weights")
+    p.add_argument("--seed", type=_SEED, default=0, help="seed of the random weights")
     p.add_argument(
         "--ready-timeout-s",
         type=seconds_option(MAX_TIMEOUT_S),
@@ -2135,10 +2172,90 @@ def build_parser() -> argparse.ArgumentParser:
         default=512,
         help="tokens per step",
     )
-    for name, command in sub.choices.items():
+
+
+#: every command: (name, help, the function that adds its options, the function that runs it),
+#: in --help's order
+_COMMANDS = (
+    ("profile", "profile request files or traces", _profile_options, cmd_profile),
+    (
+        "plan",
+        "plan request files into batches and shapes (each plan with a PLAN.meta.json)",
+        _plan_options,
+        cmd_plan,
+    ),
+    ("verify", "verify plans: IN... PLAN... (as many of each)", _verify_options, cmd_verify),
+    (
+        "evaluate",
+        "evaluate a plan (with the cost model it was made with)",
+        _evaluate_options,
+        cmd_evaluate,
+    ),
+    (
+        "simulate",
+        "simulate serving requests with a batching policy (IN: a request file or a trace name)",
+        _simulate_options,
+        cmd_simulate,
+    ),
+    (
+        "capacity",
+        "the fewest GPUs and the cheapest serving configuration meeting an SLO for traffic",
+        _capacity_options,
+        cmd_capacity,
+    ),
+    (
+        "measure",
+        "measure generation on this machine: padded batches (static) or every step of a continuous-batching engine",
+        _measure_options,
+        cmd_measure,
+    ),
+    (
+        "loadtest",
+        "measure a live OpenAI-compatible server at rising load (rates and/or concurrency)",
+        _loadtest_options,
+        cmd_loadtest,
+    ),
+    (
+        "replay",
+        "replay a saved load test in the simulator: measured vs simulated per level",
+        _replay_options,
+        cmd_replay,
+    ),
+    (
+        "serve-tiny",
+        "serve the tiny random Llama with transformers serve on 127.0.0.1 (Ctrl-C stops)",
+        _serve_tiny_options,
+        cmd_serve_tiny,
+    ),
+)
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The ``batchlab`` argument parser: every number option range-checked while parsing
+    (:func:`number_option`), every ``--help`` with defaults, ranges and choices.
+
+    ``lazy``: each command's options are added when that command is parsed or its help is
+    shown, not before (what :func:`main` does, so that ``batchlab evaluate`` imports neither
+    the simulator nor the planner); the parser parses and prints exactly as the full one."""
+    parser = _Parser(
+        prog="batchlab", description="Batching LLM inference requests.", epilog=EXIT_CODES_HELP
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text, add_options, run in _COMMANDS:
         if name != "serve-tiny":  # every command that prints results: last, --json
-            add_json_option(command)
+            add_options = _then_json(add_options)
+        add_command(sub, name, help_text, run).add_options(add_options, lazy=lazy)
     return parser
+
+
+def _then_json(add_options: Any) -> Any:
+    """``add_options`` followed by :func:`add_json_option`."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        add_options(p)
+        add_json_option(p)
+
+    return add
 
 
 class _Terminated(BaseException):
@@ -2197,7 +2314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see :data:`EXIT_CODES_HELP`)."""
     with _signal_handlers():
         try:
-            parser = build_parser()
+            parser = build_parser(lazy=True)
             try:
                 args = parser.parse_args(argv)
             except SystemExit as done:  # --help (0), or a usage error argparse reported (2)

@@ -432,8 +432,8 @@ def evaluate_files(
     prints.
 
     The fast path never builds tables: both files are parsed in bulk by
-    :func:`batchlab.io.read_json_lines`, the plan is joined to its requests with one hash pass
-    over the ids (pyarrow) and :func:`evaluate_arrays` does the arithmetic. It takes files of
+    :func:`batchlab.io.read_json_lines`, the plan is joined to its requests by one sort of each
+    id column and :func:`evaluate_arrays` does the arithmetic. It takes files of
     exactly the plain layout (requests: ``request_id`` strings, whole-number ``prompt_len`` and
     ``gen_len``; plan rows: ``request_id``, ``batch_id``, ``shape``) that verify; anything else
     (other columns, a value the readers would reject, a plan that does not verify) goes through
@@ -456,7 +456,7 @@ def _fast_arrays(requests_path, plan_path, granularity: int):
     """The arguments of :func:`evaluate_arrays` for plain, valid JSON Lines files, or None.
 
     Columns are read straight from the Arrow buffers (no conversion through Python objects or
-    pandas); ids become fixed-width byte strings, joined by one sort and a binary search."""
+    pandas); ids become fixed-width byte strings, joined by one sort of each id column."""
     if not (str(requests_path).endswith(".jsonl") and str(plan_path).endswith(".jsonl")):
         return None
     from batchlab.io import read_json_lines
@@ -489,25 +489,32 @@ def _fast_arrays(requests_path, plan_path, granularity: int):
     n, m = len(req_ids), len(plan_ids)
     if n != m:
         return None  # the plan lists some request twice, or misses one
-    # the join: one sort of the request ids, a binary search for each plan row
-    width = max(req_ids.dtype.itemsize, plan_ids.dtype.itemsize)
-    req_ids, plan_ids = req_ids.astype(f"S{width}"), plan_ids.astype(f"S{width}")
-    order = np.argsort(req_ids, kind="stable")
+    # the join: one sort of each id column; the plan lists every request exactly once when its
+    # sorted ids are the requests' sorted (distinct) ids
+    if req_ids.dtype != plan_ids.dtype:
+        return None  # ids of other lengths: some plan id is no request's
+    order = np.argsort(req_ids)
     keys = req_ids[order]
     if (keys[1:] == keys[:-1]).any():
         return None  # duplicate request ids
-    at = np.minimum(np.searchsorted(keys, plan_ids), n - 1)
-    if not (keys[at] == plan_ids).all():
-        return None  # an unknown id
-    pos = order[at]
-    if not (np.bincount(pos, minlength=n) == 1).all():
-        return None
-    # batches in batch_id string order (UTF-8 byte order is code point order)
-    _, codes = np.unique(batch_ids, return_inverse=True)
-    codes = codes.reshape(-1).astype(np.int64)
-    nb = int(codes.max()) + 1
-    first_row = np.full(nb, m, dtype=np.int64)
-    np.minimum.at(first_row, codes, np.arange(m, dtype=np.int64))
+    plan_order = np.argsort(plan_ids)
+    if not (plan_ids[plan_order] == keys).all():
+        return None  # an unknown id, or a request listed twice
+    pos = np.empty(m, dtype=np.int64)
+    pos[plan_order] = order
+    # batches in batch_id string order (UTF-8 byte order is code point order); a plan written
+    # batch by batch in that order (as batchlab writes them) needs no sort
+    if not (batch_ids[1:] < batch_ids[:-1]).any():
+        starts = np.concatenate(([True], batch_ids[1:] != batch_ids[:-1]))
+        codes = np.cumsum(starts, dtype=np.int64) - 1
+        first_row = np.flatnonzero(starts).astype(np.int64)
+        nb = len(first_row)
+    else:
+        _, codes = np.unique(batch_ids, return_inverse=True)
+        codes = codes.reshape(-1).astype(np.int64)
+        nb = int(codes.max()) + 1
+        first_row = np.full(nb, m, dtype=np.int64)
+        np.minimum.at(first_row, codes, np.arange(m, dtype=np.int64))
     first = first_row[codes]
     if any((values != values[first]).any() for values in dims):
         return None  # a batch with two shapes

@@ -17,7 +17,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,8 @@ from numpy.typing import ArrayLike
 
 from batchlab.checks import check_scalar, shown_value
 from batchlab.errors import InputError, VerificationError
-from batchlab.io import JsonLines, atomic_write, read_json_lines, read_text
+from batchlab.io import JsonLines, atomic_write, read_json_lines
+from batchlab.plan_meta import PLAN_META_FORMAT, plan_meta_path, read_plan_meta
 from batchlab.shapes import align, assign_shapes, check_granularity, gen_buckets
 from batchlab.workload import MAX_LENGTH, id_strings, number_values, validate_requests
 
@@ -363,52 +363,6 @@ def write_plan(plan: pd.DataFrame, path: str | os.PathLike[str]) -> None:
             f'{int(s)}, "heads_align": {int(h)}, "hidden_align": {int(d)}}}}}\n'
             for rid, bid, s, h, d in zip(*columns, strict=True)
         )
-
-
-#: the ``format`` of a plan's sidecar (:func:`plan_meta_path`).
-PLAN_META_FORMAT = "batchlab plan meta 1"
-
-
-def plan_meta_path(path: str | os.PathLike[str]) -> Path:
-    """The sidecar of plan file ``path`` that records how the plan was made: the plan's path
-    with its suffix replaced by ``.meta.json`` (``p.jsonl`` -> ``p.meta.json``; a path without
-    a suffix gets ``.meta.json`` appended)."""
-    p = Path(path)
-    return p.with_suffix(".meta.json") if p.suffix else p.with_name(p.name + ".meta.json")
-
-
-def read_plan_meta(path: str | os.PathLike[str]) -> dict | None:
-    """The sidecar of plan file ``path`` (:func:`plan_meta_path`) as a dict, or None when the
-    plan has none. A sidecar must be a JSON object with ``format`` :data:`PLAN_META_FORMAT`
-    and a ``settings`` object (``cost_model``: str, ``granularity``: whole number); anything
-    else is an InputError naming the sidecar and the field."""
-    meta_path = plan_meta_path(path)
-    if not meta_path.exists():
-        return None
-    text = read_text(meta_path)
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(
-            f"invalid JSON: {err.msg} (column {err.colno})", path=meta_path, line=err.lineno
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != PLAN_META_FORMAT:
-        raise InputError(
-            f"not a plan sidecar (expected an object with format {PLAN_META_FORMAT!r})",
-            path=meta_path,
-            field="format",
-        )
-    settings = meta.get("settings")
-    if not isinstance(settings, dict):
-        raise InputError("must be an object", path=meta_path, field="settings")
-    if not isinstance(settings.get("cost_model"), str):
-        raise InputError("must be a string", path=meta_path, field="settings.cost_model")
-    try:
-        check_granularity(settings.get("granularity"))
-        check_scalar(settings.get("max_shapes"), "max_shapes", int, min_val=1, allow_none=True)
-    except InputError as err:
-        raise InputError(err.message, path=meta_path, field=f"settings.{err.field}") from None
-    return meta
 
 
 def plan_from_batches(

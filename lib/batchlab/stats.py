@@ -47,6 +47,6 @@ def nearest_rank(values: ArrayLike, percents: float | Sequence[float]) -> float 
         out = tuple(math.nan for _ in pos)
     else:
         pos = nearest_rank_positions(arr.size, wanted)
-        part = np.partition(arr, np.unique(pos))
+        part = np.partition(arr, sorted(set(pos.tolist())))  # (np.unique loads numpy.ma)
         out = tuple(float(part[k]) for k in pos)
     return out[0] if single else out
