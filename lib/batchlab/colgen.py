@@ -260,6 +260,22 @@ class CapColumnGeneration:
         names["cost"] = "max_cost"
         return {names[k]: float(-self.center[r]) for k, r in self.side.items()}
 
+    def warm_start(self, type_values: np.ndarray, seq_multiplier: float = 0.0) -> float:
+        """Start the dual smoothing from known duals: ``type_values`` per problem type (cost
+        units per request, e.g. :func:`batchlab.exact.dual_ascent_values`) and the sequential
+        limit's multiplier (cost units per ms). Any such duals give a valid bound; returns the
+        best bound so far."""
+        y = np.zeros(len(self.rows_lo))
+        y[: self.T] = np.asarray(type_values, dtype=np.float64)[self.order]
+        if "seq" in self.side:
+            y[self.side["seq"]] = -float(seq_multiplier)
+        y = self._clean(y)
+        rc, vmax = self.price_caps(y)
+        lb = self.bound_at(y, rc, vmax)
+        if lb > self.best_bound:
+            self.best_bound, self.center = lb, y
+        return self.best_bound
+
     # -- pricing ---------------------------------------------------------------------------
     def _duals(self, y: np.ndarray, weight: float = 1.0):
         """Overhead' and price' per cap, and the member values' parts, from duals y."""
@@ -414,10 +430,33 @@ class CapColumnGeneration:
         return y
 
     def bound_at(self, y: np.ndarray, rc: np.ndarray, vmax: np.ndarray, weight: float = 1.0):
-        """The cheap Lagrangian bound ``y·b + N · (a lower bound on min rc/|P|)``."""
+        """The Lagrangian bound ``y·b + N · min_P rc_P/|P|`` at duals y, priced last by
+        :meth:`price_caps` (rc, vmax are its result).
+
+        A cap with rc >= 0 has ratio >= rc / max_batch_size; a negative cap's ratio is at least
+        ``max(rc, −vmax)`` (cheap), and exactly the least ``(overhead' − best total of m
+        members) / m`` over m. The exact ratio is computed lazily, cheapest bound first, only for
+        the caps whose cheap bound is below the least ratio found so far."""
         neg = rc < 0
-        ratio = np.where(neg, np.maximum(rc, -np.maximum(vmax, 0.0)), rc / self.mbs)
-        return float(y @ self._rhs()) + weight * self.const + self.n * float(ratio.min())
+        cheap = np.where(neg, np.maximum(rc, -np.maximum(vmax, 0.0)), rc / self.mbs)
+        flat = cheap.ravel()
+        best = float(flat[~neg.ravel()].min()) if (~neg).any() else math.inf
+        cand = np.flatnonzero(neg.ravel() & (flat < best))
+        if len(cand) and getattr(self, "_last", None) is not None:
+            cand = cand[np.argsort(flat[cand], kind="stable")]
+            nG = rc.shape[1]
+            pos, step = 0, 16
+            while pos < len(cand) and flat[cand[pos]] < best:
+                chunk = cand[pos : pos + step]
+                chunk = chunk[flat[chunk] < best]
+                caps = np.stack([chunk // nG, chunk % nG], axis=1)
+                _, _, _, r = self._patterns(caps, ratios=True)
+                best = min(best, float(r.min()))
+                pos += step
+                step *= 2
+        else:
+            best = float(flat.min())
+        return float(y @ self._rhs()) + weight * self.const + self.n * best
 
     def _negatives(self, rc: np.ndarray) -> np.ndarray:
         return np.argwhere(rc < -1e-9 * self.overhead - 1e-6)

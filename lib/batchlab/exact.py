@@ -43,6 +43,7 @@ __all__ = [
     "CapProblem",
     "ExactSolution",
     "dual_ascent",
+    "dual_ascent_values",
     "highs_solver",
     "lagrangian_bound",
     "run_highs",
@@ -132,13 +133,21 @@ def cap_problem(
 
 
 def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
-    """``Σ_t c_t π_t`` for a dual-feasible π of the batching LP under multiplier ``mu``.
+    """``Σ_t c_t π_t`` for a dual-feasible π of the batching LP under multiplier ``mu``
+    (the π of :func:`dual_ascent_values`)."""
+    pi, _ = dual_ascent_values(problem, mu, passes)
+    return float((pi * problem.type_count).sum())
+
+
+def dual_ascent_values(problem: CapProblem, mu: float, passes: int = 3) -> tuple[np.ndarray, int]:
+    """A dual-feasible π per type (cost units per request) of the batching LP under ``mu``, and
+    the number of passes it took.
 
     Caps are every (S, G) of the grid whose S covers the types (``padded-graph``: the candidate
     shapes up to the smallest that covers the longest prompt; larger ones cost more for the same
     members). Types are raised from their own tight cap's price, the costliest first, each to the
-    largest value every cap's slack allows; the slacks stay >= 0, so the result is a lower bound on
-    the batching cost (overheads + members × price + μ × batch latency) of every plan.
+    largest value every cap's slack allows; the slacks stay >= 0, so ``Σ_t c_t π_t`` is a lower
+    bound on the batching cost (overheads + members × price + μ × batch latency) of every plan.
     """
     ia, ig = problem.type_cap_index()
     top = int(ia.max())
@@ -149,7 +158,9 @@ def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
     pi = price[ia, ig].copy()
     counts = problem.type_count.astype(np.float64)
     order = np.argsort(-pi, kind="stable")
+    done = 0
     for _ in range(passes):
+        done += 1
         moved = False
         for t in order.tolist():
             a_blk = price[ia[t] :, ig[t] :]
@@ -164,7 +175,7 @@ def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
             break
     # a slack may end a rounding error below zero: shave that off every type it touches
     worst = float(min(0.0, slack.min()))
-    return float((pi * counts).sum() + worst * counts.sum())
+    return pi + worst, done
 
 
 def lagrangian_bound(

@@ -1377,21 +1377,24 @@ SWEEP_GEN_BUCKETS = (64, 128, 256, 1024)
 SWEEP_BATCH_SIZES = (16, 32, 64)
 
 
-def _bucketed(bucket: _Bucket, shapes: np.ndarray, gen_bucket: int | None, mbs: int | None):
-    """Batch label per request of ``plan.bucketed_plan`` (smallest covering shape, one batch per
-    (shape, gen bucket), chunks of ``mbs``) on arrays."""
+def _bucketed_runs(bucket: _Bucket, seq: np.ndarray, gen_bucket: int | None):
+    """The order of ``plan.bucketed_plan`` (by shape, then gen bucket, then request) and where a
+    new (shape, gen bucket) group starts along it."""
     n = len(bucket.prompt)
-    seq = shapes[np.searchsorted(shapes, bucket.aligned, side="left")]
     gb = np.zeros(n, dtype=np.int64) if gen_bucket is None else (bucket.gen - 1) // gen_bucket
     order = np.lexsort((np.arange(n), gb, seq))
     new = np.ones(n, dtype=bool)
     new[1:] = (seq[order][1:] != seq[order][:-1]) | (gb[order][1:] != gb[order][:-1])
-    if mbs is not None:
-        start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-        new |= (np.arange(n) - start) % mbs == 0
-    batch = np.empty(n, dtype=np.int64)
-    batch[order] = np.cumsum(new) - 1
-    return batch, seq
+    return order, new
+
+
+def _chunked(new: np.ndarray, mbs: int | None) -> np.ndarray:
+    """Batch starts along a bucketed order: every group start, and every ``mbs``-th member."""
+    if mbs is None:
+        return new
+    n = len(new)
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    return new | ((np.arange(n) - start) % mbs == 0)
 
 
 def _reference_candidates(
@@ -1400,10 +1403,14 @@ def _reference_candidates(
     """The baseline plan and every bucketed plan of chapter 04's grid (shape family × k <=
     max_shapes × gen bucket × batch size within the limit), with their costs (scored by
     :func:`_score_references` when needed). ``declared``: one shape for every batch
-    (static-graph, where only compile depends on it), None to keep each batch's own shape."""
+    (static-graph, where only compile depends on it), None to keep each batch's own shape.
+
+    One sort per (shape set, gen bucket) serves every batch size; each plan's cost is summed
+    along that order, where its batches are contiguous: overheads, compiles of the declared
+    shapes, prefill and every batch's decode at its caps (the sums of
+    :func:`batchlab.evaluate.evaluate_arrays`)."""
     from batchlab.shapes import GRID_FAMILIES, shape_grid
 
-    out = []
     g = cm.granularity
     n = len(bucket.prompt)
     lim_mbs = bucket.limits.max_batch_size
@@ -1413,8 +1420,11 @@ def _reference_candidates(
             (np.arange(1, max_shapes + 1) * n + max_shapes - 1) // max_shapes - 1
         ]
     )
-    plans = [("baseline", base, None, None)]
+    groups: list[tuple[str, np.ndarray, int | None, list[int | None]]] = [
+        ("baseline", base, None, [lim_mbs])
+    ]
     seen = set()
+    mbs_grid = [m for m in SWEEP_BATCH_SIZES if lim_mbs is None or m <= lim_mbs]
     for family in GRID_FAMILIES:
         for k in ks:
             shapes = np.asarray(shape_grid(family, bucket.prompt, k, g), dtype=np.int64)
@@ -1424,25 +1434,37 @@ def _reference_candidates(
             if key in seen:
                 continue
             seen.add(key)
-            for gb in SWEEP_GEN_BUCKETS:
-                for mbs in SWEEP_BATCH_SIZES:
-                    if lim_mbs is not None and mbs > lim_mbs:
-                        continue
-                    plans.append((family, shapes, gb, mbs))
-    for family, shapes, gb, mbs in plans:
-        if mbs is None and lim_mbs is not None:
-            mbs = lim_mbs
-        batch, seq = _bucketed(bucket, shapes, gb, mbs)
+            if mbs_grid:
+                groups += [(family, shapes, gb, mbs_grid) for gb in SWEEP_GEN_BUCKETS]
+    out = []
+    fixed = None if cm.padded else float(cm.prefill_cost(bucket.aligned).sum())
+    for family, shapes, gb, sizes in groups:
+        seq = shapes[np.searchsorted(shapes, bucket.aligned, side="left")]
+        order, new = _bucketed_runs(bucket, seq, gb)
+        ctx = (seq if cm.padded else bucket.aligned)[order]
+        gen = bucket.gen[order]
         if declared is not None:
             seq = np.full(n, declared, dtype=np.int64)
-        settings = {
-            "method": "reference",
-            "family": family,
-            "n_shapes_global": len(shapes),
-            "gen_bucket_size": gb,
-            "max_batch_size": mbs,
-        }
-        out.append(_Reference(batch, seq, settings, _plan_cost(bucket, cm, batch, seq)))
+        const = float(cm.compile_cost(np.unique(seq)).sum())
+        const += fixed if fixed is not None else float(cm.prefill_cost(ctx).sum())
+        for mbs in sizes:
+            starts_mask = _chunked(new, mbs)
+            starts = np.flatnonzero(starts_mask)
+            size = np.diff(np.append(starts, n))
+            s_max = np.maximum.reduceat(ctx, starts)
+            g_max = np.maximum.reduceat(gen, starts)
+            decode = float(cm.batch_decode_cost(s_max, g_max, size).sum())
+            cost = len(starts) * cm.overhead_cost + const + decode
+            batch = np.empty(n, dtype=np.int64)
+            batch[order] = np.cumsum(starts_mask) - 1
+            settings = {
+                "method": "reference",
+                "family": family,
+                "n_shapes_global": len(shapes),
+                "gen_bucket_size": gb,
+                "max_batch_size": mbs,
+            }
+            out.append(_Reference(batch, seq, settings, cost))
     return out
 
 
@@ -1455,28 +1477,6 @@ class _Reference:
     seq: np.ndarray
     settings: dict
     cost: float
-
-
-def _plan_cost(bucket: _Bucket, cm: CostModel, batch: np.ndarray, seq: np.ndarray) -> float:
-    """The total cost of a plan given as a batch label and declared shape per request (cost
-    units), vectorized; the same sums as :func:`batchlab.evaluate.evaluate_arrays`."""
-    _, codes = np.unique(batch, return_inverse=True)
-    codes = codes.reshape(-1)
-    nb = int(codes.max()) + 1
-    ctx = seq if cm.padded else bucket.aligned
-    s_max = np.zeros(nb, dtype=np.int64)
-    g_max = np.zeros(nb, dtype=np.int64)
-    np.maximum.at(s_max, codes, ctx)
-    np.maximum.at(g_max, codes, bucket.gen)
-    size = np.bincount(codes, minlength=nb)
-    decode = float(cm.batch_decode_cost(s_max, g_max, size).sum())
-    shapes = np.unique(seq)
-    return (
-        nb * cm.overhead_cost
-        + float(cm.compile_cost(shapes).sum())
-        + float(cm.prefill_cost(ctx).sum())
-        + decode
-    )
 
 
 def _score_references(
@@ -1602,6 +1602,7 @@ def _colgen(
     shapes: np.ndarray | None,
     deadline: float,
     settings: dict,
+    mu_hint: float = 0.0,
 ):
     """Column generation on one bucket (:mod:`batchlab.colgen`) started from the seed plans:
     returns (its :class:`~batchlab.colgen.RelaxationResult`, candidates from the restricted
@@ -1610,6 +1611,7 @@ def _colgen(
     import time
 
     from batchlab.colgen import CapColumnGeneration
+    from batchlab.exact import dual_ascent_values
 
     cg = CapColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
     st = cg.type_index(inverse)
@@ -1623,6 +1625,10 @@ def _colgen(
         if start is None and c.ok:
             start = cols
     upper = min((c.summary["total_cost"] for c in ok_seeds), default=math.inf)
+    # start the dual smoothing from a dual ascent at the heuristic's λ (one pass: a second one
+    # rarely moves a type); the first rounds then price near good duals
+    mu = mu_hint if bucket.limits.max_sequential_ms is not None else 0.0
+    cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1)[0], mu)
     res = cg.solve(deadline, upper_bound=upper, stop_gap=2e-4)
     cands: list[_Candidate] = []
     if res.status == "infeasible" or time.perf_counter() > deadline:
@@ -1954,6 +1960,7 @@ def plan_requests(
                     None,
                     time.perf_counter() + max(0.05, left),
                     {"n_shapes_global": 1},
+                    mus[i],
                 )
                 bucket_cg[i] = res.bound * (1 - 1e-9) if math.isfinite(res.bound) else res.bound
                 cg_status[i] = res.status
