@@ -238,17 +238,19 @@ class CapColumnGeneration:
             return np.ones(len(types), dtype=bool)
         return j < self.jok[i][types]
 
-    def add_plan(self, batch_types: list[np.ndarray]) -> list[int]:
-        """Add the batches of a plan (for each batch the sorted-type index of its requests) and
-        return their column numbers (a plan to start the MILP from)."""
-        ci, cj, members = [], [], []
-        for types in batch_types:
-            ty, cnt = np.unique(types, return_counts=True)
-            ci.append(int(self.ti[ty].max()))
-            cj.append(int(self.tj[ty].max()))
-            members.append((ty, cnt.astype(np.float64)))
+    def add_plan(self, batch: np.ndarray, types: np.ndarray) -> list[int]:
+        """Add the batches of a plan, given per request its batch label and sorted-type index,
+        and return their column numbers (a plan to start the MILP from)."""
+        key = np.asarray(batch, dtype=np.int64) * self.T + np.asarray(types, dtype=np.int64)
+        uniq, cnt = np.unique(key, return_counts=True)
+        b_of, t_of = uniq // self.T, uniq % self.T
+        starts = np.flatnonzero(np.r_[True, b_of[1:] != b_of[:-1]])
+        ci = np.maximum.reduceat(self.ti[t_of], starts)
+        cj = np.maximum.reduceat(self.tj[t_of], starts)
+        ty = np.split(t_of, starts[1:])
+        ct = np.split(cnt.astype(np.float64), starts[1:])
         where: list[int] = []
-        self.add_columns(ci, cj, members, where)
+        self.add_columns(ci, cj, list(zip(ty, ct, strict=True)), where)
         return where
 
     def multipliers(self) -> dict[str, float]:
@@ -579,25 +581,31 @@ class CapColumnGeneration:
         seq_shift: float = 0.0,
         over_shift: float = 0.0,
         rel_gap: float = 1e-4,
+        accept_gap: float = 1e-3,
         start: list[int] | None = None,
     ):
         """An integer plan from the restricted master, or None.
 
         The LP solution is nearly integral: its whole copies are kept and the rest (the requests
-        they leave) is solved as a MILP over the generated columns that fit it; when that fails,
-        the MILP over every column, started from ``start`` (column numbers of a known plan).
-        Returns a list of batches ``(level index, G index, sorted-type indices, counts)``
-        covering every request exactly once. ``seq_shift`` (ms) and ``over_shift`` (requests)
-        tighten the sequential and p95 rows (room for the compile spike).
+        they leave) is solved as a MILP over the generated columns that fit it; then the same
+        with the batches that spend the limits most freed too; then the MILP over every column,
+        started from the best plan so far (or ``start``, column numbers of a known plan). The
+        first plan within ``accept_gap`` of the restricted master's LP value is taken, else
+        the cheapest. Returns a list of batches ``(level index, G index, sorted-type indices,
+        counts)`` covering every request exactly once. ``seq_shift`` (ms) and ``over_shift``
+        (requests) tighten the sequential and p95 rows (room for the compile spike).
         """
         x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
+        lp_value = float(self.h.getInfo().objective_function_value)
+        target = lp_value + accept_gap * abs(lp_value + self.const)
+        costs = np.asarray(self.cost_of, dtype=np.float64)
         shift = np.zeros(len(self.rows_hi))
         if "seq" in self.side:
             shift[self.side["seq"]] = seq_shift
         if "over" in self.side:
             shift[self.side["over"]] = over_shift
         rhs_hi = self.rows_hi - shift
-        plan = None
+        best, best_cost = None, math.inf
         whole = np.maximum(np.floor(x + 1e-7), 0.0)  # HiGHS may return -1e-9 for a zero
         # second try: free the batches that spend the limits most (over p95, slowest tenth)
         loose = whole.copy()
@@ -613,7 +621,7 @@ class CapColumnGeneration:
             slow = on[np.argsort(-lat[on], kind="stable")[: max(1, len(on) // 10)]]
             loose[slow] = 0.0
         for fixed in (whole, loose):
-            if plan is not None or not fixed.any():
+            if best_cost <= target or not fixed.any():
                 continue
             on = np.flatnonzero(fixed > 0)
             used = self._coefficients(on, fixed[on])
@@ -628,19 +636,26 @@ class CapColumnGeneration:
             if extra is not None:
                 plan = fixed.copy()
                 np.add.at(plan, np.flatnonzero(ok), extra)
-        if plan is None and len(x) <= 20_000:
+                cost = float(costs @ plan)
+                if cost < best_cost:
+                    best, best_cost = plan, cost
+        if best_cost > target and len(x) <= 20_000:
+            if best is not None:
+                start = np.repeat(np.arange(len(best)), best.astype(np.int64)).tolist()
             plan = self._milp(
                 np.arange(len(self.cols)),
                 self.rows_lo,
                 rhs_hi,
                 deadline,
-                rel_gap,
+                max(rel_gap, accept_gap / 2),
                 upper_bound,
                 start,
             )
-        if plan is None:
+            if plan is not None and float(costs @ plan) < best_cost:
+                best = plan
+        if best is None:
             return None
-        return self._batches(plan)
+        return self._batches(best)
 
     def _coefficients(self, cols: np.ndarray, copies: np.ndarray) -> np.ndarray:
         """Row activities of ``copies`` of each column (every row of the master)."""

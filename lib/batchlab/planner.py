@@ -952,22 +952,24 @@ class _MergeSearch:
         if not (tight_pad or tight_over):
             return
         cols = np.flatnonzero(alive)
-        s3 = np.maximum(si[rows, None], si[None, cols])
-        g3 = np.maximum(gi[rows, None], gi[None, cols])
-        n3 = n[rows, None] + n[None, cols]
+        # only merges that would save something can be chosen: check those pairs alone
+        rr, cc = np.nonzero(gain[np.ix_(rows, cols)] > 0)
+        if not rr.size:
+            return
+        a, b = rows[rr], cols[cc]
+        s3 = np.maximum(si[a], si[b])
+        g3 = np.maximum(gi[a], gi[b])
+        n3 = n[a] + n[b]
         out = np.zeros(n3.shape, dtype=bool)
         if tight_pad:
             wn = n * width[si, gi]
-            out |= n3 * width[s3, g3] - wn[rows, None] - wn[None, cols] > pad_left + 1e-9
+            out |= n3 * width[s3, g3] - wn[a] - wn[b] > pad_left + 1e-9
         if tight_over:
-            b = np.broadcast_to(cols[None, :], n3.shape)
-            a = np.broadcast_to(rows[:, None], n3.shape)
-            d = self._over_counts(cum, s3, g3, n3, a, b) - over[rows, None] - over[None, cols]
+            d = self._over_counts(cum, s3, g3, n3, a, b) - over[a] - over[b]
             out |= d > over_left + 1e-9
         if out.any():
-            rr, cc = np.nonzero(out)
-            gain[rows[rr], cols[cc]] = -np.inf
-            gain[cols[cc], rows[rr]] = -np.inf
+            gain[a[out], b[out]] = -np.inf
+            gain[b[out], a[out]] = -np.inf
 
     def run(self, mu: float, relocate: bool = True):
         """Batch label per piece and the batches' caps (tokens) and sizes."""
@@ -1618,10 +1620,7 @@ def _colgen(
     ok_seeds = [c for c in seeds if c.ok]
     start = None
     for c in sorted(seeds, key=_rank)[:4]:
-        batch = _request_batches(c)
-        order = np.argsort(batch, kind="stable")
-        cuts = np.flatnonzero(np.diff(batch[order])) + 1
-        cols = cg.add_plan(np.split(st[order], cuts))
+        cols = cg.add_plan(_request_batches(c), st)
         if start is None and c.ok:
             start = cols
     upper = min((c.summary["total_cost"] for c in ok_seeds), default=math.inf)
