@@ -1517,6 +1517,32 @@ def _spec(bucket: _Bucket, problem, compile_cost: float):
     )
 
 
+#: the exact model is solved to proven optimality when it has at most this many assignments
+#: (HiGHS proves small models at once); a larger one stops once its incumbent is proved within
+#: _EXACT_REL_GAP of the optimum (the plan's certified gap then says so)
+_EXACT_PROVE_SIZE = 400
+_EXACT_REL_GAP = 1e-3
+
+
+def _start_batches(c: _Candidate, bucket: _Bucket, cm: CostModel, inverse: np.ndarray) -> list:
+    """A candidate's batches as the exact model's start: ``(S cap, G cap, {type: count},
+    carrier type or None)`` per batch, the compile spike on each shape's first row."""
+    req = c.order
+    types = inverse[req]
+    ctx = c.seq if cm.padded else bucket.aligned[req]
+    nb = int(c.batch.max()) + 1
+    s_cap = np.zeros(nb, dtype=np.int64)
+    g_cap = np.zeros(nb, dtype=np.int64)
+    np.maximum.at(s_cap, c.batch, ctx)
+    np.maximum.at(g_cap, c.batch, bucket.gen[req])
+    _, first = np.unique(c.seq, return_index=True)
+    carrier = {int(c.batch[r]): int(types[r]) for r in first.tolist()}
+    members: list[dict] = [{} for _ in range(nb)]
+    for b, t in zip(c.batch.tolist(), types.tolist(), strict=True):
+        members[b][t] = members[b].get(t, 0) + 1
+    return [(int(s_cap[b]), int(g_cap[b]), members[b], carrier.get(b)) for b in range(nb)]
+
+
 def _exact_candidates(
     buckets: list[_Bucket],
     cm: CostModel,
@@ -1526,11 +1552,20 @@ def _exact_candidates(
     max_shapes: int,
     static_shapes: list[int] | None,
     time_limit_s: float,
+    seeds: list[_Candidate | None] | None = None,
 ):
-    """Solve the exact model; returns (status, bound, candidate per bucket or None)."""
-    from batchlab.exact import solve_exact
+    """Solve the exact model, started from the seed plans (one per bucket, all meeting the
+    limits) when given; returns (status, bound, candidate per bucket or None)."""
+    from batchlab.exact import model_size, solve_exact
 
-    sol = solve_exact(specs, max_shapes, time_limit_s)
+    start = None
+    if seeds is not None and all(c is not None and c.ok for c in seeds):
+        start = [
+            _start_batches(c, b, cm, inv)
+            for c, b, inv in zip(seeds, buckets, inverses, strict=True)
+        ]
+    rel_gap = 1e-9 if model_size(specs) <= _EXACT_PROVE_SIZE else _EXACT_REL_GAP
+    sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap)
     if not sol.buckets:
         return sol.status, sol.bound, [None] * len(buckets)
     cands = []
@@ -1619,7 +1654,7 @@ def _colgen(
     st = cg.type_index(inverse)
     ok_seeds = [c for c in seeds if c.ok]
     start = None
-    for c in sorted(seeds, key=_rank)[:4]:
+    for c in sorted(seeds, key=_rank)[:8]:
         cols = cg.add_plan(_request_batches(c), st)
         if start is None and c.ok:
             start = cols
@@ -1968,8 +2003,10 @@ def plan_requests(
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
             if want_exact(model_size([spec]), gap_i):
                 left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
+                ok_tried = [c for c in tried[i] if c.ok]
+                seed = [min(ok_tried, key=_rank)] if ok_tried else None
                 status, bound, cands = _exact_candidates(
-                    [b], cm, [problem], [inverse], [spec], cap, [declared[i]], left
+                    [b], cm, [problem], [inverse], [spec], cap, [declared[i]], left, seed
                 )
                 exact_status = status
                 bucket_exact[i] = bound
@@ -2046,8 +2083,12 @@ def plan_requests(
             specs.append(_spec(b, problem, 0.0))
         if not large and want_exact(model_size(specs)):
             left = max(0.05, deadline - time.perf_counter())
+            feasible = [o for o in options if all(c.ok for c in o)]
+            seed = min(
+                feasible, key=lambda o: sum(c.summary["total_cost"] for c in o), default=None
+            )
             exact_status, exact_bound, cands = _exact_candidates(
-                prepared, cm, problems, inverses, specs, cap, None, left
+                prepared, cm, problems, inverses, specs, cap, None, left, seed
             )
             if all(c is not None for c in cands):
                 for i, c in enumerate(cands):
