@@ -597,7 +597,9 @@ class CapColumnGeneration:
         """
         x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
         lp_value = float(self.h.getInfo().objective_function_value)
-        target = lp_value + accept_gap * abs(lp_value + self.const)
+        whole_cost = abs(lp_value + self.const)  # the plan's cost, prefill and compile included
+        target = lp_value + accept_gap * whole_cost
+        abs_gap = rel_gap * whole_cost  # the residual MILPs: rel_gap of the whole plan's cost
         costs = np.asarray(self.cost_of, dtype=np.float64)
         shift = np.zeros(len(self.rows_hi))
         if "seq" in self.side:
@@ -631,7 +633,7 @@ class CapColumnGeneration:
             ok = np.asarray([bool(need[types].any()) for (_, _, types, _) in self.cols])
             ok &= fixed == 0
             extra = self._milp(
-                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None
+                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None, abs_gap
             )
             if extra is not None:
                 plan = fixed.copy()
@@ -650,6 +652,7 @@ class CapColumnGeneration:
                 max(rel_gap, accept_gap / 2),
                 upper_bound,
                 start,
+                abs_gap,
             )
             if plan is not None and float(costs @ plan) < best_cost:
                 best = plan
@@ -665,8 +668,9 @@ class CapColumnGeneration:
             np.add.at(out, rows, k * vals)
         return out
 
-    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start):
-        """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP)."""
+    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start, abs_gap=0.0):
+        """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP). It stops once
+        its incumbent is within ``rel_gap`` of its own optimum or ``abs_gap`` (cost units)."""
         import highspy
 
         left = deadline - time.perf_counter()
@@ -712,6 +716,7 @@ class CapColumnGeneration:
             h.setSolution(len(nz), nz.astype(np.int32), x0[nz])
         h.setOptionValue("time_limit", float(max(0.02, left)))
         h.setOptionValue("mip_rel_gap", rel_gap)
+        h.setOptionValue("mip_abs_gap", float(abs_gap))
         run_highs(h)
         sol = h.getSolution()
         if not sol.value_valid:
