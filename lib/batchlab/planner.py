@@ -1517,9 +1517,10 @@ def _spec(bucket: _Bucket, problem, compile_cost: float):
     )
 
 
-#: the exact model is solved to proven optimality when it has at most this many assignments
-#: (HiGHS proves small models at once); a larger one stops once its incumbent is proved within
-#: _EXACT_REL_GAP of the optimum (the plan's certified gap then says so)
+#: under exact="auto" the exact model is solved to proven optimality when it has at most this
+#: many assignments (HiGHS proves small models at once); a larger one stops once its incumbent
+#: is proved within _EXACT_REL_GAP of the optimum (the plan's certified gap then says so).
+#: exact="always" proves the optimum (within the time budget).
 _EXACT_PROVE_SIZE = 400
 _EXACT_REL_GAP = 1e-3
 
@@ -1553,9 +1554,12 @@ def _exact_candidates(
     static_shapes: list[int] | None,
     time_limit_s: float,
     seeds: list[_Candidate | None] | None = None,
+    stop_early: bool = True,
 ):
     """Solve the exact model, started from the seed plans (one per bucket, all meeting the
-    limits) when given; returns (status, bound, candidate per bucket or None)."""
+    limits) when given; ``stop_early``: stop at a certified _EXACT_REL_GAP on models above
+    _EXACT_PROVE_SIZE (``exact="auto"``), else prove the optimum (``exact="always"``).
+    Returns (status, bound, candidate per bucket or None)."""
     from batchlab.exact import model_size, solve_exact
 
     start = None
@@ -1564,7 +1568,8 @@ def _exact_candidates(
             _start_batches(c, b, cm, inv)
             for c, b, inv in zip(seeds, buckets, inverses, strict=True)
         ]
-    rel_gap = 1e-9 if model_size(specs) <= _EXACT_PROVE_SIZE else _EXACT_REL_GAP
+    prove = not stop_early or model_size(specs) <= _EXACT_PROVE_SIZE
+    rel_gap = 1e-9 if prove else _EXACT_REL_GAP
     sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap)
     if not sol.buckets:
         return sol.status, sol.bound, [None] * len(buckets)
@@ -1865,7 +1870,8 @@ def plan_requests(
     ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
     :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
     model (HiGHS) within ``time_limit_s`` seconds (at most :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
-    model is small enough to fit the budget. ``window``: the widest batch, in runs, of the
+    model is small enough to fit the budget (and, above a few hundred assignments, stops once
+    its plan is proved within 0.1 % of the optimum; "always" proves the optimum). ``window``: the widest batch, in runs, of the
     contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
     shows when planning takes longer than a second; ``progress=None`` shows it only on a
     terminal (so stored notebook outputs do not depend on timing), True always, False never.
@@ -2006,7 +2012,16 @@ def plan_requests(
                 ok_tried = [c for c in tried[i] if c.ok]
                 seed = [min(ok_tried, key=_rank)] if ok_tried else None
                 status, bound, cands = _exact_candidates(
-                    [b], cm, [problem], [inverse], [spec], cap, [declared[i]], left, seed
+                    [b],
+                    cm,
+                    [problem],
+                    [inverse],
+                    [spec],
+                    cap,
+                    [declared[i]],
+                    left,
+                    seed,
+                    exact != "always",
                 )
                 exact_status = status
                 bucket_exact[i] = bound
@@ -2088,7 +2103,7 @@ def plan_requests(
                 feasible, key=lambda o: sum(c.summary["total_cost"] for c in o), default=None
             )
             exact_status, exact_bound, cands = _exact_candidates(
-                prepared, cm, problems, inverses, specs, cap, None, left, seed
+                prepared, cm, problems, inverses, specs, cap, None, left, seed, exact != "always"
             )
             if all(c is not None for c in cands):
                 for i, c in enumerate(cands):
