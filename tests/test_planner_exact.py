@@ -223,3 +223,53 @@ def test_planner_vs_sweep_figure_has_every_point_the_planner_and_the_bound():
     assert fig.data[2].x[0] == 2.5
     assert fig.layout.shapes[0].x0 == 2.4
     assert "cost units" in fig.layout.xaxis.title.text and "ms" in fig.layout.yaxis.title.text
+
+
+def test_exact_model_starts_from_a_known_plan():
+    """solve_exact(start=...) takes a plan as HiGHS's first incumbent: cut off at once, it
+    returns a plan at least as cheap (a start it could not map would leave it with none)."""
+    from batchlab.exact import BucketSpec, cap_problem, solve_exact
+
+    rng = np.random.default_rng(3)
+    n = 25
+    df = table(
+        np.clip(rng.lognormal(np.log(300), 0.7, n), 1, 4000).astype(int),
+        np.clip(rng.lognormal(np.log(60), 0.8, n), 1, 500).astype(int),
+    )
+    cap = 3
+    known = plan_requests(df, PADDED, cap, exact="never", progress=False).buckets[0]
+    p = df["prompt_len"].to_numpy()
+    g = df["gen_len"].to_numpy()
+    a = align(p, PADDED.granularity)
+    problem, inverse = cap_problem(PADDED, a, g, p, np.unique(a))
+    type_of = dict(zip(df["request_id"], inverse.tolist(), strict=True))
+    gen_of = dict(zip(df["request_id"], g.tolist(), strict=True))
+    plan = known.plan
+    first_of_shape = set(plan.drop_duplicates("seq_align").index)
+    batches = []
+    for _, rows in plan.groupby("batch_id", sort=False):
+        members: dict[int, int] = {}
+        carrier = None
+        for idx, rid in zip(rows.index, rows["request_id"], strict=True):
+            t = type_of[rid]
+            members[t] = members.get(t, 0) + 1
+            if idx in first_of_shape:
+                carrier = t
+        s = int(rows["seq_align"].iloc[0])
+        batches.append((s, max(gen_of[r] for r in rows["request_id"]), members, carrier))
+    spec = BucketSpec(
+        problem=problem,
+        max_batch_size=None,
+        max_cost=None,
+        max_pad_ratio=None,
+        max_p95_latency_ms=None,
+        max_sequential_ms=None,
+        prompt_sum=int(p.sum()),
+        gen_sum=int(g.sum()),
+        align_pad=int((a - p).sum()),
+        compile_cost=0.0,
+    )
+    sol = solve_exact([spec], cap, 0.01, start=[batches])
+    assert sol.status in ("time_limit", "optimal")
+    assert sol.objective <= known.evaluation.cost.total * (1 + 1e-9)
+    assert sol.bound <= sol.objective * (1 + 1e-9)

@@ -238,17 +238,19 @@ class CapColumnGeneration:
             return np.ones(len(types), dtype=bool)
         return j < self.jok[i][types]
 
-    def add_plan(self, batch_types: list[np.ndarray]) -> list[int]:
-        """Add the batches of a plan (for each batch the sorted-type index of its requests) and
-        return their column numbers (a plan to start the MILP from)."""
-        ci, cj, members = [], [], []
-        for types in batch_types:
-            ty, cnt = np.unique(types, return_counts=True)
-            ci.append(int(self.ti[ty].max()))
-            cj.append(int(self.tj[ty].max()))
-            members.append((ty, cnt.astype(np.float64)))
+    def add_plan(self, batch: np.ndarray, types: np.ndarray) -> list[int]:
+        """Add the batches of a plan, given per request its batch label and sorted-type index,
+        and return their column numbers (a plan to start the MILP from)."""
+        key = np.asarray(batch, dtype=np.int64) * self.T + np.asarray(types, dtype=np.int64)
+        uniq, cnt = np.unique(key, return_counts=True)
+        b_of, t_of = uniq // self.T, uniq % self.T
+        starts = np.flatnonzero(np.r_[True, b_of[1:] != b_of[:-1]])
+        ci = np.maximum.reduceat(self.ti[t_of], starts)
+        cj = np.maximum.reduceat(self.tj[t_of], starts)
+        ty = np.split(t_of, starts[1:])
+        ct = np.split(cnt.astype(np.float64), starts[1:])
         where: list[int] = []
-        self.add_columns(ci, cj, members, where)
+        self.add_columns(ci, cj, list(zip(ty, ct, strict=True)), where)
         return where
 
     def multipliers(self) -> dict[str, float]:
@@ -259,6 +261,22 @@ class CapColumnGeneration:
         names = {"seq": "max_sequential_ms", "pad": "max_pad_ratio", "over": "max_p95_latency_ms"}
         names["cost"] = "max_cost"
         return {names[k]: float(-self.center[r]) for k, r in self.side.items()}
+
+    def warm_start(self, type_values: np.ndarray, seq_multiplier: float = 0.0) -> float:
+        """Start the dual smoothing from known duals: ``type_values`` per problem type (cost
+        units per request, e.g. :func:`batchlab.exact.dual_ascent_values`) and the sequential
+        limit's multiplier (cost units per ms). Any such duals give a valid bound; returns the
+        best bound so far."""
+        y = np.zeros(len(self.rows_lo))
+        y[: self.T] = np.asarray(type_values, dtype=np.float64)[self.order]
+        if "seq" in self.side:
+            y[self.side["seq"]] = -float(seq_multiplier)
+        y = self._clean(y)
+        rc, vmax = self.price_caps(y)
+        lb = self.bound_at(y, rc, vmax)
+        if lb > self.best_bound:
+            self.best_bound, self.center = lb, y
+        return self.best_bound
 
     # -- pricing ---------------------------------------------------------------------------
     def _duals(self, y: np.ndarray, weight: float = 1.0):
@@ -414,10 +432,33 @@ class CapColumnGeneration:
         return y
 
     def bound_at(self, y: np.ndarray, rc: np.ndarray, vmax: np.ndarray, weight: float = 1.0):
-        """The cheap Lagrangian bound ``y·b + N · (a lower bound on min rc/|P|)``."""
+        """The Lagrangian bound ``y·b + N · min_P rc_P/|P|`` at duals y, priced last by
+        :meth:`price_caps` (rc, vmax are its result).
+
+        A cap with rc >= 0 has ratio >= rc / max_batch_size; a negative cap's ratio is at least
+        ``max(rc, −vmax)`` (cheap), and exactly the least ``(overhead' − best total of m
+        members) / m`` over m. The exact ratio is computed lazily, cheapest bound first, only for
+        the caps whose cheap bound is below the least ratio found so far."""
         neg = rc < 0
-        ratio = np.where(neg, np.maximum(rc, -np.maximum(vmax, 0.0)), rc / self.mbs)
-        return float(y @ self._rhs()) + weight * self.const + self.n * float(ratio.min())
+        cheap = np.where(neg, np.maximum(rc, -np.maximum(vmax, 0.0)), rc / self.mbs)
+        flat = cheap.ravel()
+        best = float(flat[~neg.ravel()].min()) if (~neg).any() else math.inf
+        cand = np.flatnonzero(neg.ravel() & (flat < best))
+        if len(cand) and getattr(self, "_last", None) is not None:
+            cand = cand[np.argsort(flat[cand], kind="stable")]
+            nG = rc.shape[1]
+            pos, step = 0, 16
+            while pos < len(cand) and flat[cand[pos]] < best:
+                chunk = cand[pos : pos + step]
+                chunk = chunk[flat[chunk] < best]
+                caps = np.stack([chunk // nG, chunk % nG], axis=1)
+                _, _, _, r = self._patterns(caps, ratios=True)
+                best = min(best, float(r.min()))
+                pos += step
+                step *= 2
+        else:
+            best = float(flat.min())
+        return float(y @ self._rhs()) + weight * self.const + self.n * best
 
     def _negatives(self, rc: np.ndarray) -> np.ndarray:
         return np.argwhere(rc < -1e-9 * self.overhead - 1e-6)
@@ -540,25 +581,33 @@ class CapColumnGeneration:
         seq_shift: float = 0.0,
         over_shift: float = 0.0,
         rel_gap: float = 1e-4,
+        accept_gap: float = 1e-3,
         start: list[int] | None = None,
     ):
         """An integer plan from the restricted master, or None.
 
         The LP solution is nearly integral: its whole copies are kept and the rest (the requests
-        they leave) is solved as a MILP over the generated columns that fit it; when that fails,
-        the MILP over every column, started from ``start`` (column numbers of a known plan).
-        Returns a list of batches ``(level index, G index, sorted-type indices, counts)``
-        covering every request exactly once. ``seq_shift`` (ms) and ``over_shift`` (requests)
-        tighten the sequential and p95 rows (room for the compile spike).
+        they leave) is solved as a MILP over the generated columns that fit it; then the same
+        with the batches that spend the limits most freed too; then the MILP over every column,
+        started from the best plan so far (or ``start``, column numbers of a known plan). The
+        first plan within ``accept_gap`` of the restricted master's LP value is taken, else
+        the cheapest. Returns a list of batches ``(level index, G index, sorted-type indices,
+        counts)`` covering every request exactly once. ``seq_shift`` (ms) and ``over_shift``
+        (requests) tighten the sequential and p95 rows (room for the compile spike).
         """
         x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
+        lp_value = float(self.h.getInfo().objective_function_value)
+        whole_cost = abs(lp_value + self.const)  # the plan's cost, prefill and compile included
+        target = lp_value + accept_gap * whole_cost
+        abs_gap = rel_gap * whole_cost  # the residual MILPs: rel_gap of the whole plan's cost
+        costs = np.asarray(self.cost_of, dtype=np.float64)
         shift = np.zeros(len(self.rows_hi))
         if "seq" in self.side:
             shift[self.side["seq"]] = seq_shift
         if "over" in self.side:
             shift[self.side["over"]] = over_shift
         rhs_hi = self.rows_hi - shift
-        plan = None
+        best, best_cost = None, math.inf
         whole = np.maximum(np.floor(x + 1e-7), 0.0)  # HiGHS may return -1e-9 for a zero
         # second try: free the batches that spend the limits most (over p95, slowest tenth)
         loose = whole.copy()
@@ -574,7 +623,7 @@ class CapColumnGeneration:
             slow = on[np.argsort(-lat[on], kind="stable")[: max(1, len(on) // 10)]]
             loose[slow] = 0.0
         for fixed in (whole, loose):
-            if plan is not None or not fixed.any():
+            if best_cost <= target or not fixed.any():
                 continue
             on = np.flatnonzero(fixed > 0)
             used = self._coefficients(on, fixed[on])
@@ -584,24 +633,32 @@ class CapColumnGeneration:
             ok = np.asarray([bool(need[types].any()) for (_, _, types, _) in self.cols])
             ok &= fixed == 0
             extra = self._milp(
-                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None
+                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None, abs_gap
             )
             if extra is not None:
                 plan = fixed.copy()
                 np.add.at(plan, np.flatnonzero(ok), extra)
-        if plan is None and len(x) <= 20_000:
+                cost = float(costs @ plan)
+                if cost < best_cost:
+                    best, best_cost = plan, cost
+        if best_cost > target and len(x) <= 20_000:
+            if best is not None:
+                start = np.repeat(np.arange(len(best)), best.astype(np.int64)).tolist()
             plan = self._milp(
                 np.arange(len(self.cols)),
                 self.rows_lo,
                 rhs_hi,
                 deadline,
-                rel_gap,
+                max(rel_gap, accept_gap / 2),
                 upper_bound,
                 start,
+                abs_gap,
             )
-        if plan is None:
+            if plan is not None and float(costs @ plan) < best_cost:
+                best = plan
+        if best is None:
             return None
-        return self._batches(plan)
+        return self._batches(best)
 
     def _coefficients(self, cols: np.ndarray, copies: np.ndarray) -> np.ndarray:
         """Row activities of ``copies`` of each column (every row of the master)."""
@@ -611,8 +668,9 @@ class CapColumnGeneration:
             np.add.at(out, rows, k * vals)
         return out
 
-    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start):
-        """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP)."""
+    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start, abs_gap=0.0):
+        """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP). It stops once
+        its incumbent is within ``rel_gap`` of its own optimum or ``abs_gap`` (cost units)."""
         import highspy
 
         left = deadline - time.perf_counter()
@@ -658,6 +716,7 @@ class CapColumnGeneration:
             h.setSolution(len(nz), nz.astype(np.int32), x0[nz])
         h.setOptionValue("time_limit", float(max(0.02, left)))
         h.setOptionValue("mip_rel_gap", rel_gap)
+        h.setOptionValue("mip_abs_gap", float(abs_gap))
         run_highs(h)
         sol = h.getSolution()
         if not sol.value_valid:

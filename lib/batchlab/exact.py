@@ -43,6 +43,7 @@ __all__ = [
     "CapProblem",
     "ExactSolution",
     "dual_ascent",
+    "dual_ascent_values",
     "highs_solver",
     "lagrangian_bound",
     "run_highs",
@@ -132,13 +133,21 @@ def cap_problem(
 
 
 def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
-    """``Σ_t c_t π_t`` for a dual-feasible π of the batching LP under multiplier ``mu``.
+    """``Σ_t c_t π_t`` for a dual-feasible π of the batching LP under multiplier ``mu``
+    (the π of :func:`dual_ascent_values`)."""
+    pi, _ = dual_ascent_values(problem, mu, passes)
+    return float((pi * problem.type_count).sum())
+
+
+def dual_ascent_values(problem: CapProblem, mu: float, passes: int = 3) -> tuple[np.ndarray, int]:
+    """A dual-feasible π per type (cost units per request) of the batching LP under ``mu``, and
+    the number of passes it took.
 
     Caps are every (S, G) of the grid whose S covers the types (``padded-graph``: the candidate
     shapes up to the smallest that covers the longest prompt; larger ones cost more for the same
     members). Types are raised from their own tight cap's price, the costliest first, each to the
-    largest value every cap's slack allows; the slacks stay >= 0, so the result is a lower bound on
-    the batching cost (overheads + members × price + μ × batch latency) of every plan.
+    largest value every cap's slack allows; the slacks stay >= 0, so ``Σ_t c_t π_t`` is a lower
+    bound on the batching cost (overheads + members × price + μ × batch latency) of every plan.
     """
     ia, ig = problem.type_cap_index()
     top = int(ia.max())
@@ -149,7 +158,9 @@ def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
     pi = price[ia, ig].copy()
     counts = problem.type_count.astype(np.float64)
     order = np.argsort(-pi, kind="stable")
+    done = 0
     for _ in range(passes):
+        done += 1
         moved = False
         for t in order.tolist():
             a_blk = price[ia[t] :, ig[t] :]
@@ -164,7 +175,7 @@ def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
             break
     # a slack may end a rounding error below zero: shave that off every type it touches
     worst = float(min(0.0, slack.min()))
-    return float((pi * counts).sum() + worst * counts.sum())
+    return pi + worst, done
 
 
 def lagrangian_bound(
@@ -296,7 +307,12 @@ class _Model:
                 self.entries.append((r, col, float(val)))
         return r
 
-    def solve(self, time_limit_s: float, highspy) -> tuple:
+    def solve(
+        self, time_limit_s: float, highspy, known: dict | None = None, rel_gap: float = 1e-9
+    ) -> tuple:
+        """Solve with HiGHS; ``known``: values of some variables (a known plan: HiGHS starts
+        from it when it is feasible, the others at 0); ``rel_gap``: stop once the incumbent
+        is proved within this share of the optimum."""
         n, m = len(self.cost), len(self.rows_lo)
         inf = highspy.kHighsInf
         lp = highspy.HighsLp()
@@ -324,16 +340,54 @@ class _Model:
             h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", float(max(0.05, time_limit_s)))
-        h.setOptionValue("mip_rel_gap", 1e-9)
+        h.setOptionValue("mip_rel_gap", float(rel_gap))
         h.setOptionValue("mip_abs_gap", 0.0)
         h.setOptionValue("threads", 1)
         h.passModel(lp)
+        if known:
+            x0 = np.zeros(n)
+            idx = np.fromiter(known.keys(), dtype=np.int64, count=len(known))
+            x0[idx] = np.fromiter(known.values(), dtype=np.float64, count=len(known))
+            plan = highspy.HighsSolution()
+            plan.col_value = x0.tolist()
+            plan.value_valid = True
+            h.setSolution(plan)
         run_highs(h)
         status = h.getModelStatus()
         info = h.getInfo()
         sol = h.getSolution()
         values = np.asarray(sol.col_value) if sol.value_valid else None
         return status, info, values
+
+
+def _start_values(start: list, layout: list, y: dict, padded: bool) -> dict | None:
+    """Variable values of a known plan (see :func:`solve_exact`), or None when a batch's cap,
+    member or carrier is not a variable of the model."""
+    out: dict[int, float] = {}
+    for batches, (n_vars, x_vars, w_vars, z_vars) in zip(start, layout, strict=True):
+        spikes: set = set()
+        for s, g, members, carrier in batches:
+            k = n_vars.get((s, g))
+            if k is None:
+                return None
+            out[k] = out.get(k, 0.0) + 1.0
+            for t, cnt in members.items():
+                x = x_vars.get((t, s, g))
+                if x is None:
+                    return None
+                out[x] = out.get(x, 0.0) + float(cnt)
+            if carrier is not None:
+                w = w_vars.get((carrier, s, g))
+                if w is None or s in spikes:
+                    return None
+                spikes.add(s)
+                out[w] = 1.0
+            if padded:
+                if s not in z_vars:
+                    return None
+                out[z_vars[s]] = 1.0
+                out[y[s]] = 1.0
+    return out
 
 
 def model_size(specs: list[BucketSpec]) -> int:
@@ -351,6 +405,8 @@ def solve_exact(
     specs: list[BucketSpec],
     max_shapes: int,
     time_limit_s: float,
+    start: list | None = None,
+    rel_gap: float = 1e-9,
 ) -> ExactSolution:
     """Solve the planning problem exactly with HiGHS (see the module docstring).
 
@@ -358,6 +414,11 @@ def solve_exact(
     so use it on instances whose :func:`model_size` is small (thousands). Under ``static-graph``
     each bucket's shape (and compile cost) is fixed by the caller and only one compile spike
     exists per bucket; under ``padded-graph`` the shapes are chosen here under ``max_shapes``.
+
+    ``start``: a known plan to start from, per bucket a list of batches ``(s, g, {type:
+    count}, carrier type or None)`` (the carrier takes the shape's compile spike); ignored
+    where it does not fit the model. ``rel_gap``: HiGHS stops once its incumbent is proved
+    within this share of the optimum (the returned bound stays certified).
     """
     import highspy
 
@@ -476,7 +537,8 @@ def solve_exact(
             fixed = p.const_cost + (0.0 if padded else spec.compile_cost)
             md.row(-inf, spec.max_cost - fixed, cost_terms)
         layout.append((n_vars, x_vars, w_vars, z_vars))
-    status, info, values = md.solve(time_limit_s, highspy)
+    values0 = None if start is None else _start_values(start, layout, y, padded)
+    status, info, values = md.solve(time_limit_s, highspy, values0, rel_gap)
     names = {
         highspy.HighsModelStatus.kOptimal: "optimal",
         highspy.HighsModelStatus.kInfeasible: "infeasible",

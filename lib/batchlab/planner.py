@@ -959,22 +959,24 @@ class _MergeSearch:
         if not (tight_pad or tight_over):
             return
         cols = np.flatnonzero(alive)
-        s3 = np.maximum(si[rows, None], si[None, cols])
-        g3 = np.maximum(gi[rows, None], gi[None, cols])
-        n3 = n[rows, None] + n[None, cols]
+        # only merges that would save something can be chosen: check those pairs alone
+        rr, cc = np.nonzero(gain[np.ix_(rows, cols)] > 0)
+        if not rr.size:
+            return
+        a, b = rows[rr], cols[cc]
+        s3 = np.maximum(si[a], si[b])
+        g3 = np.maximum(gi[a], gi[b])
+        n3 = n[a] + n[b]
         out = np.zeros(n3.shape, dtype=bool)
         if tight_pad:
             wn = n * width[si, gi]
-            out |= n3 * width[s3, g3] - wn[rows, None] - wn[None, cols] > pad_left + 1e-9
+            out |= n3 * width[s3, g3] - wn[a] - wn[b] > pad_left + 1e-9
         if tight_over:
-            b = np.broadcast_to(cols[None, :], n3.shape)
-            a = np.broadcast_to(rows[:, None], n3.shape)
-            d = self._over_counts(cum, s3, g3, n3, a, b) - over[rows, None] - over[None, cols]
+            d = self._over_counts(cum, s3, g3, n3, a, b) - over[a] - over[b]
             out |= d > over_left + 1e-9
         if out.any():
-            rr, cc = np.nonzero(out)
-            gain[rows[rr], cols[cc]] = -np.inf
-            gain[cols[cc], rows[rr]] = -np.inf
+            gain[a[out], b[out]] = -np.inf
+            gain[b[out], a[out]] = -np.inf
 
     def run(self, mu: float, relocate: bool = True):
         """Batch label per piece and the batches' caps (tokens) and sizes."""
@@ -1371,21 +1373,24 @@ SWEEP_GEN_BUCKETS = (64, 128, 256, 1024)
 SWEEP_BATCH_SIZES = (16, 32, 64)
 
 
-def _bucketed(bucket: _Bucket, shapes: np.ndarray, gen_bucket: int | None, mbs: int | None):
-    """Batch label per request of ``plan.bucketed_plan`` (smallest covering shape, one batch per
-    (shape, gen bucket), chunks of ``mbs``) on arrays."""
+def _bucketed_runs(bucket: _Bucket, seq: np.ndarray, gen_bucket: int | None):
+    """The order of ``plan.bucketed_plan`` (by shape, then gen bucket, then request) and where a
+    new (shape, gen bucket) group starts along it."""
     n = len(bucket.prompt)
-    seq = shapes[np.searchsorted(shapes, bucket.aligned, side="left")]
     gb = np.zeros(n, dtype=np.int64) if gen_bucket is None else (bucket.gen - 1) // gen_bucket
     order = np.lexsort((np.arange(n), gb, seq))
     new = np.ones(n, dtype=bool)
     new[1:] = (seq[order][1:] != seq[order][:-1]) | (gb[order][1:] != gb[order][:-1])
-    if mbs is not None:
-        start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-        new |= (np.arange(n) - start) % mbs == 0
-    batch = np.empty(n, dtype=np.int64)
-    batch[order] = np.cumsum(new) - 1
-    return batch, seq
+    return order, new
+
+
+def _chunked(new: np.ndarray, mbs: int | None) -> np.ndarray:
+    """Batch starts along a bucketed order: every group start, and every ``mbs``-th member."""
+    if mbs is None:
+        return new
+    n = len(new)
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    return new | ((np.arange(n) - start) % mbs == 0)
 
 
 def _reference_candidates(
@@ -1394,10 +1399,14 @@ def _reference_candidates(
     """The baseline plan and every bucketed plan of chapter 04's grid (shape family × k <=
     max_shapes × gen bucket × batch size within the limit), with their costs (scored by
     :func:`_score_references` when needed). ``declared``: one shape for every batch
-    (static-graph, where only compile depends on it), None to keep each batch's own shape."""
+    (static-graph, where only compile depends on it), None to keep each batch's own shape.
+
+    One sort per (shape set, gen bucket) serves every batch size; each plan's cost is summed
+    along that order, where its batches are contiguous: overheads, compiles of the declared
+    shapes, prefill and every batch's decode at its caps (the sums of
+    :func:`batchlab.evaluate.evaluate_arrays`)."""
     from batchlab.shapes import GRID_FAMILIES, shape_grid
 
-    out = []
     g = cm.granularity
     n = len(bucket.prompt)
     lim_mbs = bucket.limits.max_batch_size
@@ -1407,8 +1416,11 @@ def _reference_candidates(
             (np.arange(1, max_shapes + 1) * n + max_shapes - 1) // max_shapes - 1
         ]
     )
-    plans = [("baseline", base, None, None)]
+    groups: list[tuple[str, np.ndarray, int | None, list[int | None]]] = [
+        ("baseline", base, None, [lim_mbs])
+    ]
     seen = set()
+    mbs_grid = [m for m in SWEEP_BATCH_SIZES if lim_mbs is None or m <= lim_mbs]
     for family in GRID_FAMILIES:
         for k in ks:
             shapes = np.asarray(shape_grid(family, bucket.prompt, k, g), dtype=np.int64)
@@ -1418,25 +1430,37 @@ def _reference_candidates(
             if key in seen:
                 continue
             seen.add(key)
-            for gb in SWEEP_GEN_BUCKETS:
-                for mbs in SWEEP_BATCH_SIZES:
-                    if lim_mbs is not None and mbs > lim_mbs:
-                        continue
-                    plans.append((family, shapes, gb, mbs))
-    for family, shapes, gb, mbs in plans:
-        if mbs is None and lim_mbs is not None:
-            mbs = lim_mbs
-        batch, seq = _bucketed(bucket, shapes, gb, mbs)
+            if mbs_grid:
+                groups += [(family, shapes, gb, mbs_grid) for gb in SWEEP_GEN_BUCKETS]
+    out = []
+    fixed = None if cm.padded else float(cm.prefill_cost(bucket.aligned).sum())
+    for family, shapes, gb, sizes in groups:
+        seq = shapes[np.searchsorted(shapes, bucket.aligned, side="left")]
+        order, new = _bucketed_runs(bucket, seq, gb)
+        ctx = (seq if cm.padded else bucket.aligned)[order]
+        gen = bucket.gen[order]
         if declared is not None:
             seq = np.full(n, declared, dtype=np.int64)
-        settings = {
-            "method": "reference",
-            "family": family,
-            "n_shapes_global": len(shapes),
-            "gen_bucket_size": gb,
-            "max_batch_size": mbs,
-        }
-        out.append(_Reference(batch, seq, settings, _plan_cost(bucket, cm, batch, seq)))
+        const = float(cm.compile_cost(np.unique(seq)).sum())
+        const += fixed if fixed is not None else float(cm.prefill_cost(ctx).sum())
+        for mbs in sizes:
+            starts_mask = _chunked(new, mbs)
+            starts = np.flatnonzero(starts_mask)
+            size = np.diff(np.append(starts, n))
+            s_max = np.maximum.reduceat(ctx, starts)
+            g_max = np.maximum.reduceat(gen, starts)
+            decode = float(cm.batch_decode_cost(s_max, g_max, size).sum())
+            cost = len(starts) * cm.overhead_cost + const + decode
+            batch = np.empty(n, dtype=np.int64)
+            batch[order] = np.cumsum(starts_mask) - 1
+            settings = {
+                "method": "reference",
+                "family": family,
+                "n_shapes_global": len(shapes),
+                "gen_bucket_size": gb,
+                "max_batch_size": mbs,
+            }
+            out.append(_Reference(batch, seq, settings, cost))
     return out
 
 
@@ -1449,28 +1473,6 @@ class _Reference:
     seq: np.ndarray
     settings: dict
     cost: float
-
-
-def _plan_cost(bucket: _Bucket, cm: CostModel, batch: np.ndarray, seq: np.ndarray) -> float:
-    """The total cost of a plan given as a batch label and declared shape per request (cost
-    units), vectorized; the same sums as :func:`batchlab.evaluate.evaluate_arrays`."""
-    _, codes = np.unique(batch, return_inverse=True)
-    codes = codes.reshape(-1)
-    nb = int(codes.max()) + 1
-    ctx = seq if cm.padded else bucket.aligned
-    s_max = np.zeros(nb, dtype=np.int64)
-    g_max = np.zeros(nb, dtype=np.int64)
-    np.maximum.at(s_max, codes, ctx)
-    np.maximum.at(g_max, codes, bucket.gen)
-    size = np.bincount(codes, minlength=nb)
-    decode = float(cm.batch_decode_cost(s_max, g_max, size).sum())
-    shapes = np.unique(seq)
-    return (
-        nb * cm.overhead_cost
-        + float(cm.compile_cost(shapes).sum())
-        + float(cm.prefill_cost(ctx).sum())
-        + decode
-    )
 
 
 def _score_references(
@@ -1509,6 +1511,33 @@ def _spec(bucket: _Bucket, problem, compile_cost: float):
     )
 
 
+#: under exact="auto" the exact model is solved to proven optimality when it has at most this
+#: many assignments (HiGHS proves small models at once); a larger one stops once its incumbent
+#: is proved within _EXACT_REL_GAP of the optimum (the plan's certified gap then says so).
+#: exact="always" proves the optimum (within the time budget).
+_EXACT_PROVE_SIZE = 400
+_EXACT_REL_GAP = 1e-3
+
+
+def _start_batches(c: _Candidate, bucket: _Bucket, cm: CostModel, inverse: np.ndarray) -> list:
+    """A candidate's batches as the exact model's start: ``(S cap, G cap, {type: count},
+    carrier type or None)`` per batch, the compile spike on each shape's first row."""
+    req = c.order
+    types = inverse[req]
+    ctx = c.seq if cm.padded else bucket.aligned[req]
+    nb = int(c.batch.max()) + 1
+    s_cap = np.zeros(nb, dtype=np.int64)
+    g_cap = np.zeros(nb, dtype=np.int64)
+    np.maximum.at(s_cap, c.batch, ctx)
+    np.maximum.at(g_cap, c.batch, bucket.gen[req])
+    _, first = np.unique(c.seq, return_index=True)
+    carrier = {int(c.batch[r]): int(types[r]) for r in first.tolist()}
+    members: list[dict] = [{} for _ in range(nb)]
+    for b, t in zip(c.batch.tolist(), types.tolist(), strict=True):
+        members[b][t] = members[b].get(t, 0) + 1
+    return [(int(s_cap[b]), int(g_cap[b]), members[b], carrier.get(b)) for b in range(nb)]
+
+
 def _exact_candidates(
     buckets: list[_Bucket],
     cm: CostModel,
@@ -1518,11 +1547,24 @@ def _exact_candidates(
     max_shapes: int,
     static_shapes: list[int] | None,
     time_limit_s: float,
+    seeds: list[_Candidate | None] | None = None,
+    stop_early: bool = True,
 ):
-    """Solve the exact model; returns (status, bound, candidate per bucket or None)."""
-    from batchlab.exact import solve_exact
+    """Solve the exact model, started from the seed plans (one per bucket, all meeting the
+    limits) when given; ``stop_early``: stop at a certified _EXACT_REL_GAP on models above
+    _EXACT_PROVE_SIZE (``exact="auto"``), else prove the optimum (``exact="always"``).
+    Returns (status, bound, candidate per bucket or None)."""
+    from batchlab.exact import model_size, solve_exact
 
-    sol = solve_exact(specs, max_shapes, time_limit_s)
+    start = None
+    if seeds is not None and all(c is not None and c.ok for c in seeds):
+        start = [
+            _start_batches(c, b, cm, inv)
+            for c, b, inv in zip(seeds, buckets, inverses, strict=True)
+        ]
+    prove = not stop_early or model_size(specs) <= _EXACT_PROVE_SIZE
+    rel_gap = 1e-9 if prove else _EXACT_REL_GAP
+    sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap)
     if not sol.buckets:
         return sol.status, sol.bound, [None] * len(buckets)
     cands = []
@@ -1596,6 +1638,7 @@ def _colgen(
     shapes: np.ndarray | None,
     deadline: float,
     settings: dict,
+    mu_hint: float = 0.0,
 ):
     """Column generation on one bucket (:mod:`batchlab.colgen`) started from the seed plans:
     returns (its :class:`~batchlab.colgen.RelaxationResult`, candidates from the restricted
@@ -1604,19 +1647,21 @@ def _colgen(
     import time
 
     from batchlab.colgen import CapColumnGeneration
+    from batchlab.exact import dual_ascent_values
 
     cg = CapColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
     st = cg.type_index(inverse)
     ok_seeds = [c for c in seeds if c.ok]
     start = None
-    for c in sorted(seeds, key=_rank)[:4]:
-        batch = _request_batches(c)
-        order = np.argsort(batch, kind="stable")
-        cuts = np.flatnonzero(np.diff(batch[order])) + 1
-        cols = cg.add_plan(np.split(st[order], cuts))
+    for c in sorted(seeds, key=_rank)[:8]:
+        cols = cg.add_plan(_request_batches(c), st)
         if start is None and c.ok:
             start = cols
     upper = min((c.summary["total_cost"] for c in ok_seeds), default=math.inf)
+    # start the dual smoothing from a dual ascent at the heuristic's λ (one pass: a second one
+    # rarely moves a type); the first rounds then price near good duals
+    mu = mu_hint if bucket.limits.max_sequential_ms is not None else 0.0
+    cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1)[0], mu)
     res = cg.solve(deadline, upper_bound=upper, stop_gap=2e-4)
     cands: list[_Candidate] = []
     if res.status == "infeasible" or time.perf_counter() > deadline:
@@ -1819,7 +1864,8 @@ def plan_requests(
     ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
     :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
     model (HiGHS) within ``time_limit_s`` seconds (at most :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
-    model is small enough to fit the budget. ``window``: the widest batch, in runs, of the
+    model is small enough to fit the budget (and, above a few hundred assignments, stops once
+    its plan is proved within 0.1 % of the optimum; "always" proves the optimum). ``window``: the widest batch, in runs, of the
     contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
     shows when planning takes longer than a second; ``progress=None`` shows it only on a
     terminal (so stored notebook outputs do not depend on timing), True always, False never.
@@ -1948,6 +1994,7 @@ def plan_requests(
                     None,
                     time.perf_counter() + max(0.05, left),
                     {"n_shapes_global": 1},
+                    mus[i],
                 )
                 bucket_cg[i] = res.bound * (1 - 1e-9) if math.isfinite(res.bound) else res.bound
                 cg_status[i] = res.status
@@ -1956,8 +2003,19 @@ def plan_requests(
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
             if want_exact(model_size([spec]), gap_i):
                 left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
+                ok_tried = [c for c in tried[i] if c.ok]
+                seed = [min(ok_tried, key=_rank)] if ok_tried else None
                 status, bound, cands = _exact_candidates(
-                    [b], cm, [problem], [inverse], [spec], cap, [declared[i]], left
+                    [b],
+                    cm,
+                    [problem],
+                    [inverse],
+                    [spec],
+                    cap,
+                    [declared[i]],
+                    left,
+                    seed,
+                    exact != "always",
                 )
                 exact_status = status
                 bucket_exact[i] = bound
@@ -2034,8 +2092,12 @@ def plan_requests(
             specs.append(_spec(b, problem, 0.0))
         if not large and want_exact(model_size(specs)):
             left = max(0.05, deadline - time.perf_counter())
+            feasible = [o for o in options if all(c.ok for c in o)]
+            seed = min(
+                feasible, key=lambda o: sum(c.summary["total_cost"] for c in o), default=None
+            )
             exact_status, exact_bound, cands = _exact_candidates(
-                prepared, cm, problems, inverses, specs, cap, None, left
+                prepared, cm, problems, inverses, specs, cap, None, left, seed, exact != "always"
             )
             if all(c is not None for c in cands):
                 for i, c in enumerate(cands):
