@@ -232,7 +232,7 @@ def test_exact_model_starts_from_a_known_plan():
 
     rng = np.random.default_rng(3)
     n = 25
-    df = table(
+    df = request_table(
         np.clip(rng.lognormal(np.log(300), 0.7, n), 1, 4000).astype(int),
         np.clip(rng.lognormal(np.log(60), 0.8, n), 1, 500).astype(int),
     )
