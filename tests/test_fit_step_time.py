@@ -16,13 +16,14 @@ from batchlab.errors import InputError
 from batchlab.simulate import simulate
 from batchlab.steptime import FittedStepTime, StepBatch, TableStepTime
 
-TRUE = FittedStepTime(2.0, 0.05, 0.001, 0.0002, 0.3)
+TRUE = FittedStepTime(2.0, 0.05, 0.001, 0.0002, 0.3, 2e-5)
 
 
-def step_table(model=TRUE, *, noise=0.0, seed=0, warmup_ms=500.0):
+def step_table(model=TRUE, *, noise=0.0, seed=0, warmup_ms=500.0, lognormal=False):
     """A step table like measure_continuous's: runs of B requests of P prompt tokens and G
-    generated, their steps timed by ``model`` (times ``1 + noise · N(0, 1)``); the first run is a
-    slow warm-up."""
+    generated, their steps timed by ``model`` (times ``1 + noise · N(0, 1)``, or
+    ``exp(noise · N(0, 1))`` with ``lognormal``: a right-skewed noise, as a shared machine's);
+    the first run is a slow warm-up."""
     rng = np.random.default_rng(seed)
     rows, run = [], 0
     for p in (16, 64, 200):
@@ -31,7 +32,8 @@ def step_table(model=TRUE, *, noise=0.0, seed=0, warmup_ms=500.0):
                 steps = [StepBatch.of(b * p, prefill_seqs=b, prefill_pairs=b * p * (p + 1) / 2)]
                 steps += [StepBatch.of(0, np.full(b, p + 1.0 + j)) for j in range(7)]
                 for k, s in enumerate(steps):
-                    ms = model.duration_ms(s) * (1 + noise * rng.standard_normal())
+                    z = noise * rng.standard_normal()
+                    ms = model.duration_ms(s) * (np.exp(z) if lognormal else 1 + z)
                     rows.append(
                         {
                             "run": run,
@@ -72,6 +74,12 @@ def test_fitted_step_time_by_hand():
     )
     assert step.total_ms == pytest.approx(2.0 + dense + attention + head)
     assert m.duration_ms(b) == pytest.approx(step.total_ms, rel=1e-12)
+    # the masked pairs: every token of the step (100 + 2) against every KV token (240)
+    masked = FittedStepTime(2.0, 0.05, 0.001, 0.0002, 0.3, 1e-5)
+    assert masked.step(b).parts["attention"] == pytest.approx(attention + 1e-5 * 102 * 240)
+    assert masked.duration_ms(b) == pytest.approx(masked.step(b).total_ms, rel=1e-12)
+    decode = StepBatch.of(0, [50.0, 70.0])
+    assert masked.duration_ms(decode) - m.duration_ms(decode) == pytest.approx(1e-5 * 2 * 120)
     assert m.duration_ms(StepBatch()) == 0.0 and m.step(StepBatch()).total_ms == 0.0
     with pytest.raises(InputError) as err:
         FittedStepTime(-1.0)
@@ -105,6 +113,19 @@ def test_fit_on_noisy_steps_is_close_and_reports_the_noise():
     for batch in (StepBatch.of(0, np.full(8, 150.0)), StepBatch.of(512, prefill_seqs=2)):
         assert fit.duration_ms(batch) == pytest.approx(TRUE.duration_ms(batch), rel=0.05)
     assert 0.01 < fit.residual.median_rel < 0.08
+
+
+def test_fit_keeps_the_total_time_of_right_skewed_steps():
+    # Steps timed with a right-skewed noise (a shared machine: some steps run slow). The
+    # simulator adds step times up, so the fit must keep their total: weighting each error by
+    # the measured time instead favours the steps that ran fast and fits low (0.95 here).
+    table = step_table(noise=0.3, seed=3, lognormal=True)
+    fit = measure.fit_step_time(table)
+    assert 0.98 < fit.residual.total_ratio < 1.02
+    steps = measure.steps_of_measurement(table)
+    predicted = measure.step_features(steps) @ np.array(list(fit.coefficients().values()))
+    assert predicted.sum() / steps["step_ms"].sum() == pytest.approx(fit.residual.total_ratio)
+    assert "total" in str(fit.residual)
 
 
 def test_fit_adds_the_engine_loop_gap_to_the_overhead():
