@@ -111,12 +111,30 @@ def main() -> None:
         rates = [round(f * cap, 2) for f in (0.30, 0.60, 0.85)]
         print(f"predicted capacity {cap:.2f} requests/s; rates {rates}")
     t0 = time.perf_counter()
+    runs: list[measure.EngineRun] = []
     table = measure.fidelity(
-        model, requests, rates, fitted, config=config, threads=args.threads, seed=args.seed
+        model,
+        requests,
+        rates,
+        fitted,
+        config=config,
+        threads=args.threads,
+        seed=args.seed,
+        runs=runs,
     )
     print(
         f"served {len(rates)} x {args.requests} requests in {time.perf_counter() - t0:.0f} s; {load()}"
     )
+    # the served runs' own steps, priced by the model: away from 1, the step times are off on
+    # that run (a machine slower or faster than at the measurement, or a misfit composition)
+    for rate, run in zip(rates, runs, strict=True):
+        agree = measure.step_agreement(run.steps, fitted).set_index("kind")
+        parts = ", ".join(
+            f"{kind} {int(row.n_steps)} steps {row.ratio:.2f}"
+            for kind, row in agree.iterrows()
+            if row.n_steps
+        )
+        print(f"rate {rate:g}: served steps, predicted / real time: {parts}")
     table["goal"] = table["metric"].map(GOALS)
     table["met"] = np.abs(table["ratio"] - 1) <= table["goal"]
     print(
@@ -126,6 +144,7 @@ def main() -> None:
                 "real": "{:,.2f}".format,
                 "predicted": "{:,.2f}".format,
                 "ratio": "{:.3f}".format,
+                "steps_ratio": "{:.3f}".format,
                 "goal": "±{:.0%}".format,
             },
         )

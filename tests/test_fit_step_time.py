@@ -257,3 +257,57 @@ def test_step_table_round_trip_and_errors(tmp_path):
     with pytest.raises(InputError) as err:
         measure.load_measurement(tmp_path / "bad.csv")
     assert err.value.field == "prefill_pairs"
+
+
+# --- the model against an engine's recorded steps ------------------------------------------------
+
+
+def test_step_agreement_by_kind_by_hand():
+    from batchlab.steptime import LinearStepTime
+
+    # a prefill of 64 tokens, a mixed step (a 32-token chunk after 64 cached, 1 decoder at
+    # context 65), two decodes of 2 sequences; the last step's gap is unknown (NaN)
+    steps = pd.DataFrame(
+        {
+            "prefill_tokens": [64, 32, 0, 0],
+            "prefill_seqs": [1, 1, 0, 0],
+            "prefill_cached": [0, 64, 0, 0],
+            "prefill_pairs": [64 * 65 / 2, 32 * 64 + 32 * 33 / 2, 0, 0],
+            "decode_seqs": [0, 1, 2, 2],
+            "decode_context": [0, 65, 130, 132],
+            "step_ms": [10.0, 8.0, 4.0, 6.0],
+            "gap_ms": [0.5, 0.2, 20.0, np.nan],
+        }
+    )
+    model = LinearStepTime(2.0, 0.1, 0.5)  # 2 ms + 0.1 ms per prompt token + 0.5 ms per decoder
+    agree = measure.step_agreement(steps, model).set_index("kind")
+    assert agree.loc["prefill", ["n_steps", "real_ms", "predicted_ms"]].tolist() == pytest.approx(
+        [1, 10.0, 8.4]
+    )
+    assert agree.loc["mixed", "predicted_ms"] == pytest.approx(2.0 + 3.2 + 0.5)
+    assert agree.loc["decode", "predicted_ms"] == pytest.approx(2 * 3.0)
+    assert agree.loc["decode", "ratio"] == pytest.approx(6.0 / 10.0)
+    assert agree.loc["all", "n_steps"] == 4
+    assert agree.loc["all", "ratio"] == pytest.approx((8.4 + 5.7 + 6.0) / 28.0)
+    assert agree.loc["all", "gap_ms"] == pytest.approx(0.7)  # a 20 ms gap is waiting, not the loop
+    # a FittedStepTime is priced through its regressors, the same as step by step
+    fast = measure.step_agreement(steps, TRUE)["predicted_ms"].to_numpy()
+    rows = [
+        TRUE.duration_ms(
+            StepBatch(
+                int(r.prefill_tokens),
+                r.prefill_pairs,
+                int(r.prefill_cached),
+                int(r.prefill_seqs),
+                int(r.decode_seqs),
+                float(r.decode_context),
+            )
+        )
+        for r in steps.itertuples()
+    ]
+    kinds = np.array(["prefill", "mixed", "decode", "decode"])
+    want = [
+        sum(v for v, k in zip(rows, kinds, strict=True) if k == kind)
+        for kind in ("decode", "prefill", "mixed")
+    ]
+    assert fast == pytest.approx([*want, sum(rows)], rel=1e-12)
