@@ -136,14 +136,16 @@ def test_fit_adds_the_engine_loop_gap_to_the_overhead():
 
 
 def test_fit_on_a_batch_size_table_by_hand():
-    # prefill of B·P tokens and mean decode at context P + G/2, from a linear truth
+    # prefill of B·P tokens and mean decode at context P + G/2, from a linear truth; padded
+    # generate attends within each sequence, so the fit has no masked-pair term
+    PADDED = FittedStepTime(2.0, 0.05, 0.001, 0.0002, 0.3)
     P, G = 64, 16
     rows = []
     for b in (1, 2, 4, 8):
-        pre = TRUE.duration_ms(
+        pre = PADDED.duration_ms(
             StepBatch.of(b * P, prefill_seqs=b, prefill_pairs=b * P * (P + 1) / 2)
         )
-        dec = TRUE.duration_ms(StepBatch.of(0, np.full(b, P + G / 2)))
+        dec = PADDED.duration_ms(StepBatch.of(0, np.full(b, P + G / 2)))
         rows.append(
             {
                 "batch_size": b,
@@ -157,8 +159,8 @@ def test_fit_on_a_batch_size_table_by_hand():
     fit = measure.fit_step_time(pd.DataFrame(rows))
     for b in (1, 3, 8):
         batch = StepBatch.of(0, np.full(b, P + G / 2))
-        assert fit.duration_ms(batch) == pytest.approx(TRUE.duration_ms(batch), rel=1e-6)
-    assert fit.residual.n_steps == 8
+        assert fit.duration_ms(batch) == pytest.approx(PADDED.duration_ms(batch), rel=1e-6)
+    assert fit.residual.n_steps == 8 and fit.attention_ms_per_masked_pair == 0.0
 
 
 def test_fit_rejects_what_cannot_be_fitted():

@@ -8,7 +8,8 @@
 * a **step table** (``measure --engine continuous``): every step's composition and time;
 * a **batch-size table** (``measure --engine static``): each row becomes two steps, the prefill
   of ``B`` prompts (``B·P`` tokens, ``B·P(P+1)/2`` pairs, ``B`` emitted rows) and the mean decode
-  step of ``B`` sequences at mean context ``P + G/2``.
+  step of ``B`` sequences at mean context ``P + G/2``; padded ``generate`` attends within each
+  sequence, so its fit has no masked-pair term (``attention_ms_per_masked_pair`` is 0).
 
 The fit: warm-up steps are dropped; steps of one composition are pooled at their mean time
 (repeats of a run are identical in composition; the mean, not the median, because a
@@ -49,6 +50,7 @@ _COMPOSITION = (
     "decode_seqs",
     "decode_context",
 )
+_MASKED_PAIRS = 5  # the column of step_features that prices the step-wide masked attention
 _BACK_TO_BACK_MS = 5.0  # a gap longer than this is the engine waiting for work, not its loop
 
 
@@ -169,10 +171,11 @@ def fit_step_time(measurement: pd.DataFrame, *, source: str | None = None) -> Fi
             "a fit needs steps of at least two compositions (batch sizes, prompt lengths)",
             field="measurement",
         )
-    comp = mean.index.to_frame(index=False)
-    coef = _relative_fit(
-        step_features(comp), mean.to_numpy(dtype=float), count.to_numpy(dtype=float)
-    )
+    x = step_features(mean.index.to_frame(index=False))
+    if not is_step_table(measurement):
+        # padded generate attends within each sequence: no step-wide masked attention
+        x[:, _MASKED_PAIRS] = 0.0
+    coef = _relative_fit(x, mean.to_numpy(dtype=float), count.to_numpy(dtype=float))
     gaps = steps["gap_ms"].to_numpy(dtype=float)
     gaps = gaps[np.isfinite(gaps) & (gaps >= 0) & (gaps < _BACK_TO_BACK_MS)]
     if gaps.size:
