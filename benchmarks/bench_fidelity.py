@@ -9,6 +9,12 @@ latency, their ratios, and the load average (the machine is shared: run it when 
 
 Goal: throughput and medians within ±20 %, p99 within ±35 %.
 
+``steps_ratio`` (the model's time for each served run's own steps over their real time) says
+whether the machine kept the speed it had at the measurement: on a shared machine it often
+does not (other work starts or stops), and a run whose steps_ratio is far from 1 cannot be
+judged; ``ratio_at_served_speed`` re-simulates with the model at the served run's speed (a
+diagnosis of the scheduling and the model's shape, not a prediction).
+
 Rates default to 30 %, 60 % and 85 % of the capacity the fitted model predicts (the
 saturated throughput of the simulator), so the three loads mean the same on any machine.
 """
@@ -145,6 +151,7 @@ def main() -> None:
                 "predicted": "{:,.2f}".format,
                 "ratio": "{:.3f}".format,
                 "steps_ratio": "{:.3f}".format,
+                "ratio_at_served_speed": "{:.3f}".format,
                 "goal": "±{:.0%}".format,
             },
         )

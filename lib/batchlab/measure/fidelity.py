@@ -19,7 +19,12 @@ the same arrivals with a step-time model fitted on a measurement of that engine,
 ``steps_ratio`` separates the two ways a prediction can miss. Away from 1, the step times
 are off on this run (the machine ran slower or faster than when it was measured, or the
 model misprices the compositions serving produces); near 1 with the metrics off, the
-scheduling differs. :func:`step_agreement` splits it by kind of step.
+scheduling differs. :func:`step_agreement` splits it by kind of step. For a
+:class:`~batchlab.steptime.FittedStepTime`, ``ratio_at_served_speed`` is the ratio of a
+second simulation whose coefficients are divided by ``steps_ratio`` (the model at the speed
+the engine actually ran during that run, on average): what is left is the scheduling and the
+shape of the model, not a machine that sped up or slowed down after the measurement. It is a
+diagnosis, not a prediction (it uses the real run's step times).
 """
 
 from __future__ import annotations
@@ -141,8 +146,9 @@ def fidelity(
     ``rates`` (requests/s, Poisson arrivals drawn with ``seed``) on the continuous-batching
     engine of ``model`` (a loaded transformers model, e.g. ``measure.tiny_llama()``); see the
     module docstring. Returns one row per (rate, metric): ``rate``, ``metric``, ``real``,
-    ``predicted``, ``ratio`` (predicted / real), plus ``n_requests`` and ``steps_ratio`` (the
-    rate's served steps, predicted / real time). ``runs``: a list that receives each rate's
+    ``predicted``, ``ratio`` (predicted / real), plus ``n_requests``, ``steps_ratio`` (the
+    rate's served steps, predicted / real time) and ``ratio_at_served_speed`` (the ratio with
+    the model at the served run's speed; NaN for a model other than a FittedStepTime). ``runs``: a list that receives each rate's
     :class:`EngineRun` (the steps the engine took and the requests), for a closer look
     (:func:`step_agreement`)."""
     from batchlab.simulate import simulate
@@ -171,6 +177,12 @@ def fidelity(
         sim = simulate(replay, "continuous", step_time=step_time, **cfg.simulate_options())
         got = served_summary(served)
         want = sim.summary()
+        at_speed = dict.fromkeys(FIDELITY_METRICS, float("nan"))
+        if isinstance(step_time, FittedStepTime) and steps_ratio > 0:
+            coef = {k: v / steps_ratio for k, v in step_time.coefficients().items()}
+            at_speed = simulate(
+                replay, "continuous", step_time=FittedStepTime(**coef), **cfg.simulate_options()
+            ).summary()
         for metric in FIDELITY_METRICS:
             rows.append(
                 {
@@ -180,8 +192,10 @@ def fidelity(
                     "real": got[metric],
                     "predicted": float(want[metric]),
                     "steps_ratio": steps_ratio,
+                    "ratio_at_served_speed": float(at_speed[metric]) / got[metric],
                 }
             )
     out = pd.DataFrame(rows)
     out["ratio"] = out["predicted"] / out["real"]
-    return out.loc[:, [c for c in out.columns if c != "steps_ratio"] + ["steps_ratio"]]
+    last = ["steps_ratio", "ratio_at_served_speed"]
+    return out.loc[:, [c for c in out.columns if c not in last] + last]
