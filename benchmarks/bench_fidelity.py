@@ -9,6 +9,12 @@ latency, their ratios, and the load average (the machine is shared: run it when 
 
 Goal: throughput and medians within ±20 %, p99 within ±35 %.
 
+``steps_ratio`` (the model's time for each served run's own steps over their real time) says
+whether the machine kept the speed it had at the measurement: on a shared machine it often
+does not (other work starts or stops), and a run whose steps_ratio is far from 1 cannot be
+judged; ``ratio_at_served_speed`` re-simulates with the model at the served run's speed (a
+diagnosis of the scheduling and the model's shape, not a prediction).
+
 Rates default to 30 %, 60 % and 85 % of the capacity the fitted model predicts (the
 saturated throughput of the simulator), so the three loads mean the same on any machine.
 """
@@ -111,12 +117,30 @@ def main() -> None:
         rates = [round(f * cap, 2) for f in (0.30, 0.60, 0.85)]
         print(f"predicted capacity {cap:.2f} requests/s; rates {rates}")
     t0 = time.perf_counter()
+    runs: list[measure.EngineRun] = []
     table = measure.fidelity(
-        model, requests, rates, fitted, config=config, threads=args.threads, seed=args.seed
+        model,
+        requests,
+        rates,
+        fitted,
+        config=config,
+        threads=args.threads,
+        seed=args.seed,
+        runs=runs,
     )
     print(
         f"served {len(rates)} x {args.requests} requests in {time.perf_counter() - t0:.0f} s; {load()}"
     )
+    # the served runs' own steps, priced by the model: away from 1, the step times are off on
+    # that run (a machine slower or faster than at the measurement, or a misfit composition)
+    for rate, run in zip(rates, runs, strict=True):
+        agree = measure.step_agreement(run.steps, fitted).set_index("kind")
+        parts = ", ".join(
+            f"{kind} {int(row.n_steps)} steps {row.ratio:.2f}"
+            for kind, row in agree.iterrows()
+            if row.n_steps
+        )
+        print(f"rate {rate:g}: served steps, predicted / real time: {parts}")
     table["goal"] = table["metric"].map(GOALS)
     table["met"] = np.abs(table["ratio"] - 1) <= table["goal"]
     print(
@@ -126,6 +150,8 @@ def main() -> None:
                 "real": "{:,.2f}".format,
                 "predicted": "{:,.2f}".format,
                 "ratio": "{:.3f}".format,
+                "steps_ratio": "{:.3f}".format,
+                "ratio_at_served_speed": "{:.3f}".format,
                 "goal": "±{:.0%}".format,
             },
         )

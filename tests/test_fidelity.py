@@ -32,9 +32,19 @@ def test_simulated_serving_agrees_with_the_engine_within_a_loose_band():
         max_prompt_len=96,
         max_gen_len=20,
     )
-    table = measure.fidelity(model, requests, [6.0], fitted, config=config, threads=1, seed=2)
+    runs = []
+    table = measure.fidelity(
+        model, requests, [6.0], fitted, config=config, threads=1, seed=2, runs=runs
+    )
     assert list(table["metric"]) == list(measure.FIDELITY_METRICS)
     assert (table["n_requests"] == 24).all() and np.isfinite(table["ratio"]).all()
+    # the served run's own steps, priced by the model: one figure per rate, the "all" row
+    (run,) = runs
+    agree = measure.step_agreement(run.steps, fitted).set_index("kind")
+    assert agree.loc["all", "n_steps"] == len(run.steps) == agree["n_steps"].iloc[:3].sum()
+    assert (table["steps_ratio"] == agree.loc["all", "ratio"]).all()
+    assert 0.5 < agree.loc["all", "ratio"] < 2.0, agree.to_string()
+    assert np.isfinite(table["ratio_at_served_speed"]).all()
     ratio = table.set_index("metric")["ratio"]
     # a loose band: timing on a shared CPU is noisy; the benchmark has the real goals
     for metric in ("throughput_rps", "latency_p50_ms"):

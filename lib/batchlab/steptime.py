@@ -26,6 +26,7 @@ model on a GPU, calibrated on real kernels, is :class:`batchlab.roofline.Rooflin
 from __future__ import annotations
 
 import abc
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -525,13 +526,22 @@ class FittedStepTime(StepTimeModel):
 
         overhead  = overhead_ms                                   (per step)
         dense     = dense_ms_per_token · (prefill_tokens + decode_seqs)
-        attention = attention_ms_per_kv_token · (prefill_cached + prefill_tokens + decode_context)
+        attention = attention_ms_per_kv_token · kv_tokens
                   + attention_ms_per_pair · (prefill_pairs + decode_context)
+                  + attention_ms_per_masked_pair · (prefill_tokens + decode_seqs) · kv_tokens
         lm_head   = lm_head_ms_per_row · (prefill_seqs + decode_seqs)
 
-    and 0 for an empty step. The coefficients are non-negative; ``residual`` describes the fit
-    (:class:`FitResidual`) and ``source`` what it was fitted on. Measured time is not split
-    into compute and memory: everything but the overhead is ``other_ms``.
+    with ``kv_tokens = decode_context + prefill_cached + prefill_tokens`` (the KV tokens the step
+    reads and writes), and 0 for an empty step. ``attention_ms_per_pair`` prices the causal
+    (query, key) pairs of each sequence alone, what a variable-length kernel computes;
+    ``attention_ms_per_masked_pair`` prices every query token of the step against every KV token
+    of the step, what an engine pays that runs one attention over the whole step with a
+    block-diagonal mask (transformers' continuous batching with SDPA or eager attention, the
+    path it takes on a CPU: its cost grows with the product of the step's tokens and its
+    context, so a prompt chunk sharing a step with many decodes costs more than the two apart).
+    The coefficients are non-negative; ``residual`` describes the fit (:class:`FitResidual`)
+    and ``source`` what it was fitted on. Measured time is not split into compute and memory:
+    everything but the overhead is ``other_ms``.
     """
 
     COEFFICIENTS: ClassVar[tuple[str, ...]] = (
@@ -540,6 +550,7 @@ class FittedStepTime(StepTimeModel):
         "attention_ms_per_kv_token",
         "attention_ms_per_pair",
         "lm_head_ms_per_row",
+        "attention_ms_per_masked_pair",
     )
 
     def __init__(
@@ -549,6 +560,7 @@ class FittedStepTime(StepTimeModel):
         attention_ms_per_kv_token: float = 0.0,
         attention_ms_per_pair: float = 0.0,
         lm_head_ms_per_row: float = 0.0,
+        attention_ms_per_masked_pair: float = 0.0,
         *,
         residual: FitResidual | None = None,
         source: str = "",
@@ -559,6 +571,7 @@ class FittedStepTime(StepTimeModel):
             attention_ms_per_kv_token,
             attention_ms_per_pair,
             lm_head_ms_per_row,
+            attention_ms_per_masked_pair,
         )
         for name, value in zip(self.COEFFICIENTS, values, strict=True):
             setattr(self, name, check_scalar(value, name, float, min_val=0, unit="ms"))
@@ -581,8 +594,10 @@ class FittedStepTime(StepTimeModel):
         p, n, s = batch.prefill_tokens, batch.decode_seqs, batch.decode_context
         dense = self.dense_ms_per_token * (p + n)
         kv = s + ((batch.prefill_cached + p) if p else 0)
-        attention = self.attention_ms_per_kv_token * kv + self.attention_ms_per_pair * (
-            batch.prefill_pairs + s
+        attention = (
+            self.attention_ms_per_kv_token * kv
+            + self.attention_ms_per_pair * (batch.prefill_pairs + s)
+            + self.attention_ms_per_masked_pair * (p + n) * kv
         )
         head = self.lm_head_ms_per_row * (batch.prefill_seqs + n)
         return StepTime.by_operation(
@@ -608,6 +623,9 @@ class FittedStepTime(StepTimeModel):
                 + self.attention_ms_per_pair * batch.prefill_pairs
                 + self.lm_head_ms_per_row * batch.prefill_seqs
             )
+        if self.attention_ms_per_masked_pair:
+            kv = s + ((batch.prefill_cached + p) if p else 0)
+            t += self.attention_ms_per_masked_pair * (p + n) * kv
         return t
 
     def decode_steps_ms(self, batch: StepBatch, n_steps: int) -> np.ndarray:
@@ -617,24 +635,33 @@ class FittedStepTime(StepTimeModel):
             return np.zeros(int(n_steps))
         s = batch.decode_context + n * np.arange(int(n_steps), dtype=np.float64)
         fixed = self.overhead_ms + (self.dense_ms_per_token + self.lm_head_ms_per_row) * n
-        return fixed + (self.attention_ms_per_kv_token + self.attention_ms_per_pair) * s
+        per_kv = (
+            self.attention_ms_per_kv_token
+            + self.attention_ms_per_pair
+            + self.attention_ms_per_masked_pair * n
+        )
+        return fixed + per_kv * s
 
 
 @dataclass(frozen=True)
 class FitResidual:
     """How well a fitted step-time model matches the steps it was fitted on: ``rms_ms``
     (root-mean-square error, ms), ``median_rel`` and ``p90_rel`` (median and 90th percentile of
-    |predicted / measured − 1|), ``n_steps`` (steps used) and ``n_groups`` (distinct step
-    compositions, each fitted at its median time)."""
+    |predicted / measured − 1|), ``n_steps`` (steps used), ``n_groups`` (distinct step
+    compositions, each fitted at its mean time) and ``total_ratio`` (predicted / measured
+    total time of those steps: what a simulation adds up; 1 when the fit neither gains nor
+    loses time; NaN when not known)."""
 
     rms_ms: float
     median_rel: float
     p90_rel: float
     n_steps: int
     n_groups: int
+    total_ratio: float = math.nan
 
     def __str__(self) -> str:
+        total = "" if math.isnan(self.total_ratio) else f", total {self.total_ratio:.3f}x"
         return (
-            f"rms {self.rms_ms:.3g} ms, median {self.median_rel:.1%}, p90 {self.p90_rel:.1%} "
-            f"over {self.n_steps} steps"
+            f"rms {self.rms_ms:.3g} ms, median {self.median_rel:.1%}, p90 {self.p90_rel:.1%}"
+            f"{total} over {self.n_steps} steps"
         )

@@ -75,7 +75,12 @@ from batchlab.measure.engine import (
     measure_continuous,
     run_engine,
 )
-from batchlab.measure.fidelity import FIDELITY_METRICS, fidelity, served_summary
+from batchlab.measure.fidelity import (
+    FIDELITY_METRICS,
+    fidelity,
+    served_summary,
+    step_agreement,
+)
 from batchlab.measure.files import (
     default_measurement_path,
     is_step_table,
@@ -148,6 +153,7 @@ __all__ = [
     "save_measurement",
     "saturation_batch_size",
     "served_summary",
+    "step_agreement",
     "step_features",
     "steps_of_measurement",
     "summarize_measurement",
