@@ -273,3 +273,17 @@ def test_exact_model_starts_from_a_known_plan():
     assert sol.status in ("time_limit", "optimal")
     assert sol.objective <= known.evaluation.cost.total * (1 + 1e-9)
     assert sol.bound <= sol.objective * (1 + 1e-9)
+
+
+def test_the_optimum_when_highs_misreports_the_start():
+    """A 5-request padded-graph instance (found by hypothesis) where HiGHS, started from the
+    heuristic's plan, returned that plan with another point's objective and "optimal": the
+    planner must still return the enumerated optimum and a bound below it."""
+    df = request_table([65, 129, 1, 129, 65], [34, 23, 34, 38, 1])
+    plans = [summary_of(r) | {"sizes": r["batches"]} for r in all_plans(df, PADDED, 2)]
+    optimum = min(
+        s["total_cost"] for s in plans if max(b["size"] for b in s["sizes"].values()) <= 1
+    )
+    res = plan_requests(df, PADDED, 2, Limits(max_batch_size=1), progress=False)
+    assert res.buckets[0].evaluation.cost.total == pytest.approx(optimum, rel=1e-9)
+    assert res.lower_bound <= optimum * (1 + 1e-9)
