@@ -750,14 +750,3 @@ class CapColumnGeneration:
         if (left > 1e-9).any():
             return None
         return out
-
-    def _column_reduced_costs(self, y: np.ndarray) -> np.ndarray:
-        """Reduced cost of every generated column at duals y (cost units)."""
-        fp, ap, pi, rho = self._duals(y)
-        out = np.empty(len(self.cols))
-        for c, (i, j, types, counts) in enumerate(self.cols):
-            v = pi[types] - ap[i, j]
-            if rho > 0 and self.lim95 is not None:
-                v = v - rho * (~self._ok(i, j, types))
-            out[c] = fp[i, j] - float((counts * v).sum())
-        return out
