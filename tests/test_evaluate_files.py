@@ -9,9 +9,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchlab.errors import InputError, VerificationError
-from batchlab.evaluate import evaluate, evaluate_files
+from batchlab.evaluate import _fast_arrays, evaluate, evaluate_files
 from batchlab.plan import baseline_plan, bucketed_plan, read_plan, write_plan
 from batchlab.workload import MAX_LENGTH, lognormal_workload, read_requests, write_requests
 
@@ -116,3 +118,58 @@ def test_batch_orders_and_ids_the_join_must_refuse(tmp_path):
     req, pl = files(tmp_path, df, bad)
     with pytest.raises(VerificationError, match="duplicate"):
         evaluate_files(req, pl)
+
+
+_ID_ALPHABET = "ab-0é日\U0001f600"
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.data(),
+    prefix=st.sampled_from(["", "r", "req-", "ééé-"]),
+    n=st.integers(1, 12),
+)
+def test_the_join_on_any_ids(tmp_path, data, prefix, n):
+    # ids sharing a prefix (or not), of one or many widths, short or longer than the 8 bytes an
+    # integer key holds; the plan in any order, sometimes with one id changed (same width or not,
+    # with the prefix or without): the same numbers or the same error as the full readers
+    suffixes = data.draw(
+        st.lists(
+            st.text(_ID_ALPHABET, min_size=0, max_size=10), min_size=n, max_size=n, unique=True
+        )
+    )
+    ids = [prefix + s for s in suffixes]
+    if "" in ids:
+        return
+    df = pd.DataFrame(
+        {
+            "request_id": ids,
+            "prompt_len": data.draw(st.lists(st.integers(1, 3000), min_size=n, max_size=n)),
+            "gen_len": data.draw(st.lists(st.integers(1, 300), min_size=n, max_size=n)),
+        }
+    )
+    df = df.sample(frac=1.0, random_state=data.draw(st.integers(0, 3)))  # file order: any
+    plan = baseline_plan(df, k=min(3, n)).sample(frac=1.0, random_state=1)
+    change = data.draw(st.sampled_from(["none", "same width", "no prefix", "another id"]))
+    if change != "none":
+        row = plan.columns.get_loc("request_id")
+        old = plan.iloc[0, row]
+        new = {
+            "same width": old[:-1] + ("b" if old[-1] != "b" else "a"),
+            "no prefix": "x" + old[len(prefix) :] if prefix else "x" + old,
+            "another id": plan.iloc[-1, row],
+        }[change]
+        plan.iloc[0, row] = new
+    req, pl = files(tmp_path, df, plan)
+    if change == "none":  # the lean path takes these files
+        assert _fast_arrays(req, pl, 64) is not None
+    try:
+        want = expected(req, pl)
+    except VerificationError as err:
+        with pytest.raises(VerificationError) as got:
+            evaluate_files(req, pl)
+        assert str(got.value) == str(err)
+        return
+    assert evaluate_files(req, pl) == want

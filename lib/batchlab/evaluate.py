@@ -489,28 +489,35 @@ def _fast_arrays(requests_path, plan_path, granularity: int):
     n, m = len(req_ids), len(plan_ids)
     if n != m:
         return None  # the plan lists some request twice, or misses one
-    # the join: one sort of each id column; the plan lists every request exactly once when its
-    # sorted ids are the requests' sorted (distinct) ids
+    # the join: the requests' ids sorted once (no sort when the file lists them in order), each
+    # plan id found by binary search; the plan lists every request exactly once when every id is
+    # found and no request is found twice
     if req_ids.dtype != plan_ids.dtype:
         return None  # ids of other lengths: some plan id is no request's
-    order = np.argsort(req_ids)
-    keys = req_ids[order]
-    if (keys[1:] == keys[:-1]).any():
-        return None  # duplicate request ids
-    plan_order = np.argsort(plan_ids)
-    if not (plan_ids[plan_order] == keys).all():
-        return None  # an unknown id, or a request listed twice
-    pos = np.empty(m, dtype=np.int64)
-    pos[plan_order] = order
+    req_keys, plan_keys = _id_keys(req_ids, plan_ids)
+    if (req_keys[1:] > req_keys[:-1]).all():
+        order, keys = None, req_keys  # in order, and no id twice
+    else:
+        order = np.argsort(req_keys, kind="stable")
+        keys = req_keys[order]
+        if (keys[1:] == keys[:-1]).any():
+            return None  # duplicate request ids
+    found = np.minimum(np.searchsorted(keys, plan_keys), n - 1)
+    if not (keys[found] == plan_keys).all():
+        return None  # an id no request has
+    if np.count_nonzero(np.bincount(found, minlength=n)) != n:
+        return None  # a request listed twice (and so another missing)
+    pos = found if order is None else order[found]
     # batches in batch_id string order (UTF-8 byte order is code point order); a plan written
     # batch by batch in that order (as batchlab writes them) needs no sort
-    if not (batch_ids[1:] < batch_ids[:-1]).any():
-        starts = np.concatenate(([True], batch_ids[1:] != batch_ids[:-1]))
+    (batch_keys,) = _id_keys(batch_ids)
+    if not (batch_keys[1:] < batch_keys[:-1]).any():
+        starts = np.concatenate(([True], batch_keys[1:] != batch_keys[:-1]))
         codes = np.cumsum(starts, dtype=np.int64) - 1
         first_row = np.flatnonzero(starts).astype(np.int64)
         nb = len(first_row)
     else:
-        _, codes = np.unique(batch_ids, return_inverse=True)
+        _, codes = np.unique(batch_keys, return_inverse=True)
         codes = codes.reshape(-1).astype(np.int64)
         nb = int(codes.max()) + 1
         first_row = np.full(nb, m, dtype=np.int64)
@@ -522,6 +529,36 @@ def _fast_arrays(requests_path, plan_path, granularity: int):
     if (seq % granularity != 0).any() or (seq < aligned).any():
         return None
     return prompt[pos], gen[pos], aligned, seq, codes, nb, first_row
+
+
+def _id_keys(*ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Sort keys of fixed-width byte-string id columns (numpy ``S``, no NUL inside an id): the
+    bytes after the prefix that every id of the first column shares, packed big-endian into
+    ``uint64`` when at most 8 bytes remain (the order of the ids, sorted and searched as
+    integers); else the ids themselves. An id of a later column without that prefix gets a key
+    that no id of the first column has."""
+    first = ids[0]
+    width = first.dtype.itemsize
+    if any(x.dtype != first.dtype for x in ids) or not len(first):
+        return ids
+    raw = first.view(np.uint8).reshape(-1, width)
+    same = (raw == raw[0]).all(axis=0)
+    prefix = width if same.all() else int(np.argmin(same))
+    if width - prefix > 8:
+        return ids
+    out = []
+    for x in ids:
+        b = x.view(np.uint8).reshape(-1, width)
+        packed = np.zeros((len(x), 8), dtype=np.uint8)
+        packed[:, : width - prefix] = b[:, prefix:]
+        keys = packed.view(">u8").reshape(-1).astype(np.uint64)
+        if x is not first and prefix:
+            # an id without the shared prefix: the largest key, which no first-column id has
+            # once it is made unique below (ids of the first column never reach it: 8 bytes
+            # of 0xff are no UTF-8 text)
+            keys[(b[:, :prefix] != raw[0, :prefix]).any(axis=1)] = np.iinfo(np.uint64).max
+        out.append(keys)
+    return tuple(out)
 
 
 def _arrow_lengths(arr) -> np.ndarray | None:
