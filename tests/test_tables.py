@@ -180,3 +180,33 @@ def test_a_planner_comparison_reads_as_it_should():
     assert rows["total_cost"][2:5] == ["1e9", "cost", "units"]
     assert rows["total_cost"][-3] == "—"  # no cost limit
     assert rows["p95_latency_ms"][2] == "ms" and rows["p95_latency_ms"][5] == "1,000,000,000"
+
+
+def test_plain_columns_print_as_their_dataframe_does_without_pandas():
+    # text_table of a dict of columns (what `batchlab evaluate` prints, pandas never imported)
+    # reads exactly as the same DataFrame: metric tables (one format per row) and plain ones
+    frames = [
+        pd.DataFrame(
+            {
+                "metric": ["total_cost", "pad_ratio", "p95_latency_ms", "n_batches"],
+                "value": [2.846e14, 0.06811, 3_973_490.4, 9514],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "metric": ["total_cost", "n_batches"],
+                "achieved": [1.187e12, 176.0],
+                "limit": [None, 200.0],
+                "limit_met": [True, False],
+            }
+        ),
+        pd.DataFrame({"policy": ["static", None], "latency_p99_ms": [1234.5, math.inf]}),
+        pd.DataFrame({"a_ms": [], "b": []}),
+    ]
+    for df in frames:
+        columns = {c: df[c].tolist() for c in df.columns}
+        assert tables.text_table(columns) == tables.text_table(df)
+        units = {str(df.columns[-1]): "GPU-ms"}
+        assert tables.text_table(columns, units=units) == tables.text_table(df, units=units)
+    with pytest.raises(InputError, match="lengths"):
+        tables.text_table({"a": [1, 2], "b": [1]})

@@ -378,9 +378,10 @@ def _cost_units(cm: Any, names) -> dict[str, str]:
     }
 
 
-def _table(df: pd.DataFrame, units: dict[str, str] | None = None) -> str:
+def _table(df: pd.DataFrame | dict[str, list], units: dict[str, str] | None = None) -> str:
     """A table as the CLI prints it: the formats of :func:`batchlab.tables.text_table` (one
-    number format per column, units in the headers, "—" for no value)."""
+    number format per column, units in the headers, "—" for no value); a DataFrame or a dict
+    of columns (lists)."""
     from batchlab.tables import text_table
 
     return text_table(df, units=units)
@@ -747,9 +748,7 @@ def cmd_evaluate(args) -> int:
         )
         return EXIT_OK
     print(f"cost model {cm.name}, granularity {cm.granularity}")
-    import pandas as pd
-
-    rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
+    rows = {"metric": list(summary), "value": list(summary.values())}  # no pandas on this path
     print(_table(rows, _cost_units(cm, summary)))
     return EXIT_OK
 

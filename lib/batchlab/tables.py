@@ -3,7 +3,8 @@ units in the headers, integers as integers, and "—" where there is no value (n
 
 * :func:`table` -> :class:`Table`: what a chapter displays (HTML in JupyterLab, the same text
   as its ``repr``, which is what nbval compares).
-* :func:`text_table`: the same table as plain text, what the CLI prints.
+* :func:`text_table`: the same table as plain text, what the CLI prints (of a DataFrame, or of
+  a dict of plain columns, which needs no pandas).
 * :func:`formatted`: the strings both show (a DataFrame of str with labelled headers).
 * :func:`unit_of`: the unit of a column or metric name (``p95_latency_ms`` -> ``ms``), from
   :data:`UNITS` and the naming conventions of ``docs/design.md`` (``*_ms``, ``*_s``,
@@ -33,13 +34,17 @@ import html
 import math
 import numbers
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from batchlab.errors import InputError
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is built: text_table of plain columns
+    import pandas as pd  # (what `batchlab evaluate` prints) stays without it
 
 __all__ = [
     "LENGTH_STAT_UNITS",
@@ -188,7 +193,10 @@ def unit_of(name: object) -> str | None:
 
 
 def _is_missing(value: object) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
+        return True
+    pd = sys.modules.get("pandas")  # pandas' NA and NaT exist only once pandas is imported
+    if pd is not None and (value is pd.NA or value is pd.NaT):
         return True
     return isinstance(value, float | np.floating) and math.isnan(float(value))
 
@@ -273,10 +281,6 @@ def _header(name: object, unit: str | None) -> str:
     return f"{text} ({unit})"
 
 
-def _metric_column(df: pd.DataFrame) -> str | None:
-    return "metric" if "metric" in df.columns else None
-
-
 def formatted(
     df: pd.DataFrame, *, units: Mapping[str, str] | None = None, index: bool | None = None
 ) -> pd.DataFrame:
@@ -284,6 +288,8 @@ def formatted(
     module docstring), headers with units (``units`` maps a column to its unit, overriding
     :func:`unit_of`; ``""`` for none). The index is kept as the first column(s) when ``index``
     is True, or when None and it is not a plain 0..n-1 range."""
+    import pandas as pd
+
     if isinstance(df, pd.Series):
         df = df.to_frame()
     if not isinstance(df, pd.DataFrame):
@@ -298,64 +304,75 @@ def formatted(
         frame.columns = [
             "" if j < n_levels and names[j] is None else c for j, c in enumerate(frame.columns)
         ]
-    metric = _metric_column(frame)
+    names = list(frame.columns)
+    headers, cells = _formatted_columns(
+        names, [frame.iloc[:, j].tolist() for j in range(len(names))], given
+    )
+    out = pd.DataFrame(dict(enumerate(cells)), index=range(len(frame)), dtype=object)
+    out.columns = headers
+    return out
+
+
+def _formatted_columns(
+    names: list[object], columns: list[list[object]], given: Mapping[str, str]
+) -> tuple[list[str], list[list[str]]]:
+    """The headers and cells of a table of ``columns`` (lists of values) named ``names``: what
+    :func:`formatted` shows, without pandas."""
+    metric = "metric" if "metric" in names else None
     headers: list[str] = []
     cells: list[list[str]] = []
-    columns = [(c, frame.iloc[:, j]) for j, c in enumerate(frame.columns)]
+    n_rows = len(columns[0]) if columns else 0
     if metric is not None:
         # the columns holding the row's metric (achieved, limit, value, ...): one format per
         # row; columns with a unit of their own (optimality_gap, change_pct) and flags keep
         # one format per column
         values = {
             j
-            for j, (c, col) in enumerate(columns)
+            for j, (c, col) in enumerate(zip(names, columns, strict=True))
             if c != metric
             and c != "unit"
             and unit_of(c) is None
             and str(c) not in given
             and not _all_bool(col)
         }
-        if "unit" in frame.columns:
-            row_units = [None if _is_missing(u) else str(u) for u in frame["unit"]]
+        if "unit" in names:
+            row_units = [None if _is_missing(u) else str(u) for u in columns[names.index("unit")]]
         else:
-            row_units = [given.get(str(m), unit_of(m)) for m in frame[metric]]
+            row_units = [given.get(str(m), unit_of(m)) for m in columns[names.index(metric)]]
         formats = [
-            _choose([columns[j][1].iloc[i] for j in sorted(values)], row_units[i])
-            for i in range(len(frame))
+            _choose([columns[j][i] for j in sorted(values)], row_units[i]) for i in range(n_rows)
         ]
-        for j, (c, col) in enumerate(columns):
+        for j, (c, col) in enumerate(zip(names, columns, strict=True)):
             if j in values:
                 headers.append(str(c))
-                cells.append([f(v) for f, v in zip(formats, col.tolist(), strict=True)])
+                cells.append([f(v) for f, v in zip(formats, col, strict=True)])
             else:
                 headers.append(_column_header(col, c, given))
                 cells.append(_column_cells(col, c, given))
-            if c == metric and "unit" not in frame.columns:
+            if c == metric and "unit" not in names:
                 headers.append("unit")
                 cells.append([f.unit(u) or "" for f, u in zip(formats, row_units, strict=True)])
             elif c == "unit":  # the table's own unit column: name the scale of a scaled row
                 cells[-1] = [
                     f.unit(str(u)) or "" if not _is_missing(u) else MISSING
-                    for f, u in zip(formats, col.tolist(), strict=True)
+                    for f, u in zip(formats, col, strict=True)
                 ]
     else:
-        for c, col in columns:
+        for c, col in zip(names, columns, strict=True):
             headers.append(_column_header(col, c, given))
             cells.append(_column_cells(col, c, given))
-    out = pd.DataFrame(dict(enumerate(cells)), index=range(len(frame)), dtype=object)
-    out.columns = headers
-    return out
+    return headers, cells
 
 
 def _column_unit(name: object, given: Mapping[str, str]) -> str | None:
     return given[str(name)] if str(name) in given else unit_of(name)
 
 
-def _column_format(column: pd.Series, unit: str | None) -> _Format:
-    return _choose(column.tolist(), unit) if _numeric_like(column) else _Format("text")
+def _column_format(column: list[object], unit: str | None) -> _Format:
+    return _choose(column, unit) if _numeric_like(column) else _Format("text")
 
 
-def _column_header(column: pd.Series, name: object, given: Mapping[str, str]) -> str:
+def _column_header(column: list[object], name: object, given: Mapping[str, str]) -> str:
     unit = _column_unit(name, given)
     fmt = _column_format(column, unit)
     if fmt.kind == "text" or _all_bool(column):
@@ -363,30 +380,32 @@ def _column_header(column: pd.Series, name: object, given: Mapping[str, str]) ->
     return _header(name, fmt.unit(unit))
 
 
-def _column_cells(column: pd.Series, name: object, given: Mapping[str, str]) -> list[str]:
+def _column_cells(column: list[object], name: object, given: Mapping[str, str]) -> list[str]:
     fmt = _column_format(column, _column_unit(name, given))
-    return [fmt(v) for v in column.tolist()]
+    return [fmt(v) for v in column]
 
 
-def _all_bool(column: pd.Series) -> bool:
-    present = [v for v in column.tolist() if not _is_missing(v)]
+def _all_bool(column: list[object]) -> bool:
+    present = [v for v in column if not _is_missing(v)]
     return bool(present) and all(isinstance(v, bool | np.bool_) for v in present)
 
 
-def _numeric_like(column: pd.Series) -> bool:
+def _numeric_like(column: list[object]) -> bool:
     """True when the column holds numbers or booleans (and missing values) only."""
-    present = [v for v in column.tolist() if not _is_missing(v)]
+    present = [v for v in column if not _is_missing(v)]
     return bool(present) and all(_is_number(v) or isinstance(v, bool | np.bool_) for v in present)
 
 
-def _text(shown: pd.DataFrame) -> str:
-    """Plain text: columns right-aligned (text columns left-aligned), one space between."""
-    cols = list(shown.columns)
-    if not cols:
+def _text(headers: Sequence[object], columns: Sequence[Sequence[object]]) -> str:
+    """Plain text of shown ``columns`` (lists of strings) under ``headers``: columns
+    right-aligned (text columns left-aligned), two spaces between."""
+    if not headers:
         return ""
-    cells = [[str(c) for c in cols], *shown.astype(str).values.tolist()]
-    columns = [shown.iloc[:, j] for j in range(len(cols))]
-    widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
+    cells = [
+        [str(c) for c in headers],
+        *([str(v) for v in row] for row in zip(*columns, strict=True)),
+    ]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(headers))]
     left = [_is_text_column(c) for c in columns]
     lines = []
     for row in cells:
@@ -401,7 +420,7 @@ def _text(shown: pd.DataFrame) -> str:
 _NUMBER_TEXT = re.compile(r"^[-+]?[\d,]*\.?\d*(e[-+]?\d+)?$|^—$|^yes$|^no$|^-?∞$")
 
 
-def _is_text_column(column: pd.Series) -> bool:
+def _is_text_column(column: Sequence[object]) -> bool:
     return not all(_NUMBER_TEXT.match(str(v)) for v in column)
 
 
@@ -416,7 +435,7 @@ class Table:
 
     def to_string(self) -> str:
         """The table as plain text (what the CLI prints)."""
-        return _text(self.shown)
+        return _text(list(self.shown.columns), _shown_columns(self.shown))
 
     def __repr__(self) -> str:
         return self.to_string()
@@ -425,7 +444,7 @@ class Table:
         return self.to_string()
 
     def _repr_html_(self) -> str:
-        left = [_is_text_column(self.shown.iloc[:, j]) for j in range(len(self.shown.columns))]
+        left = [_is_text_column(c) for c in _shown_columns(self.shown)]
         head = "".join(
             f"<th style='text-align:{'left' if is_left else 'right'}'>{html.escape(str(c))}</th>"
             for c, is_left in zip(self.shown.columns, left, strict=True)
@@ -443,6 +462,10 @@ class Table:
             "<table class='batchlab-table'><thead><tr>"
             f"{head}</tr></thead><tbody>{body}</tbody></table>"
         )
+
+
+def _shown_columns(shown: pd.DataFrame) -> list[list[str]]:
+    return [[str(v) for v in shown.iloc[:, j].tolist()] for j in range(len(shown.columns))]
 
 
 def format_value(value: object, unit: str | None = None) -> str:
@@ -466,8 +489,19 @@ def table(
 
 
 def text_table(
-    df: pd.DataFrame, *, units: Mapping[str, str] | None = None, index: bool | None = False
+    df: pd.DataFrame | Mapping[str, Sequence[object]],
+    *,
+    units: Mapping[str, str] | None = None,
+    index: bool | None = False,
 ) -> str:
     """``df`` as plain text in the formats of :func:`table` (what the CLI prints; no index
-    unless ``index``)."""
-    return _text(formatted(df, units=units, index=index))
+    unless ``index``). ``df`` may also be a mapping of column name to a list of values (the
+    columns of a table without an index), which needs no pandas."""
+    if isinstance(df, Mapping):
+        names = list(df)
+        columns = [list(df[c]) for c in names]
+        if len({len(c) for c in columns}) > 1:
+            raise InputError("columns of different lengths", field="df")
+        return _text(*_formatted_columns(names, columns, dict(units or {})))
+    shown = formatted(df, units=units, index=index)
+    return _text(list(shown.columns), _shown_columns(shown))
