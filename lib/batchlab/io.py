@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.json as pa_json
 
 from batchlab.errors import InputError
 
@@ -532,6 +530,9 @@ class JsonLines:
 
 def _bulk_parse(data: bytes, n_rows: int, max_line: int) -> Any | None:
     """Bulk-parse JSON Lines with pyarrow; None when the caller should parse line by line."""
+    import pyarrow as pa  # only here: the other readers and writers need no Arrow
+    import pyarrow.json as pa_json
+
     block = max(1 << 20, 2 * max_line + 16)
     try:
         table = pa_json.read_json(
