@@ -4,6 +4,8 @@ are below the optimum found by enumerating every set partition of tiny instances
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,6 +49,11 @@ CONVEX = StepTimeCostModel.from_step_time(
 )
 ROOFLINE = hardware_cost_model("llama-3-8b@h100-sxm", granularity=16)
 MODELS = {"affine": AFFINE, "convex": CONVEX, "roofline": ROOFLINE}
+#: prefill and decode at the declared shape (shapes chosen under a cap)
+PADDED = {
+    "roofline:padded": hardware_cost_model("llama-3-8b@h100-sxm:ideal:padded", granularity=16),
+    "convex:padded": CONVEX.with_coefficients(padded=True),
+}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -78,23 +85,32 @@ def test_batch_decode_ms_by_size_matches_one_size_at_a_time():
         np.testing.assert_allclose(table[k], ROOFLINE.batch_decode_ms(s, g, b), rtol=1e-12)
 
 
-def enumerated(df, cm):
-    """Every plan of ``df`` (every set partition; static shapes: one per plan, the longest
-    aligned prompt) as evaluation summaries with their largest batch."""
+def enumerated(df, cm, max_shapes=1):
+    """Every plan of ``df`` as evaluation summaries with their largest batch: every set
+    partition; static shapes: one per plan, the longest aligned prompt; padded: every choice of
+    declared shapes (aligned lengths >= each batch's longest, at most ``max_shapes``)."""
     ids = list(df["request_id"])
-    shape = int(align(df["prompt_len"].to_numpy(), cm.granularity).max())
+    aligned = dict(zip(ids, align(df["prompt_len"].to_numpy(), cm.granularity), strict=True))
+    values = sorted(set(int(v) for v in aligned.values()))
     out = []
     for part in partitions(ids):
-        rows = [
-            {"request_id": r, "batch_id": f"b{k:03d}", "seq_align": shape}
-            for k, batch in enumerate(part)
-            for r in batch
-        ]
-        ev = evaluate(df, pd.DataFrame(rows), cm)
-        summary = ev.summary()
-        summary["largest"] = max(len(b) for b in part)
-        summary["decode"] = ev.cost.decode
-        out.append(summary)
+        if cm.padded:
+            options = [[v for v in values if v >= max(aligned[r] for r in b)] for b in part]
+        else:
+            options = [[values[-1]] for _ in part]
+        for shapes in itertools.product(*options):
+            if len(set(shapes)) > max_shapes:
+                continue
+            rows = [
+                {"request_id": r, "batch_id": f"b{k:03d}", "seq_align": int(shapes[k])}
+                for k, batch in enumerate(part)
+                for r in batch
+            ]
+            ev = evaluate(df, pd.DataFrame(rows), cm)
+            summary = ev.summary()
+            summary["largest"] = max(len(b) for b in part)
+            summary["decode"] = ev.cost.decode
+            out.append(summary)
     return out
 
 
@@ -172,3 +188,30 @@ def test_lower_bounds_on_a_gpu_model_beat_the_member_floor(mbs):
     plan = plan_requests(df, cm, 4, Limits(max_batch_size=mbs), progress=False)
     assert plan.buckets[0].lower_bound <= plan.buckets[0].evaluation.cost.total
     assert lower_bounds(df, cm, max_batch_size=mbs).min_cost <= plan.total_cost
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    df=tiny_case(),
+    name=st.sampled_from(list(PADDED)),
+    cap=st.integers(1, 2),
+    data=st.data(),
+)
+def test_padded_bounds_never_exceed_the_enumerated_optimum(df, name, cap, data):
+    cm = PADDED[name]
+    df = df.iloc[:5]
+    mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
+    plans = [s for s in enumerated(df, cm, cap) if mbs is None or s["largest"] <= mbs]
+    lim = random_limits(data.draw, plans, mbs)
+    feasible = [s for s in plans if meets(s, lim)]
+    if not feasible:
+        with pytest.raises(LimitError):
+            plan_requests(df, cm, cap, lim, progress=False)
+        return
+    optimum = min(s["total_cost"] for s in feasible)
+    res = plan_requests(df, cm, cap, lim, progress=False)
+    bp = res.buckets[0]
+    assert bp.lower_bound <= optimum * (1 + 1e-9)
+    assert res.lower_bound <= optimum * (1 + 1e-9)
+    assert not lim.violations(bp.evaluation.summary())
+    assert bp.evaluation.cost.total >= optimum * (1 - 1e-9)

@@ -55,6 +55,9 @@ EXACT_SIZES = 1024
 GRID_RATIO = 1.01
 #: anchor sizes (secant slopes) per cap: the lines of each cap, one more with slope 0
 N_ANCHORS = 8
+#: (exact, ratio) sizes of the floors (member_share_floor, decode_cost_floor): coarser, as
+#: every planner path has sharper bounds and lower_bounds is asked for every bucket
+FLOOR_GRID = (128, 1.02)
 #: sizes evaluated per chunk (memory: chunk × caps floats)
 _CHUNK = 32
 #: dual-ascent passes of line_dual_bound
@@ -85,14 +88,16 @@ class DecodeLines:
         return np.max(self.alpha * n + self.beta * m, axis=-1)
 
 
-def _sizes(bmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluated sizes and, for each, the largest size it stands for (its own below
-    EXACT_SIZES; the next grid size − 1 above, by monotonicity)."""
-    top = min(bmax, EXACT_SIZES)
+def _sizes(
+    bmax: int, exact: int = EXACT_SIZES, ratio: float = GRID_RATIO
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluated sizes and, for each, the largest size it stands for (its own up to ``exact``;
+    above, on a geometric grid of ``ratio``, the next grid size − 1, by monotonicity)."""
+    top = min(bmax, exact)
     sizes = [np.arange(1, top + 1, dtype=np.int64)]
     if bmax > top:
-        k = np.arange(1, int(np.ceil(np.log(bmax / top) / np.log(GRID_RATIO))) + 2)
-        grid = np.unique(np.minimum(np.ceil(top * GRID_RATIO**k), bmax).astype(np.int64))
+        k = np.arange(1, int(np.ceil(np.log(bmax / top) / np.log(ratio))) + 2)
+        grid = np.unique(np.minimum(np.ceil(top * ratio**k), bmax).astype(np.int64))
         sizes.append(grid[grid > top])
     x = np.concatenate(sizes)
     reach = np.append(x[1:] - 1, bmax)
@@ -108,9 +113,9 @@ def _table(cm: CostModel, s: np.ndarray, g: np.ndarray, sizes: np.ndarray, kind:
 
 
 def _lines(
-    cm: CostModel, s: np.ndarray, g: np.ndarray, bmax: int, kind: str, anchors=None
+    cm: CostModel, s: np.ndarray, g: np.ndarray, bmax: int, kind: str, anchors=None, grid=None
 ) -> DecodeLines:
-    x, reach = _sizes(bmax)
+    x, reach = _sizes(bmax) if grid is None else _sizes(bmax, *grid)
     flat = anchors is None
     if flat:
         anchors = np.round(np.geomspace(1, x[-1], N_ANCHORS))
@@ -131,11 +136,12 @@ def _lines(
         d = _table(cm, s, g, xs, kind)  # (k, C)
         scale = np.maximum(scale, np.abs(d).max(axis=0))
         for end in (xs, rs) if (rs != xs).any() else (xs,):
-            e = end.astype(np.float64)
+            e = end.astype(np.float64)[:, None]
             # D(B) >= d at every B in [x, reach]: the line's least slack is at one end
-            val = d[:, :, None] - e[:, None, None] * beta[None, :, :]
-            np.minimum(alpha, val.min(axis=0), out=alpha)
-            np.minimum(share, (d / e[:, None]).min(axis=0), out=share)
+            for line in range(beta.shape[1]):
+                val = (d - e * beta[:, line]).min(axis=0)
+                np.minimum(alpha[:, line], val, out=alpha[:, line])
+            np.minimum(share, (d / e).min(axis=0), out=share)
     # rounding: lower every line by a hair of the decode's magnitude
     alpha -= 1e-9 * scale[:, None]
     share = share * (1 - 1e-9)
@@ -146,7 +152,7 @@ def _lines(
 
 
 def batch_lines(
-    cm: CostModel, S_max, G_max, bmax: int, tol: float = 1e-3, anchors=None
+    cm: CostModel, S_max, G_max, bmax: int, tol: float = 1e-3, anchors=None, grid=None
 ) -> tuple[DecodeLines, DecodeLines]:
     """Lower lines of a batch's decode over its size B = 1 … ``bmax`` at caps
     ``(S_max, G_max)`` (arrays of one shape, tokens): ``(cost lines (cost units), latency lines
@@ -154,15 +160,16 @@ def batch_lines(
     valid; lines that lift no cap's envelope by more than ``tol`` (relative) are left out.
     ``anchors``: batch sizes whose consecutive secants give the slopes (default: geometric over
     1 … bmax, and a flat line), e.g. two sizes around a plan's batch size for one line per cap.
+    ``grid``: (exact, ratio) of the evaluated sizes (default ``EXACT_SIZES``, ``GRID_RATIO``).
     """
     s, g = np.broadcast_arrays(np.asarray(S_max, np.int64), np.asarray(G_max, np.int64))
     s, g = s.reshape(-1), g.reshape(-1)
     bmax = max(1, int(bmax))
-    ms = _lines(cm, s, g, bmax, "ms", anchors)
+    ms = _lines(cm, s, g, bmax, "ms", anchors, grid)
     if isinstance(cm, StepTimeCostModel):  # cost = gpus × ms, exactly
         cost = ms.scaled(cm.gpus)
     else:
-        cost = _lines(cm, s, g, bmax, "cost", anchors)
+        cost = _lines(cm, s, g, bmax, "cost", anchors, grid)
     shape = np.shape(np.broadcast_arrays(np.asarray(S_max), np.asarray(G_max))[0])
 
     def shaped(lines: DecodeLines) -> DecodeLines:
@@ -215,12 +222,21 @@ def member_share_floor(cm: CostModel, S_max, G_max, bmax: int) -> np.ndarray:
     key = s.astype(np.int64) * (int(g.max(initial=0)) + 1) + g
     uniq, inv = np.unique(key.reshape(-1), return_inverse=True)
     us, ug = uniq // (int(g.max(initial=0)) + 1), uniq % (int(g.max(initial=0)) + 1)
-    x, reach = _sizes(max(1, int(bmax)))
+    x, reach = _sizes(max(1, int(bmax)), *FLOOR_GRID)
     share = np.full(us.size, np.inf)
     for lo in range(0, len(x), _CHUNK):
         d = _table(cm, us, ug, x[lo : lo + _CHUNK], "cost")
         np.minimum(share, (d / reach[lo : lo + _CHUNK, None]).min(axis=0), out=share)
     return (share * (1 - 1e-9))[inv].reshape(s.shape)
+
+
+def _anchors(at_sizes, mbs: int) -> list[int]:
+    """Anchor batch sizes: 1, ``mbs`` and a pair around each of ``at_sizes`` (÷ and × 1.25)."""
+    out = {1, int(mbs)}
+    for b in at_sizes:
+        if b is not None and math.isfinite(b):
+            out |= {max(1, math.floor(b / 1.25)), min(int(mbs), math.ceil(b * 1.25))}
+    return sorted(out)
 
 
 def _line_prices(cg: CapColumnGeneration, cost: DecodeLines, ms: DecodeLines, line: int):
@@ -275,8 +291,10 @@ class LinePricedColumnGeneration(CapColumnGeneration):
     below the batch's decode at every size (:func:`batch_lines`, its slope a secant around
     ``at_size`` members, where the plans' batches are). That is a members-pay-caps model with a
     per-cap overhead, so pricing is exact and converges as fast as on ``static-graph``; its LP
-    value and Lagrangian bounds are at most the batch-priced model's, hence certified. Members
-    are tested against the p95 limit at their batch's latency of size 1 (a relaxation too).
+    value and Lagrangian bounds are at most the batch-priced model's, hence certified. A
+    column's members are tested against the p95 limit at the batch's true latency, pricing at
+    the latency of a batch of one (a relaxation). ``grid_lines``: the lines of all the anchors
+    (1, around ``at_size``, max_batch_size), for :func:`line_dual_bound`.
     """
 
     def __init__(self, spec, spike_ms: float = 0.0, at_size: float | None = None) -> None:
@@ -284,11 +302,16 @@ class LinePricedColumnGeneration(CapColumnGeneration):
         n = p.n_requests
         mbs = int(min(spec.max_batch_size or n, n))
         b = float(mbs if at_size is None else min(max(at_size, 1.0), mbs))
-        anchors = [max(1, math.floor(b / 1.25)), min(mbs, math.ceil(b * 1.25))]
-        if anchors[0] == anchors[1]:
-            anchors = [max(1, anchors[0] - 1), min(mbs, anchors[0] + 1)]
+        anchors = _anchors([b], mbs)
         ss, gg = np.meshgrid(p.cap_s, p.cap_g, indexing="ij")
-        self._lines = batch_lines(p.cost_model, ss, gg, mbs, anchors=anchors)
+        self.grid_lines = batch_lines(p.cost_model, ss, gg, mbs, anchors=anchors)
+        lo = max(1, math.floor(b / 1.25))
+        cost, ms = self.grid_lines
+        line = min(anchors.index(lo) if lo in anchors else 0, cost.alpha.shape[-1] - 1)
+        self._lines = tuple(
+            DecodeLines(x.alpha[..., line : line + 1], x.beta[..., line : line + 1], x.share, mbs)
+            for x in (cost, ms)
+        )
         self.at_size = b
         self._prices = None
         super().__init__(spec, spike_ms)
@@ -510,7 +533,7 @@ def decode_cost_floor(cm: CostModel, aligned, gen, bmax: int) -> float:
     if cap_s.size * cap_g.size > FLOOR_CAP_LIMIT:
         return floor
     ss, gg = np.meshgrid(cap_s, cap_g, indexing="ij")
-    cost, _ = batch_lines(cm, ss, gg, bmax)
+    cost, _ = batch_lines(cm, ss, gg, bmax, grid=FLOOR_GRID)
     # suffix minima over dominating caps (larger S and G)
     alpha_g = np.minimum.accumulate(cost.alpha.min(axis=0)[::-1], axis=0)[::-1]  # (nG, L)
     beta = np.minimum.accumulate(cost.beta[::-1], axis=0)[::-1]
@@ -532,6 +555,7 @@ def line_dual_bound(
     thetas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
     *,
     with_duals: bool = False,
+    lines: tuple[DecodeLines, DecodeLines] | None = None,
 ):
     """A certified lower bound on the cost of every plan of one bucket (cost units) meeting its
     sequential-time limit, from dual ascent (:func:`batchlab.exact.dual_ascent_values`) on
@@ -545,24 +569,18 @@ def line_dual_bound(
     overhead, so dual ascent's value, plus the bucket's constant, minus ``μ ·
     max_sequential_ms``, bounds every plan that meets the limit. The best over lines, θ and
     μ ∈ {0, ``mu``} is returned; ``with_duals``: also its π per type and its μ (a start for
-    column generation on the same line)."""
+    column generation on the same line). ``lines``: (cost, ms) lines on the problem's cap grid
+    already computed (e.g. :attr:`LinePricedColumnGeneration.grid_lines`)."""
     from batchlab.exact import dual_ascent_values
 
     p = spec.problem
     cm = p.cost_model
     n = p.n_requests
     mbs = int(min(spec.max_batch_size or n, n))
-    anchors = sorted(
-        {
-            int(v)
-            for b in at_sizes
-            if b is not None and math.isfinite(b)
-            for v in (max(1, math.floor(b / 1.25)), min(mbs, math.ceil(b * 1.25)))
-        }
-        | {1, mbs}
-    )
     ss, gg = np.meshgrid(p.cap_s, p.cap_g, indexing="ij")
-    cost, ms = batch_lines(cm, ss, gg, mbs, anchors=anchors)
+    if lines is None:
+        lines = batch_lines(cm, ss, gg, mbs, anchors=_anchors(at_sizes, mbs))
+    cost, ms = lines
     member = cm.prefill_cost(ss) if cm.padded else np.zeros(ss.shape)
     pre = cm.prefill_ms(ss) + cm.overhead_ms
     const = p.const_cost + (0.0 if cm.padded else spec.compile_cost)

@@ -1692,7 +1692,8 @@ def _colgen(
         from batchlab.batch_priced import line_dual_bound
 
         sizes = [getattr(cg, "at_size", None)]
-        extra, pi, mu_best = line_dual_bound(spec, mu, sizes, with_duals=True)
+        lines = getattr(cg, "grid_lines", None)
+        extra, pi, mu_best = line_dual_bound(spec, mu, sizes, with_duals=True, lines=lines)
         cg.warm_start(pi, mu_best)
     stop = deadline
     if not cm.members_pay_caps and len(spec.problem.type_a) > _BATCH_PRICED_COLGEN_LIMIT:
