@@ -180,28 +180,33 @@ class CapColumnGeneration:
         skipped. Returns how many were added; ``where`` gets each batch's column number."""
         costs, starts, index, value = [], [0], [], []
         side = self.side
-        caps = zip(np.asarray(ci).tolist(), np.asarray(cj).tolist(), members, strict=True)
-        for i, j, (types, counts) in caps:
+        ci, cj = np.asarray(ci).tolist(), np.asarray(cj).tolist()
+        fresh = []
+        for i, j, (types, counts) in zip(ci, cj, members, strict=True):
             key = (i, j, types.tobytes(), counts.tobytes())
             if key in self._seen or len(types) == 0:
                 if where is not None:
                     where.append(self._seen.get(key, -1))
                 continue
-            self._seen[key] = len(self.cols)
+            self._seen[key] = len(self.cols) + len(fresh)
             if where is not None:
-                where.append(len(self.cols))
+                where.append(len(self.cols) + len(fresh))
+            fresh.append((i, j, (types, counts)))
+        terms = self._column_terms(
+            [f[0] for f in fresh], [f[1] for f in fresh], [f[2] for f in fresh]
+        )
+        for (i, j, (types, counts)), (cost, lat, ok) in zip(fresh, terms, strict=True):
             size = float(counts.sum())
-            cost = self.overhead + size * float(self.price[i, j])
             rows = [types]
             vals = [counts]
             if "seq" in side:
                 rows.append([side["seq"]])
-                vals.append([self.lat[i, j]])
+                vals.append([lat])
             if "pad" in side:
                 rows.append([side["pad"]])
                 vals.append([size * self.width[i, j]])
             if "over" in side:
-                over = float(counts[~self._ok(i, j, types)].sum())
+                over = float(counts[~ok].sum())
                 if over:
                     rows.append([side["over"]])
                     vals.append([over])
@@ -231,6 +236,19 @@ class CapColumnGeneration:
                 np.concatenate(value),
             )
         return k
+
+    def _column_terms(self, ci, cj, members) -> list[tuple[float, float, np.ndarray]]:
+        """Per batch (caps (level, G index), (types, counts)): its cost (cost units), its
+        slowest member's latency (ms) and which members are within the p95 limit. Here every
+        member pays the price at the caps; :mod:`batchlab.batch_priced` prices whole batches."""
+        return [
+            (
+                self.overhead + float(counts.sum()) * float(self.price[i, j]),
+                float(self.lat[i, j]),
+                self._ok(i, j, types),
+            )
+            for i, j, (types, counts) in zip(ci, cj, members, strict=True)
+        ]
 
     def _ok(self, i: int, j: int, types: np.ndarray) -> np.ndarray:
         """Members of a batch with cap (i, j) whose own latency is within the p95 limit."""
@@ -366,15 +384,22 @@ class CapColumnGeneration:
         """Per column of v: the largest total of at most max_batch_size units of positive
         value (type t has m_t units)."""
         mbs = self.mbs
+        kk = int(mbs)
+        vt = np.ascontiguousarray(v.T)  # one row per column of v: partitions along rows
         if (m == 1).all() and mbs < len(m):
-            kk = int(mbs)
-            part = -np.partition(-v, kk - 1, axis=0)[:kk]
-            return np.where(part > 0, part, 0.0).sum(axis=0)
-        order = np.argsort(-v, axis=0, kind="stable")
-        vs = np.take_along_axis(v, order, axis=0)
-        ms = m[order]
-        take = np.clip(mbs - (np.cumsum(ms, axis=0) - ms), 0, ms)
-        return (take * np.where(vs > 0, vs, 0.0)).sum(axis=0)
+            part = -np.partition(-vt, kk - 1, axis=1)[:, :kk]
+            return np.where(part > 0, part, 0.0).sum(axis=1)
+        if len(m) > mbs:  # the best units lie among the mbs best types (each has >= 1 unit)
+            top = np.argpartition(-vt, kk - 1, axis=1)[:, :kk]
+            vt = np.take_along_axis(vt, top, axis=1)
+            mt = m[top]
+        else:
+            mt = np.broadcast_to(m, vt.shape)
+        order = np.argsort(-vt, axis=1, kind="stable")
+        vs = np.take_along_axis(vt, order, axis=1)
+        ms = np.take_along_axis(mt, order, axis=1)
+        take = np.clip(mbs - (np.cumsum(ms, axis=1) - ms), 0, ms)
+        return (take * np.where(vs > 0, vs, 0.0)).sum(axis=1)
 
     def _patterns(self, caps: np.ndarray, ratios: bool = False):
         """The best column at each cap (rows of (level, G index)), from the last pricing; with
@@ -388,7 +413,8 @@ class CapColumnGeneration:
             v, m = self._member_values(i, js, pi, ap, rho)
             k = v.shape[0]
             if k > mbs:  # the best units lie among the mbs best types (each has >= 1 unit)
-                top = np.argpartition(-v, int(mbs) - 1, axis=0)[: int(mbs)]
+                kk = int(mbs)  # partition along contiguous rows of the transpose
+                top = np.argpartition(-np.ascontiguousarray(v.T), kk - 1, axis=1)[:, :kk].T
                 tv = np.take_along_axis(v, top, axis=0)
                 o = np.argsort(-tv, axis=0, kind="stable")
                 order = np.take_along_axis(top, o, axis=0)

@@ -245,6 +245,17 @@ class CostModel:
         for any size; a model with ``members_pay_caps`` False may grow it with the size."""
         return self.decode_ms(S_max, G_max) + 0.0 * _as_float(size, "size")
 
+    def batch_decode_ms_by_size(
+        self, S_max: ArrayLike, G_max: ArrayLike, sizes: ArrayLike
+    ) -> np.ndarray:
+        """Decode latency (ms) of batches with caps ``(S_max, G_max)`` (arrays of one shape) at
+        every batch size of ``sizes`` (1-D): shape ``(len(sizes),) + S_max.shape``."""
+        s, g = np.broadcast_arrays(_as_float(S_max, "S_max"), _as_float(G_max, "G_max"))
+        b = _as_float(sizes, "sizes").reshape(-1)
+        return np.stack([self.batch_decode_ms(s, g, v) for v in b.tolist()]).reshape(
+            b.shape + s.shape
+        )
+
     def compile_cost(self, s: ArrayLike) -> np.ndarray:
         """Compile cost of a shape with seq_align s (cost units), paid once per distinct shape."""
         c = self.coefficients
@@ -346,7 +357,10 @@ class StepTimeCostModel(CostModel):
     price per member in a batch of :data:`MEMBER_FLOOR_BATCH` and ``decode_ms(S, G)`` the
     latency of a batch of one: as every step-time model here takes no less per sequence in a
     smaller batch and no less time for a larger one, they bound every batch's share and latency
-    from below, so a planner's cap model on them is a relaxation and its bounds stay valid.
+    from below. (A model whose time per sequence grows with the batch, e.g. a fitted
+    masked-pair term, breaks the first: the planner's bounds use
+    :func:`batchlab.batch_priced.member_share_floor` and the lines of
+    :mod:`batchlab.batch_priced`, valid for any such model.)
 
     Vectorized: prefill times per distinct length; decode sums from per-size cumulative tables
     over contexts (one vectorized ``decode_steps_ms`` call per batch size seen).
@@ -465,6 +479,33 @@ class StepTimeCostModel(CostModel):
             table = self._cumulative(n, int(flat_e[at].max()))
             flat[at] = table[flat_e[at]] - table[flat_s[at]]
         return out
+
+    def batch_decode_ms_by_size(
+        self, S_max: ArrayLike, G_max: ArrayLike, sizes: ArrayLike
+    ) -> np.ndarray:
+        """Decode latency (ms) of batches with caps ``(S_max, G_max)`` at every batch size of
+        ``sizes``: shape ``(len(sizes),) + S_max.shape``. The per-size cumulative tables are
+        built for the call and not kept (a planner asks for a thousand sizes at once)."""
+        from batchlab.steptime import StepBatch
+
+        s, g = np.broadcast_arrays(_as_float(S_max, "S_max"), _as_float(G_max, "G_max"))
+        b = _as_float(sizes, "sizes").reshape(-1).astype(np.int64)
+        start = s.astype(np.int64).reshape(-1)
+        end = start + np.maximum(g.astype(np.int64).reshape(-1) - 1, 0)
+        out = np.zeros((b.size, start.size))
+        if start.size == 0:
+            return out.reshape(b.shape + s.shape)
+        top = int(end.max())
+        for k, n in enumerate(b.tolist()):
+            if n <= 0:
+                continue
+            table = self._cum.get(n)
+            if table is None or table.size <= top:
+                first = StepBatch(0, 0.0, 0, 0, n, float(n))
+                steps = np.asarray(self.step_time.decode_steps_ms(first, top), dtype=np.float64)
+                table = np.concatenate([[0.0], np.cumsum(steps)])
+            out[k] = table[end] - table[start]
+        return out.reshape(b.shape + s.shape)
 
     def batch_decode_cost(self, S_max: ArrayLike, G_max: ArrayLike, size: ArrayLike) -> np.ndarray:
         """Decode cost of whole batches (GPU-ms): ``gpus ×`` :meth:`batch_decode_ms`."""

@@ -74,12 +74,32 @@ class CapProblem:
         return int(self.type_count.sum())
 
     def price(self, s, g) -> np.ndarray:
-        """Cost each member of a batch with caps (s, g) pays (cost units)."""
+        """Cost each member of a batch with caps (s, g) pays (cost units); where batches are
+        priced as a whole, the least share of a member in any batch of this bucket
+        (:func:`batchlab.batch_priced.member_share_floor`)."""
         cm = self.cost_model
-        out = cm.decode_cost(s, g)
+        out = cm.decode_cost(s, g) if cm.members_pay_caps else self._share_floor(s, g)
         if cm.padded:
             out = out + cm.prefill_cost(s)
         return out
+
+    def _share_floor(self, s, g) -> np.ndarray:
+        """Per-member share floor at caps (s, g), from a table over the cap grid built once."""
+        from batchlab.batch_priced import member_share_floor
+
+        s, g = np.broadcast_arrays(np.asarray(s, np.int64), np.asarray(g, np.int64))
+        i = np.searchsorted(self.cap_s, s)
+        j = np.searchsorted(self.cap_g, g)
+        i_ok = np.minimum(i, len(self.cap_s) - 1)
+        j_ok = np.minimum(j, len(self.cap_g) - 1)
+        if not ((self.cap_s[i_ok] == s).all() and (self.cap_g[j_ok] == g).all()):
+            return member_share_floor(self.cost_model, s, g, self.n_requests)
+        table = self.__dict__.get("_share_table")
+        if table is None:
+            ss, gg = np.meshgrid(self.cap_s, self.cap_g, indexing="ij")
+            table = member_share_floor(self.cost_model, ss, gg, self.n_requests)
+            object.__setattr__(self, "_share_table", table)
+        return table[i_ok, j_ok]
 
     def batch_ms(self, s, g) -> np.ndarray:
         """A batch's slowest-member latency at caps (s, g), without the compile spike (ms)."""
@@ -139,7 +159,9 @@ def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
     return float((pi * problem.type_count).sum())
 
 
-def dual_ascent_values(problem: CapProblem, mu: float, passes: int = 3) -> tuple[np.ndarray, int]:
+def dual_ascent_values(
+    problem: CapProblem, mu: float, passes: int = 3, prices: tuple | None = None
+) -> tuple[np.ndarray, int]:
     """A dual-feasible π per type (cost units per request) of the batching LP under ``mu``, and
     the number of passes it took.
 
@@ -148,13 +170,20 @@ def dual_ascent_values(problem: CapProblem, mu: float, passes: int = 3) -> tuple
     members). Types are raised from their own tight cap's price, the costliest first, each to the
     largest value every cap's slack allows; the slacks stay >= 0, so ``Σ_t c_t π_t`` is a lower
     bound on the batching cost (overheads + members × price + μ × batch latency) of every plan.
+    ``prices``: per-cap ``(per-member price, per-batch cost)`` arrays over the whole cap grid
+    (cost units, the latency term included) instead of the problem's (e.g. the lines of
+    :mod:`batchlab.batch_priced`).
     """
     ia, ig = problem.type_cap_index()
     top = int(ia.max())
     cap_s = problem.cap_s[: top + 1]
     ss, gg = np.meshgrid(cap_s, problem.cap_g, indexing="ij")
-    price = problem.price(ss, gg)
-    slack = problem.cost_model.overhead_cost + mu * problem.batch_ms(ss, gg)
+    if prices is None:
+        price = problem.price(ss, gg)
+        slack = problem.cost_model.overhead_cost + mu * problem.batch_ms(ss, gg)
+    else:
+        price = np.array(prices[0][: top + 1], dtype=np.float64)
+        slack = np.array(prices[1][: top + 1], dtype=np.float64)
     pi = price[ia, ig].copy()
     counts = problem.type_count.astype(np.float64)
     order = np.argsort(-pi, kind="stable")
@@ -452,6 +481,14 @@ def solve_exact(
         cover = {t: [] for t in range(len(p.type_a))}
         pre_ms_t = cm.prefill_ms(p.type_a)
         compile_ms = cm.compile_ms
+        lines = None
+        if not cm.members_pay_caps:  # batches priced as a whole: lines over the batch size
+            from batchlab.batch_priced import batch_lines
+
+            ss, gg = np.meshgrid(p.cap_s, p.cap_g, indexing="ij")
+            lines = batch_lines(cm, ss, gg, mbs)
+            s_index = {int(v): i for i, v in enumerate(p.cap_s.tolist())}
+            g_index = {int(v): j for j, v in enumerate(p.cap_g.tolist())}
         if padded:
             for s in p.cap_s.tolist():
                 if s < int(p.type_a.min()):
@@ -477,7 +514,20 @@ def solve_exact(
                 dec_ms = float(cm.decode_ms(s, g)) + cm.overhead_ms
                 k = md.var(cm.overhead_cost, 0, math.ceil(n_req / 1))
                 n_vars[(s, g)] = k
-                seq_terms.append((k, lat))
+                if lines is not None:
+                    # Σ over the cap's batches of their decode cost (zc) and decode time (zm),
+                    # each at least α_l · batches + β_l · members on every line l; a member
+                    # pays only its prefill at the shape (padded) or nothing
+                    price = float(cm.prefill_cost(s)) if padded else 0.0
+                    at = (s_index[s], g_index[g])
+                    zc = md.var(1.0, 0, inf, integer=False)
+                    zm = md.var(0.0, 0, inf, integer=False)
+                    seq_terms += [(k, lat - float(cm.decode_ms(s, g))), (zm, 1.0)]
+                    cost_terms.append((zc, 1.0))
+                    batch_rows = [(zc, lines[0], at), (zm, lines[1], at)]
+                else:
+                    seq_terms.append((k, lat))
+                    batch_rows = []
                 cost_terms.append((k, cm.overhead_cost))
                 members = []
                 tight = []
@@ -519,6 +569,11 @@ def solve_exact(
                     if p.type_a[t] == s:
                         tight.append((x, 1.0))
                 md.row(-inf, 0.0, [*members, (k, -float(mbs))])
+                for z, ln, at in batch_rows:
+                    for a_l, b_l in zip(ln.alpha[at].tolist(), ln.beta[at].tolist(), strict=True):
+                        md.row(0.0, inf, [(z, 1.0), (k, -a_l), *[(x, -b_l) for x, _ in members]])
+                if batch_rows:
+                    md.row(0.0, inf, [*members, (k, -1.0)])  # no batch is empty
                 if not padded:
                     md.row(0.0, inf, [*tight, (k, -1.0)])
                 else:

@@ -220,8 +220,14 @@ def _lower_bounds(p: np.ndarray, g: np.ndarray, cm: CostModel, max_batch_size) -
     n = len(p)
     pad = min_padding_tokens(p, cm.granularity)
     nb = min_batches(n, max_batch_size)
-    alone_cost = cm.prefill_cost(s) + cm.decode_cost(s, g)
-    min_cost = float(alone_cost.sum() + nb * cm.overhead_cost + cm.compile_cost(s.max()))
+    if cm.members_pay_caps:
+        decode = float(cm.decode_cost(s, g).sum())
+    else:  # batches priced as a whole, at most max_batch_size members each
+        from batchlab.batch_priced import decode_cost_floor
+
+        decode = decode_cost_floor(cm, s, g, max_batch_size or n)
+    prefill = float(cm.prefill_cost(s).sum())
+    min_cost = float(prefill + decode + nb * cm.overhead_cost + cm.compile_cost(s.max()))
     alone_ms = np.sort(cm.prefill_ms(s) + cm.decode_ms(s, g) + cm.overhead_ms)
     p95 = float(alone_ms[math.ceil(0.95 * n) - 1])
     step = n if max_batch_size is None else int(max_batch_size)
@@ -1598,6 +1604,11 @@ def _exact_candidates(
 
 #: column generation runs on buckets with at most this many distinct (length, gen_len) types
 _COLGEN_LIMIT = 8000
+#: on a cost model that prices batches as a whole, column generation with exact batch costs
+#: (batchlab.batch_priced: one pricing per line, one column per cap and round) runs on buckets
+#: of at most this many types (on chat's 939 it does not converge in 150 s); larger ones run
+#: it on one line per cap (LinePricedColumnGeneration), which converges as fast as static-graph
+_BATCH_PRICED_COLGEN_LIMIT = 200
 
 
 def _spike_floor(cm: CostModel, aligned: np.ndarray, s: np.ndarray | None = None) -> float:
@@ -1649,7 +1660,20 @@ def _colgen(
     from batchlab.colgen import CapColumnGeneration
     from batchlab.exact import dual_ascent_values
 
-    cg = CapColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
+    if cm.members_pay_caps:
+        cg = CapColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
+    else:  # batches priced as a whole: lines over the batch size (batchlab.batch_priced)
+        from batchlab import batch_priced
+
+        if len(spec.problem.type_a) <= _BATCH_PRICED_COLGEN_LIMIT:
+            cg = batch_priced.BatchPricedColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
+        else:  # one line per cap, tangent where the best seed's batches are
+            ok = [c for c in seeds if c.ok] or list(seeds)
+            best = min(ok, key=_rank) if ok else None
+            size = len(bucket.prompt) / (int(best.batch.max()) + 1) if best is not None else None
+            cg = batch_priced.LinePricedColumnGeneration(
+                spec, _spike_floor(cm, bucket.aligned), size
+            )
     st = cg.type_index(inverse)
     ok_seeds = [c for c in seeds if c.ok]
     start = None
@@ -1661,8 +1685,24 @@ def _colgen(
     # start the dual smoothing from a dual ascent at the heuristic's λ (one pass: a second one
     # rarely moves a type); the first rounds then price near good duals
     mu = mu_hint if bucket.limits.max_sequential_ms is not None else 0.0
-    cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1)[0], mu)
-    res = cg.solve(deadline, upper_bound=upper, stop_gap=2e-4)
+    extra = -math.inf
+    if cm.members_pay_caps:
+        cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1)[0], mu)
+    else:  # line-priced dual ascent around the best seed's batch size (batch_priced)
+        from batchlab.batch_priced import line_dual_bound
+
+        sizes = [getattr(cg, "at_size", None)]
+        lines = getattr(cg, "grid_lines", None)
+        extra, pi, mu_best = line_dual_bound(spec, mu, sizes, with_duals=True, lines=lines)
+        cg.warm_start(pi, mu_best)
+    stop = deadline
+    if not cm.members_pay_caps and len(spec.problem.type_a) > _BATCH_PRICED_COLGEN_LIMIT:
+        # the one-line relaxation converges slowly on large buckets (chat: its LP stays at the
+        # seed's cost for a minute): a share of the budget, the rest for its integer plans
+        stop = min(deadline, time.perf_counter() + max(0.5, 0.3 * (deadline - time.perf_counter())))
+    res = cg.solve(stop, upper_bound=upper, stop_gap=2e-4)
+    if extra > res.bound and res.status != "infeasible":
+        res = dataclasses.replace(res, bound=extra)
     cands: list[_Candidate] = []
     if res.status == "infeasible" or time.perf_counter() > deadline:
         return res, cands, cg
