@@ -77,6 +77,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measurement", help="a step table to fit on (default: measure now)")
     ap.add_argument("--save", help="save the measurement here (CSV)")
+    ap.add_argument(
+        "--served",
+        type=int,
+        default=48,
+        help="requests of each served segment of the measurement (0: the grid alone)",
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {platform.python_implementation()} "
@@ -100,6 +106,7 @@ def main() -> None:
             seed=args.seed,
             threads=args.threads,
             config=config,
+            served_requests=args.served,
         )
         if args.save:
             measure.save_measurement(steps, args.save)
@@ -109,6 +116,20 @@ def main() -> None:
         f"{steps.attrs.get('settings', {}).get('num_threads', '?')} thread(s); {load()}"
     )
     print(f"fitted: {fitted}")
+    served = measure.served_segment_mask(steps)
+    if served.any():  # the grid against serving, in the measurement (drift-controlled)
+        grid_only = measure.fit_step_time(steps, served=False)
+        agree = measure.step_agreement(steps[served], grid_only).set_index("kind")
+        parts = ", ".join(
+            f"{kind} {int(row.n_steps)} steps {row.ratio:.2f}"
+            for kind, row in agree.iterrows()
+            if row.n_steps
+        )
+        print(
+            f"measurement's served segments ({int(served.sum())} steps at "
+            f"{steps.attrs['settings'].get('served_rates_rps')} requests/s), "
+            f"the grid's fit predicted / real: {parts}"
+        )
     requests = workload(args.requests, seed=args.seed)
     if args.rates:
         rates = [float(r) for r in args.rates.split(",")]
