@@ -1,9 +1,14 @@
 """Simulation vs real execution, run by hand: `python benchmarks/bench_fidelity.py`.
 
 On this machine's CPU: measure transformers' continuous-batching engine step by step with the
-tiny Llama (`batchlab measure --engine continuous`, one PyTorch thread), fit the step-time
-model, then serve a few hundred requests with Poisson arrivals at three rates through the same
-engine and simulate the same arrivals with the fitted model (batchlab.measure.fidelity).
+tiny Llama (`batchlab measure --engine continuous`, one PyTorch thread: the grid of batch sizes
+and prompt lengths, each timed pass followed by a served segment of `--served` varied-length
+requests with Poisson arrivals), fit the step-time model on every step (its `wake_ms`: the
+extra time of a step after the engine sat idle), then serve a few hundred requests with Poisson
+arrivals at three rates through the same engine and simulate the same arrivals with the fitted
+model (batchlab.measure.fidelity). The line "measurement's served segments" prices the
+segments' steps with a fit of the grid alone: the grid against serving, in one measurement
+whose parts alternate in time (a machine changing speed affects both alike).
 Prints predicted vs real throughput and the median and p99 time to first token and end-to-end
 latency, their ratios, and the load average (the machine is shared: run it when it is quiet).
 
