@@ -480,3 +480,20 @@ def test_simulator_adds_the_wake_up_to_the_first_step_after_idle():
     assert base["ttft_ms"].tolist() == pytest.approx([4.0, 7.0, 4.0, 4.0])
     assert got["ttft_ms"].tolist() == pytest.approx([4.0, 7.0, 8.0, 108 - 104.2 + 4.0])
     assert got["latency_ms"].tolist() == pytest.approx(got["ttft_ms"].tolist())
+
+
+def test_wake_up_probes_in_the_grid_are_priced_apart():
+    # measure_continuous's wake-up probes: every other grid run starts after the engine sat
+    # idle (the previous run's last step keeps its gap); its first step, new prompts only,
+    # costs 2.5 ms more than the same composition timed back to back in the other repeats
+    table = step_table()
+    first = table.index[(table["step"] == 0) & (table["run"] % 2 == 1)]
+    table.loc[first - 1, "gap_ms"] = 100.0
+    table.loc[first, "step_ms"] += 2.5
+    idle = measure.after_idle_mask(table)
+    assert (np.flatnonzero(idle) == first.to_numpy()).all()
+    fit = measure.fit_step_time(table)
+    assert fit.wake_ms == pytest.approx(2.5, rel=1e-6)
+    assert fit.coefficients() == pytest.approx(TRUE.coefficients(), rel=1e-6, abs=1e-9)
+    # the probes' gaps are idle time, not the engine loop: the overhead keeps no part of them
+    assert fit.overhead_ms == pytest.approx(TRUE.overhead_ms, rel=1e-6)

@@ -306,6 +306,7 @@ def run_engine(
     batches: Sequence[Sequence[int]] | None = None,
     labels: Sequence[Any] | None = None,
     warmup: bool = True,
+    idle_s: Sequence[float] | None = None,
 ) -> EngineRun:
     """Serve ``requests`` (request_id, prompt_len, gen_len, optional arrival_s) on the
     continuous-batching engine and time every step.
@@ -315,7 +316,10 @@ def run_engine(
     arrival time (open loop, from the session's start); without it, all at once. ``batches``
     (lists of row positions) instead submits the groups one after the other, each once the
     previous has finished, with ``labels`` recorded on their steps (the measurement's runs).
-    ``warmup``: first serve one short request, untimed (the engine builds its KV cache and warms
+    ``idle_s`` (with ``batches``: seconds per group) leaves the engine idle that long before
+    the group is submitted (a wake-up probe: the group's first step then starts on an idle
+    engine, as a request arriving at an idle server does). ``warmup``: first serve one short
+    request, untimed (the engine builds its KV cache and warms
     its kernels on its first steps), so the session's clock starts on a ready engine. Stops at
     ``timeout_s`` (InputError). ``threads``: PyTorch threads (recorded).
     """
@@ -337,6 +341,9 @@ def run_engine(
     prompts = _prompts(prompt, vocab, seed)
     groups = [list(g) for g in batches] if batches is not None else [list(range(len(ids)))]
     group_labels = list(labels) if labels is not None else [None] * len(groups)
+    idle = [0.0] * len(groups) if idle_s is None else [float(t) for t in idle_s]
+    if len(idle) != len(groups) or not all(math.isfinite(t) and t >= 0 for t in idle):
+        raise InputError("idle_s needs one finite number of seconds >= 0 per group", field="idle_s")
     generation = gen_cls(
         max_new_tokens=int(gen.max()), do_sample=False, eos_token_id=-1, pad_token_id=0
     )
@@ -365,7 +372,9 @@ def run_engine(
                     if r is not None and r.request_id == warm and r.is_finished():
                         break
             t_start = time.perf_counter()
-            for group, label in zip(groups, group_labels, strict=True):
+            for group, label, pause in zip(groups, group_labels, idle, strict=True):
+                if pause:
+                    time.sleep(pause)
                 recorder.label = label
                 order = group
                 if arrival is not None:
@@ -455,6 +464,9 @@ def run_engine(
     )
 
 
+_WAKE_PROBE_S = 0.1  # idle time (s) before a grid run that probes the engine's wake-up
+
+
 def served_workload(prompt_lens: Sequence[int], gen_len: int, n: int, *, seed: int) -> pd.DataFrame:
     """The requests of a measurement's served segment (:func:`measure_continuous`): ``n``
     requests of varied lengths spanning the grid, as serving brings them: log-normal prompts
@@ -529,7 +541,11 @@ def _grid_frame(result: EngineRun, gen_len: int, offset_ms: float) -> pd.DataFra
         out[column] = steps[column].to_numpy()
     out["start_ms"] = out["start_ms"] + offset_ms
     last = out["run"].ne(out["run"].shift(-1)).to_numpy()
-    out.loc[last, "gap_ms"] = math.nan  # the next run's requests were not submitted yet
+    # the next run's requests were not submitted yet: no gap of the engine's, unless the next
+    # run is a wake-up probe (the engine left idle before it), whose gap is that idle time
+    probed = np.array([len(lab) > 4 and lab[4] > 0 for lab in label], dtype=bool)
+    before_probe = np.append(probed[1:], False)
+    out.loc[last & ~before_probe, "gap_ms"] = math.nan
     return out
 
 
@@ -596,7 +612,11 @@ def measure_continuous(
     any length, prompt chunks beside decodes) and the grid and the served steps alternate in
     time (a machine that changes speed during the measurement affects both alike). With it the
     grid's runs go pass by pass (every ``(P, B)`` once, then again); ``start_ms`` counts from
-    the first session's start.
+    the first session's start, and every other timed grid run (alternating from pass to pass,
+    so each ``(P, B)`` is timed both ways) starts after the engine sat idle 0.1 s, a
+    *wake-up probe*: its first step is a request arriving at an idle engine, which serving has
+    and back-to-back runs have not (its gap before is recorded; see
+    :func:`batchlab.measure.after_idle_mask` and ``FittedStepTime.wake_ms``).
     """
     sizes = check_batch_sizes(batch_sizes)
     lens = check_batch_sizes(prompt_lens)  # the same rule: sorted unique positive integers
@@ -634,20 +654,25 @@ def measure_continuous(
     clock0: float | None = None
     result: EngineRun | None = None
 
-    def grid_session(passes: Sequence[int], order: str) -> EngineRun:
+    def grid_session(passes: Sequence[int], order: str, probe: bool = False) -> EngineRun:
         nonlocal run
-        rows, groups, labels = [], [], []
+        rows, groups, labels, idle = [], [], [], []
         cells = [(p, b, k) for p in lens for b in sizes for k in passes]
         if order == "pass":
             cells = [(p, b, k) for k in passes for p in lens for b in sizes]
-        for p, b, k in cells:
+        for j, (p, b, k) in enumerate(cells):
             start = len(rows)
             for _ in range(b):
                 rows.append({"request_id": f"r{len(rows)}", "prompt_len": p, "gen_len": gen_len})
             groups.append(list(range(start, len(rows))))
-            labels.append((run, b, p, k < warmup))
+            # wake-up probes: every other cell, alternating from pass to pass
+            pause = _WAKE_PROBE_S if probe and j and (j + k) % 2 else 0.0
+            labels.append((run, b, p, k < warmup, pause))
+            idle.append(pause)
             run += 1
-        return run_engine(model_obj, pd.DataFrame(rows), batches=groups, labels=labels, **options)
+        return run_engine(
+            model_obj, pd.DataFrame(rows), batches=groups, labels=labels, idle_s=idle, **options
+        )
 
     def offset_ms(res: EngineRun) -> float:
         nonlocal clock0
@@ -660,7 +685,7 @@ def measure_continuous(
         frames.append(_grid_frame(result, gen_len, 0.0))
     else:
         for k in range(warmup + repeats):
-            result = grid_session([k], "pass")
+            result = grid_session([k], "pass", probe=k >= warmup)
             frames.append(_grid_frame(result, gen_len, offset_ms(result)))
             if k < warmup:
                 continue

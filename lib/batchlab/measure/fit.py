@@ -70,27 +70,21 @@ def served_segment_mask(measurement: pd.DataFrame) -> np.ndarray:
 
 def after_idle_mask(steps: pd.DataFrame) -> np.ndarray:
     """Which steps of a step table (a measurement's, or :attr:`EngineRun.steps`, in time
-    order) start after the engine sat idle: the previous step of the same run left a gap of
+    order) start after the engine sat idle: the previous step left a gap (``gap_ms``) of
     :data:`~batchlab.steptime.WAKE_AFTER_IDLE_MS` or more, and the step computes new prompts
-    only (no decodes, nothing cached: a request arriving at an idle engine). A grid run's
-    steps (``batch_size`` > 0) never are: its requests are in flight throughout, so a long gap
-    there is the engine's thread held up, not idle."""
+    only (no decodes, nothing cached: a request arriving at an idle engine, in a served run or
+    a measurement's wake-up probe). A long gap before any other step is the engine's thread
+    held up, not idle; a grid run's last step has no gap (NaN) unless a probe follows."""
     require_columns(steps, ("gap_ms", *STEP_COMPOSITION))
     gap = steps["gap_ms"].to_numpy(dtype=float)
     prev = np.concatenate([[np.nan], gap[:-1]])
-    if "run" in steps.columns:
-        run = steps["run"].to_numpy()
-        prev[1:][run[1:] != run[:-1]] = np.nan
     fresh = (
         (steps["decode_seqs"].to_numpy() == 0)
         & (steps["prefill_cached"].to_numpy() == 0)
         & (steps["prefill_tokens"].to_numpy() > 0)
     )
     with np.errstate(invalid="ignore"):
-        mask = fresh & (prev >= WAKE_AFTER_IDLE_MS)
-    if "batch_size" in steps.columns:
-        mask &= steps["batch_size"].to_numpy() == 0
-    return mask
+        return fresh & (prev >= WAKE_AFTER_IDLE_MS)
 
 
 def steps_of_measurement(measurement: pd.DataFrame, *, served: bool = True) -> pd.DataFrame:
