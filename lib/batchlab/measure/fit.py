@@ -264,10 +264,14 @@ def decode_table(measurement: pd.DataFrame) -> pd.DataFrame:
     if not is_step_table(measurement):
         return measurement
     df = measurement
+    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *STEP_COMPOSITION))
+    # a served segment has no batch size or prompt length; a wake-up probe's first step is slow
+    keep = ~served_segment_mask(df)
+    if "gap_ms" in df.columns:
+        keep &= ~after_idle_mask(df)
+    df = df[keep]
     if "warmup" in df.columns:
         df = df[~df["warmup"].astype(bool)]
-    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *STEP_COMPOSITION))
-    df = df[~served_segment_mask(df)]  # a served segment has no batch size or prompt length
     decode = df[(df["prefill_tokens"] == 0) & (df["decode_seqs"] > 0)]
     decode = decode[decode["decode_seqs"] == decode["batch_size"]]
     prefill = df[(df["prefill_tokens"] > 0) & (df["decode_seqs"] == 0)]
