@@ -1,9 +1,14 @@
 """Simulation vs real execution, run by hand: `python benchmarks/bench_fidelity.py`.
 
 On this machine's CPU: measure transformers' continuous-batching engine step by step with the
-tiny Llama (`batchlab measure --engine continuous`, one PyTorch thread), fit the step-time
-model, then serve a few hundred requests with Poisson arrivals at three rates through the same
-engine and simulate the same arrivals with the fitted model (batchlab.measure.fidelity).
+tiny Llama (`batchlab measure --engine continuous`, one PyTorch thread: the grid of batch sizes
+and prompt lengths, each timed pass followed by a served segment of `--served` varied-length
+requests with Poisson arrivals), fit the step-time model on every step (its `wake_ms`: the
+extra time of a step after the engine sat idle), then serve a few hundred requests with Poisson
+arrivals at three rates through the same engine and simulate the same arrivals with the fitted
+model (batchlab.measure.fidelity). The line "measurement's served segments" prices the
+segments' steps with a fit of the grid alone: the grid against serving, in one measurement
+whose parts alternate in time (a machine changing speed affects both alike).
 Prints predicted vs real throughput and the median and p99 time to first token and end-to-end
 latency, their ratios, and the load average (the machine is shared: run it when it is quiet).
 
@@ -77,6 +82,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--measurement", help="a step table to fit on (default: measure now)")
     ap.add_argument("--save", help="save the measurement here (CSV)")
+    ap.add_argument(
+        "--served",
+        type=int,
+        default=48,
+        help="requests of each served segment of the measurement (0: the grid alone)",
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {platform.python_implementation()} "
@@ -100,6 +111,7 @@ def main() -> None:
             seed=args.seed,
             threads=args.threads,
             config=config,
+            served_requests=args.served,
         )
         if args.save:
             measure.save_measurement(steps, args.save)
@@ -109,6 +121,20 @@ def main() -> None:
         f"{steps.attrs.get('settings', {}).get('num_threads', '?')} thread(s); {load()}"
     )
     print(f"fitted: {fitted}")
+    served = measure.served_segment_mask(steps)
+    if served.any():  # the grid against serving, in the measurement (drift-controlled)
+        grid_only = measure.fit_step_time(steps, served=False)
+        agree = measure.step_agreement(steps[served], grid_only).set_index("kind")
+        parts = ", ".join(
+            f"{kind} {int(row.n_steps)} steps {row.ratio:.2f}"
+            for kind, row in agree.iterrows()
+            if row.n_steps
+        )
+        print(
+            f"measurement's served segments ({int(served.sum())} steps at "
+            f"{steps.attrs['settings'].get('served_rates_rps')} requests/s), "
+            f"the grid's fit predicted / real: {parts}"
+        )
     requests = workload(args.requests, seed=args.seed)
     if args.rates:
         rates = [float(r) for r in args.rates.split(",")]

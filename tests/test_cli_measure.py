@@ -211,6 +211,7 @@ def test_measure_continuous_engine_steps_and_fit(capsys, tmp_path, monkeypatch):
     # sequences at contexts P + 1 … P + G - 1
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     argv = ["measure", "--engine", "continuous", "--batch-sizes", "1,3", "--prompt-lens", "8,24"]
+    argv += ["--served", "0"]  # the grid alone (served segments: the next test)
     code, out, err = run(capsys, *argv, "--gen-len", 4, "--repeats", 1, "--no-progress")
     assert code == 0, err
     saved = tmp_path / "cache" / "batchlab" / "measurements" / "tiny-llama-cpu-continuous-g4.csv"
@@ -238,3 +239,23 @@ def test_measure_continuous_engine_steps_and_fit(capsys, tmp_path, monkeypatch):
     assert code == 2 and "--prompt-len" in err
     code, out, err = run(capsys, "measure", "--prompt-lens", "8,16")
     assert code == 2 and "--prompt-lens" in err
+
+
+def test_measure_continuous_serves_segments_by_default(capsys, tmp_path):
+    # by default a served segment follows each timed pass over the grid: requests of varied
+    # lengths with Poisson arrivals, their steps in the table (batch size 0) and in the fit
+    out_csv = tmp_path / "steps.csv"
+    argv = ["measure", "--engine", "continuous", "--batch-sizes", "1,2", "--prompt-lens", "8,24"]
+    code, out, err = run(
+        capsys, *argv, "--gen-len", 6, "--repeats", 2, "--no-progress", "-o", out_csv
+    )
+    assert code == 0, err
+    steps = load_measurement(out_csv)
+    settings = steps.attrs["settings"]
+    assert settings["served_requests"] == 48 and len(settings["served_rates_rps"]) == 3
+    served = steps[steps["batch_size"] == 0]
+    assert served["run"].nunique() == 2 and served["prefill_seqs"].sum() == 2 * 48
+    assert "fit residual" in out
+    # --served belongs to the continuous engine
+    code, out, err = run(capsys, "measure", "--served", 4)
+    assert code == 2 and "--served" in err

@@ -313,3 +313,187 @@ def test_step_agreement_by_kind_by_hand():
         for kind in ("decode", "prefill", "mixed")
     ]
     assert fast == pytest.approx([*want, sum(rows)], rel=1e-12)
+
+
+# --- served segments of a measurement (measure_continuous(served_requests=...)) -----------------
+
+
+def served_segment(model, *, seed=0, n=60, run=10_000):
+    """A served segment's steps (batch_size 0): decodes of 1 to 8 sequences at mixed contexts,
+    single prompts of any length, prompt chunks beside decodes, timed by ``model``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n):
+        n_dec = int(rng.integers(0, 9))
+        ctx = rng.integers(20, 300, size=n_dec).astype(float)
+        p = int(rng.integers(1, 200)) if (n_dec == 0 or rng.random() < 0.2) else 0
+        s = StepBatch.of(p, ctx, prefill_seqs=int(p > 0), prefill_pairs=p * (p + 1) / 2)
+        rows.append(
+            {
+                "run": run,
+                "batch_size": 0,
+                "prompt_len": 0,
+                "gen_len": 0,
+                "step": k,
+                "warmup": False,
+                "start_ms": float(k),
+                "step_ms": model.duration_ms(s),
+                "forward_ms": model.duration_ms(s),
+                "gap_ms": 0.0 if k < n - 1 else np.nan,
+                "prefill_tokens": s.prefill_tokens,
+                "prefill_seqs": s.prefill_seqs,
+                "prefill_cached": s.prefill_cached,
+                "prefill_pairs": s.prefill_pairs,
+                "decode_seqs": s.decode_seqs,
+                "decode_context": int(s.decode_context),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(measure.STEP_COLUMNS))
+
+
+def test_served_segments_are_fitted_unless_left_out():
+    # serving costs 20 % more per step than the grid (an overhead the grid's steps do not
+    # have): fitting on every step moves the model toward the served steps; served=False, the
+    # grid alone, recovers the grid's truth and prices the served steps low, as a check shows
+    costly = FittedStepTime(*(1.2 * np.array(list(TRUE.coefficients().values()))))
+    grid = step_table()
+    served = served_segment(costly, n=400)
+    table = pd.concat([grid, served], ignore_index=True)
+    mask = measure.served_segment_mask(table)
+    assert mask.sum() == len(served) and not mask[: len(grid)].any()
+    assert not measure.served_segment_mask(grid).any()
+    alone = measure.fit_step_time(table, served=False)
+    assert alone.coefficients() == pytest.approx(TRUE.coefficients(), rel=1e-6, abs=1e-9)
+    check = measure.step_agreement(table[mask], alone).set_index("kind")
+    assert check.loc["all", "ratio"] == pytest.approx(1 / 1.2, rel=1e-6)
+    both = measure.fit_step_time(table)
+    assert both.residual.n_steps == len(grid) - 8 + len(served)
+    on_served = measure.step_agreement(table[mask], both).loc[3, "ratio"]
+    assert 0.95 < on_served < 1.1  # the served steps are most of the table
+    assert measure.step_agreement(grid[~grid["warmup"]], both).loc[3, "ratio"] > 1.05
+
+
+def test_served_segments_do_not_enter_the_decode_table_and_survive_a_file(tmp_path):
+    grid = step_table()
+    table = pd.concat([grid, served_segment(TRUE)], ignore_index=True)
+    assert measure.decode_table(table).equals(measure.decode_table(grid))
+    path = measure.save_measurement(table, tmp_path / "steps.csv")
+    back = measure.load_measurement(path)
+    assert measure.served_segment_mask(back).sum() == 60
+    assert measure.fit_step_time(back).coefficients() == pytest.approx(
+        TRUE.coefficients(), rel=1e-4, abs=1e-7
+    )
+
+
+def test_served_workload_spans_the_grid():
+    df = measure.served_workload([32, 96, 256], 32, 400, seed=5)
+    assert list(df.columns) == ["request_id", "prompt_len", "gen_len"] and len(df) == 400
+    assert df["request_id"].is_unique
+    assert df["prompt_len"].between(1, 256).all() and df["gen_len"].between(2, 32).all()
+    # log-normal around the geometric mean of the prompt lengths (96.9) and half gen_len
+    assert 80 < df["prompt_len"].median() < 115 and 13 <= df["gen_len"].median() <= 19
+    assert df["prompt_len"].nunique() > 50  # varied, unlike the grid's
+    pd.testing.assert_frame_equal(df, measure.served_workload([32, 96, 256], 32, 400, seed=5))
+    with pytest.raises(InputError):
+        measure.served_workload([32], 1, 4, seed=0)
+    with pytest.raises(InputError):
+        measure.served_workload([32], 8, 0, seed=0)
+
+
+def test_served_segment_load_steps_up():
+    from batchlab.measure.engine import _stepped_arrivals
+
+    df = measure.served_workload([64], 16, 3000, seed=1)
+    timed = _stepped_arrivals(df, [5.0, 50.0, 500.0], seed=2)
+    a = timed["arrival_s"].to_numpy()
+    assert a[0] == 0.0 and np.all(np.diff(a) > 0)
+    rates = [(len(part) - 1) / (part[-1] - part[0]) for part in np.array_split(a, 3)]
+    assert rates == pytest.approx([5.0, 50.0, 500.0], rel=0.1)
+
+
+# --- the wake-up: a step after the engine sat idle ----------------------------------------------
+
+
+def with_idle_arrivals(segment, model, *, wake_ms, every=5, gap_ms=80.0):
+    """``segment`` with every ``every``-th step a new prompt arriving at an idle engine (the
+    previous step left ``gap_ms``; nothing decoding, nothing cached), costing ``wake_ms`` more."""
+    seg = segment.copy()
+    for k in range(every, len(seg), every):
+        p = int(seg.loc[k, "prefill_tokens"]) or 50
+        s = StepBatch.of(p, prefill_seqs=1, prefill_pairs=p * (p + 1) / 2)
+        seg.loc[k, ["prefill_tokens", "prefill_seqs", "prefill_cached", "prefill_pairs"]] = [
+            p, 1, 0, p * (p + 1) / 2,
+        ]  # fmt: skip
+        seg.loc[k, ["decode_seqs", "decode_context"]] = [0, 0]
+        seg.loc[k, "step_ms"] = model.duration_ms(s) + wake_ms
+        seg.loc[k - 1, "gap_ms"] = gap_ms
+    return seg
+
+
+def test_fit_prices_the_wake_up_after_idle_apart():
+    grid = step_table()
+    served = with_idle_arrivals(served_segment(TRUE, n=200), TRUE, wake_ms=3.0)
+    table = pd.concat([grid, served], ignore_index=True)
+    idle = measure.after_idle_mask(table)
+    assert idle.sum() == 39 and (table.loc[idle, "decode_seqs"] == 0).all()
+    fit = measure.fit_step_time(table)
+    assert fit.wake_ms == pytest.approx(3.0, rel=1e-6)
+    assert fit.coefficients() == pytest.approx(TRUE.coefficients(), rel=1e-6, abs=1e-9)
+    assert fit.residual.total_ratio == pytest.approx(1.0, rel=1e-9)
+    assert "wake_ms=3" in repr(fit)
+    # the model prices the wake-up on exactly those steps
+    agree = measure.step_agreement(served, fit).set_index("kind")
+    assert agree["ratio"].to_numpy() == pytest.approx(1.0, rel=1e-9)
+    assert measure.step_agreement(served, TRUE).loc[1, "ratio"] < 0.9  # prefill, no wake
+    # a long gap inside a grid run is the engine's thread held up, not idle: no wake-up
+    held = grid.copy()
+    held.loc[held["step"] == 0, "gap_ms"] = 80.0
+    assert not measure.after_idle_mask(held).any()
+    assert measure.fit_step_time(held).wake_ms == 0.0
+    # fewer than 5 steps after idle: not enough to fit it
+    few = with_idle_arrivals(served_segment(TRUE, n=20), TRUE, wake_ms=3.0)
+    assert measure.fit_step_time(pd.concat([grid, few], ignore_index=True)).wake_ms == 0.0
+
+
+def test_simulator_adds_the_wake_up_to_the_first_step_after_idle():
+    # one request at a time, prompt 40, 1 token: each is one prefill step. Back to back (the
+    # second arrives while the first runs) there is no wake-up; after an idle gap there is.
+    woken = FittedStepTime(2.0, 0.05, wake_ms=4.0)
+    plain = FittedStepTime(2.0, 0.05)
+    prefill_ms = 2.0 + 0.05 * 40
+    df = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "prompt_len": 40,
+            "gen_len": 1,
+            "arrival_s": [0.0, 0.001, 0.100, 0.1042],  # d arrives 0.2 ms after c's step ends
+        }
+    )
+    opts = dict(max_num_seqs=1, chunk_size=64, max_num_batched_tokens=64, kv_blocks=64)
+    got = simulate(df, "continuous", step_time=woken, **opts).requests.set_index("request_id")
+    base = simulate(df, "continuous", step_time=plain, **opts).requests.set_index("request_id")
+    # a starts the run at 0 (no idle before it); b waits for a (0-4 ms) and runs 4-8 ms; c
+    # finds the engine idle 92 ms: 100-104 ms, or 100-108 with the wake-up; d arrives at
+    # 104.2 ms: 0.2 ms after c's plain step (too short an idle for a wake-up), or during c's
+    # woken step (waits to 108)
+    assert prefill_ms == 4.0
+    assert base["ttft_ms"].tolist() == pytest.approx([4.0, 7.0, 4.0, 4.0])
+    assert got["ttft_ms"].tolist() == pytest.approx([4.0, 7.0, 8.0, 108 - 104.2 + 4.0])
+    assert got["latency_ms"].tolist() == pytest.approx(got["ttft_ms"].tolist())
+
+
+def test_wake_up_probes_in_the_grid_are_priced_apart():
+    # measure_continuous's wake-up probes: every other grid run starts after the engine sat
+    # idle (the previous run's last step keeps its gap); its first step, new prompts only,
+    # costs 2.5 ms more than the same composition timed back to back in the other repeats
+    table = step_table()
+    first = table.index[(table["step"] == 0) & (table["run"] % 2 == 1)]
+    table.loc[first - 1, "gap_ms"] = 100.0
+    table.loc[first, "step_ms"] += 2.5
+    idle = measure.after_idle_mask(table)
+    assert (np.flatnonzero(idle) == first.to_numpy()).all()
+    fit = measure.fit_step_time(table)
+    assert fit.wake_ms == pytest.approx(2.5, rel=1e-6)
+    assert fit.coefficients() == pytest.approx(TRUE.coefficients(), rel=1e-6, abs=1e-9)
+    # the probes' gaps are idle time, not the engine loop: the overhead keeps no part of them
+    assert fit.overhead_ms == pytest.approx(TRUE.overhead_ms, rel=1e-6)

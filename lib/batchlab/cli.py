@@ -1108,6 +1108,8 @@ def cmd_measure(args) -> int:
     if args.output is not None:
         out = Path(args.output)
         check_output_paths([out, out.with_suffix(".json")])
+    if not continuous and args.served is not None:
+        raise InputError("applies to --engine continuous", field="--served")
     if continuous:
         if args.prompt_len is not None:
             raise InputError(
@@ -1115,10 +1117,17 @@ def cmd_measure(args) -> int:
             )
         if args.latency_limit_ms is not None:
             raise InputError("applies to --engine static", field="--latency-limit-ms")
+        if args.served is None:
+            args.served = SERVED_REQUESTS
         lens = parse_batch_sizes(args.prompt_lens)
         try:
             crun = run_measure_continuous_cli(
-                args.model, sizes, lens, args.gen_len, **_measure_settings(args)
+                args.model,
+                sizes,
+                lens,
+                args.gen_len,
+                served_requests=args.served,
+                **_measure_settings(args),
             )
         except ImportError as exc:
             raise InputError(str(exc), field="--model") from exc
@@ -1220,6 +1229,12 @@ class ContinuousMeasureRun:
         return "\n".join(lines)
 
 
+SERVED_REQUESTS = 48
+"""``batchlab measure --engine continuous``'s default ``--served``: requests of each served
+segment (varied lengths, Poisson arrivals at 30, 60 and 90 % of the grid's capacity), so the
+fitted model covers the steps serving takes."""
+
+
 def run_measure_continuous_cli(
     model: Any = "tiny",
     batch_sizes: Sequence[int] | str = "1,2,4,8",
@@ -1234,10 +1249,13 @@ def run_measure_continuous_cli(
     output: str | os.PathLike[str] | None = None,
     save: bool = True,
     progress: bool = True,
+    served_requests: int = 0,
 ) -> ContinuousMeasureRun:
     """What ``batchlab measure --engine continuous`` does: time the continuous-batching engine
-    step by step (:func:`batchlab.measure.measure_continuous`), fit the step-time model, save
-    (default: :func:`batchlab.measure.default_measurement_path`, the user's cache folder)."""
+    step by step (:func:`batchlab.measure.measure_continuous`, with ``served_requests`` per
+    served segment; the command's default is :data:`SERVED_REQUESTS`), fit the step-time model
+    on every step, save (default: :func:`batchlab.measure.default_measurement_path`, the
+    user's cache folder)."""
     from batchlab.measure import decode_table, fit_step_time, measure_continuous, save_measurement
 
     steps = measure_continuous(
@@ -1251,6 +1269,7 @@ def run_measure_continuous_cli(
         seed=seed,
         threads=threads,
         progress=progress,
+        served_requests=served_requests,
     )
     path = save_measurement(steps, output) if save else None
     return ContinuousMeasureRun(
@@ -2017,6 +2036,14 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
         type=number_option(int, min_val=1, max_val=MAX_REPEATS),
         default=None,
         help="timed runs per setting (median; default static 3, continuous 2)",
+    )
+    p.add_argument(
+        "--served",
+        type=number_option(int, min_val=0, max_val=100_000),
+        default=None,
+        help="continuous: after each pass over the grid, serve this many requests of varied "
+        "lengths with Poisson arrivals at 30, 60 and 90 %% of the grid's capacity, their steps "
+        "fitted too, as serving takes them (default 48; 0: the grid alone)",
     )
     p.add_argument("--seed", type=_SEED, default=0, help="seed of the prompts and tiny weights")
     add_output_option(

@@ -268,6 +268,7 @@ class ServerOverhead:
         coef["lm_head_ms_per_row"] += self.per_token_ms
         return FittedStepTime(
             **coef,
+            wake_ms=step_time.wake_ms,
             source=f"{step_time.source} + server overhead {self.per_step_ms:.3g} ms/step, "
             f"{self.per_token_ms:.3g} ms/token",
         )

@@ -47,8 +47,21 @@ __all__ = [
     "StepTime",
     "StepTimeModel",
     "TableStepTime",
+    "WAKE_AFTER_IDLE_MS",
     "context_lens",
+    "wake_ms_of",
 ]
+
+WAKE_AFTER_IDLE_MS = 5.0
+"""An engine that sat idle at least this long (ms) before a step pays its step-time model's
+``wake_ms`` on that step (:class:`FittedStepTime`); shorter gaps are the engine loop's own
+time between back-to-back steps."""
+
+
+def wake_ms_of(step_time: object) -> float:
+    """The extra time (ms) ``step_time`` gives the first step after the engine sat idle
+    (``FittedStepTime.wake_ms``; 0 for a model without one)."""
+    return float(getattr(step_time, "wake_ms", 0.0) or 0.0)
 
 
 def context_lens(values: ArrayLike) -> np.ndarray:
@@ -542,6 +555,11 @@ class FittedStepTime(StepTimeModel):
     The coefficients are non-negative; ``residual`` describes the fit (:class:`FitResidual`)
     and ``source`` what it was fitted on. Measured time is not split into compute and memory:
     everything but the overhead is ``other_ms``.
+
+    ``wake_ms`` (not one of the per-step :attr:`COEFFICIENTS`) is added to the first step after
+    the engine sat idle for :data:`WAKE_AFTER_IDLE_MS` or more (a request arriving at an idle
+    engine: its caches and clocks have cooled); the simulator adds it there, and
+    :func:`batchlab.measure.fit_step_time` fits it on a measurement's served segments.
     """
 
     COEFFICIENTS: ClassVar[tuple[str, ...]] = (
@@ -562,9 +580,11 @@ class FittedStepTime(StepTimeModel):
         lm_head_ms_per_row: float = 0.0,
         attention_ms_per_masked_pair: float = 0.0,
         *,
+        wake_ms: float = 0.0,
         residual: FitResidual | None = None,
         source: str = "",
     ) -> None:
+        self.wake_ms = check_scalar(wake_ms, "wake_ms", float, min_val=0, unit="ms")
         values = (
             overhead_ms,
             dense_ms_per_token,
@@ -584,6 +604,8 @@ class FittedStepTime(StepTimeModel):
 
     def __repr__(self) -> str:
         coef = ", ".join(f"{k}={v:.4g}" for k, v in self.coefficients().items())
+        if self.wake_ms:
+            coef += f", wake_ms={self.wake_ms:.4g}"
         fit = "" if self.residual is None else f", residual={self.residual}"
         return f"FittedStepTime({coef}{fit})"
 

@@ -74,6 +74,7 @@ from batchlab.measure.engine import (
     StepRecorder,
     measure_continuous,
     run_engine,
+    served_workload,
 )
 from batchlab.measure.fidelity import (
     FIDELITY_METRICS,
@@ -88,7 +89,14 @@ from batchlab.measure.files import (
     measurement_dir,
     save_measurement,
 )
-from batchlab.measure.fit import decode_table, fit_step_time, step_features, steps_of_measurement
+from batchlab.measure.fit import (
+    after_idle_mask,
+    decode_table,
+    fit_step_time,
+    served_segment_mask,
+    step_features,
+    steps_of_measurement,
+)
 from batchlab.measure.harness import (
     GenerationRun,
     greedy_decode,
@@ -123,6 +131,7 @@ __all__ = [
     "GenerationRun",
     "StepRecorder",
     "MeasurementSummary",
+    "after_idle_mask",
     "batch_size_choice_table",
     "check_batch_sizes",
     "compare_with_roofline",
@@ -152,7 +161,9 @@ __all__ = [
     "run_engine",
     "save_measurement",
     "saturation_batch_size",
+    "served_segment_mask",
     "served_summary",
+    "served_workload",
     "step_agreement",
     "step_features",
     "steps_of_measurement",

@@ -58,6 +58,7 @@ __all__ = [
     "StepRecorder",
     "measure_continuous",
     "run_engine",
+    "served_workload",
 ]
 
 STEP_COMPOSITION: tuple[str, ...] = (
@@ -255,12 +256,14 @@ class StepRecorder:
 class EngineRun:
     """One engine session: its ``steps`` (:data:`STEP_COLUMNS` without the run columns, ms from
     the session's start) and ``requests`` (:data:`ENGINE_REQUEST_COLUMNS`); ``wall_s`` and the
-    ``settings`` (engine, threads, device, model)."""
+    ``settings`` (engine, threads, device, model); ``clock_start_s``: the ``time.perf_counter``
+    reading the session's times count from (to put several sessions on one clock)."""
 
     steps: pd.DataFrame
     requests: pd.DataFrame
     wall_s: float
     settings: dict[str, Any]
+    clock_start_s: float = math.nan
 
 
 def _prompts(prompt_lens: Sequence[int], vocab: int, seed: int) -> list[list[int]]:
@@ -303,6 +306,7 @@ def run_engine(
     batches: Sequence[Sequence[int]] | None = None,
     labels: Sequence[Any] | None = None,
     warmup: bool = True,
+    idle_s: Sequence[float] | None = None,
 ) -> EngineRun:
     """Serve ``requests`` (request_id, prompt_len, gen_len, optional arrival_s) on the
     continuous-batching engine and time every step.
@@ -312,7 +316,10 @@ def run_engine(
     arrival time (open loop, from the session's start); without it, all at once. ``batches``
     (lists of row positions) instead submits the groups one after the other, each once the
     previous has finished, with ``labels`` recorded on their steps (the measurement's runs).
-    ``warmup``: first serve one short request, untimed (the engine builds its KV cache and warms
+    ``idle_s`` (with ``batches``: seconds per group) leaves the engine idle that long before
+    the group is submitted (a wake-up probe: the group's first step then starts on an idle
+    engine, as a request arriving at an idle server does). ``warmup``: first serve one short
+    request, untimed (the engine builds its KV cache and warms
     its kernels on its first steps), so the session's clock starts on a ready engine. Stops at
     ``timeout_s`` (InputError). ``threads``: PyTorch threads (recorded).
     """
@@ -334,6 +341,9 @@ def run_engine(
     prompts = _prompts(prompt, vocab, seed)
     groups = [list(g) for g in batches] if batches is not None else [list(range(len(ids)))]
     group_labels = list(labels) if labels is not None else [None] * len(groups)
+    idle = [0.0] * len(groups) if idle_s is None else [float(t) for t in idle_s]
+    if len(idle) != len(groups) or not all(math.isfinite(t) and t >= 0 for t in idle):
+        raise InputError("idle_s needs one finite number of seconds >= 0 per group", field="idle_s")
     generation = gen_cls(
         max_new_tokens=int(gen.max()), do_sample=False, eos_token_id=-1, pad_token_id=0
     )
@@ -362,7 +372,9 @@ def run_engine(
                     if r is not None and r.request_id == warm and r.is_finished():
                         break
             t_start = time.perf_counter()
-            for group, label in zip(groups, group_labels, strict=True):
+            for group, label, pause in zip(groups, group_labels, idle, strict=True):
+                if pause:
+                    time.sleep(pause)
                 recorder.label = label
                 order = group
                 if arrival is not None:
@@ -448,7 +460,116 @@ def run_engine(
         requests=pd.DataFrame(rows, columns=list(ENGINE_REQUEST_COLUMNS)),
         wall_s=float(wall),
         settings=settings,
+        clock_start_s=float(t_start),
     )
+
+
+_WAKE_PROBE_S = 0.1  # idle time (s) before a grid run that probes the engine's wake-up
+
+
+def served_workload(prompt_lens: Sequence[int], gen_len: int, n: int, *, seed: int) -> pd.DataFrame:
+    """The requests of a measurement's served segment (:func:`measure_continuous`): ``n``
+    requests of varied lengths spanning the grid, as serving brings them: log-normal prompts
+    (median the geometric mean of ``prompt_lens``, log-sigma 0.6, at most ``max(prompt_lens)``
+    tokens) and generations (median ``gen_len / 2``, log-sigma 0.5, 2 to ``gen_len`` tokens).
+    Columns request_id, prompt_len, gen_len (tokens)."""
+    from batchlab.workload import lognormal_workload
+
+    lens = np.asarray(check_batch_sizes(prompt_lens), dtype=float)
+    gen_len = check_scalar(gen_len, "gen_len", int, min_val=2)
+    n = check_scalar(n, "served_requests", int, min_val=1)
+    out = lognormal_workload(
+        n,
+        seed=seed,
+        prompt_median=float(np.exp(np.log(lens).mean())),
+        prompt_sigma=0.6,
+        gen_median=max(gen_len / 2.0, 2.0),
+        gen_sigma=0.5,
+        max_prompt_len=int(lens.max()),
+        max_gen_len=gen_len,
+        id_prefix="served",
+    )
+    out["gen_len"] = out["gen_len"].clip(lower=2)
+    return out.loc[:, ["request_id", "prompt_len", "gen_len"]]
+
+
+def _capacity_rps(steps: pd.DataFrame, requests: pd.DataFrame, config: EngineConfig) -> float:
+    """Saturated throughput (requests/s) of ``requests`` arriving at once on the engine, as the
+    step-time model fitted on ``steps`` (a step table) predicts it."""
+    from batchlab.measure.fit import fit_step_time
+    from batchlab.simulate import simulate
+
+    burst = requests.assign(arrival_s=0.0)
+    sim = simulate(burst, "continuous", step_time=fit_step_time(steps), **config.simulate_options())
+    return float(sim.summary()["throughput_rps"])
+
+
+def _stepped_arrivals(requests: pd.DataFrame, rates: Sequence[float], *, seed: int) -> pd.DataFrame:
+    """``requests`` with ``arrival_s``: consecutive equal parts (one per rate) arriving as
+    Poisson processes at ``rates`` (requests/s), each part after the previous one's last
+    arrival."""
+    from batchlab.workload import with_arrivals
+
+    parts = np.array_split(np.arange(len(requests)), len(rates))
+    out, start = [], 0.0
+    for j, (rows, rate) in enumerate(zip(parts, rates, strict=True)):
+        if not len(rows):
+            continue
+        part = with_arrivals(requests.iloc[rows], rate_per_s=rate, seed=seed + j)
+        part["arrival_s"] = part["arrival_s"] + start + (1.0 / rate if j else 0.0)
+        start = float(part["arrival_s"].iloc[-1])
+        out.append(part)
+    return pd.concat(out, ignore_index=True)
+
+
+def _grid_frame(result: EngineRun, gen_len: int, offset_ms: float) -> pd.DataFrame:
+    """A grid session's steps in :data:`STEP_COLUMNS` (labels: run, batch size, prompt length,
+    warm-up); ``offset_ms`` moves its clock to the measurement's."""
+    steps = result.steps
+    label = steps["label"]
+    out = pd.DataFrame(
+        {
+            "run": [lab[0] for lab in label],
+            "batch_size": [lab[1] for lab in label],
+            "prompt_len": [lab[2] for lab in label],
+            "gen_len": gen_len,
+        }
+    )
+    out["step"] = out.groupby("run").cumcount()
+    out["warmup"] = [bool(lab[3]) for lab in label]
+    for column in STEP_COLUMNS[6:]:
+        out[column] = steps[column].to_numpy()
+    out["start_ms"] = out["start_ms"] + offset_ms
+    last = out["run"].ne(out["run"].shift(-1)).to_numpy()
+    # the next run's requests were not submitted yet: no gap of the engine's, unless the next
+    # run is a wake-up probe (the engine left idle before it), whose gap is that idle time
+    probed = np.array([len(lab) > 4 and lab[4] > 0 for lab in label], dtype=bool)
+    before_probe = np.append(probed[1:], False)
+    out.loc[last & ~before_probe, "gap_ms"] = math.nan
+    return out
+
+
+def _served_frame(result: EngineRun, run: int, offset_ms: float) -> pd.DataFrame:
+    """A served segment's steps in :data:`STEP_COLUMNS`: one run, batch_size, prompt_len and
+    gen_len 0 (its requests vary), not warm-up."""
+    steps = result.steps
+    n = len(steps)
+    out = pd.DataFrame(
+        {
+            "run": np.full(n, run, dtype=np.int64),
+            "batch_size": 0,
+            "prompt_len": 0,
+            "gen_len": 0,
+            "step": np.arange(n, dtype=np.int64),
+            "warmup": False,
+        }
+    )
+    for column in STEP_COLUMNS[6:]:
+        out[column] = steps[column].to_numpy()
+    out["start_ms"] = out["start_ms"] + offset_ms
+    if n:
+        out.loc[n - 1, "gap_ms"] = math.nan
+    return out
 
 
 def measure_continuous(
@@ -464,6 +585,8 @@ def measure_continuous(
     threads: int | None = 1,
     config: EngineConfig | None = None,
     progress: bool = False,
+    served_requests: int = 0,
+    served_load: Sequence[float] = (0.3, 0.6, 0.9),
 ) -> pd.DataFrame:
     """Time the continuous-batching engine step by step over a grid of batch sizes and prompt
     lengths; one row per step (:data:`STEP_COLUMNS`).
@@ -477,12 +600,36 @@ def measure_continuous(
     ``max_requests_per_batch = max(batch_sizes)`` and a KV cache holding the largest run.
     ``df.attrs["settings"]`` holds the settings (threads included) for
     :func:`batchlab.measure.save_measurement`.
+
+    ``served_requests`` > 0 adds what serving does: after each pass over the grid (each
+    repeat), a *served segment* of ``served_requests`` requests of varied lengths
+    (:func:`served_workload`) arriving as Poisson processes, one equal part at each fraction
+    ``served_load`` of the capacity the grid's first timed pass predicts (load stepping up;
+    each segment starts one fraction later), submitted by the same open-loop driver as a served
+    run (:func:`run_engine` with ``arrival_s``). Its steps are in the table as one run
+    each with ``batch_size``, ``prompt_len`` and ``gen_len`` 0, so a fit covers the
+    compositions serving produces (any number of sequences, mixed contexts, single prompts of
+    any length, prompt chunks beside decodes) and the grid and the served steps alternate in
+    time (a machine that changes speed during the measurement affects both alike). With it the
+    grid's runs go pass by pass (every ``(P, B)`` once, then again); ``start_ms`` counts from
+    the first session's start, and every other timed grid run (alternating from pass to pass,
+    so each ``(P, B)`` is timed both ways) starts after the engine sat idle 0.1 s, a
+    *wake-up probe*: its first step is a request arriving at an idle engine, which serving has
+    and back-to-back runs have not (its gap before is recorded; see
+    :func:`batchlab.measure.after_idle_mask` and ``FittedStepTime.wake_ms``).
     """
     sizes = check_batch_sizes(batch_sizes)
     lens = check_batch_sizes(prompt_lens)  # the same rule: sorted unique positive integers
     gen_len = check_scalar(gen_len, "gen_len", int, min_val=2)
     warmup = check_scalar(warmup, "warmup", int, min_val=0)
     repeats = check_scalar(repeats, "repeats", int, min_val=1)
+    served_requests = check_scalar(served_requests, "served_requests", int, min_val=0)
+    loads = [
+        check_scalar(f, "served_load", float, min_val=0, include_boundaries="neither")
+        for f in served_load
+    ]
+    if served_requests and not loads:
+        raise InputError("served_load needs at least one fraction of capacity", field="served_load")
     dev = resolve_device(device)
     model_obj = load_model(model, seed=seed).to(dev)
     if config is None:
@@ -500,46 +647,62 @@ def measure_continuous(
             f"{config.max_requests_per_batch}",
             field="batch_sizes",
         )
-    rows, groups, labels = [], [], []
+    options = {"config": config, "threads": threads, "seed": seed, "progress": progress}
+    frames: list[pd.DataFrame] = []
+    served_rates: list[float] = []
     run = 0
-    for p in lens:
-        for b in sizes:
-            for k in range(warmup + repeats):
-                start = len(rows)
-                for _ in range(b):
-                    rows.append(
-                        {"request_id": f"r{len(rows)}", "prompt_len": p, "gen_len": gen_len}
-                    )
-                groups.append(list(range(start, len(rows))))
-                labels.append((run, b, p, k < warmup))
-                run += 1
-    requests = pd.DataFrame(rows)
-    result = run_engine(
-        model_obj,
-        requests,
-        config=config,
-        threads=threads,
-        seed=seed,
-        progress=progress,
-        batches=groups,
-        labels=labels,
-    )
-    steps = result.steps
-    label = steps.pop("label")
-    out = pd.DataFrame(
-        {
-            "run": [lab[0] for lab in label],
-            "batch_size": [lab[1] for lab in label],
-            "prompt_len": [lab[2] for lab in label],
-            "gen_len": gen_len,
-        }
-    )
-    out["step"] = out.groupby("run").cumcount()
-    out["warmup"] = [bool(lab[3]) for lab in label]
-    for column in STEP_COLUMNS[6:]:
-        out[column] = steps[column].to_numpy()
-    last = out["run"].ne(out["run"].shift(-1)).to_numpy()
-    out.loc[last, "gap_ms"] = math.nan  # the next run's requests were not submitted yet
+    clock0: float | None = None
+    result: EngineRun | None = None
+
+    def grid_session(passes: Sequence[int], order: str, probe: bool = False) -> EngineRun:
+        nonlocal run
+        rows, groups, labels, idle = [], [], [], []
+        cells = [(p, b, k) for p in lens for b in sizes for k in passes]
+        if order == "pass":
+            cells = [(p, b, k) for k in passes for p in lens for b in sizes]
+        for j, (p, b, k) in enumerate(cells):
+            start = len(rows)
+            for _ in range(b):
+                rows.append({"request_id": f"r{len(rows)}", "prompt_len": p, "gen_len": gen_len})
+            groups.append(list(range(start, len(rows))))
+            # wake-up probes: every other cell, alternating from pass to pass
+            pause = _WAKE_PROBE_S if probe and j and (j + k) % 2 else 0.0
+            labels.append((run, b, p, k < warmup, pause))
+            idle.append(pause)
+            run += 1
+        return run_engine(
+            model_obj, pd.DataFrame(rows), batches=groups, labels=labels, idle_s=idle, **options
+        )
+
+    def offset_ms(res: EngineRun) -> float:
+        nonlocal clock0
+        if clock0 is None:
+            clock0 = res.clock_start_s
+        return (res.clock_start_s - clock0) * 1e3
+
+    if not served_requests:
+        result = grid_session(range(warmup + repeats), "cell")
+        frames.append(_grid_frame(result, gen_len, 0.0))
+    else:
+        for k in range(warmup + repeats):
+            result = grid_session([k], "pass", probe=k >= warmup)
+            frames.append(_grid_frame(result, gen_len, offset_ms(result)))
+            if k < warmup:
+                continue
+            served = served_workload(lens, gen_len, served_requests, seed=seed + 1000 + k)
+            if not served_rates:  # the grid's capacity, from its first timed pass
+                grid = pd.concat(frames, ignore_index=True)
+                capacity = _capacity_rps(grid, served, config)
+                served_rates = [round(f * capacity, 3) for f in loads]
+            shift = (k - warmup) % len(served_rates)
+            timed = _stepped_arrivals(
+                served, served_rates[shift:] + served_rates[:shift], seed=seed + 2000 + k
+            )
+            result = run_engine(model_obj, timed, **options)
+            frames.append(_served_frame(result, run, offset_ms(result)))
+            run += 1
+    assert result is not None
+    out = pd.concat(frames, ignore_index=True)
     settings = dict(result.settings)
     settings.update(
         {
@@ -552,6 +715,9 @@ def measure_continuous(
             "device": dev,
             "warmup": warmup,
             "repeats": repeats,
+            "served_requests": served_requests,
+            "served_load": loads if served_requests else [],
+            "served_rates_rps": served_rates,
             "dtype": str(next(model_obj.parameters()).dtype).removeprefix("torch."),
             "n_parameters": int(sum(p.numel() for p in model_obj.parameters())),
             "model_spec": None,

@@ -37,9 +37,9 @@ import pandas as pd
 
 from batchlab.checks import check_scalar
 from batchlab.measure.engine import EngineConfig, EngineRun, run_engine
-from batchlab.measure.fit import step_features
+from batchlab.measure.fit import after_idle_mask, step_features
 from batchlab.stats import nearest_rank
-from batchlab.steptime import FittedStepTime, StepBatch, StepTimeModel
+from batchlab.steptime import FittedStepTime, StepBatch, StepTimeModel, wake_ms_of
 from batchlab.workload import with_arrivals
 
 __all__ = ["FIDELITY_METRICS", "fidelity", "served_summary", "step_agreement"]
@@ -82,10 +82,12 @@ _STEP_FIELDS = (
 
 
 def _predicted_ms(steps: pd.DataFrame, step_time: StepTimeModel) -> np.ndarray:
-    """The model's time (ms) for each recorded step (its composition)."""
+    """The model's time (ms) for each recorded step (its composition, and the model's
+    ``wake_ms`` on a step after the engine sat idle: :func:`after_idle_mask`)."""
+    wake = wake_ms_of(step_time) * after_idle_mask(steps)
     if isinstance(step_time, FittedStepTime):  # vectorized: the fit's own regressors
         coef = np.array(list(step_time.coefficients().values()))
-        return step_features(steps) @ coef
+        return step_features(steps) @ coef + wake
     lens = bool(getattr(step_time, "needs_context_lens", False))
     cols = [steps[c].to_numpy() for c in _STEP_FIELDS]
     out = []
@@ -93,14 +95,15 @@ def _predicted_ms(steps: pd.DataFrame, step_time: StepTimeModel) -> np.ndarray:
         each = np.full(int(n), float(s) / n) if lens and n else None
         batch = StepBatch(int(p), float(pp), int(c), int(ps), int(n), float(s), each)
         out.append(step_time.duration_ms(batch))
-    return np.array(out, dtype=float)
+    return np.array(out, dtype=float) + wake
 
 
 def step_agreement(steps: pd.DataFrame, step_time: StepTimeModel) -> pd.DataFrame:
     """The model against the steps an engine took (a step table: :attr:`EngineRun.steps` or
     ``measure_continuous``'s), by kind of step: ``decode`` (no prompt tokens), ``prefill``
     (prompt tokens only), ``mixed`` (both) and ``all``. Columns: ``kind``, ``n_steps``,
-    ``real_ms`` and ``predicted_ms`` (their total time), ``ratio`` (predicted / real), and
+    ``real_ms`` and ``predicted_ms`` (their total time, the model's ``wake_ms`` included on the
+    steps after the engine sat idle), ``ratio`` (predicted / real), and
     ``gap_ms`` (total time between steps shorter than 5 ms: the engine loop outside its steps,
     which the fit adds to its overhead). Decode steps carry no context lengths, so a model
     that wants them is given the mean context."""
@@ -180,8 +183,9 @@ def fidelity(
         at_speed = dict.fromkeys(FIDELITY_METRICS, float("nan"))
         if isinstance(step_time, FittedStepTime) and steps_ratio > 0:
             coef = {k: v / steps_ratio for k, v in step_time.coefficients().items()}
+            faster = FittedStepTime(**coef, wake_ms=step_time.wake_ms / steps_ratio)
             at_speed = simulate(
-                replay, "continuous", step_time=FittedStepTime(**coef), **cfg.simulate_options()
+                replay, "continuous", step_time=faster, **cfg.simulate_options()
             ).summary()
         for metric in FIDELITY_METRICS:
             rows.append(

@@ -21,7 +21,11 @@ coefficient of variation). Dividing by the *measured* time instead favours the c
 that happened to run fast and biases the fit low: on the CPU engine's measurements it predicted
 0.74–0.91 of the total time of the very steps it was fitted on, and the simulator's medians
 came out that much (and, queueing, more) optimistic. The engine loop's own time between
-back-to-back steps (the median ``gap_ms``) is added to the overhead.
+back-to-back steps (the median ``gap_ms``) is added to the overhead. A step that starts after
+the engine sat idle (:func:`after_idle_mask`: a request arriving at an idle engine, which a
+measurement's served segments have and its grid has not) runs slower than its composition
+says (its caches and clocks have cooled): those steps are left out of the least squares, and
+their mean excess over the fitted time becomes ``wake_ms`` (with at least 5 of them; else 0).
 :class:`~batchlab.steptime.FitResidual` reports the fit on every step used, with the ratio
 of predicted to measured total time.
 """
@@ -39,24 +43,66 @@ from batchlab.measure.engine import STEP_COMPOSITION
 from batchlab.measure.files import is_step_table
 from batchlab.measure.table import require_columns
 from batchlab.stats import nearest_rank
-from batchlab.steptime import FitResidual, FittedStepTime
+from batchlab.steptime import WAKE_AFTER_IDLE_MS, FitResidual, FittedStepTime
 
-__all__ = ["decode_table", "fit_step_time", "step_features", "steps_of_measurement"]
+__all__ = [
+    "after_idle_mask",
+    "decode_table",
+    "fit_step_time",
+    "served_segment_mask",
+    "step_features",
+    "steps_of_measurement",
+]
 
 _MASKED_PAIRS = 5  # the column of step_features that prices the step-wide masked attention
-_BACK_TO_BACK_MS = 5.0  # a gap longer than this is the engine waiting for work, not its loop
+_BACK_TO_BACK_MS = WAKE_AFTER_IDLE_MS  # a longer gap is the engine waiting, not its loop
+_MIN_WAKE_STEPS = 5  # steps after idle needed to fit the wake-up time
 
 
-def steps_of_measurement(measurement: pd.DataFrame) -> pd.DataFrame:
+def served_segment_mask(measurement: pd.DataFrame) -> np.ndarray:
+    """Which rows of a step table are steps of a served segment (``measure_continuous(...,
+    served_requests=...)``: ``batch_size`` 0, requests of varied lengths arriving over time);
+    all False for a grid-only step table or a batch-size table."""
+    if not is_step_table(measurement) or "batch_size" not in measurement.columns:
+        return np.zeros(len(measurement), dtype=bool)
+    return measurement["batch_size"].to_numpy() == 0
+
+
+def after_idle_mask(steps: pd.DataFrame) -> np.ndarray:
+    """Which steps of a step table (a measurement's, or :attr:`EngineRun.steps`, in time
+    order) start after the engine sat idle: the previous step left a gap (``gap_ms``) of
+    :data:`~batchlab.steptime.WAKE_AFTER_IDLE_MS` or more, and the step computes new prompts
+    only (no decodes, nothing cached: a request arriving at an idle engine, in a served run or
+    a measurement's wake-up probe). A long gap before any other step is the engine's thread
+    held up, not idle; a grid run's last step has no gap (NaN) unless a probe follows."""
+    require_columns(steps, ("gap_ms", *STEP_COMPOSITION))
+    gap = steps["gap_ms"].to_numpy(dtype=float)
+    prev = np.concatenate([[np.nan], gap[:-1]])
+    fresh = (
+        (steps["decode_seqs"].to_numpy() == 0)
+        & (steps["prefill_cached"].to_numpy() == 0)
+        & (steps["prefill_tokens"].to_numpy() > 0)
+    )
+    with np.errstate(invalid="ignore"):
+        return fresh & (prev >= WAKE_AFTER_IDLE_MS)
+
+
+def steps_of_measurement(measurement: pd.DataFrame, *, served: bool = True) -> pd.DataFrame:
     """The steps of a measurement: a step table's non-warm-up steps, or the two steps of each
     row of a batch-size table (see the module docstring). Columns: the composition
-    (``prefill_tokens`` … ``decode_context``), ``step_ms`` and ``gap_ms``."""
+    (``prefill_tokens`` … ``decode_context``), ``step_ms``, ``gap_ms`` and ``after_idle``
+    (:func:`after_idle_mask`; False for a batch-size table). ``served=False`` leaves out the
+    served segments' steps (:func:`served_segment_mask`)."""
     if is_step_table(measurement):
         require_columns(measurement, ("step_ms", "gap_ms", *STEP_COMPOSITION))
-        df = measurement
+        df = measurement.assign(after_idle=after_idle_mask(measurement))
+        if not served:
+            df = df[~served_segment_mask(df)]
         if "warmup" in df.columns:
             df = df[~df["warmup"].astype(bool)]
+        idle = df["after_idle"].to_numpy(dtype=bool)
         df = df.loc[:, [*STEP_COMPOSITION, "step_ms", "gap_ms"]].astype(float)
+        df["after_idle"] = idle
         return df[np.isfinite(df["step_ms"]) & (df["step_ms"] > 0)].reset_index(drop=True)
     require_columns(measurement, ("batch_size", "prompt_len", "gen_len", "prefill_ms"))
     require_columns(measurement, ("decode_ms_per_step",))
@@ -91,6 +137,7 @@ def steps_of_measurement(measurement: pd.DataFrame) -> pd.DataFrame:
     )
     out = pd.concat([prefill, decode], ignore_index=True)
     out["gap_ms"] = np.nan
+    out["after_idle"] = False
     return out[np.isfinite(out["step_ms"]) & (out["step_ms"] > 0)].reset_index(drop=True)
 
 
@@ -145,18 +192,24 @@ def _relative_fit(
     return coef
 
 
-def fit_step_time(measurement: pd.DataFrame, *, source: str | None = None) -> FittedStepTime:
+def fit_step_time(
+    measurement: pd.DataFrame, *, source: str | None = None, served: bool = True
+) -> FittedStepTime:
     """Fit a :class:`~batchlab.steptime.FittedStepTime` (named parts: overhead, dense,
-    attention (per KV token, per pair, per masked pair), LM head) on a measurement: a step table or a batch-size table (see the module
-    docstring). Its ``residual`` reports the fit on the steps used. Raises
+    attention (per KV token, per pair, per masked pair), LM head) on a measurement: a step
+    table or a batch-size table (see the module docstring). Its ``residual`` reports the fit on
+    the steps used. ``served=False`` fits the grid's steps alone, leaving out a step table's
+    served segments (to check the grid against them: :func:`batchlab.measure.step_agreement`
+    on the rows :func:`served_segment_mask` selects). Raises
     :class:`~batchlab.errors.InputError` with fewer than two distinct step compositions."""
     if not isinstance(measurement, pd.DataFrame):
         raise InputError(
             f"expected a measurement table (DataFrame), got {type(measurement).__name__}",
             field="measurement",
         )
-    steps = steps_of_measurement(measurement)
-    groups = steps.groupby(list(STEP_COMPOSITION), sort=False)["step_ms"]
+    steps = steps_of_measurement(measurement, served=served)
+    idle = steps["after_idle"].to_numpy(dtype=bool)
+    groups = steps[~idle].groupby(list(STEP_COMPOSITION), sort=False)["step_ms"]
     mean = groups.mean()
     count = groups.size()
     if len(mean) < 2:
@@ -177,6 +230,10 @@ def fit_step_time(measurement: pd.DataFrame, *, source: str | None = None) -> Fi
     meas = steps["step_ms"].to_numpy(dtype=float)
     if gaps.size:
         meas = meas + float(np.median(gaps))
+    wake = 0.0
+    if idle.sum() >= _MIN_WAKE_STEPS:  # a step after the engine sat idle: its extra time
+        wake = max(0.0, float(np.mean(meas[idle] - pred[idle])))
+        pred[idle] += wake
     rel = np.abs(pred / meas - 1.0)
     p50, p90 = nearest_rank(rel, (50, 90))
     residual = FitResidual(
@@ -194,7 +251,7 @@ def fit_step_time(measurement: pd.DataFrame, *, source: str | None = None) -> Fi
             f"{settings.get('model', 'a model')} on {settings.get('device_name') or settings.get('device', 'a device')}, "
             f"{engine} engine, {settings.get('num_threads', '?')} threads"
         )
-    return FittedStepTime(*coef.tolist(), residual=residual, source=source)
+    return FittedStepTime(*coef.tolist(), wake_ms=wake, residual=residual, source=source)
 
 
 def decode_table(measurement: pd.DataFrame) -> pd.DataFrame:
@@ -207,9 +264,14 @@ def decode_table(measurement: pd.DataFrame) -> pd.DataFrame:
     if not is_step_table(measurement):
         return measurement
     df = measurement
+    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *STEP_COMPOSITION))
+    # a served segment has no batch size or prompt length; a wake-up probe's first step is slow
+    keep = ~served_segment_mask(df)
+    if "gap_ms" in df.columns:
+        keep &= ~after_idle_mask(df)
+    df = df[keep]
     if "warmup" in df.columns:
         df = df[~df["warmup"].astype(bool)]
-    require_columns(df, ("batch_size", "prompt_len", "gen_len", "step_ms", *STEP_COMPOSITION))
     decode = df[(df["prefill_tokens"] == 0) & (df["decode_seqs"] > 0)]
     decode = decode[decode["decode_seqs"] == decode["batch_size"]]
     prefill = df[(df["prefill_tokens"] > 0) & (df["decode_seqs"] == 0)]

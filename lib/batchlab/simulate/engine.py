@@ -40,7 +40,7 @@ from batchlab.simulate.state import (
     SimState,
 )
 from batchlab.slo import latency_arrays
-from batchlab.steptime import StepTimeModel, TableStepTime
+from batchlab.steptime import WAKE_AFTER_IDLE_MS, StepTimeModel, TableStepTime
 from batchlab.workload import MAX_ARRIVAL_S, arrival_times, validate_requests
 
 __all__ = [
@@ -321,7 +321,8 @@ def advance(state: SimState, pol: Policy) -> Batch | float:
     its requests recorded, the arrival stream is told of those it finished, and the unit is
     returned (calling ``pol.on_batch_end`` is left to the caller). When the policy starts
     nothing, the clock moves to the next arrival or wake-up time, or the policy flushes what
-    it holds, and the clock (ms) is returned; ``INF`` when nothing can ever happen (no arrival
+    it holds, and the clock (ms) is returned; a unit that starts after the replica sat idle
+    for ``WAKE_AFTER_IDLE_MS`` or more is lengthened by the model's ``wake_ms``; ``INF`` when nothing can ever happen (no arrival
     is known, no wake-up is due, nothing was flushed; the clock stays)."""
     arrivals = state.arrivals
     taken = arrivals.take(state.clock)
@@ -337,7 +338,10 @@ def advance(state: SimState, pol: Policy) -> Batch | float:
         if t > state.clock:
             state.clock = t
         return state.clock
+    if state.wake_ms and b.start_ms - state.last_end_ms >= WAKE_AFTER_IDLE_MS:
+        b.delay(state.wake_ms)  # the replica sat idle: its first step pays the wake-up
     state.clock = b.start_ms + b.duration_ms
+    state.last_end_ms = state.clock
     finished = state.record(b)
     if finished:
         arrivals.on_finished(finished, state.clock)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from batchlab.errors import InputError
-from batchlab.steptime import StepBatch, StepTimeModel
+from batchlab.steptime import StepBatch, StepTimeModel, wake_ms_of
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -321,6 +321,14 @@ class Batch:
         """When the unit ends (ms)."""
         return self.start_ms + self.duration_ms
 
+    def delay(self, ms: float) -> None:
+        """Lengthen the unit by ``ms`` at its start: its end and its requests' token times move."""
+        self.duration_ms += ms
+        if self.first_ms is not None:
+            self.first_ms = self.first_ms + ms
+        if self.last_ms is not None:
+            self.last_ms = self.last_ms + ms
+
     def log_row(self) -> tuple:
         """The unit's row of the step log, in :data:`STEP_COLUMNS` order."""
         return (
@@ -373,6 +381,11 @@ class SimState:
         self.batch_id = records.batch_id
         self.clock = 0.0
         self.step_time = step_time
+        #: extra time (ms) of a unit of work that starts after the replica sat idle
+        #: (``FittedStepTime.wake_ms``; 0 for most models)
+        self.wake_ms = wake_ms_of(step_time)
+        #: when the replica's last unit of work ended (ms)
+        self.last_end_ms = 0.0
         #: True when the step-time model wants each decoder's context length
         self.context_lens = bool(step_time.needs_context_lens)
         self.kv_blocks = kv_blocks
