@@ -158,14 +158,25 @@ def dual_ascent_values(problem: CapProblem, mu: float, passes: int = 3) -> tuple
     pi = price[ia, ig].copy()
     counts = problem.type_count.astype(np.float64)
     order = np.argsort(-pi, kind="stable")
+    # prices grow with both caps (checked): a cap priced at or above the value a type reaches
+    # at its own cap can neither lower that value nor lose slack to it, so each type scans the
+    # rectangle of its dominating caps priced below that value only
+    monotone = bool((np.diff(price, axis=0) >= 0).all() and (np.diff(price, axis=1) >= 0).all())
+    n_s, n_g = price.shape
     done = 0
     for _ in range(passes):
         done += 1
         moved = False
         for t in order.tolist():
-            a_blk = price[ia[t] :, ig[t] :]
-            s_blk = slack[ia[t] :, ig[t] :]
+            i0, j0 = int(ia[t]), int(ig[t])
             old = pi[t]
+            i1, j1 = n_s, n_g
+            if monotone:
+                own = max(old, price[i0, j0]) + slack[i0, j0] / counts[t]
+                i1 = i0 + 1 + int(np.searchsorted(price[i0 + 1 :, j0], own, side="left"))
+                j1 = j0 + 1 + int(np.searchsorted(price[i0, j0 + 1 :], own, side="left"))
+            a_blk = price[i0:i1, j0:j1]
+            s_blk = slack[i0:i1, j0:j1]
             value = float(np.min(np.maximum(old, a_blk) + s_blk / counts[t]))
             if value > old * (1 + 1e-12):
                 s_blk -= counts[t] * (np.maximum(0.0, value - a_blk) - np.maximum(0.0, old - a_blk))

@@ -771,6 +771,7 @@ def _contiguous_search(
 
 #: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
 _MERGE_LIMIT = 2500
+_QUICK_RATIO = 1.5
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
 _EXACT_AUTO_SIZE = 4000
 #: ``exact="auto"`` also solves a larger model (up to this size) when the heuristics leave a
@@ -1345,7 +1346,7 @@ def _merge_plan(
                     feasible.append(cand)
                 else:
                     lo = mid
-                if lo > 0 and hi / lo < (1.5 if quick else 1.01):
+                if lo > 0 and hi / lo < (_QUICK_RATIO if quick else 1.01):
                     break
             mu_used = hi
             # the local search moves the boundary: bisect again with it, from a little below
