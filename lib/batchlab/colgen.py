@@ -98,6 +98,11 @@ class CapColumnGeneration:
         self.mbs = float(min(spec.max_batch_size or n_req, n_req))
         self.m = np.minimum(self.count, self.mbs)
         self.level_n = np.searchsorted(self.ti, np.arange(nS), side="right")
+        # every (level, type of the level) pair, level-major: pricing works on them at once
+        self.pair_i = np.repeat(np.arange(nS), self.level_n)
+        self.pair_t = np.arange(len(self.pair_i)) - np.repeat(
+            np.cumsum(self.level_n) - self.level_n, self.level_n
+        )
         self.const = p.const_cost + (0.0 if self.padded else spec.compile_cost)
         # own latency without decode of each type at each level (static: its prefill; padded:
         # the shape's), and the first G cap at which a member is over the p95 limit
@@ -113,6 +118,9 @@ class CapColumnGeneration:
                     np.searchsorted(self.dec[i], self.lim95 * (1 + 1e-12) - own, side="right")
                     + np.zeros(self.level_n[i], dtype=np.int64)
                 )
+            self.pair_jok = (
+                np.concatenate(self.jok).astype(np.int64) if self.jok else np.zeros(0, np.int64)
+            )
         # the side rows
         rows_lo, rows_hi, self.side = [], [], {}
         inf = math.inf
@@ -294,44 +302,44 @@ class CapColumnGeneration:
 
     def price_caps(self, y: np.ndarray, weight: float = 1.0):
         """Reduced cost of the best column at every cap (nS, nG), and the caps' largest member
-        value (for the bound)."""
+        value (for the bound).
+
+        Every (level, type of the level) pair at once: a type's value ``π_t − price'`` is
+        positive on an interval of G caps from its own (price' grows with G), found by one
+        vectorized binary search over the pairs whose interval is not empty."""
         fp, ap, pi, rho = self._duals(y, weight)
         nS, nG = ap.shape
+        pi_i, pt = self.pair_i, self.pair_t
+        flat = ap.ravel()
+        row = pi_i * nG
+        tj = self.tj[pt]
+        m = self.m[pt]
+        base = pi_i * (nG + 1)
+        p1 = pi[pt]
         idx_parts, w_parts, m_parts = [], [], []
-        vmax = np.full((nS, nG), -np.inf)
-        for i in range(nS):
-            k = int(self.level_n[i])
-            if k == 0:
-                continue
-            p1 = pi[:k]
-            tj = self.tj[:k]
-            m = self.m[:k]
-            a_i = ap[i]
-            base = i * (nG + 1)
-            top = np.full(nG, -np.inf)
-            if rho > 0 and self.lim95 is not None:
-                jo = self.jok[i]
-                p0 = p1 - rho
-                j1 = np.minimum(np.searchsorted(a_i, p1, side="left"), jo)
-                j0 = np.searchsorted(a_i, p0, side="left")
-                s0 = np.maximum(tj, jo)
-                for lo, hi, val in ((tj, j1, p1), (s0, j0, p0)):
-                    keep = hi > lo
-                    lo_k, hi_k = lo[keep], hi[keep]
-                    idx_parts += [base + lo_k, base + hi_k]
-                    wv = (m * val)[keep]
-                    w_parts += [wv, -wv]
-                    m_parts += [m[keep], -m[keep]]
-                np.maximum.at(top, tj, p1)
-            else:
-                j1 = np.searchsorted(a_i, p1, side="left")
-                keep = j1 > tj
-                idx_parts += [base + tj[keep], base + j1[keep]]
-                wv = (m * p1)[keep]
-                w_parts += [wv, -wv]
-                m_parts += [m[keep], -m[keep]]
-                np.maximum.at(top, tj, p1)
-            vmax[i] = np.maximum.accumulate(top) - a_i
+
+        def intervals(lo, hi, val, keep):
+            keep = keep & (hi > lo)
+            idx_parts.extend((base[keep] + lo[keep], base[keep] + hi[keep]))
+            wv = (m * val)[keep]
+            w_parts.extend((wv, -wv))
+            m_parts.extend((m[keep], -m[keep]))
+
+        if rho > 0 and self.lim95 is not None:
+            jo = self.pair_jok
+            p0 = p1 - rho
+            j1 = np.minimum(self._first_at_least(flat, row, tj, p1, nG), jo)
+            s0 = np.maximum(tj, jo)
+            j0 = self._first_at_least(flat, row, np.minimum(s0, nG), p0, nG)
+            intervals(tj, j1, p1, np.ones(len(pt), dtype=bool))
+            intervals(s0, j0, p0, s0 < nG)
+        else:
+            j1 = self._first_at_least(flat, row, tj, p1, nG)
+            intervals(tj, j1, p1, np.ones(len(pt), dtype=bool))
+        top = np.full((nS, nG), -np.inf)
+        np.maximum.at(top, (self.ti, self.tj), pi)
+        top = np.maximum.accumulate(np.maximum.accumulate(top, axis=0), axis=1)
+        vmax = np.where(self.level_n[:, None] > 0, top - ap, -np.inf)
         size = nS * (nG + 1)
         if idx_parts:
             idx = np.concatenate(idx_parts)
@@ -351,6 +359,35 @@ class CapColumnGeneration:
                 rc[i, js] = fp[i, js] - self._top_sum(vals, m)
         self._last = (fp, ap, pi, rho)
         return rc, vmax
+
+    @staticmethod
+    def _first_at_least(flat, row, lo, p, n):
+        """Per pair, the first index j >= lo with ``flat[row + j] >= p`` (n if none); each
+        row of ``flat`` (length n, starting at ``row``) is nondecreasing."""
+        lo = np.asarray(lo, dtype=np.int64).copy()
+        out = np.full(len(lo), n, dtype=np.int64)
+        live = np.flatnonzero(lo < n)
+        if not len(live):
+            return out
+        r, lo_l, p_l = row[live], lo[live], p[live]
+        # empty intervals (the value is not positive at the own cap) end where they start
+        hit = flat[r + lo_l] >= p_l
+        out[live[hit]] = lo_l[hit]
+        live, r, lo_l, p_l = live[~hit], r[~hit], lo_l[~hit] + 1, p_l[~hit]
+        hi_l = np.full(len(live), n, dtype=np.int64)
+        while len(live):
+            go = lo_l < hi_l
+            if not go.all():
+                done = ~go
+                out[live[done]] = lo_l[done]
+                live, r, lo_l, hi_l, p_l = live[go], r[go], lo_l[go], hi_l[go], p_l[go]
+                if not len(live):
+                    break
+            mid = (lo_l + hi_l) >> 1
+            below = flat[r + mid] < p_l
+            lo_l = np.where(below, mid + 1, lo_l)
+            hi_l = np.where(below, hi_l, mid)
+        return out
 
     def _member_values(self, i, js, pi, ap, rho):
         """Values of level i's types at caps (i, js): (k types, len(js)), -inf where not
@@ -379,14 +416,31 @@ class CapColumnGeneration:
     def _patterns(self, caps: np.ndarray, ratios: bool = False):
         """The best column at each cap (rows of (level, G index)), from the last pricing; with
         ``ratios``, also each cap's least ``(overhead' − best total of m members) / m`` over m
-        (the bound's ratio)."""
+        (the bound's ratio). Caps come back ordered by level (stable).
+
+        All caps at once: a (types × caps) matrix of member values (−inf where a type is not
+        dominated), in chunks of a few million entries."""
         fp, ap, pi, rho = self._last
+        caps = np.asarray(caps, dtype=np.int64).reshape(-1, 2)
+        caps = caps[np.argsort(caps[:, 0], kind="stable")]
         out_i, out_j, members, ratio_parts = [], [], [], []
         mbs = self.mbs
-        for i in np.unique(caps[:, 0]).tolist():
-            js = caps[caps[:, 0] == i, 1]
-            v, m = self._member_values(i, js, pi, ap, rho)
-            k = v.shape[0]
+        offset = np.cumsum(self.level_n) - self.level_n
+        p95 = rho > 0 and self.lim95 is not None
+        pos = 0
+        while pos < len(caps):
+            k = int(self.level_n[caps[pos:, 0]].max())
+            step = max(1, min(len(caps) - pos, 1_000_000 // max(k, 1)))
+            ci, cj = caps[pos : pos + step, 0], caps[pos : pos + step, 1]
+            pos += step
+            t = np.arange(k)[:, None]
+            valid = (t < self.level_n[ci][None, :]) & (self.tj[:k, None] <= cj[None, :])
+            v = pi[:k, None] - ap[ci, cj][None, :]
+            if p95:
+                at = np.minimum(offset[ci][None, :] + t, len(self.pair_jok) - 1)
+                v = v - rho * (cj[None, :] >= self.pair_jok[at])
+            v = np.where(valid, v, -np.inf)
+            m = self.m[:k]
             if k > mbs:  # the best units lie among the mbs best types (each has >= 1 unit)
                 top = np.argpartition(-v, int(mbs) - 1, axis=0)[: int(mbs)]
                 tv = np.take_along_axis(v, top, axis=0)
@@ -403,10 +457,11 @@ class CapColumnGeneration:
                 tot = np.cumsum(take * np.where(vs > 0, vs, 0.0), axis=0)
                 units = np.cumsum(take, axis=0)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    r = np.where(units > 0, (fp[i, js][None, :] - tot) / units, np.inf)
+                    r = np.where(units > 0, (fp[ci, cj][None, :] - tot) / units, np.inf)
                 ratio_parts.append(r.min(axis=0))
-            for c, j in enumerate(js.tolist()):
-                sel = take[:, c] > 0
+            sel_all = take > 0
+            for c, (i, j) in enumerate(zip(ci.tolist(), cj.tolist(), strict=True)):
+                sel = sel_all[:, c]
                 out_i.append(i)
                 out_j.append(j)
                 members.append((order[sel, c], take[sel, c]))
