@@ -186,8 +186,7 @@ class CapColumnGeneration:
     def add_columns(self, ci, cj, members, where: list | None = None) -> int:
         """Add batches: caps (level index, G index) and (types, counts) each; duplicates are
         skipped. Returns how many were added; ``where`` gets each batch's column number."""
-        costs, starts, index, value = [], [0], [], []
-        side = self.side
+        new_i, new_j, new_m = [], [], []
         caps = zip(np.asarray(ci).tolist(), np.asarray(cj).tolist(), members, strict=True)
         for i, j, (types, counts) in caps:
             key = (i, j, types.tobytes(), counts.tobytes())
@@ -198,46 +197,59 @@ class CapColumnGeneration:
             self._seen[key] = len(self.cols)
             if where is not None:
                 where.append(len(self.cols))
-            size = float(counts.sum())
-            cost = self.overhead + size * float(self.price[i, j])
-            rows = [types]
-            vals = [counts]
-            if "seq" in side:
-                rows.append([side["seq"]])
-                vals.append([self.lat[i, j]])
-            if "pad" in side:
-                rows.append([side["pad"]])
-                vals.append([size * self.width[i, j]])
-            if "over" in side:
-                over = float(counts[~self._ok(i, j, types)].sum())
-                if over:
-                    rows.append([side["over"]])
-                    vals.append([over])
-            if "cost" in side:
-                rows.append([side["cost"]])
-                vals.append([cost])
-            r = np.concatenate([np.asarray(x, dtype=np.int64) for x in rows])
-            v = np.concatenate([np.asarray(x, dtype=np.float64) for x in vals])
-            costs.append(cost)
-            index.append(r)
-            value.append(v)
-            self.col_rows.append(r)
-            self.col_vals.append(v)
-            starts.append(starts[-1] + len(r))
             self.cols.append((i, j, types, counts))
-            self.cost_of.append(cost)
-        k = len(costs)
-        if k:
-            self.h.addCols(
-                k,
-                np.zeros(k) if self._phase1 else np.asarray(costs),
-                np.zeros(k),
-                np.full(k, self.inf),
-                int(starts[-1]),
-                np.asarray(starts[:-1], dtype=np.int32),
-                np.concatenate(index).astype(np.int32),
-                np.concatenate(value),
-            )
+            new_i.append(i)
+            new_j.append(j)
+            new_m.append((types, counts))
+        k = len(new_i)
+        if not k:
+            return 0
+        # every new column's entries at once: its members' cover rows, then its side rows
+        ii, jj = np.asarray(new_i, dtype=np.int64), np.asarray(new_j, dtype=np.int64)
+        lens = np.asarray([len(t) for t, _ in new_m], dtype=np.int64)
+        types = np.concatenate([t for t, _ in new_m]).astype(np.int64)
+        counts = np.concatenate([c for _, c in new_m]).astype(np.float64)
+        col = np.repeat(np.arange(k), lens)
+        size = np.bincount(col, weights=counts, minlength=k)
+        cost = self.overhead + size * self.price[ii, jj]
+        e_col, e_row, e_val = [col], [types], [counts]
+        side = self.side
+
+        def entries(name, value, keep=None):
+            cols = np.arange(k) if keep is None else np.flatnonzero(keep)
+            e_col.append(cols)
+            e_row.append(np.full(len(cols), side[name], dtype=np.int64))
+            e_val.append(value if keep is None else value[keep])
+
+        if "seq" in side:
+            entries("seq", self.lat[ii, jj])
+        if "pad" in side:
+            entries("pad", size * self.width[ii, jj])
+        if "over" in side:
+            offset = np.cumsum(self.level_n) - self.level_n
+            bad = jj[col] >= self.pair_jok[offset[ii[col]] + types]
+            over = np.bincount(col, weights=counts * bad, minlength=k)
+            entries("over", over, over > 0)
+        if "cost" in side:
+            entries("cost", cost)
+        e_col = np.concatenate(e_col)
+        order = np.argsort(e_col, kind="stable")
+        rows = np.concatenate(e_row)[order]
+        vals = np.concatenate([np.asarray(v, dtype=np.float64) for v in e_val])[order]
+        starts = np.searchsorted(e_col[order], np.arange(k + 1), side="left")
+        self.col_rows += np.split(rows, starts[1:-1])
+        self.col_vals += np.split(vals, starts[1:-1])
+        self.cost_of += cost.tolist()
+        self.h.addCols(
+            k,
+            np.zeros(k) if self._phase1 else cost,
+            np.zeros(k),
+            np.full(k, self.inf),
+            int(starts[-1]),
+            starts[:-1].astype(np.int32),
+            rows.astype(np.int32),
+            vals,
+        )
         return k
 
     def _ok(self, i: int, j: int, types: np.ndarray) -> np.ndarray:
