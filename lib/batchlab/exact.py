@@ -395,7 +395,7 @@ def _start_values(start: list, layout: list, y: dict, padded: bool) -> dict | No
                 if x is None:
                     return None
                 out[x] = out.get(x, 0.0) + float(cnt)
-            if carrier is not None:
+            if carrier is not None and w_vars:
                 w = w_vars.get((carrier, s, g))
                 if w is None or s in spikes:
                     return None
@@ -463,6 +463,12 @@ def solve_exact(
         cover = {t: [] for t in range(len(p.type_a))}
         pre_ms_t = cm.prefill_ms(p.type_a)
         compile_ms = cm.compile_ms
+        # where the compile spike lands matters only to the p95 count and, under static-graph
+        # (where it adds to the batch's slowest member), to the sequential time: without those
+        # limits the model has no spike variables
+        spiked = spec.max_p95_latency_ms is not None or (
+            not padded and spec.max_sequential_ms is not None
+        )
         if padded:
             for s in p.cap_s.tolist():
                 if s < int(p.type_a.min()):
@@ -500,6 +506,8 @@ def solve_exact(
                     members.append((x, 1.0))
                     cost_terms.append((x, price))
                     md.row(-inf, 0.0, [(x, 1.0), (k, -float(min(ct, mbs)))])
+                    if p.type_a[t] == s:
+                        tight.append((x, 1.0))
                     width = g + (s if padded else 0)
                     pad_terms.append((x, float(width)))
                     if padded:
@@ -520,6 +528,8 @@ def solve_exact(
                         if padded
                         else max(0.0, pre_ms_t[t] + compile_ms - float(cm.prefill_ms(s)))
                     )
+                    if not spiked:
+                        continue
                     w = md.var(0.0, 0, 1)
                     w_vars[(t, s, g)] = w
                     md.row(-inf, 0.0, [(w, 1.0), (x, -1.0)])
@@ -527,8 +537,6 @@ def solve_exact(
                         seq_terms.append((w, inc))
                     if lim95 is not None and ok and not ok_spiked:
                         ok_terms.append((w, -1.0))
-                    if p.type_a[t] == s:
-                        tight.append((x, 1.0))
                 md.row(-inf, 0.0, [*members, (k, -float(mbs))])
                 if not padded:
                     md.row(0.0, inf, [*tight, (k, -1.0)])
@@ -538,11 +546,13 @@ def solve_exact(
             ct = float(p.type_count[t])
             md.row(ct, ct, [(x, 1.0) for x in xs])
         # one spike per shape used
-        if padded:
+        if padded and spiked:
+            by_shape: dict = {}
+            for (_, ss, _), w in w_vars.items():
+                by_shape.setdefault(ss, []).append((w, 1.0))
             for s, z in z_vars.items():
-                ws = [(w, 1.0) for (t, ss, g), w in w_vars.items() if ss == s]
-                md.row(0.0, 0.0, [*ws, (z, -1.0)])
-        else:
+                md.row(0.0, 0.0, [*by_shape.get(s, []), (z, -1.0)])
+        elif spiked:
             md.row(1.0, 1.0, [(w, 1.0) for w in w_vars.values()])
         if spec.max_sequential_ms is not None:
             md.row(-inf, spec.max_sequential_ms, seq_terms)
