@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchlab.exact import BucketSpec, CapProblem, highs_solver, run_highs
+from batchlab.exact import BucketSpec, CapProblem, highs_solver, limit_work, run_highs
 
 __all__ = ["CapColumnGeneration", "RelaxationResult"]
 
@@ -538,13 +538,18 @@ class CapColumnGeneration:
         stop_gap: float = 1e-6,
         columns_per_round: int | None = None,
         alpha: float = 0.5,
+        max_rounds: int | None = None,
     ) -> RelaxationResult:
         """Column generation until the LP relaxation is solved, the bound is within ``stop_gap``
-        of ``upper_bound`` (a plan's cost), or ``deadline`` (time.perf_counter()) passes."""
+        of ``upper_bound`` (a plan's cost), ``max_rounds`` rounds (LP + pricing) have run (a
+        work budget: the same on any machine), or ``deadline`` (time.perf_counter(), a hard
+        cap) passes."""
         K = columns_per_round or max(50, min(400, self.T // 4))
         status = "stopped"
         z = math.inf
+        rounds = 0
         while True:
+            rounds += 1
             z, y, x = self._lp()
             self.iterations += 1
             y = self._clean(y)
@@ -569,13 +574,13 @@ class CapColumnGeneration:
                     self.best_bound = max(self.best_bound, zc)
                     self.center = y
                     status = "optimal"
-                elif self._prove_infeasible(deadline):
+                elif self._prove_infeasible(deadline, max_rounds):
                     status = "infeasible"
                 break
             ref = min(upper_bound, zc if art <= 1e-7 * max(1.0, self.n) else math.inf)
             if self.best_bound > 0 and ref / self.best_bound - 1 <= stop_gap:
                 break
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline or (max_rounds is not None and rounds >= max_rounds):
                 break
             vals = rc[neg[:, 0], neg[:, 1]]
             pick = neg[np.argsort(vals, kind="stable")[:K]]
@@ -606,9 +611,9 @@ class CapColumnGeneration:
         self.best_bound = max(self.best_bound, value)
         return self.best_bound
 
-    def _prove_infeasible(self, deadline: float) -> bool:
+    def _prove_infeasible(self, deadline: float, max_rounds: int | None = None) -> bool:
         """Phase 1: minimize the violation with no costs; a positive bound proves that no plan
-        meets the limits."""
+        meets the limits (at most ``max_rounds`` rounds)."""
         h = self.h
         n = h.getNumCol()
         real = np.setdiff1d(np.arange(n), self.artificial)
@@ -618,7 +623,9 @@ class CapColumnGeneration:
         h.changeColsCost(len(arts), arts, np.ones(len(arts)))
         self._phase1 = True
         proved = False
-        while time.perf_counter() <= deadline:
+        rounds = 0
+        while time.perf_counter() <= deadline and (max_rounds is None or rounds < max_rounds):
+            rounds += 1
             z, y, x = self._lp()
             y = self._clean(y)
             rc, vmax = self.price_caps(y, weight=0.0)
@@ -650,6 +657,7 @@ class CapColumnGeneration:
         rel_gap: float = 1e-4,
         accept_gap: float = 1e-3,
         start: list[int] | None = None,
+        work: int | None = None,
     ):
         """An integer plan from the restricted master, or None.
 
@@ -660,7 +668,9 @@ class CapColumnGeneration:
         first plan within ``accept_gap`` of the restricted master's LP value is taken, else
         the cheapest. Returns a list of batches ``(level index, G index, sorted-type indices,
         counts)`` covering every request exactly once. ``seq_shift`` (ms) and ``over_shift``
-        (requests) tighten the sequential and p95 rows (room for the compile spike).
+        (requests) tighten the sequential and p95 rows (room for the compile spike). ``work``:
+        each MILP stops after this many of HiGHS's progress checks
+        (:func:`batchlab.exact.limit_work`); ``deadline`` is a hard cap.
         """
         x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
         lp_value = float(self.h.getInfo().objective_function_value)
@@ -700,7 +710,15 @@ class CapColumnGeneration:
             ok = np.asarray([bool(need[types].any()) for (_, _, types, _) in self.cols])
             ok &= fixed == 0
             extra = self._milp(
-                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None, abs_gap
+                np.flatnonzero(ok),
+                left_rows,
+                left_hi,
+                deadline,
+                rel_gap,
+                math.inf,
+                None,
+                abs_gap,
+                work,
             )
             if extra is not None:
                 plan = fixed.copy()
@@ -720,6 +738,7 @@ class CapColumnGeneration:
                 upper_bound,
                 start,
                 abs_gap,
+                work,
             )
             if plan is not None and float(costs @ plan) < best_cost:
                 best = plan
@@ -735,9 +754,12 @@ class CapColumnGeneration:
             np.add.at(out, rows, k * vals)
         return out
 
-    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start, abs_gap=0.0):
+    def _milp(
+        self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start, abs_gap=0.0, work=None
+    ):
         """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP). It stops once
-        its incumbent is within ``rel_gap`` of its own optimum or ``abs_gap`` (cost units)."""
+        its incumbent is within ``rel_gap`` of its own optimum or ``abs_gap`` (cost units), or
+        after ``work`` progress checks (:func:`batchlab.exact.limit_work`)."""
         import highspy
 
         left = deadline - time.perf_counter()
@@ -773,6 +795,7 @@ class CapColumnGeneration:
         lp.integrality_ = [highspy.HighsVarType.kInteger] * n
         h, _ = highs_solver()
         h.passModel(lp)
+        limit_work(h, work)
         if start:
             pos = {c: k for k, c in enumerate(cols.tolist())}
             x0 = np.zeros(n)

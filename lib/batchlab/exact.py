@@ -46,8 +46,10 @@ __all__ = [
     "dual_ascent_values",
     "highs_solver",
     "lagrangian_bound",
+    "limit_work",
     "run_highs",
     "solve_exact",
+    "status_name",
 ]
 
 
@@ -260,6 +262,38 @@ def highs_solver():
     return h, highspy.kHighsInf
 
 
+def limit_work(h, checks: int | None) -> None:
+    """Stop HiGHS's MIP search after ``checks`` of its own progress checks (its
+    interrupt-callback points: root cut rounds, heuristics, nodes), a measure of work that,
+    unlike its time limit, does not depend on how fast or loaded the machine is: single-threaded
+    HiGHS takes the same path on the same model, so the same budget stops it at the same
+    incumbent and bound. The solve then ends with status ``kInterrupt``. None: no limit."""
+    if checks is None:
+        return
+    count = [0]
+
+    def on_check(event) -> None:
+        count[0] += 1
+        if count[0] >= checks:
+            event.interrupt()
+
+    h.cbMipInterrupt.subscribe(on_check)
+
+
+def status_name(status) -> str:
+    """HiGHS's model status as a word: "optimal", "infeasible", "time_limit", "work_limit"
+    (:func:`limit_work`'s budget spent), or HiGHS's own name."""
+    import highspy
+
+    names = {
+        highspy.HighsModelStatus.kOptimal: "optimal",
+        highspy.HighsModelStatus.kInfeasible: "infeasible",
+        highspy.HighsModelStatus.kTimeLimit: "time_limit",
+        highspy.HighsModelStatus.kInterrupt: "work_limit",
+    }
+    return names.get(status, str(status))
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     """One bucket of the exact model: its cap problem and limits (None: no limit)."""
@@ -278,7 +312,7 @@ class BucketSpec:
 
 @dataclass(frozen=True, eq=False)
 class ExactSolution:
-    """What HiGHS returned: ``status`` ("optimal", "time_limit", "infeasible", ...), the plan
+    """What HiGHS returned: ``status`` ("optimal", "time_limit", "work_limit", "infeasible", ...), the plan
     as batches per bucket (lists of (type index, count) lists, the cap and the spike carrier),
     the objective and the certified ``bound`` (cost units)."""
 
@@ -319,11 +353,17 @@ class _Model:
         return r
 
     def solve(
-        self, time_limit_s: float, highspy, known: dict | None = None, rel_gap: float = 1e-9
+        self,
+        time_limit_s: float,
+        highspy,
+        known: dict | None = None,
+        rel_gap: float = 1e-9,
+        work: int | None = None,
     ) -> tuple:
         """Solve with HiGHS; ``known``: values of some variables (a known plan: HiGHS starts
         from it when it is feasible, the others at 0); ``rel_gap``: stop once the incumbent
-        is proved within this share of the optimum."""
+        is proved within this share of the optimum; ``work``: stop after this many of HiGHS's
+        progress checks (:func:`limit_work`)."""
         n, m = len(self.cost), len(self.rows_lo)
         inf = highspy.kHighsInf
         lp = highspy.HighsLp()
@@ -355,6 +395,7 @@ class _Model:
         h.setOptionValue("mip_abs_gap", 0.0)
         h.setOptionValue("threads", 1)
         h.passModel(lp)
+        limit_work(h, work)
         if known:
             x0 = np.zeros(n)
             idx = np.fromiter(known.keys(), dtype=np.int64, count=len(known))
@@ -375,7 +416,7 @@ class _Model:
             held = float(np.dot(self.cost, values))
             claimed = float(info.objective_function_value)
             if abs(held - claimed) > 1e-7 * max(1.0, abs(held)):
-                return self.solve(time_limit_s, highspy, None, rel_gap)
+                return self.solve(time_limit_s, highspy, None, rel_gap, work)
         return status, info, values
 
 
@@ -426,6 +467,7 @@ def solve_exact(
     time_limit_s: float,
     start: list | None = None,
     rel_gap: float = 1e-9,
+    work_limit: int | None = None,
 ) -> ExactSolution:
     """Solve the planning problem exactly with HiGHS (see the module docstring).
 
@@ -437,7 +479,10 @@ def solve_exact(
     ``start``: a known plan to start from, per bucket a list of batches ``(s, g, {type:
     count}, carrier type or None)`` (the carrier takes the shape's compile spike); ignored
     where it does not fit the model. ``rel_gap``: HiGHS stops once its incumbent is proved
-    within this share of the optimum (the returned bound stays certified).
+    within this share of the optimum (the returned bound stays certified). ``work_limit``: stop
+    after this many of HiGHS's progress checks (:func:`limit_work`; status ``"work_limit"``), a
+    budget that gives the same result on a fast or a slow machine; ``time_limit_s`` is then a
+    hard cap only.
     """
     import highspy
 
@@ -567,17 +612,13 @@ def solve_exact(
             md.row(-inf, spec.max_cost - fixed, cost_terms)
         layout.append((n_vars, x_vars, w_vars, z_vars))
     values0 = None if start is None else _start_values(start, layout, y, padded)
-    status, info, values = md.solve(time_limit_s, highspy, values0, rel_gap)
-    names = {
-        highspy.HighsModelStatus.kOptimal: "optimal",
-        highspy.HighsModelStatus.kInfeasible: "infeasible",
-        highspy.HighsModelStatus.kTimeLimit: "time_limit",
-    }
-    name = names.get(status, str(status))
-    bound = float(info.mip_dual_bound) + const if name in ("optimal", "time_limit") else -math.inf
+    status, info, values = md.solve(time_limit_s, highspy, values0, rel_gap, work_limit)
+    name = status_name(status)
+    stopped = ("optimal", "time_limit", "work_limit")
+    bound = float(info.mip_dual_bound) + const if name in stopped else -math.inf
     if name == "optimal":
         bound = min(bound, float(info.objective_function_value) + const)
-    if values is None or name not in ("optimal", "time_limit"):
+    if values is None or name not in stopped:
         return ExactSolution(name, math.inf, bound, (), (), ())
     out_batches, out_carriers, out_shapes = [], [], []
     for n_vars, x_vars, w_vars, z_vars in layout:

@@ -1293,7 +1293,8 @@ def _merge_plan(
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
     every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
     ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
-    generation improves. The search stops early at ``deadline`` (time.perf_counter()).
+    generation improves. ``deadline`` (time.perf_counter()) is a hard cap: the search itself is
+    bounded by its count of runs, so its result does not depend on the machine's speed.
 
     Returns the best candidate (None when the bucket has too many pieces), the λ used
     (cost units per ms) and every candidate tried.
@@ -1518,6 +1519,10 @@ def _spec(bucket: _Bucket, problem, compile_cost: float):
 #: exact="always" proves the optimum (within the time budget).
 _EXACT_PROVE_SIZE = 400
 _EXACT_REL_GAP = 1e-3
+#: under exact="auto" the exact model stops after this many of HiGHS's progress checks
+#: (:func:`batchlab.exact.limit_work`): a budget of work, not of time, so the same inputs get
+#: the same plan on a fast or a slow machine (``time_limit_s`` stays a hard cap)
+_EXACT_WORK = 300
 
 
 def _start_batches(c: _Candidate, bucket: _Bucket, cm: CostModel, inverse: np.ndarray) -> list:
@@ -1565,7 +1570,8 @@ def _exact_candidates(
         ]
     prove = not stop_early or model_size(specs) <= _EXACT_PROVE_SIZE
     rel_gap = 1e-9 if prove else _EXACT_REL_GAP
-    sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap)
+    work = _EXACT_WORK if stop_early else None
+    sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap, work)
     if not sol.buckets:
         return sol.status, sol.bound, [None] * len(buckets)
     cands = []
@@ -1599,6 +1605,10 @@ def _exact_candidates(
 
 #: column generation runs on buckets with at most this many distinct (length, gen_len) types
 _COLGEN_LIMIT = 8000
+#: work budgets of column generation (machine-independent; the time limit is a hard cap):
+#: rounds of LP + pricing per bucket, and HiGHS progress checks per restricted-master MILP
+_COLGEN_ROUNDS = 150
+_COLGEN_MILP_WORK = 100
 
 
 def _spike_floor(cm: CostModel, aligned: np.ndarray, s: np.ndarray | None = None) -> float:
@@ -1663,7 +1673,7 @@ def _colgen(
     # rarely moves a type); the first rounds then price near good duals
     mu = mu_hint if bucket.limits.max_sequential_ms is not None else 0.0
     cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1)[0], mu)
-    res = cg.solve(deadline, upper_bound=upper, stop_gap=2e-4)
+    res = cg.solve(deadline, upper_bound=upper, stop_gap=2e-4, max_rounds=_COLGEN_ROUNDS)
     cands: list[_Candidate] = []
     if res.status == "infeasible" or time.perf_counter() > deadline:
         return res, cands, cg
@@ -1678,6 +1688,7 @@ def _colgen(
             over_shift=over_shift,
             rel_gap=2e-4,
             start=start,
+            work=_COLGEN_MILP_WORK,
         )
         if batches is None:
             break
@@ -1864,9 +1875,14 @@ def plan_requests(
     :class:`Limits` for all buckets, or a mapping bucket name -> Limits (or a dict of its keys).
     ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
     :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
-    model (HiGHS) within ``time_limit_s`` seconds (at most :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
-    model is small enough to fit the budget (and, above a few hundred assignments, stops once
-    its plan is proved within 0.1 % of the optimum; "always" proves the optimum). ``window``: the widest batch, in runs, of the
+    model (HiGHS) to the proven optimum within ``time_limit_s`` seconds (at most
+    :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when
+    the model is small (a test of its size, and of the heuristics' certified gap) and, above a
+    few hundred assignments, stops once its plan is proved within 0.1 % of the optimum.
+    Under ``"auto"`` and ``"never"`` every phase has a budget of *work* (rounds of column
+    generation, HiGHS progress checks), not of time, so the same inputs give the same plan on
+    a fast or a slow machine; ``time_limit_s`` is then a hard cap that binds only on instances
+    whose work does not fit it. ``window``: the widest batch, in runs, of the
     contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
     shows when planning takes longer than a second; ``progress=None`` shows it only on a
     terminal (so stored notebook outputs do not depend on timing), True always, False never.
@@ -1944,15 +1960,15 @@ def plan_requests(
 
     def want_exact(size: int, gap: float = 0.0) -> bool:
         """Solve exactly: always, or (auto) when the model is small, or not too large while the
-        heuristics' certified gap is above _EXACT_RETRY_GAP with time left."""
+        heuristics' certified gap is above _EXACT_RETRY_GAP (a test of size and gap, not of
+        the time left, so that the plan does not depend on the machine's speed)."""
         if exact == "always":
             return True
         if exact != "auto":
             return False
         if size <= _EXACT_AUTO_SIZE:
             return True
-        room = deadline - time.perf_counter() > 0.5
-        return size <= _EXACT_RETRY_SIZE and gap > _EXACT_RETRY_GAP and room
+        return size <= _EXACT_RETRY_SIZE and gap > _EXACT_RETRY_GAP
 
     if not cm.padded:
         declared = _static_shapes(prepared, cm, cap)
@@ -1965,7 +1981,6 @@ def plan_requests(
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
             n_types[i] = len(problem.type_a)
             use_cg = n_types[i] <= _COLGEN_LIMIT
-            share = (deadline - time.perf_counter()) / (nb - i)
             merged = None
             if n_types[i] <= _MERGE_LIMIT:
                 merged, mus[i], cands = _merge_plan(
@@ -1975,7 +1990,7 @@ def plan_requests(
                     declared[i],
                     {"method": "merge", "n_shapes_global": 1},
                     quick=use_cg,
-                    deadline=time.perf_counter() + 0.3 * share,
+                    deadline=deadline,
                 )
                 tried[i] += cands
             if merged is None:
@@ -1984,7 +1999,6 @@ def plan_requests(
             bar.update()
             spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
             if use_cg:
-                left = (deadline - time.perf_counter()) / (nb - i)
                 res, cands, _ = _colgen(
                     b,
                     cm,
@@ -1993,7 +2007,7 @@ def plan_requests(
                     tried[i],
                     declared[i],
                     None,
-                    time.perf_counter() + max(0.05, left),
+                    deadline,
                     {"n_shapes_global": 1},
                     mus[i],
                 )
@@ -2003,7 +2017,7 @@ def plan_requests(
             known_bound = max(bucket_cg[i], b.bounds.min_cost)
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
             if want_exact(model_size([spec]), gap_i):
-                left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
+                left = max(0.05, deadline - time.perf_counter())
                 ok_tried = [c for c in tried[i] if c.ok]
                 seed = [min(ok_tried, key=_rank)] if ok_tried else None
                 status, bound, cands = _exact_candidates(
