@@ -771,13 +771,14 @@ def _contiguous_search(
 
 #: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
 _MERGE_LIMIT = 2500
+#: a quick merge (column generation follows) bisects its λ until hi / lo is below this
 _QUICK_RATIO = 1.5
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
 _EXACT_AUTO_SIZE = 4000
 #: ``exact="auto"`` also solves a larger model (up to this size) when the heuristics leave a
-#: certified gap above _EXACT_RETRY_GAP and the time budget allows
+#: certified gap above _EXACT_RETRY_GAP (its work is bounded by _EXACT_WORK, not by time left)
 _EXACT_RETRY_SIZE = 40_000
-_EXACT_RETRY_GAP = 0.005
+_EXACT_RETRY_GAP = 0.001
 #: the Lagrangian bound is computed when a bucket has at most this many types
 _BOUND_LIMIT = 4000
 #: Bounds from HiGHS (MILP dual bounds, LP optima) are exact only up to its feasibility
@@ -1981,6 +1982,10 @@ def plan_requests(
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
             n_types[i] = len(problem.type_a)
             use_cg = n_types[i] <= _COLGEN_LIMIT
+            # the hard cap of this bucket: its share of the time left, so that where the cap
+            # binds a bucket cannot leave the next ones none (where it does not bind, the work
+            # budgets alone decide, and the plan does not depend on the machine)
+            cap_i = time.perf_counter() + (deadline - time.perf_counter()) / (nb - i)
             merged = None
             if n_types[i] <= _MERGE_LIMIT:
                 merged, mus[i], cands = _merge_plan(
@@ -1990,7 +1995,7 @@ def plan_requests(
                     declared[i],
                     {"method": "merge", "n_shapes_global": 1},
                     quick=use_cg,
-                    deadline=deadline,
+                    deadline=cap_i,
                 )
                 tried[i] += cands
             if merged is None:
@@ -2007,7 +2012,7 @@ def plan_requests(
                     tried[i],
                     declared[i],
                     None,
-                    deadline,
+                    cap_i,
                     {"n_shapes_global": 1},
                     mus[i],
                 )
@@ -2017,7 +2022,7 @@ def plan_requests(
             known_bound = max(bucket_cg[i], b.bounds.min_cost)
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
             if want_exact(model_size([spec]), gap_i):
-                left = max(0.05, deadline - time.perf_counter())
+                left = max(0.05, cap_i - time.perf_counter())
                 ok_tried = [c for c in tried[i] if c.ok]
                 seed = [min(ok_tried, key=_rank)] if ok_tried else None
                 status, bound, cands = _exact_candidates(
