@@ -317,13 +317,11 @@ class CapColumnGeneration:
         value (for the bound).
 
         Every (level, type of the level) pair at once: a type's value ``π_t − price'`` is
-        positive on an interval of G caps from its own (price' grows with G), found by one
-        vectorized binary search over the pairs whose interval is not empty."""
+        positive on an interval of G caps from its own (price' grows with G), whose end is one
+        sorted search per level."""
         fp, ap, pi, rho = self._duals(y, weight)
         nS, nG = ap.shape
         pi_i, pt = self.pair_i, self.pair_t
-        flat = ap.ravel()
-        row = pi_i * nG
         tj = self.tj[pt]
         m = self.m[pt]
         base = pi_i * (nG + 1)
@@ -337,17 +335,16 @@ class CapColumnGeneration:
             w_parts.extend((wv, -wv))
             m_parts.extend((m[keep], -m[keep]))
 
+        every = np.ones(len(pt), dtype=bool)
         if rho > 0 and self.lim95 is not None:
             jo = self.pair_jok
             p0 = p1 - rho
-            j1 = np.minimum(self._first_at_least(flat, row, tj, p1, nG), jo)
+            j1 = np.minimum(self._first_at_least(ap, p1), jo)
             s0 = np.maximum(tj, jo)
-            j0 = self._first_at_least(flat, row, np.minimum(s0, nG), p0, nG)
-            intervals(tj, j1, p1, np.ones(len(pt), dtype=bool))
-            intervals(s0, j0, p0, s0 < nG)
+            intervals(tj, j1, p1, every)
+            intervals(s0, self._first_at_least(ap, p0), p0, every)
         else:
-            j1 = self._first_at_least(flat, row, tj, p1, nG)
-            intervals(tj, j1, p1, np.ones(len(pt), dtype=bool))
+            intervals(tj, self._first_at_least(ap, p1), p1, every)
         top = np.full((nS, nG), -np.inf)
         np.maximum.at(top, (self.ti, self.tj), pi)
         top = np.maximum.accumulate(np.maximum.accumulate(top, axis=0), axis=1)
@@ -372,33 +369,17 @@ class CapColumnGeneration:
         self._last = (fp, ap, pi, rho)
         return rc, vmax
 
-    @staticmethod
-    def _first_at_least(flat, row, lo, p, n):
-        """Per pair, the first index j >= lo with ``flat[row + j] >= p`` (n if none); each
-        row of ``flat`` (length n, starting at ``row``) is nondecreasing."""
-        lo = np.asarray(lo, dtype=np.int64).copy()
-        out = np.full(len(lo), n, dtype=np.int64)
-        live = np.flatnonzero(lo < n)
-        if not len(live):
-            return out
-        r, lo_l, p_l = row[live], lo[live], p[live]
-        # empty intervals (the value is not positive at the own cap) end where they start
-        hit = flat[r + lo_l] >= p_l
-        out[live[hit]] = lo_l[hit]
-        live, r, lo_l, p_l = live[~hit], r[~hit], lo_l[~hit] + 1, p_l[~hit]
-        hi_l = np.full(len(live), n, dtype=np.int64)
-        while len(live):
-            go = lo_l < hi_l
-            if not go.all():
-                done = ~go
-                out[live[done]] = lo_l[done]
-                live, r, lo_l, hi_l, p_l = live[go], r[go], lo_l[go], hi_l[go], p_l[go]
-                if not len(live):
-                    break
-            mid = (lo_l + hi_l) >> 1
-            below = flat[r + mid] < p_l
-            lo_l = np.where(below, mid + 1, lo_l)
-            hi_l = np.where(below, hi_l, mid)
+    def _first_at_least(self, ap: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per (level, type) pair, the first G index whose ``ap`` (nondecreasing along G) is at
+        least the pair's value (nG if none): one sorted search per level."""
+        out = np.empty(len(self.pair_i), dtype=np.int64)
+        offset = 0
+        for i, k in enumerate(self.level_n.tolist()):
+            if k:
+                out[offset : offset + k] = np.searchsorted(
+                    ap[i], values[offset : offset + k], side="left"
+                )
+                offset += k
         return out
 
     def _member_values(self, i, js, pi, ap, rho):
@@ -439,12 +420,22 @@ class CapColumnGeneration:
         mbs = self.mbs
         offset = np.cumsum(self.level_n) - self.level_n
         p95 = rho > 0 and self.lim95 is not None
+        # chunks of consecutive caps (by level): at most a million entries, padded (every cap
+        # to the chunk's largest level) by at most a quarter plus 50,000 entries, so that small
+        # levels go at once and large ones nearly alone
+        n_of = self.level_n[caps[:, 0]].tolist()
         pos = 0
         while pos < len(caps):
-            k = int(self.level_n[caps[pos:, 0]].max())
-            step = max(1, min(len(caps) - pos, 1_000_000 // max(k, 1)))
-            ci, cj = caps[pos : pos + step, 0], caps[pos : pos + step, 1]
-            pos += step
+            end, real = pos + 1, n_of[pos]
+            while end < len(caps):
+                padded = n_of[end] * (end + 1 - pos)
+                if padded > 1_000_000 or padded > 1.25 * (real + n_of[end]) + 50_000:
+                    break
+                real += n_of[end]
+                end += 1
+            k = int(n_of[end - 1])
+            ci, cj = caps[pos:end, 0], caps[pos:end, 1]
+            pos = end
             t = np.arange(k)[:, None]
             valid = (t < self.level_n[ci][None, :]) & (self.tj[:k, None] <= cj[None, :])
             v = pi[:k, None] - ap[ci, cj][None, :]
