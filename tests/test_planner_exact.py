@@ -287,3 +287,40 @@ def test_the_optimum_when_highs_misreports_the_start():
     res = plan_requests(df, PADDED, 2, Limits(max_batch_size=1), progress=False)
     assert res.buckets[0].evaluation.cost.total == pytest.approx(optimum, rel=1e-9)
     assert res.lower_bound <= optimum * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["static", "padded"])
+@pytest.mark.parametrize("seed", range(6))
+def test_spike_placement_limits_reach_the_enumerated_optimum(padded, seed):
+    """The exact model places the compile spike only where a limit depends on it (p95, and
+    static-graph's sequential time): tiny instances with and without those limits, each
+    against every partition, shape choice and spike placement."""
+    rng = np.random.default_rng(100 + seed)
+    cm = PADDED if padded else STATIC
+    n = int(rng.integers(3, 6))
+    df = request_table(rng.integers(1, 300, n), rng.integers(1, 60, n))
+    cap = int(rng.integers(1, 3))
+    plans = [summary_of(r) for r in all_plans(df, cm, cap)]
+    lo = {m: min(p[m] for p in plans) for m in ("p95_latency_ms", "sequential_ms")}
+    hi = {m: max(p[m] for p in plans) for m in ("p95_latency_ms", "sequential_ms")}
+    between = {m: lo[m] + rng.uniform(0.2, 0.9) * (hi[m] - lo[m]) for m in lo}
+    for lim in (
+        Limits(),
+        Limits(max_p95_latency_ms=between["p95_latency_ms"]),
+        Limits(max_sequential_ms=between["sequential_ms"]),
+        Limits(
+            max_p95_latency_ms=between["p95_latency_ms"],
+            max_sequential_ms=between["sequential_ms"],
+        ),
+    ):
+        feasible = [s for s in plans if meets(s, lim)]
+        if not feasible:
+            with pytest.raises(LimitError):
+                plan_requests(df, cm, cap, lim, progress=False)
+            continue
+        optimum = min(s["total_cost"] for s in feasible)
+        res = plan_requests(df, cm, cap, lim, progress=False)
+        bp = res.buckets[0]
+        assert bp.evaluation.cost.total == pytest.approx(optimum, rel=1e-9), lim
+        assert res.lower_bound <= optimum * (1 + 1e-9)
+        assert not lim.violations(bp.evaluation.summary())

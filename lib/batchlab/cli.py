@@ -1782,13 +1782,16 @@ def _plan_options(p: argparse.ArgumentParser) -> None:
         type=seconds_option(MAX_TIME_LIMIT_S),
         default=10.0,
         metavar="S",
-        help="seconds for the exact model",
+        help="hard cap on planning time in seconds (the planner's own budgets are work, so the "
+        "plan does not depend on the machine unless this cap binds; --exact always spends it "
+        "proving the optimum)",
     )
     p.add_argument(
         "--exact",
         choices=("auto", "always", "never"),
         default="auto",
-        help="solve the exact model: when it fits the budget (auto), always, or never",
+        help="solve the exact model: when it is small (auto), always (to the proven optimum), "
+        "or never",
     )
     add_cost_model_options(p)
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchlab.exact import BucketSpec, CapProblem, highs_solver, run_highs
+from batchlab.exact import BucketSpec, CapProblem, highs_solver, limit_work, run_highs
 
 __all__ = ["CapColumnGeneration", "RelaxationResult"]
 
@@ -98,6 +98,11 @@ class CapColumnGeneration:
         self.mbs = float(min(spec.max_batch_size or n_req, n_req))
         self.m = np.minimum(self.count, self.mbs)
         self.level_n = np.searchsorted(self.ti, np.arange(nS), side="right")
+        # every (level, type of the level) pair, level-major: pricing works on them at once
+        self.pair_i = np.repeat(np.arange(nS), self.level_n)
+        self.pair_t = np.arange(len(self.pair_i)) - np.repeat(
+            np.cumsum(self.level_n) - self.level_n, self.level_n
+        )
         self.const = p.const_cost + (0.0 if self.padded else spec.compile_cost)
         # own latency without decode of each type at each level (static: its prefill; padded:
         # the shape's), and the first G cap at which a member is over the p95 limit
@@ -113,6 +118,9 @@ class CapColumnGeneration:
                     np.searchsorted(self.dec[i], self.lim95 * (1 + 1e-12) - own, side="right")
                     + np.zeros(self.level_n[i], dtype=np.int64)
                 )
+            self.pair_jok = (
+                np.concatenate(self.jok).astype(np.int64) if self.jok else np.zeros(0, np.int64)
+            )
         # the side rows
         rows_lo, rows_hi, self.side = [], [], {}
         inf = math.inf
@@ -178,63 +186,83 @@ class CapColumnGeneration:
     def add_columns(self, ci, cj, members, where: list | None = None) -> int:
         """Add batches: caps (level index, G index) and (types, counts) each; duplicates are
         skipped. Returns how many were added; ``where`` gets each batch's column number."""
-        costs, starts, index, value = [], [0], [], []
-        side = self.side
-        ci, cj = np.asarray(ci).tolist(), np.asarray(cj).tolist()
-        fresh = []
-        for i, j, (types, counts) in zip(ci, cj, members, strict=True):
+        new_i, new_j, new_m = [], [], []
+        caps = zip(np.asarray(ci).tolist(), np.asarray(cj).tolist(), members, strict=True)
+        for i, j, (types, counts) in caps:
             key = (i, j, types.tobytes(), counts.tobytes())
             if key in self._seen or len(types) == 0:
                 if where is not None:
                     where.append(self._seen.get(key, -1))
                 continue
-            self._seen[key] = len(self.cols) + len(fresh)
+            self._seen[key] = len(self.cols)
             if where is not None:
-                where.append(len(self.cols) + len(fresh))
-            fresh.append((i, j, (types, counts)))
-        terms = self._column_terms(
-            [f[0] for f in fresh], [f[1] for f in fresh], [f[2] for f in fresh]
-        )
-        for (i, j, (types, counts)), (cost, lat, ok) in zip(fresh, terms, strict=True):
-            size = float(counts.sum())
-            rows = [types]
-            vals = [counts]
-            if "seq" in side:
-                rows.append([side["seq"]])
-                vals.append([lat])
-            if "pad" in side:
-                rows.append([side["pad"]])
-                vals.append([size * self.width[i, j]])
-            if "over" in side:
-                over = float(counts[~ok].sum())
-                if over:
-                    rows.append([side["over"]])
-                    vals.append([over])
-            if "cost" in side:
-                rows.append([side["cost"]])
-                vals.append([cost])
-            r = np.concatenate([np.asarray(x, dtype=np.int64) for x in rows])
-            v = np.concatenate([np.asarray(x, dtype=np.float64) for x in vals])
-            costs.append(cost)
-            index.append(r)
-            value.append(v)
-            self.col_rows.append(r)
-            self.col_vals.append(v)
-            starts.append(starts[-1] + len(r))
+                where.append(len(self.cols))
             self.cols.append((i, j, types, counts))
-            self.cost_of.append(cost)
-        k = len(costs)
-        if k:
-            self.h.addCols(
-                k,
-                np.zeros(k) if self._phase1 else np.asarray(costs),
-                np.zeros(k),
-                np.full(k, self.inf),
-                int(starts[-1]),
-                np.asarray(starts[:-1], dtype=np.int32),
-                np.concatenate(index).astype(np.int32),
-                np.concatenate(value),
+            new_i.append(i)
+            new_j.append(j)
+            new_m.append((types, counts))
+        k = len(new_i)
+        if not k:
+            return 0
+        # every new column's entries at once: its members' cover rows, then its side rows
+        ii, jj = np.asarray(new_i, dtype=np.int64), np.asarray(new_j, dtype=np.int64)
+        lens = np.asarray([len(t) for t, _ in new_m], dtype=np.int64)
+        types = np.concatenate([t for t, _ in new_m]).astype(np.int64)
+        counts = np.concatenate([c for _, c in new_m]).astype(np.float64)
+        col = np.repeat(np.arange(k), lens)
+        size = np.bincount(col, weights=counts, minlength=k)
+        priced = type(self)._column_terms is not CapColumnGeneration._column_terms
+        if priced:  # a subclass prices whole batches (batchlab.batch_priced)
+            terms = self._column_terms(new_i, new_j, new_m)
+            cost = np.asarray([t[0] for t in terms], dtype=np.float64)
+            lat = np.asarray([t[1] for t in terms], dtype=np.float64)
+            over_by_col = np.asarray(
+                [float(c[~t[2]].sum()) for (_, c), t in zip(new_m, terms, strict=True)]
             )
+        else:
+            cost = self.overhead + size * self.price[ii, jj]
+            lat = self.lat[ii, jj]
+        e_col, e_row, e_val = [col], [types], [counts]
+        side = self.side
+
+        def entries(name, value, keep=None):
+            cols = np.arange(k) if keep is None else np.flatnonzero(keep)
+            e_col.append(cols)
+            e_row.append(np.full(len(cols), side[name], dtype=np.int64))
+            e_val.append(value if keep is None else value[keep])
+
+        if "seq" in side:
+            entries("seq", lat)
+        if "pad" in side:
+            entries("pad", size * self.width[ii, jj])
+        if "over" in side:
+            if priced:
+                over = over_by_col
+            else:
+                offset = np.cumsum(self.level_n) - self.level_n
+                bad = jj[col] >= self.pair_jok[offset[ii[col]] + types]
+                over = np.bincount(col, weights=counts * bad, minlength=k)
+            entries("over", over, over > 0)
+        if "cost" in side:
+            entries("cost", cost)
+        e_col = np.concatenate(e_col)
+        order = np.argsort(e_col, kind="stable")
+        rows = np.concatenate(e_row)[order]
+        vals = np.concatenate([np.asarray(v, dtype=np.float64) for v in e_val])[order]
+        starts = np.searchsorted(e_col[order], np.arange(k + 1), side="left")
+        self.col_rows += np.split(rows, starts[1:-1])
+        self.col_vals += np.split(vals, starts[1:-1])
+        self.cost_of += cost.tolist()
+        self.h.addCols(
+            k,
+            np.zeros(k) if self._phase1 else cost,
+            np.zeros(k),
+            np.full(k, self.inf),
+            int(starts[-1]),
+            starts[:-1].astype(np.int32),
+            rows.astype(np.int32),
+            vals,
+        )
         return k
 
     def _column_terms(self, ci, cj, members) -> list[tuple[float, float, np.ndarray]]:
@@ -312,44 +340,41 @@ class CapColumnGeneration:
 
     def price_caps(self, y: np.ndarray, weight: float = 1.0):
         """Reduced cost of the best column at every cap (nS, nG), and the caps' largest member
-        value (for the bound)."""
+        value (for the bound).
+
+        Every (level, type of the level) pair at once: a type's value ``π_t − price'`` is
+        positive on an interval of G caps from its own (price' grows with G), whose end is one
+        sorted search per level."""
         fp, ap, pi, rho = self._duals(y, weight)
         nS, nG = ap.shape
+        pi_i, pt = self.pair_i, self.pair_t
+        tj = self.tj[pt]
+        m = self.m[pt]
+        base = pi_i * (nG + 1)
+        p1 = pi[pt]
         idx_parts, w_parts, m_parts = [], [], []
-        vmax = np.full((nS, nG), -np.inf)
-        for i in range(nS):
-            k = int(self.level_n[i])
-            if k == 0:
-                continue
-            p1 = pi[:k]
-            tj = self.tj[:k]
-            m = self.m[:k]
-            a_i = ap[i]
-            base = i * (nG + 1)
-            top = np.full(nG, -np.inf)
-            if rho > 0 and self.lim95 is not None:
-                jo = self.jok[i]
-                p0 = p1 - rho
-                j1 = np.minimum(np.searchsorted(a_i, p1, side="left"), jo)
-                j0 = np.searchsorted(a_i, p0, side="left")
-                s0 = np.maximum(tj, jo)
-                for lo, hi, val in ((tj, j1, p1), (s0, j0, p0)):
-                    keep = hi > lo
-                    lo_k, hi_k = lo[keep], hi[keep]
-                    idx_parts += [base + lo_k, base + hi_k]
-                    wv = (m * val)[keep]
-                    w_parts += [wv, -wv]
-                    m_parts += [m[keep], -m[keep]]
-                np.maximum.at(top, tj, p1)
-            else:
-                j1 = np.searchsorted(a_i, p1, side="left")
-                keep = j1 > tj
-                idx_parts += [base + tj[keep], base + j1[keep]]
-                wv = (m * p1)[keep]
-                w_parts += [wv, -wv]
-                m_parts += [m[keep], -m[keep]]
-                np.maximum.at(top, tj, p1)
-            vmax[i] = np.maximum.accumulate(top) - a_i
+
+        def intervals(lo, hi, val, keep):
+            keep = keep & (hi > lo)
+            idx_parts.extend((base[keep] + lo[keep], base[keep] + hi[keep]))
+            wv = (m * val)[keep]
+            w_parts.extend((wv, -wv))
+            m_parts.extend((m[keep], -m[keep]))
+
+        every = np.ones(len(pt), dtype=bool)
+        if rho > 0 and self.lim95 is not None:
+            jo = self.pair_jok
+            p0 = p1 - rho
+            j1 = np.minimum(self._first_at_least(ap, p1), jo)
+            s0 = np.maximum(tj, jo)
+            intervals(tj, j1, p1, every)
+            intervals(s0, self._first_at_least(ap, p0), p0, every)
+        else:
+            intervals(tj, self._first_at_least(ap, p1), p1, every)
+        top = np.full((nS, nG), -np.inf)
+        np.maximum.at(top, (self.ti, self.tj), pi)
+        top = np.maximum.accumulate(np.maximum.accumulate(top, axis=0), axis=1)
+        vmax = np.where(self.level_n[:, None] > 0, top - ap, -np.inf)
         size = nS * (nG + 1)
         if idx_parts:
             idx = np.concatenate(idx_parts)
@@ -369,6 +394,19 @@ class CapColumnGeneration:
                 rc[i, js] = fp[i, js] - self._top_sum(vals, m)
         self._last = (fp, ap, pi, rho)
         return rc, vmax
+
+    def _first_at_least(self, ap: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per (level, type) pair, the first G index whose ``ap`` (nondecreasing along G) is at
+        least the pair's value (nG if none): one sorted search per level."""
+        out = np.empty(len(self.pair_i), dtype=np.int64)
+        offset = 0
+        for i, k in enumerate(self.level_n.tolist()):
+            if k:
+                out[offset : offset + k] = np.searchsorted(
+                    ap[i], values[offset : offset + k], side="left"
+                )
+                offset += k
+        return out
 
     def _member_values(self, i, js, pi, ap, rho):
         """Values of level i's types at caps (i, js): (k types, len(js)), -inf where not
@@ -404,14 +442,41 @@ class CapColumnGeneration:
     def _patterns(self, caps: np.ndarray, ratios: bool = False):
         """The best column at each cap (rows of (level, G index)), from the last pricing; with
         ``ratios``, also each cap's least ``(overhead' − best total of m members) / m`` over m
-        (the bound's ratio)."""
+        (the bound's ratio). Caps come back ordered by level (stable).
+
+        All caps at once: a (types × caps) matrix of member values (−inf where a type is not
+        dominated), in chunks of a few million entries."""
         fp, ap, pi, rho = self._last
+        caps = np.asarray(caps, dtype=np.int64).reshape(-1, 2)
+        caps = caps[np.argsort(caps[:, 0], kind="stable")]
         out_i, out_j, members, ratio_parts = [], [], [], []
         mbs = self.mbs
-        for i in np.unique(caps[:, 0]).tolist():
-            js = caps[caps[:, 0] == i, 1]
-            v, m = self._member_values(i, js, pi, ap, rho)
-            k = v.shape[0]
+        offset = np.cumsum(self.level_n) - self.level_n
+        p95 = rho > 0 and self.lim95 is not None
+        # chunks of consecutive caps (by level): at most a million entries, padded (every cap
+        # to the chunk's largest level) by at most a quarter plus 50,000 entries, so that small
+        # levels go at once and large ones nearly alone
+        n_of = self.level_n[caps[:, 0]].tolist()
+        pos = 0
+        while pos < len(caps):
+            end, real = pos + 1, n_of[pos]
+            while end < len(caps):
+                padded = n_of[end] * (end + 1 - pos)
+                if padded > 1_000_000 or padded > 1.25 * (real + n_of[end]) + 50_000:
+                    break
+                real += n_of[end]
+                end += 1
+            k = int(n_of[end - 1])
+            ci, cj = caps[pos:end, 0], caps[pos:end, 1]
+            pos = end
+            t = np.arange(k)[:, None]
+            valid = (t < self.level_n[ci][None, :]) & (self.tj[:k, None] <= cj[None, :])
+            v = pi[:k, None] - ap[ci, cj][None, :]
+            if p95:
+                at = np.minimum(offset[ci][None, :] + t, len(self.pair_jok) - 1)
+                v = v - rho * (cj[None, :] >= self.pair_jok[at])
+            v = np.where(valid, v, -np.inf)
+            m = self.m[:k]
             if k > mbs:  # the best units lie among the mbs best types (each has >= 1 unit)
                 kk = int(mbs)  # partition along contiguous rows of the transpose
                 top = np.argpartition(-np.ascontiguousarray(v.T), kk - 1, axis=1)[:, :kk].T
@@ -429,10 +494,11 @@ class CapColumnGeneration:
                 tot = np.cumsum(take * np.where(vs > 0, vs, 0.0), axis=0)
                 units = np.cumsum(take, axis=0)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    r = np.where(units > 0, (fp[i, js][None, :] - tot) / units, np.inf)
+                    r = np.where(units > 0, (fp[ci, cj][None, :] - tot) / units, np.inf)
                 ratio_parts.append(r.min(axis=0))
-            for c, j in enumerate(js.tolist()):
-                sel = take[:, c] > 0
+            sel_all = take > 0
+            for c, (i, j) in enumerate(zip(ci.tolist(), cj.tolist(), strict=True)):
+                sel = sel_all[:, c]
                 out_i.append(i)
                 out_j.append(j)
                 members.append((order[sel, c], take[sel, c]))
@@ -497,13 +563,18 @@ class CapColumnGeneration:
         stop_gap: float = 1e-6,
         columns_per_round: int | None = None,
         alpha: float = 0.5,
+        max_rounds: int | None = None,
     ) -> RelaxationResult:
         """Column generation until the LP relaxation is solved, the bound is within ``stop_gap``
-        of ``upper_bound`` (a plan's cost), or ``deadline`` (time.perf_counter()) passes."""
+        of ``upper_bound`` (a plan's cost), ``max_rounds`` rounds (LP + pricing) have run (a
+        work budget: the same on any machine), or ``deadline`` (time.perf_counter(), a hard
+        cap) passes."""
         K = columns_per_round or max(50, min(400, self.T // 4))
         status = "stopped"
         z = math.inf
+        rounds = 0
         while True:
+            rounds += 1
             z, y, x = self._lp()
             self.iterations += 1
             y = self._clean(y)
@@ -528,13 +599,13 @@ class CapColumnGeneration:
                     self.best_bound = max(self.best_bound, zc)
                     self.center = y
                     status = "optimal"
-                elif self._prove_infeasible(deadline):
+                elif self._prove_infeasible(deadline, max_rounds):
                     status = "infeasible"
                 break
             ref = min(upper_bound, zc if art <= 1e-7 * max(1.0, self.n) else math.inf)
             if self.best_bound > 0 and ref / self.best_bound - 1 <= stop_gap:
                 break
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline or (max_rounds is not None and rounds >= max_rounds):
                 break
             vals = rc[neg[:, 0], neg[:, 1]]
             pick = neg[np.argsort(vals, kind="stable")[:K]]
@@ -565,9 +636,9 @@ class CapColumnGeneration:
         self.best_bound = max(self.best_bound, value)
         return self.best_bound
 
-    def _prove_infeasible(self, deadline: float) -> bool:
+    def _prove_infeasible(self, deadline: float, max_rounds: int | None = None) -> bool:
         """Phase 1: minimize the violation with no costs; a positive bound proves that no plan
-        meets the limits."""
+        meets the limits (at most ``max_rounds`` rounds)."""
         h = self.h
         n = h.getNumCol()
         real = np.setdiff1d(np.arange(n), self.artificial)
@@ -577,7 +648,9 @@ class CapColumnGeneration:
         h.changeColsCost(len(arts), arts, np.ones(len(arts)))
         self._phase1 = True
         proved = False
-        while time.perf_counter() <= deadline:
+        rounds = 0
+        while time.perf_counter() <= deadline and (max_rounds is None or rounds < max_rounds):
+            rounds += 1
             z, y, x = self._lp()
             y = self._clean(y)
             rc, vmax = self.price_caps(y, weight=0.0)
@@ -609,6 +682,7 @@ class CapColumnGeneration:
         rel_gap: float = 1e-4,
         accept_gap: float = 1e-3,
         start: list[int] | None = None,
+        work: int | None = None,
     ):
         """An integer plan from the restricted master, or None.
 
@@ -619,7 +693,9 @@ class CapColumnGeneration:
         first plan within ``accept_gap`` of the restricted master's LP value is taken, else
         the cheapest. Returns a list of batches ``(level index, G index, sorted-type indices,
         counts)`` covering every request exactly once. ``seq_shift`` (ms) and ``over_shift``
-        (requests) tighten the sequential and p95 rows (room for the compile spike).
+        (requests) tighten the sequential and p95 rows (room for the compile spike). ``work``:
+        each MILP stops after this many of HiGHS's progress checks
+        (:func:`batchlab.exact.limit_work`); ``deadline`` is a hard cap.
         """
         x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
         lp_value = float(self.h.getInfo().objective_function_value)
@@ -659,7 +735,15 @@ class CapColumnGeneration:
             ok = np.asarray([bool(need[types].any()) for (_, _, types, _) in self.cols])
             ok &= fixed == 0
             extra = self._milp(
-                np.flatnonzero(ok), left_rows, left_hi, deadline, rel_gap, math.inf, None, abs_gap
+                np.flatnonzero(ok),
+                left_rows,
+                left_hi,
+                deadline,
+                rel_gap,
+                math.inf,
+                None,
+                abs_gap,
+                work,
             )
             if extra is not None:
                 plan = fixed.copy()
@@ -679,6 +763,7 @@ class CapColumnGeneration:
                 upper_bound,
                 start,
                 abs_gap,
+                work,
             )
             if plan is not None and float(costs @ plan) < best_cost:
                 best = plan
@@ -694,9 +779,12 @@ class CapColumnGeneration:
             np.add.at(out, rows, k * vals)
         return out
 
-    def _milp(self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start, abs_gap=0.0):
+    def _milp(
+        self, cols, rows_lo, rows_hi, deadline, rel_gap, upper_bound, start, abs_gap=0.0, work=None
+    ):
         """Integer copies of ``cols`` meeting the rows, or None (HiGHS's MILP). It stops once
-        its incumbent is within ``rel_gap`` of its own optimum or ``abs_gap`` (cost units)."""
+        its incumbent is within ``rel_gap`` of its own optimum or ``abs_gap`` (cost units), or
+        after ``work`` progress checks (:func:`batchlab.exact.limit_work`)."""
         import highspy
 
         left = deadline - time.perf_counter()
@@ -732,6 +820,7 @@ class CapColumnGeneration:
         lp.integrality_ = [highspy.HighsVarType.kInteger] * n
         h, _ = highs_solver()
         h.passModel(lp)
+        limit_work(h, work)
         if start:
             pos = {c: k for k, c in enumerate(cols.tolist())}
             x0 = np.zeros(n)

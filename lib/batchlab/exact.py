@@ -46,8 +46,10 @@ __all__ = [
     "dual_ascent_values",
     "highs_solver",
     "lagrangian_bound",
+    "limit_work",
     "run_highs",
     "solve_exact",
+    "status_name",
 ]
 
 
@@ -187,14 +189,25 @@ def dual_ascent_values(
     pi = price[ia, ig].copy()
     counts = problem.type_count.astype(np.float64)
     order = np.argsort(-pi, kind="stable")
+    # prices grow with both caps (checked): a cap priced at or above the value a type reaches
+    # at its own cap can neither lower that value nor lose slack to it, so each type scans the
+    # rectangle of its dominating caps priced below that value only
+    monotone = bool((np.diff(price, axis=0) >= 0).all() and (np.diff(price, axis=1) >= 0).all())
+    n_s, n_g = price.shape
     done = 0
     for _ in range(passes):
         done += 1
         moved = False
         for t in order.tolist():
-            a_blk = price[ia[t] :, ig[t] :]
-            s_blk = slack[ia[t] :, ig[t] :]
+            i0, j0 = int(ia[t]), int(ig[t])
             old = pi[t]
+            i1, j1 = n_s, n_g
+            if monotone:
+                own = max(old, price[i0, j0]) + slack[i0, j0] / counts[t]
+                i1 = i0 + 1 + int(np.searchsorted(price[i0 + 1 :, j0], own, side="left"))
+                j1 = j0 + 1 + int(np.searchsorted(price[i0, j0 + 1 :], own, side="left"))
+            a_blk = price[i0:i1, j0:j1]
+            s_blk = slack[i0:i1, j0:j1]
             value = float(np.min(np.maximum(old, a_blk) + s_blk / counts[t]))
             if value > old * (1 + 1e-12):
                 s_blk -= counts[t] * (np.maximum(0.0, value - a_blk) - np.maximum(0.0, old - a_blk))
@@ -278,6 +291,38 @@ def highs_solver():
     return h, highspy.kHighsInf
 
 
+def limit_work(h, checks: int | None) -> None:
+    """Stop HiGHS's MIP search after ``checks`` of its own progress checks (its
+    interrupt-callback points: root cut rounds, heuristics, nodes), a measure of work that,
+    unlike its time limit, does not depend on how fast or loaded the machine is: single-threaded
+    HiGHS takes the same path on the same model, so the same budget stops it at the same
+    incumbent and bound. The solve then ends with status ``kInterrupt``. None: no limit."""
+    if checks is None:
+        return
+    count = [0]
+
+    def on_check(event) -> None:
+        count[0] += 1
+        if count[0] >= checks:
+            event.interrupt()
+
+    h.cbMipInterrupt.subscribe(on_check)
+
+
+def status_name(status) -> str:
+    """HiGHS's model status as a word: "optimal", "infeasible", "time_limit", "work_limit"
+    (:func:`limit_work`'s budget spent), or HiGHS's own name."""
+    import highspy
+
+    names = {
+        highspy.HighsModelStatus.kOptimal: "optimal",
+        highspy.HighsModelStatus.kInfeasible: "infeasible",
+        highspy.HighsModelStatus.kTimeLimit: "time_limit",
+        highspy.HighsModelStatus.kInterrupt: "work_limit",
+    }
+    return names.get(status, str(status))
+
+
 @dataclass(frozen=True)
 class BucketSpec:
     """One bucket of the exact model: its cap problem and limits (None: no limit)."""
@@ -296,7 +341,7 @@ class BucketSpec:
 
 @dataclass(frozen=True, eq=False)
 class ExactSolution:
-    """What HiGHS returned: ``status`` ("optimal", "time_limit", "infeasible", ...), the plan
+    """What HiGHS returned: ``status`` ("optimal", "time_limit", "work_limit", "infeasible", ...), the plan
     as batches per bucket (lists of (type index, count) lists, the cap and the spike carrier),
     the objective and the certified ``bound`` (cost units)."""
 
@@ -337,11 +382,17 @@ class _Model:
         return r
 
     def solve(
-        self, time_limit_s: float, highspy, known: dict | None = None, rel_gap: float = 1e-9
+        self,
+        time_limit_s: float,
+        highspy,
+        known: dict | None = None,
+        rel_gap: float = 1e-9,
+        work: int | None = None,
     ) -> tuple:
         """Solve with HiGHS; ``known``: values of some variables (a known plan: HiGHS starts
         from it when it is feasible, the others at 0); ``rel_gap``: stop once the incumbent
-        is proved within this share of the optimum."""
+        is proved within this share of the optimum; ``work``: stop after this many of HiGHS's
+        progress checks (:func:`limit_work`)."""
         n, m = len(self.cost), len(self.rows_lo)
         inf = highspy.kHighsInf
         lp = highspy.HighsLp()
@@ -373,6 +424,7 @@ class _Model:
         h.setOptionValue("mip_abs_gap", 0.0)
         h.setOptionValue("threads", 1)
         h.passModel(lp)
+        limit_work(h, work)
         if known:
             x0 = np.zeros(n)
             idx = np.fromiter(known.keys(), dtype=np.int64, count=len(known))
@@ -393,7 +445,7 @@ class _Model:
             held = float(np.dot(self.cost, values))
             claimed = float(info.objective_function_value)
             if abs(held - claimed) > 1e-7 * max(1.0, abs(held)):
-                return self.solve(time_limit_s, highspy, None, rel_gap)
+                return self.solve(time_limit_s, highspy, None, rel_gap, work)
         return status, info, values
 
 
@@ -413,7 +465,7 @@ def _start_values(start: list, layout: list, y: dict, padded: bool) -> dict | No
                 if x is None:
                     return None
                 out[x] = out.get(x, 0.0) + float(cnt)
-            if carrier is not None:
+            if carrier is not None and w_vars:
                 w = w_vars.get((carrier, s, g))
                 if w is None or s in spikes:
                     return None
@@ -444,6 +496,7 @@ def solve_exact(
     time_limit_s: float,
     start: list | None = None,
     rel_gap: float = 1e-9,
+    work_limit: int | None = None,
 ) -> ExactSolution:
     """Solve the planning problem exactly with HiGHS (see the module docstring).
 
@@ -455,7 +508,10 @@ def solve_exact(
     ``start``: a known plan to start from, per bucket a list of batches ``(s, g, {type:
     count}, carrier type or None)`` (the carrier takes the shape's compile spike); ignored
     where it does not fit the model. ``rel_gap``: HiGHS stops once its incumbent is proved
-    within this share of the optimum (the returned bound stays certified).
+    within this share of the optimum (the returned bound stays certified). ``work_limit``: stop
+    after this many of HiGHS's progress checks (:func:`limit_work`; status ``"work_limit"``), a
+    budget that gives the same result on a fast or a slow machine; ``time_limit_s`` is then a
+    hard cap only.
     """
     import highspy
 
@@ -489,6 +545,12 @@ def solve_exact(
             lines = batch_lines(cm, ss, gg, mbs)
             s_index = {int(v): i for i, v in enumerate(p.cap_s.tolist())}
             g_index = {int(v): j for j, v in enumerate(p.cap_g.tolist())}
+        # where the compile spike lands matters only to the p95 count and, under static-graph
+        # (where it adds to the batch's slowest member), to the sequential time: without those
+        # limits the model has no spike variables
+        spiked = spec.max_p95_latency_ms is not None or (
+            not padded and spec.max_sequential_ms is not None
+        )
         if padded:
             for s in p.cap_s.tolist():
                 if s < int(p.type_a.min()):
@@ -539,6 +601,8 @@ def solve_exact(
                     members.append((x, 1.0))
                     cost_terms.append((x, price))
                     md.row(-inf, 0.0, [(x, 1.0), (k, -float(min(ct, mbs)))])
+                    if p.type_a[t] == s:
+                        tight.append((x, 1.0))
                     width = g + (s if padded else 0)
                     pad_terms.append((x, float(width)))
                     if padded:
@@ -559,6 +623,8 @@ def solve_exact(
                         if padded
                         else max(0.0, pre_ms_t[t] + compile_ms - float(cm.prefill_ms(s)))
                     )
+                    if not spiked:
+                        continue
                     w = md.var(0.0, 0, 1)
                     w_vars[(t, s, g)] = w
                     md.row(-inf, 0.0, [(w, 1.0), (x, -1.0)])
@@ -566,8 +632,6 @@ def solve_exact(
                         seq_terms.append((w, inc))
                     if lim95 is not None and ok and not ok_spiked:
                         ok_terms.append((w, -1.0))
-                    if p.type_a[t] == s:
-                        tight.append((x, 1.0))
                 md.row(-inf, 0.0, [*members, (k, -float(mbs))])
                 for z, ln, at in batch_rows:
                     for a_l, b_l in zip(ln.alpha[at].tolist(), ln.beta[at].tolist(), strict=True):
@@ -582,11 +646,13 @@ def solve_exact(
             ct = float(p.type_count[t])
             md.row(ct, ct, [(x, 1.0) for x in xs])
         # one spike per shape used
-        if padded:
+        if padded and spiked:
+            by_shape: dict = {}
+            for (_, ss, _), w in w_vars.items():
+                by_shape.setdefault(ss, []).append((w, 1.0))
             for s, z in z_vars.items():
-                ws = [(w, 1.0) for (t, ss, g), w in w_vars.items() if ss == s]
-                md.row(0.0, 0.0, [*ws, (z, -1.0)])
-        else:
+                md.row(0.0, 0.0, [*by_shape.get(s, []), (z, -1.0)])
+        elif spiked:
             md.row(1.0, 1.0, [(w, 1.0) for w in w_vars.values()])
         if spec.max_sequential_ms is not None:
             md.row(-inf, spec.max_sequential_ms, seq_terms)
@@ -601,17 +667,13 @@ def solve_exact(
             md.row(-inf, spec.max_cost - fixed, cost_terms)
         layout.append((n_vars, x_vars, w_vars, z_vars))
     values0 = None if start is None else _start_values(start, layout, y, padded)
-    status, info, values = md.solve(time_limit_s, highspy, values0, rel_gap)
-    names = {
-        highspy.HighsModelStatus.kOptimal: "optimal",
-        highspy.HighsModelStatus.kInfeasible: "infeasible",
-        highspy.HighsModelStatus.kTimeLimit: "time_limit",
-    }
-    name = names.get(status, str(status))
-    bound = float(info.mip_dual_bound) + const if name in ("optimal", "time_limit") else -math.inf
+    status, info, values = md.solve(time_limit_s, highspy, values0, rel_gap, work_limit)
+    name = status_name(status)
+    stopped = ("optimal", "time_limit", "work_limit")
+    bound = float(info.mip_dual_bound) + const if name in stopped else -math.inf
     if name == "optimal":
         bound = min(bound, float(info.objective_function_value) + const)
-    if values is None or name not in ("optimal", "time_limit"):
+    if values is None or name not in stopped:
         return ExactSolution(name, math.inf, bound, (), (), ())
     out_batches, out_carriers, out_shapes = [], [], []
     for n_vars, x_vars, w_vars, z_vars in layout:

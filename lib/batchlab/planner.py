@@ -777,12 +777,14 @@ def _contiguous_search(
 
 #: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
 _MERGE_LIMIT = 2500
+#: a quick merge (column generation follows) bisects its λ until hi / lo is below this
+_QUICK_RATIO = 1.5
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
 _EXACT_AUTO_SIZE = 4000
 #: ``exact="auto"`` also solves a larger model (up to this size) when the heuristics leave a
-#: certified gap above _EXACT_RETRY_GAP and the time budget allows
+#: certified gap above _EXACT_RETRY_GAP (its work is bounded by _EXACT_WORK, not by time left)
 _EXACT_RETRY_SIZE = 40_000
-_EXACT_RETRY_GAP = 0.005
+_EXACT_RETRY_GAP = 0.001
 #: the Lagrangian bound is computed when a bucket has at most this many types
 _BOUND_LIMIT = 4000
 #: Bounds from HiGHS (MILP dual bounds, LP optima) are exact only up to its feasibility
@@ -1298,7 +1300,8 @@ def _merge_plan(
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
     every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
     ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
-    generation improves. The search stops early at ``deadline`` (time.perf_counter()).
+    generation improves. ``deadline`` (time.perf_counter()) is a hard cap: the search itself is
+    bounded by its count of runs, so its result does not depend on the machine's speed.
 
     Returns the best candidate (None when the bucket has too many pieces), the λ used
     (cost units per ms) and every candidate tried.
@@ -1351,7 +1354,7 @@ def _merge_plan(
                     feasible.append(cand)
                 else:
                     lo = mid
-                if lo > 0 and hi / lo < (1.5 if quick else 1.01):
+                if lo > 0 and hi / lo < (_QUICK_RATIO if quick else 1.01):
                     break
             mu_used = hi
             # the local search moves the boundary: bisect again with it, from a little below
@@ -1523,6 +1526,10 @@ def _spec(bucket: _Bucket, problem, compile_cost: float):
 #: exact="always" proves the optimum (within the time budget).
 _EXACT_PROVE_SIZE = 400
 _EXACT_REL_GAP = 1e-3
+#: under exact="auto" the exact model stops after this many of HiGHS's progress checks
+#: (:func:`batchlab.exact.limit_work`): a budget of work, not of time, so the same inputs get
+#: the same plan on a fast or a slow machine (``time_limit_s`` stays a hard cap)
+_EXACT_WORK = 300
 
 
 def _start_batches(c: _Candidate, bucket: _Bucket, cm: CostModel, inverse: np.ndarray) -> list:
@@ -1570,7 +1577,8 @@ def _exact_candidates(
         ]
     prove = not stop_early or model_size(specs) <= _EXACT_PROVE_SIZE
     rel_gap = 1e-9 if prove else _EXACT_REL_GAP
-    sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap)
+    work = _EXACT_WORK if stop_early else None
+    sol = solve_exact(specs, max_shapes, time_limit_s, start, rel_gap, work)
     if not sol.buckets:
         return sol.status, sol.bound, [None] * len(buckets)
     cands = []
@@ -1609,6 +1617,10 @@ _COLGEN_LIMIT = 8000
 #: of at most this many types (on chat's 939 it does not converge in 150 s); larger ones run
 #: it on one line per cap (LinePricedColumnGeneration), which converges as fast as static-graph
 _BATCH_PRICED_COLGEN_LIMIT = 200
+#: work budgets of column generation (machine-independent; the time limit is a hard cap):
+#: rounds of LP + pricing per bucket, and HiGHS progress checks per restricted-master MILP
+_COLGEN_ROUNDS = 150
+_COLGEN_MILP_WORK = 100
 
 
 def _spike_floor(cm: CostModel, aligned: np.ndarray, s: np.ndarray | None = None) -> float:
@@ -1700,7 +1712,7 @@ def _colgen(
         # the one-line relaxation converges slowly on large buckets (chat: its LP stays at the
         # seed's cost for a minute): a share of the budget, the rest for its integer plans
         stop = min(deadline, time.perf_counter() + max(0.5, 0.3 * (deadline - time.perf_counter())))
-    res = cg.solve(stop, upper_bound=upper, stop_gap=2e-4)
+    res = cg.solve(stop, upper_bound=upper, stop_gap=2e-4, max_rounds=_COLGEN_ROUNDS)
     if extra > res.bound and res.status != "infeasible":
         res = dataclasses.replace(res, bound=extra)
     cands: list[_Candidate] = []
@@ -1717,6 +1729,7 @@ def _colgen(
             over_shift=over_shift,
             rel_gap=2e-4,
             start=start,
+            work=_COLGEN_MILP_WORK,
         )
         if batches is None:
             break
@@ -1903,9 +1916,14 @@ def plan_requests(
     :class:`Limits` for all buckets, or a mapping bucket name -> Limits (or a dict of its keys).
     ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
     :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
-    model (HiGHS) within ``time_limit_s`` seconds (at most :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when the
-    model is small enough to fit the budget (and, above a few hundred assignments, stops once
-    its plan is proved within 0.1 % of the optimum; "always" proves the optimum). ``window``: the widest batch, in runs, of the
+    model (HiGHS) to the proven optimum within ``time_limit_s`` seconds (at most
+    :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when
+    the model is small (a test of its size, and of the heuristics' certified gap) and, above a
+    few hundred assignments, stops once its plan is proved within 0.1 % of the optimum.
+    Under ``"auto"`` and ``"never"`` every phase has a budget of *work* (rounds of column
+    generation, HiGHS progress checks), not of time, so the same inputs give the same plan on
+    a fast or a slow machine; ``time_limit_s`` is then a hard cap that binds only on instances
+    whose work does not fit it. ``window``: the widest batch, in runs, of the
     contiguous search used for buckets too large for the cap heuristic. A progress bar (tqdm)
     shows when planning takes longer than a second; ``progress=None`` shows it only on a
     terminal (so stored notebook outputs do not depend on timing), True always, False never.
@@ -1983,15 +2001,15 @@ def plan_requests(
 
     def want_exact(size: int, gap: float = 0.0) -> bool:
         """Solve exactly: always, or (auto) when the model is small, or not too large while the
-        heuristics' certified gap is above _EXACT_RETRY_GAP with time left."""
+        heuristics' certified gap is above _EXACT_RETRY_GAP (a test of size and gap, not of
+        the time left, so that the plan does not depend on the machine's speed)."""
         if exact == "always":
             return True
         if exact != "auto":
             return False
         if size <= _EXACT_AUTO_SIZE:
             return True
-        room = deadline - time.perf_counter() > 0.5
-        return size <= _EXACT_RETRY_SIZE and gap > _EXACT_RETRY_GAP and room
+        return size <= _EXACT_RETRY_SIZE and gap > _EXACT_RETRY_GAP
 
     if not cm.padded:
         declared = _static_shapes(prepared, cm, cap)
@@ -2004,7 +2022,10 @@ def plan_requests(
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
             n_types[i] = len(problem.type_a)
             use_cg = n_types[i] <= _COLGEN_LIMIT
-            share = (deadline - time.perf_counter()) / (nb - i)
+            # the hard cap of this bucket: its share of the time left, so that where the cap
+            # binds a bucket cannot leave the next ones none (where it does not bind, the work
+            # budgets alone decide, and the plan does not depend on the machine)
+            cap_i = time.perf_counter() + (deadline - time.perf_counter()) / (nb - i)
             merged = None
             if n_types[i] <= _MERGE_LIMIT:
                 merged, mus[i], cands = _merge_plan(
@@ -2014,7 +2035,7 @@ def plan_requests(
                     declared[i],
                     {"method": "merge", "n_shapes_global": 1},
                     quick=use_cg,
-                    deadline=time.perf_counter() + 0.3 * share,
+                    deadline=cap_i,
                 )
                 tried[i] += cands
             if merged is None:
@@ -2023,7 +2044,6 @@ def plan_requests(
             bar.update()
             spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
             if use_cg:
-                left = (deadline - time.perf_counter()) / (nb - i)
                 res, cands, _ = _colgen(
                     b,
                     cm,
@@ -2032,7 +2052,7 @@ def plan_requests(
                     tried[i],
                     declared[i],
                     None,
-                    time.perf_counter() + max(0.05, left),
+                    cap_i,
                     {"n_shapes_global": 1},
                     mus[i],
                 )
@@ -2042,7 +2062,7 @@ def plan_requests(
             known_bound = max(bucket_cg[i], b.bounds.min_cost)
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
             if want_exact(model_size([spec]), gap_i):
-                left = max(0.05, (deadline - time.perf_counter()) / (nb - i))
+                left = max(0.05, cap_i - time.perf_counter())
                 ok_tried = [c for c in tried[i] if c.ok]
                 seed = [min(ok_tried, key=_rank)] if ok_tried else None
                 status, bound, cands = _exact_candidates(
