@@ -7,8 +7,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from hypothesis import strategies as st
 
-__all__ = ["lognormal_requests", "measurement_table", "never_policy", "request_table", "run_cli"]
+__all__ = [
+    "limits_between",
+    "lognormal_requests",
+    "measurement_table",
+    "never_policy",
+    "request_table",
+    "run_cli",
+    "tiny_requests",
+]
 
 
 def request_table(
@@ -32,6 +41,42 @@ def request_table(
     if arrival_s is not None:
         df["arrival_s"] = np.asarray(arrival_s, dtype=np.float64)
     return df
+
+
+@st.composite
+def tiny_requests(draw, max_n: int, max_prompt_len: int, max_gen_len: int) -> pd.DataFrame:
+    """A hypothesis strategy: 1 to ``max_n`` requests with lengths from 1 to the maxima
+    (tokens), small enough for exhaustive enumeration."""
+    n = draw(st.integers(1, max_n))
+    p = draw(st.lists(st.integers(1, max_prompt_len), min_size=n, max_size=n))
+    g = draw(st.lists(st.integers(1, max_gen_len), min_size=n, max_size=n))
+    return request_table(p, g)
+
+
+#: The planner's limits and the summary metric each one bounds.
+LIMIT_METRICS = (
+    ("max_pad_ratio", "pad_ratio"),
+    ("max_p95_latency_ms", "p95_latency_ms"),
+    ("max_sequential_ms", "sequential_ms"),
+    ("max_cost", "total_cost"),
+)
+
+
+def limits_between(draw, plans: Sequence[dict], mbs: int | None, *, nudge: bool = False):
+    """Random :class:`batchlab.planner.Limits` for hypothesis' ``draw``: for each metric either
+    none or a value between the best and the worst of ``plans`` (summaries); with ``nudge``, a
+    drawn value is sometimes taken 0.1 % below, so that a limit lands just under a plan."""
+    from batchlab.planner import Limits
+
+    kwargs: dict[str, object] = {"max_batch_size": mbs}
+    for name, metric in LIMIT_METRICS:
+        if draw(st.booleans()):
+            lo = min(p[metric] for p in plans)
+            hi = max(p[metric] for p in plans)
+            value = lo + draw(st.floats(0.0, 1.0)) * (hi - lo)
+            if value > 0:
+                kwargs[name] = value * (0.999 if nudge and draw(st.booleans()) else 1.0)
+    return Limits(**kwargs)
 
 
 def lognormal_requests(

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-from builders import request_table
+from builders import limits_between, request_table, tiny_requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_planner_exact import meets, partitions
@@ -114,39 +114,14 @@ def enumerated(df, cm, max_shapes=1):
     return out
 
 
-@st.composite
-def tiny_case(draw):
-    n = draw(st.integers(1, 6))
-    p = draw(st.lists(st.integers(1, 200), min_size=n, max_size=n))
-    g = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    return request_table(p, g)
-
-
-def random_limits(draw, plans, mbs):
-    kwargs = {"max_batch_size": mbs}
-    for name, metric in [
-        ("max_pad_ratio", "pad_ratio"),
-        ("max_p95_latency_ms", "p95_latency_ms"),
-        ("max_sequential_ms", "sequential_ms"),
-        ("max_cost", "total_cost"),
-    ]:
-        if draw(st.booleans()):
-            lo = min(p[metric] for p in plans)
-            hi = max(p[metric] for p in plans)
-            value = lo + draw(st.floats(0.0, 1.0)) * (hi - lo)
-            if value > 0:
-                kwargs[name] = value
-    return Limits(**kwargs)
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=tiny_case(), name=st.sampled_from(list(MODELS)), data=st.data())
+@given(df=tiny_requests(6, 200, 300), name=st.sampled_from(list(MODELS)), data=st.data())
 def test_bounds_never_exceed_the_enumerated_optimum(df, name, data):
     cm = MODELS[name]
     mbs = data.draw(st.one_of(st.none(), st.integers(1, 4)))
     everything = enumerated(df, cm)
     plans = [s for s in everything if mbs is None or s["largest"] <= mbs]
-    lim = random_limits(data.draw, plans, mbs)
+    lim = limits_between(data.draw, plans, mbs)
     feasible = [s for s in plans if meets(s, lim)]
     floors = lower_bounds(df, cm, max_batch_size=mbs)
     assert floors.min_cost <= min(s["total_cost"] for s in plans) * (1 + 1e-9)
@@ -192,7 +167,7 @@ def test_lower_bounds_on_a_gpu_model_beat_the_member_floor(mbs):
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    df=tiny_case(),
+    df=tiny_requests(6, 200, 300),
     name=st.sampled_from(list(PADDED)),
     cap=st.integers(1, 2),
     data=st.data(),
@@ -202,7 +177,7 @@ def test_padded_bounds_never_exceed_the_enumerated_optimum(df, name, cap, data):
     df = df.iloc[:5]
     mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
     plans = [s for s in enumerated(df, cm, cap) if mbs is None or s["largest"] <= mbs]
-    lim = random_limits(data.draw, plans, mbs)
+    lim = limits_between(data.draw, plans, mbs)
     feasible = [s for s in plans if meets(s, lim)]
     if not feasible:
         with pytest.raises(LimitError):

@@ -202,19 +202,26 @@ def test_dense_within_15_percent_of_a100_profiles(stem):
     assert ideal.max() < 0.76
 
 
+def run_fit_script(*options: str) -> str:
+    """``scripts/fit_step_time_efficiency.py --profiles PROFILES *options``: its stdout, after
+    checking that it exited 0 (bounded to 10 minutes)."""
+    script = REPO / "scripts" / "fit_step_time_efficiency.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--profiles", str(PROFILES), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return run.stdout
+
+
 @needs_profiles
 @pytest.mark.slow
 def test_fit_script_reproduces_the_stored_numbers():
-    script = REPO / "scripts" / "fit_step_time_efficiency.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--profiles", str(PROFILES), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "sha256" in run.stdout and "MISMATCH" not in run.stdout
-    assert "stored numbers match the fit" in run.stdout
+    stdout = run_fit_script("--check")
+    assert "sha256" in stdout and "MISMATCH" not in stdout
+    assert "stored numbers match the fit" in stdout
 
 
 @needs_profiles
@@ -222,15 +229,7 @@ def test_fit_script_reproduces_the_stored_numbers():
 def test_efficiencies_carry_to_a_model_they_were_not_fitted_on():
     # fitted on three of the four models, the fourth lands within ±15 % at every token count
     # (the nearest check of "carries to what was not fitted" the A100 profiles allow)
-    script = REPO / "scripts" / "fit_step_time_efficiency.py"
-    run = subprocess.run(
-        [sys.executable, str(script), "--profiles", str(PROFILES), "--leave-one-out"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    held = [line for line in run.stdout.splitlines() if "tokens .." in line]
+    held = [line for line in run_fit_script("--leave-one-out").splitlines() if "tokens .." in line]
     assert len(held) == len(PROFILE_N_LAYERS) and all("within ±15%" in x for x in held), held
 
 

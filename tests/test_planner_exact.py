@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from builders import request_table
+from builders import limits_between, request_table, tiny_requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import reference_evaluate
@@ -87,35 +87,8 @@ def meets(summary, lim: Limits) -> bool:
     return all(b is None or summary[m] <= b * (1 + 1e-12) for b, m in checks)
 
 
-@st.composite
-def tiny_case(draw):
-    n = draw(st.integers(1, 5))
-    p = draw(st.lists(st.integers(1, 192), min_size=n, max_size=n))
-    g = draw(st.lists(st.integers(1, 40), min_size=n, max_size=n))
-    return request_table(p, g)
-
-
-def limits_between(draw, plans, mbs):
-    """Random limits: for each metric either none or a value between the best and worst plans'."""
-    kwargs = {"max_batch_size": mbs}
-    for name, metric in [
-        ("max_pad_ratio", "pad_ratio"),
-        ("max_p95_latency_ms", "p95_latency_ms"),
-        ("max_sequential_ms", "sequential_ms"),
-        ("max_cost", "total_cost"),
-    ]:
-        if draw(st.booleans()):
-            lo = min(p[metric] for p in plans)
-            hi = max(p[metric] for p in plans)
-            frac = draw(st.floats(0.0, 1.0))
-            value = lo + frac * (hi - lo)
-            if value > 0:
-                kwargs[name] = value * (0.999 if draw(st.booleans()) else 1.0)
-    return Limits(**kwargs)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=tiny_case(), padded=st.booleans(), cap=st.integers(1, 3), data=st.data())
+@given(df=tiny_requests(5, 192, 40), padded=st.booleans(), cap=st.integers(1, 3), data=st.data())
 def test_tiny_instances_reach_the_enumerated_optimum(df, padded, cap, data):
     cm = PADDED if padded else STATIC
     mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
@@ -123,7 +96,7 @@ def test_tiny_instances_reach_the_enumerated_optimum(df, padded, cap, data):
     plans = [
         s for s in everything if mbs is None or max(b["size"] for b in s["sizes"].values()) <= mbs
     ]
-    lim = limits_between(data.draw, plans, mbs)
+    lim = limits_between(data.draw, plans, mbs, nudge=True)
     feasible = [s for s in plans if meets(s, lim)]
     if not feasible:
         with pytest.raises(LimitError):
