@@ -1,6 +1,7 @@
 """Fit the kernel efficiencies of batchlab.calibration on Vidur's A100 operator profiles.
 
     .venv/bin/python scripts/fit_step_time_efficiency.py [--profiles DIR] [--check] [--leave-one-out]
+    .venv/bin/python scripts/fit_step_time_efficiency.py --validate --profiles DIR --device GPU
 
 Reads ``DIR/*.mlp.csv`` (default ``../shared/profiles/vidur-a100``, beside the checkout; see its
 README for the columns), checks each file's sha256 against the README, and fits on tensor
@@ -22,6 +23,14 @@ the held-out model's dense time, model / measured, at its worst token count: the
 name no model, and this is how far they carry to shapes they were not fitted on (it exits 1 when
 a held-out model leaves ±15 %, the issue's band for a GPU that was not fitted). Nothing is
 written.
+
+``--validate`` fits nothing: it prices the profiles in ``DIR`` (e.g. Vidur's
+``data/profiling/compute/h100/<model>/mlp.csv``, renamed ``<model>.mlp.csv``) with the stored
+``VIDUR_A100`` efficiencies on ``--device`` (a preset of ``batchlab.roofline.GPUS``: the
+data-sheet peaks of the GPU the profiles were measured on) and exits 1 when a model's dense time
+leaves ±15 % of the measured one at some token count: the check that the efficiencies carry to
+a GPU they were not fitted on. ``--n-layers STEM=N`` names the layer count of a model the
+library's ``PROFILE_N_LAYERS`` does not know (the profiles hold one layer).
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from batchlab.roofline import GPUS, dense_kernel_ms, dense_ms, profile_model_spe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILES = REPO.parent / "shared" / "profiles" / "vidur-a100"
-DEVICE = GPUS["a100-80gb"]
+FIT_DEVICE = "a100-80gb"
+BAND = 0.15
 MAX_TOKENS = 4096
 MATMULS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 CLASSES = {
@@ -92,32 +102,49 @@ def least_squares(fun, x0, lower, upper, iters: int = 300):
 
 
 def readme_sha256(folder: Path) -> dict[str, str]:
-    text = (folder / "README.md").read_text(encoding="utf-8")
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    text = readme.read_text(encoding="utf-8")
     return {name: digest for digest, name in re.findall(r"([0-9a-f]{64})\s+(\S+\.csv)", text)}
 
 
-def load(folder: Path) -> list[dict]:
+def load(
+    folder: Path, device: str = FIT_DEVICE, n_layers: dict[str, int] | None = None
+) -> list[dict]:
+    """The profiles ``folder/*.mlp.csv`` measured on ``device``, with their model specs."""
+    layers = {**PROFILE_N_LAYERS, **(n_layers or {})}
     sums = readme_sha256(folder)
     profiles = []
     for path in sorted(folder.glob("*.mlp.csv")):
         stem = path.name.removesuffix(".mlp.csv")
-        if stem not in PROFILE_N_LAYERS:
-            print(f"skipping {path.name}: n_layers unknown", file=sys.stderr)
+        if stem not in layers:
+            print(f"skipping {path.name}: n_layers unknown (--n-layers {stem}=N)", file=sys.stderr)
             continue
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         expected = sums.get(path.name)
-        status = "ok" if digest == expected else f"MISMATCH (README {expected})"
+        if expected is None:
+            status = "(no sum in a README to check it against)"
+        else:
+            status = "ok" if digest == expected else f"MISMATCH (README {expected})"
         print(f"{path.name}: sha256 {digest} {status}")
         table = read_operator_profile(path)
         table = table[table["num_tokens"] <= MAX_TOKENS].reset_index(drop=True)
-        spec = profile_model_spec(table, PROFILE_N_LAYERS[stem], stem)
+        spec = profile_model_spec(table, layers[stem], stem)
         tokens = table["num_tokens"].to_numpy(dtype=float)
         octave = np.floor(np.log2(tokens)).astype(int)
         weight = np.zeros_like(tokens)
         for o in np.unique(octave):
             weight[octave == o] = 1.0 / np.sum(octave == o)
         profiles.append(
-            {"name": stem, "table": table, "spec": spec, "tokens": tokens, "w": np.sqrt(weight)}
+            {
+                "name": stem,
+                "table": table,
+                "spec": spec,
+                "device": GPUS[device],
+                "tokens": tokens,
+                "w": np.sqrt(weight),
+            }
         )
     if not profiles:
         raise SystemExit(f"no profiles in {folder}")
@@ -143,7 +170,7 @@ def fit(profiles: list[dict]) -> KernelEfficiency:
     def residuals(eff: KernelEfficiency, ops) -> np.ndarray:
         out = []
         for prof in profiles:
-            times = dense_kernel_ms(prof["spec"], DEVICE, prof["tokens"], eff)
+            times = dense_kernel_ms(prof["spec"], prof["device"], prof["tokens"], eff)
             for op in ops:
                 out.append(prof["w"] * np.log(times[op] / prof["table"][op].to_numpy(float)))
         return np.concatenate(out)
@@ -162,7 +189,7 @@ def fit(profiles: list[dict]) -> KernelEfficiency:
         eff = efficiency_from(x, kinds)
         out = []
         for prof in profiles:
-            model = dense_ms(prof["spec"], DEVICE, prof["tokens"], efficiency=eff)
+            model = dense_ms(prof["spec"], prof["device"], prof["tokens"], efficiency=eff)
             measured = profile_dense_ms(prof["table"], prof["spec"].n_layers)
             out.append(prof["w"] * np.log(model / measured))
         return np.concatenate(out)
@@ -183,15 +210,15 @@ def fit(profiles: list[dict]) -> KernelEfficiency:
     return efficiency_from(np.r_[latency, rest], kinds)
 
 
-def report(profiles: list[dict], eff: KernelEfficiency) -> None:
-    print("\nfitted efficiencies:")
+def report(profiles: list[dict], eff: KernelEfficiency, title: str = "fitted efficiencies") -> None:
+    print(f"\n{title}:")
     for key, value in efficiency_table(eff).items():
         print(f"  {key:20s} {value:10.4f}")
     print("\nper kernel, model / measured (min .. max over models and token counts):")
     for op in DENSE_KERNELS:
         ratios = np.concatenate(
             [
-                dense_kernel_ms(p["spec"], DEVICE, p["tokens"], eff)[op] / p["table"][op]
+                dense_kernel_ms(p["spec"], p["device"], p["tokens"], eff)[op] / p["table"][op]
                 for p in profiles
             ]
         )
@@ -204,8 +231,7 @@ def report(profiles: list[dict], eff: KernelEfficiency) -> None:
     )
     worst, lows, highs = 0.0, [], []
     for p in profiles:
-        model = dense_ms(p["spec"], DEVICE, p["tokens"], efficiency=eff)
-        ratio = model / profile_dense_ms(p["table"], p["spec"].n_layers)
+        ratio = dense_ratio(p, eff)
         worst = max(worst, float(np.max(np.abs(np.log(ratio)))))
         lows.append(float(ratio.min()))
         highs.append(float(ratio.max()))
@@ -220,7 +246,7 @@ def report(profiles: list[dict], eff: KernelEfficiency) -> None:
         )
     print(f"  all models: {min(lows):.3f} .. {max(highs):.3f} (worst |log ratio| {worst:.4f})")
     ideal = [
-        dense_ms(p["spec"], DEVICE, p["tokens"], calibrated=False)
+        dense_ms(p["spec"], p["device"], p["tokens"], calibrated=False)
         / profile_dense_ms(p["table"], p["spec"].n_layers)
         for p in profiles
     ]
@@ -230,27 +256,38 @@ def report(profiles: list[dict], eff: KernelEfficiency) -> None:
 
 def dense_ratio(profile: dict, eff: KernelEfficiency) -> np.ndarray:
     """Dense time of a forward pass, model / measured, at each token count of ``profile``."""
-    model = dense_ms(profile["spec"], DEVICE, profile["tokens"], efficiency=eff)
+    model = dense_ms(profile["spec"], profile["device"], profile["tokens"], efficiency=eff)
     return model / profile_dense_ms(profile["table"], profile["spec"].n_layers)
 
 
-def leave_one_out(profiles: list[dict], band: float = 0.15) -> bool:
+def within_band(profile: dict, eff: KernelEfficiency, band: float = BAND) -> bool:
+    """Print ``profile``'s dense time, model / measured, at its lowest and highest token count
+    ratio; True when it stays within ``1 ± band`` at every token count."""
+    ratio = dense_ratio(profile, eff)
+    lo, hi = int(np.argmin(ratio)), int(np.argmax(ratio))
+    inside = bool(ratio.min() >= 1 - band and ratio.max() <= 1 + band)
+    print(
+        f"  {profile['name']:18s} {ratio[lo]:.3f} at {profile['tokens'][lo]:.0f} tokens .. "
+        f"{ratio[hi]:.3f} at {profile['tokens'][hi]:.0f} tokens "
+        f"({'within' if inside else 'OUTSIDE'} ±{band:.0%})"
+    )
+    return inside
+
+
+def leave_one_out(profiles: list[dict], band: float = BAND) -> bool:
     """Fit on all models but one, compare on that one; True when every held-out model stays
     within ``1 ± band`` at every token count."""
     print("\nleave one model out: fitted on the others, dense time model / measured:")
-    ok = True
-    for held in profiles:
-        eff = fit([p for p in profiles if p is not held])
-        ratio = dense_ratio(held, eff)
-        lo, hi = int(np.argmin(ratio)), int(np.argmax(ratio))
-        inside = ratio.min() >= 1 - band and ratio.max() <= 1 + band
-        ok &= bool(inside)
-        print(
-            f"  {held['name']:18s} {ratio[lo]:.3f} at {held['tokens'][lo]:.0f} tokens .. "
-            f"{ratio[hi]:.3f} at {held['tokens'][hi]:.0f} tokens "
-            f"({'within' if inside else 'OUTSIDE'} ±{band:.0%})"
-        )
-    return ok
+    held_in = [within_band(h, fit([p for p in profiles if p is not h]), band) for h in profiles]
+    return all(held_in)
+
+
+def layer_count(text: str) -> tuple[str, int]:
+    """``STEM=N`` of ``--n-layers``."""
+    stem, sep, n = text.partition("=")
+    if not sep or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected STEM=N with N >= 1, got {text!r}")
+    return stem, int(n)
 
 
 def literal(eff: KernelEfficiency) -> str:
@@ -279,11 +316,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--leave-one-out", action="store_true", help="also fit without each model, check on it"
     )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="fit nothing: check the stored VIDUR_A100 on these profiles and --device",
+    )
+    parser.add_argument(
+        "--device",
+        choices=sorted(GPUS),
+        default=FIT_DEVICE,
+        help=f"the GPU the profiles were measured on (default {FIT_DEVICE})",
+    )
+    parser.add_argument(
+        "--n-layers",
+        type=layer_count,
+        action="append",
+        default=[],
+        metavar="STEM=N",
+        help="layer count of a profiled model the library does not know (repeatable)",
+    )
     args = parser.parse_args(argv)
     if not args.profiles.is_dir():
         print(f"error: no profile folder {args.profiles}", file=sys.stderr)
         return 2
-    profiles = load(args.profiles)
+    if args.validate and (args.check or args.leave_one_out):
+        print(
+            "error: --validate fits nothing; it takes no --check or --leave-one-out",
+            file=sys.stderr,
+        )
+        return 2
+    if args.device != FIT_DEVICE and not args.validate:
+        print(
+            f"error: the fit is on {FIT_DEVICE} profiles; use --device with --validate",
+            file=sys.stderr,
+        )
+        return 2
+    profiles = load(args.profiles, args.device, dict(args.n_layers))
+    if args.validate:
+        report(profiles, VIDUR_A100, f"stored efficiencies (VIDUR_A100), priced on {args.device}")
+        print(f"\nwithin ±{BAND:.0%} of the measured dense time at every token count?")
+        return 0 if all([within_band(p, VIDUR_A100) for p in profiles]) else 1
     eff = fit(profiles)
     report(profiles, eff)
     print("\nKernelEfficiency literal for batchlab.calibration.VIDUR_A100:\n" + literal(eff))

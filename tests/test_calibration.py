@@ -202,9 +202,9 @@ def test_dense_within_15_percent_of_a100_profiles(stem):
     assert ideal.max() < 0.76
 
 
-def run_fit_script(*options: str) -> str:
+def run_fit_script(*options: str, returncode: int = 0) -> str:
     """``scripts/fit_step_time_efficiency.py --profiles PROFILES *options``: its stdout, after
-    checking that it exited 0 (bounded to 10 minutes)."""
+    checking its exit status (bounded to 10 minutes)."""
     script = REPO / "scripts" / "fit_step_time_efficiency.py"
     run = subprocess.run(
         [sys.executable, str(script), "--profiles", str(PROFILES), *options],
@@ -212,8 +212,20 @@ def run_fit_script(*options: str) -> str:
         text=True,
         timeout=600,
     )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.returncode == returncode, run.stdout[-2000:] + run.stderr[-2000:]
     return run.stdout
+
+
+@needs_profiles
+def test_validate_prices_profiles_on_the_device_they_were_measured_on():
+    # the stored efficiencies on the A100 profiles: every model within ±15 %, exit 0
+    lines = run_fit_script("--validate").splitlines()
+    verdicts = [x for x in lines if "tokens .." in x]
+    assert len(verdicts) == len(PROFILE_N_LAYERS) and all("within ±15%" in x for x in verdicts)
+    assert "stored efficiencies (VIDUR_A100), priced on a100-80gb:" in lines
+    # the same profiles said to come from an L4 (a seventh of the bandwidth): far outside, exit 1
+    lines = run_fit_script("--validate", "--device", "l4", returncode=1).splitlines()
+    assert any("OUTSIDE ±15%" in x for x in lines)
 
 
 @needs_profiles
