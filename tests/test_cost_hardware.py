@@ -128,7 +128,7 @@ def test_caps_prices_are_floors_of_every_batch(s, g, b, which):
 def test_planner_in_real_units_returns_a_valid_plan(chat):
     cm = get_cost_model("llama-3-8b@h100-sxm")
     result = plan_requests(
-        chat, cm, max_shapes=4, limits=Limits(max_batch_size=32), time_limit_s=5.0
+        chat, cm, max_shapes=4, limits=Limits(max_batch_size=32), time_limit_s=2.0
     )
     (bucket,) = result.buckets
     assert verify(chat, bucket.plan, max_shapes=4).ok
