@@ -29,7 +29,9 @@ written.
 ``VIDUR_A100`` efficiencies on ``--device`` (a preset of ``batchlab.roofline.GPUS``: the
 data-sheet peaks of the GPU the profiles were measured on) and exits 1 when a model's dense time
 leaves ±15 % of the measured one at some token count: the check that the efficiencies carry to
-a GPU they were not fitted on. ``--n-layers STEM=N`` names the layer count of a model the
+a GPU they were not fitted on. ``--device`` without ``--validate`` fits efficiencies for that
+GPU from its own profiles (a literal to pass as ``RooflineStepTime(model, gpu, efficiency=...)``;
+the library's default stays the A100 fit). ``--n-layers STEM=N`` names the layer count of a model the
 library's ``PROFILE_N_LAYERS`` does not know (the profiles hold one layer).
 """
 
@@ -345,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.device != FIT_DEVICE and not args.validate:
+    if args.check and args.device != FIT_DEVICE:
         print(
-            f"error: the fit is on {FIT_DEVICE} profiles; use --device with --validate",
+            f"error: --check compares with VIDUR_A100, a fit on {FIT_DEVICE} profiles",
             file=sys.stderr,
         )
         return 2
@@ -358,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all([within_band(p, VIDUR_A100) for p in profiles]) else 1
     eff = fit(profiles)
     report(profiles, eff)
-    print("\nKernelEfficiency literal for batchlab.calibration.VIDUR_A100:\n" + literal(eff))
+    if args.device == FIT_DEVICE:
+        target = "batchlab.calibration.VIDUR_A100"
+    else:  # a user's own GPU: the numbers go to RooflineStepTime(..., efficiency=...)
+        target = f"{args.device} (RooflineStepTime(model, {args.device!r}, efficiency=...))"
+    print(f"\nKernelEfficiency literal for {target}:\n" + literal(eff))
     status = 0
     if args.leave_one_out and not leave_one_out(profiles):
         status = 1

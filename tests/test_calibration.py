@@ -3,6 +3,7 @@ and batchlab.roofline.RooflineStepTime in named parts."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,28 @@ def test_fit_script_reproduces_the_stored_numbers():
     stdout = run_fit_script("--check")
     assert "sha256" in stdout and "MISMATCH" not in stdout
     assert "stored numbers match the fit" in stdout
+
+
+@needs_profiles
+@pytest.mark.slow
+def test_fit_on_another_device_scales_the_efficiencies_to_its_peaks():
+    # the A100 profiles declared as measured on an H100: the fit finds efficiencies that are
+    # the A100's scaled by the ratio of the peaks (the same times), and residuals as good
+    stdout = run_fit_script("--device", "h100-sxm")
+    assert "KernelEfficiency literal for h100-sxm" in stdout
+    compute = float(re.search(r"matmul_compute=([0-9.]+)", stdout).group(1))
+    memory = float(re.search(r"matmul_memory=([0-9.]+)", stdout).group(1))
+    a100, h100 = get_gpu("a100-80gb"), get_gpu("h100-sxm")
+    assert compute == pytest.approx(
+        VIDUR_A100.matmul_compute * a100.peak_flops / h100.peak_flops, rel=0.1
+    )
+    assert memory == pytest.approx(
+        VIDUR_A100.matmul_memory * a100.memory_bandwidth / h100.memory_bandwidth, rel=0.1
+    )
+    spans = re.search(r"all models: ([0-9.]+) \.\. ([0-9.]+)", stdout)
+    assert 0.85 <= float(spans.group(1)) and float(spans.group(2)) <= 1.15, spans.group(0)
+    # --check compares with the A100 fit only
+    run_fit_script("--device", "h100-sxm", "--check", returncode=2)
 
 
 @needs_profiles
