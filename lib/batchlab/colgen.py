@@ -62,6 +62,13 @@ class RelaxationResult:
     columns: int
 
 
+class _Priced(tuple):
+    """The last pricing's ``(fp, ap, pi, rho)``, with ``ratio``: the exact bound ratio of the
+    negative caps where the pricing computed it (NaN elsewhere), or None."""
+
+    ratio: np.ndarray | None = None
+
+
 class CapColumnGeneration:
     """Column generation on one bucket (see the module docstring).
 
@@ -387,13 +394,65 @@ class CapColumnGeneration:
         value = csum - ap * msum
         rc = fp - value
         over = msum > self.mbs + 1e-9
-        if over.any():
+        if rho > 0 and self.lim95 is not None:  # a member's value depends on the cap
             for i in np.flatnonzero(over.any(axis=1)).tolist():
                 js = np.flatnonzero(over[i])
                 vals, m = self._member_values(i, js, pi, ap, rho)
                 rc[i, js] = fp[i, js] - self._top_sum(vals, m)
-        self._last = (fp, ap, pi, rho)
+            ratio = None
+        elif over.any():
+            ratio = self._sweep_top_units(fp, ap, pi, over, rc)
+        else:
+            ratio = None
+        self._last = _Priced((fp, ap, pi, rho))
+        self._last.ratio = ratio
         return rc, vmax
+
+    def _sweep_top_units(
+        self, fp: np.ndarray, ap: np.ndarray, pi: np.ndarray, over: np.ndarray, rc: np.ndarray
+    ) -> np.ndarray:
+        """Without the p95 term: the reduced cost at the caps where ``over`` is set (more units
+        of positive value than max_batch_size; written into ``rc``), and every negative cap's
+        least ``(overhead' − best total of m members) / m`` over m (the bound's exact ratio;
+        NaN elsewhere), in one pass over the levels.
+
+        At a cap every member's value is its type's dual less the same price, so the best
+        members are the units of the largest duals among the cap's types (level ``i``'s types
+        with ``tj ≤ j``). Those are kept per G cap as the top ``max_batch_size`` duals, merged
+        level by level with each level's new types, instead of a (types × caps) matrix per
+        level."""
+        kk = int(self.mbs)
+        nS, nG = ap.shape
+        units = self.m.astype(np.int64)
+        unit_type = np.repeat(np.arange(self.T), units)  # units in type order (level-major)
+        unit_pi = pi[unit_type]
+        unit_j = self.tj[unit_type]
+        unit_end = np.cumsum(units)
+        top = np.full((nG, kk), -np.inf)
+        cols = np.arange(nG)[:, None]
+        rank = np.arange(1, kk + 1, dtype=np.float64)
+        ratio = np.full((nS, nG), np.nan)
+        last = int(np.flatnonzero(over.any(axis=1) | (rc < 0).any(axis=1))[-1])
+        start = 0
+        chunk = max(1, 4_000_000 // max(nG, 1) - kk)
+        for i in range(last + 1):
+            stop = int(unit_end[self.level_n[i] - 1]) if self.level_n[i] else 0
+            for lo in range(start, stop, chunk):  # this level's new units, in chunks
+                hi = min(stop, lo + chunk)
+                new = np.where(unit_j[None, lo:hi] <= cols, unit_pi[None, lo:hi], -np.inf)
+                top = -np.partition(-np.concatenate([top, new], axis=1), kk - 1, axis=1)[:, :kk]
+            start = max(start, stop)
+            if over[i].any():
+                js = np.flatnonzero(over[i])
+                gain = top[js] - ap[i, js][:, None]
+                rc[i, js] = fp[i, js] - np.where(gain > 0, gain, 0.0).sum(axis=1)
+            js = np.flatnonzero(rc[i] < 0)
+            if len(js):
+                gain = -np.sort(ap[i, js][:, None] - top[js], axis=1)  # best first
+                tot = np.cumsum(np.where(gain > 0, gain, 0.0), axis=1)
+                r = np.where(gain > 0, (fp[i, js][:, None] - tot) / rank, np.inf)
+                ratio[i, js] = r.min(axis=1)
+        return ratio
 
     def _first_at_least(self, ap: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Per (level, type) pair, the first G index whose ``ap`` (nondecreasing along G) is at
@@ -529,14 +588,22 @@ class CapColumnGeneration:
 
         A cap with rc >= 0 has ratio >= rc / max_batch_size; a negative cap's ratio is at least
         ``max(rc, −vmax)`` (cheap), and exactly the least ``(overhead' − best total of m
-        members) / m`` over m. The exact ratio is computed lazily, cheapest bound first, only for
-        the caps whose cheap bound is below the least ratio found so far."""
+        members) / m`` over m. The exact ratio comes from the pricing's sweep where it ran
+        (:meth:`_sweep_top_units`), else lazily, cheapest bound first, only for the caps whose
+        cheap bound is below the least ratio found so far."""
         neg = rc < 0
         cheap = np.where(neg, np.maximum(rc, -np.maximum(vmax, 0.0)), rc / self.mbs)
         flat = cheap.ravel()
         best = float(flat[~neg.ravel()].min()) if (~neg).any() else math.inf
+        last = getattr(self, "_last", None)
+        ratio = getattr(last, "ratio", None)
+        if ratio is not None:  # the pricing's sweep gave these caps' exact ratios
+            done = neg & ~np.isnan(ratio)
+            if done.any():
+                best = min(best, float(ratio[done].min()))
+            neg = neg & ~done
         cand = np.flatnonzero(neg.ravel() & (flat < best))
-        if len(cand) and getattr(self, "_last", None) is not None:
+        if len(cand) and last is not None:
             cand = cand[np.argsort(flat[cand], kind="stable")]
             nG = rc.shape[1]
             pos, step = 0, 16
@@ -548,8 +615,8 @@ class CapColumnGeneration:
                 best = min(best, float(r.min()))
                 pos += step
                 step *= 2
-        else:
-            best = float(flat.min())
+        elif len(cand):
+            best = float(flat[cand].min())
         return float(y @ self._rhs()) + weight * self.const + self.n * best
 
     def _negatives(self, rc: np.ndarray) -> np.ndarray:
