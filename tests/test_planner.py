@@ -239,3 +239,20 @@ def test_limits_validation_and_toml(tmp_path):
 def test_unknown_bucket_in_limits_is_an_error():
     with pytest.raises(InputError, match="unknown bucket"):
         plan_requests({"a": request_table([10], [1])}, STATIC, 2, {"b": Limits()})
+
+
+@pytest.mark.slow
+def test_a_plan_batched_for_the_sequential_limit_alone_is_kept_when_it_meets_p95():
+    # 3,000 requests of prompts up to 32k tokens and gen_lens up to 8k, batches <= 7: the plan
+    # found for the sequential limit alone also meets a p95 limit just above its own p95, but
+    # the search under both limits (its p95 budget is a heuristic) found no plan meeting them
+    # and raised LimitError
+    rng = np.random.default_rng(1)
+    df = request_table(rng.integers(1, 32000, 3000), rng.integers(1, 8000, 3000))
+    seq = Limits(max_sequential_ms=1.4e12, max_batch_size=7)
+    alone = plan_requests(df, "static-graph", 3, seq, progress=False, exact="never", time_limit_s=3)
+    p95 = alone.buckets[0].evaluation.p95_latency_ms
+    both = Limits(max_p95_latency_ms=p95 * 1.0001, max_sequential_ms=1.4e12, max_batch_size=7)
+    res = plan_requests(df, "static-graph", 3, both, progress=False, exact="never", time_limit_s=3)
+    assert not both.violations(res.buckets[0].evaluation.summary())
+    assert res.total_cost <= alone.total_cost * (1 + 1e-9)

@@ -633,15 +633,34 @@ def _plan_bucket(
     sizes = _gen_bucket_sizes(bucket.gen)
     if coarse:
         sizes = sorted({sizes[0], max(1, int(np.median(bucket.gen))), sizes[-1]})
-    tried = [_candidate(bucket, shapes, cm, gb, 0.0, window) for gb in sizes]
+    tried = _sized_candidates(bucket, shapes, cm, window, sizes, full)
     best = min(tried, key=_rank)
-    if full and not best.ok and bucket.limits.max_sequential_ms is not None:
+    lim = bucket.limits
+    if full and not best.ok and lim.max_sequential_ms is not None:
+        if lim.max_p95_latency_ms is not None or lim.max_pad_ratio is not None:
+            # the batching's p95 and pad budgets are heuristic: plans batched for the
+            # sequential limit alone may meet them too (scored against every limit)
+            relaxed = dataclasses.replace(lim, max_p95_latency_ms=None, max_pad_ratio=None)
+            alone = dataclasses.replace(bucket, limits=relaxed)
+            tried += [
+                dataclasses.replace(c, violations=lim.violations(c.summary))
+                for c in _sized_candidates(alone, shapes, cm, window, sizes, full)
+            ]
+            best = min(tried, key=_rank)
+    return best, tried
+
+
+def _sized_candidates(bucket, shapes, cm, window, sizes, full: bool) -> list[_Candidate]:
+    """A candidate per gen-bucket size at λ = 0 and, when none meets the limits and a
+    sequential limit is set (``full``), the λ search from each."""
+    tried = [_candidate(bucket, shapes, cm, gb, 0.0, window) for gb in sizes]
+    if full and not any(c.ok for c in tried) and bucket.limits.max_sequential_ms is not None:
         base = sorted(tried, key=lambda c: c.summary["total_cost"])
         for c in base:
-            found = _search_lambda(bucket, shapes, cm, c.settings["gen_bucket_size"], window, c)
-            tried.append(found)
-        best = min(tried, key=_rank)
-    return best, tried
+            tried.append(
+                _search_lambda(bucket, shapes, cm, c.settings["gen_bucket_size"], window, c)
+            )
+    return tried
 
 
 def _as_buckets(buckets) -> list[tuple[str, pd.DataFrame]]:
