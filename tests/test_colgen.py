@@ -15,7 +15,7 @@ from batchlab.exact import BucketSpec, cap_problem
 from batchlab.shapes import align
 
 
-def column_generation(df, cm, mbs, max_sequential_ms=None, max_pad_ratio=None):
+def column_generation(df, cm, mbs, max_sequential_ms=None, max_pad_ratio=None, max_p95=None):
     aligned = align(df["prompt_len"].to_numpy(), cm.granularity)
     gen = df["gen_len"].to_numpy()
     problem, _ = cap_problem(cm, aligned, gen, df["prompt_len"].to_numpy())
@@ -24,7 +24,7 @@ def column_generation(df, cm, mbs, max_sequential_ms=None, max_pad_ratio=None):
         mbs,
         None,
         max_pad_ratio,
-        None,
+        max_p95,
         max_sequential_ms,
         int(df["prompt_len"].sum()),
         int(gen.sum()),
@@ -98,3 +98,25 @@ def test_wide_lengths_and_a_small_batch_cap_price_in_bounded_time():
     # a cap's best column holds at most 7 units: its value is at most 7 of the largest duals
     fp, ap, pi, _ = cg._duals(y)
     assert np.all(rc >= fp - 7 * np.maximum(pi.max() - ap, 0) - 1e-6 * abs(fp).max())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(2, 30), mbs=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+def test_past_the_deadline_pricing_and_bound_stay_below_the_exact_ones(n, mbs, seed):
+    rng = np.random.default_rng(seed)
+    df = request_table(rng.integers(1, 400, n), rng.integers(1, 60, n))
+    df = df.iloc[np.repeat(np.arange(n), rng.integers(1, 4, n))].reset_index(drop=True)
+    df["request_id"] = [f"r{i}" for i in range(len(df))]
+    cm = get_cost_model("static-graph")
+    p95 = float(np.median(cm.prefill_ms(align(df["prompt_len"].to_numpy(), cm.granularity))))
+    cg = column_generation(df, cm, mbs, max_sequential_ms=1e12, max_p95=p95 * 50)
+    y = np.zeros(len(cg._rhs()))
+    scale = float(cg.price.max())
+    y[: cg.T] = rng.uniform(0, 2 * scale, cg.T)
+    y[cg.T :] = -rng.uniform(0, scale, len(y) - cg.T)
+    rc, vmax = cg.price_caps(y)
+    bound = cg.bound_at(y, rc, vmax)
+    cg.deadline = -np.inf  # already past: nothing is refined
+    rc_late, vmax_late = cg.price_caps(y)
+    assert np.all(rc_late <= rc + 1e-9 * scale)
+    assert cg.bound_at(y, rc_late, vmax_late) <= bound + 1e-9 * abs(bound) + 1e-6

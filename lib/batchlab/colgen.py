@@ -77,6 +77,10 @@ class CapColumnGeneration:
     ``spike_ms``: the least latency the compile spike adds to the sequential time (ms).
     """
 
+    #: time.perf_counter() after which pricing and the bound stop refining (set by :meth:`solve`;
+    #: what they leave is still a valid lower bound)
+    deadline: float = math.inf
+
     def __init__(self, spec: BucketSpec, spike_ms: float = 0.0) -> None:
         p: CapProblem = spec.problem
         cm = p.cost_model
@@ -351,7 +355,8 @@ class CapColumnGeneration:
 
         Every (level, type of the level) pair at once: a type's value ``π_t − price'`` is
         positive on an interval of G caps from its own (price' grows with G), whose end is one
-        sorted search per level."""
+        sorted search per level. Past :attr:`deadline`, caps where max_batch_size binds under a
+        p95 limit keep the reduced cost of all their positive members (a lower bound)."""
         fp, ap, pi, rho = self._duals(y, weight)
         nS, nG = ap.shape
         pi_i, pt = self.pair_i, self.pair_t
@@ -396,6 +401,8 @@ class CapColumnGeneration:
         over = msum > self.mbs + 1e-9
         if rho > 0 and self.lim95 is not None:  # a member's value depends on the cap
             for i in np.flatnonzero(over.any(axis=1)).tolist():
+                if time.perf_counter() > self.deadline:
+                    break  # out of time: the rest keep rc without the cap, a lower bound
                 js = np.flatnonzero(over[i])
                 vals, m = self._member_values(i, js, pi, ap, rho)
                 rc[i, js] = fp[i, js] - self._top_sum(vals, m)
@@ -608,6 +615,9 @@ class CapColumnGeneration:
             nG = rc.shape[1]
             pos, step = 0, 16
             while pos < len(cand) and flat[cand[pos]] < best:
+                if time.perf_counter() > self.deadline:  # out of time: the rest's cheap bounds
+                    best = min(best, float(flat[cand[pos:]].min()))
+                    break
                 chunk = cand[pos : pos + step]
                 chunk = chunk[flat[chunk] < best]
                 caps = np.stack([chunk // nG, chunk % nG], axis=1)
@@ -637,6 +647,7 @@ class CapColumnGeneration:
         work budget: the same on any machine), or ``deadline`` (time.perf_counter(), a hard
         cap) passes."""
         K = columns_per_round or max(50, min(400, self.T // 4))
+        self.deadline = deadline
         status = "stopped"
         z = math.inf
         rounds = 0
