@@ -19,6 +19,7 @@ from batchlab.io import (
     atomic_write,
     check_outputs,
     stale_temp_files,
+    write_json,
 )
 
 
@@ -221,3 +222,36 @@ def test_json_lines_of_the_plain_layout_name_the_line_of_an_error(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": 2}{"a": 3}\n{"a": 4}\n')
     with pytest.raises(InputError, match=r"rows.jsonl:2: invalid JSON"):
         read_json_lines(path)
+
+
+@pytest.mark.parametrize("interrupted_call", [1, 3])
+def test_an_interrupt_as_a_temp_file_is_made_leaves_no_file_and_the_old_outputs(
+    tmp_path, monkeypatch, interrupted_call
+):
+    # SIGINT right as mkstemp returns: the 1st call makes a.json's temp file, the 3rd the
+    # backup of a.json taken before the renames; either way nothing is left behind and both
+    # outputs keep their old contents (the signal is held until the file is recorded)
+    import signal
+    import tempfile
+
+    import batchlab.io as io_module
+
+    real, calls = tempfile.mkstemp, []
+
+    def mkstemp_then_sigint(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out[1])
+        if len(calls) == interrupted_call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(io_module.tempfile, "mkstemp", mkstemp_then_sigint)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("old a\n")
+    b.write_text("old b\n")
+    with pytest.raises(KeyboardInterrupt), all_or_nothing():
+        write_json({"x": 1}, a)
+        write_json({"y": 2}, b)
+    assert len(calls) >= interrupted_call
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+    assert (a.read_text(), b.read_text()) == ("old a\n", "old b\n")

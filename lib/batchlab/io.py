@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -104,6 +105,22 @@ def remove_stale_temp_files(path: str | os.PathLike[str]) -> int:
             file.unlink()
             removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back while the block runs, delivered as it ends: around the
+    creation of a temp file and the statement that records it (or a rename and its count), so
+    that an interrupt cannot fall between the two and leave a file that nothing removes."""
+    mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
+    if mask is None:
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
 
 
 def _new_temp(target: Path) -> Path:
@@ -216,18 +233,21 @@ def _commit(pairs: list[tuple[Path, Path]]) -> None:
             check_writable(target)
         if len(pairs) > 1:
             for _, target in pairs:
-                backup = None
-                if target.exists():
+                if not target.exists():
+                    backups.append(None)
+                    continue
+                with _signals_held():
                     backup = _new_temp(target)
-                    backup.unlink()
-                    try:
-                        os.link(target, backup)
-                    except OSError:
-                        shutil.copy2(target, backup)
-                backups.append(backup)
+                    backups.append(backup)
+                backup.unlink()
+                try:
+                    os.link(target, backup)
+                except OSError:
+                    shutil.copy2(target, backup)
         for tmp, target in pairs:
-            os.replace(tmp, target)
-            done += 1
+            with _signals_held():
+                os.replace(tmp, target)
+                done += 1
     except BaseException:
         for (_, target), backup in zip(pairs[:done], backups, strict=False):
             with contextlib.suppress(OSError):
@@ -282,8 +302,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = check_writable(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(target)
-    tmp_path = _new_temp(target)
+    tmp_path = None
     try:
+        with _signals_held():
+            tmp_path = _new_temp(target)
         yield tmp_path
         # mkstemp makes the file private (0600): give it the mode a plain open() would, or
         # keep the mode of the file it replaces
@@ -300,7 +322,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             _commit([(tmp_path, target)])
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
 
 
