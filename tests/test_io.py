@@ -242,16 +242,23 @@ def test_an_interrupt_as_a_temp_file_is_made_leaves_no_file_and_the_old_outputs(
         out = real(*args, **kwargs)
         calls.append(out[1])
         if len(calls) == interrupted_call:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return out
 
     monkeypatch.setattr(io_module.tempfile, "mkstemp", mkstemp_then_sigint)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text("old a\n")
     b.write_text("old b\n")
-    with pytest.raises(KeyboardInterrupt), all_or_nothing():
-        write_json({"x": 1}, a)
-        write_json({"y": 2}, b)
+    # SIGINT raises KeyboardInterrupt in this thread, whatever the test runner set
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        with pytest.raises(KeyboardInterrupt), all_or_nothing():
+            write_json({"x": 1}, a)
+            write_json({"y": 2}, b)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
     assert len(calls) >= interrupted_call
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
     assert (a.read_text(), b.read_text()) == ("old a\n", "old b\n")

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -109,18 +110,33 @@ def remove_stale_temp_files(path: str | os.PathLike[str]) -> int:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back while the block runs, delivered as it ends: around the
+    """SIGINT and SIGTERM held back while the block runs and handled as it ends: around the
     creation of a temp file and the statement that records it (or a rename and its count), so
-    that an interrupt cannot fall between the two and leave a file that nothing removes."""
-    mask = getattr(signal, "pthread_sigmask", None)  # POSIX only
-    if mask is None:
+    that an interrupt cannot fall between the two and leave a file that nothing removes.
+
+    Python runs signal handlers in the main thread only, so there a handler that only notes the
+    signal stands in for the block (blocking the signal with ``pthread_sigmask`` would not do:
+    the kernel hands it to another thread); in other threads nothing is interrupted."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(sig)
+            if current is not None and current != signal.SIG_IGN:  # (None: set outside Python)
+                previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
         yield
     finally:
-        mask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught:  # what the signal would have done, now
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _new_temp(target: Path) -> Path:
