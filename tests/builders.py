@@ -53,23 +53,14 @@ def tiny_requests(draw, max_n: int, max_prompt_len: int, max_gen_len: int) -> pd
     return request_table(p, g)
 
 
-#: The planner's limits and the summary metric each one bounds.
-LIMIT_METRICS = (
-    ("max_pad_ratio", "pad_ratio"),
-    ("max_p95_latency_ms", "p95_latency_ms"),
-    ("max_sequential_ms", "sequential_ms"),
-    ("max_cost", "total_cost"),
-)
-
-
 def limits_between(draw, plans: Sequence[dict], mbs: int | None, *, nudge: bool = False):
     """Random :class:`batchlab.planner.Limits` for hypothesis' ``draw``: for each metric either
     none or a value between the best and the worst of ``plans`` (summaries); with ``nudge``, a
     drawn value is sometimes taken 0.1 % below, so that a limit lands just under a plan."""
-    from batchlab.planner import Limits
+    from batchlab.planner import LIMIT_METRICS, Limits
 
     kwargs: dict[str, object] = {"max_batch_size": mbs}
-    for name, metric in LIMIT_METRICS:
+    for name, metric in LIMIT_METRICS.items():
         if draw(st.booleans()):
             lo = min(p[metric] for p in plans)
             hi = max(p[metric] for p in plans)

@@ -34,6 +34,15 @@ def column_generation(df, cm, mbs, max_sequential_ms=None, max_pad_ratio=None, m
     return CapColumnGeneration(spec)
 
 
+def repeated_requests(rng, n: int):
+    """``n`` random (prompt, gen_len) pairs (up to 400 and 60 tokens), each one to three
+    times: types with several requests."""
+    df = request_table(rng.integers(1, 400, n), rng.integers(1, 60, n))
+    df = df.iloc[np.repeat(np.arange(n), rng.integers(1, 4, n))].reset_index(drop=True)
+    df["request_id"] = [f"r{i}" for i in range(len(df))]
+    return df
+
+
 def slow_reduced_costs(cg, y):
     """Every cap's reduced cost by brute force: each of its members' units sorted by value,
     the best max_batch_size positive ones taken."""
@@ -61,9 +70,7 @@ def slow_reduced_costs(cg, y):
 )
 def test_reduced_costs_equal_a_brute_force_pricing(n, mbs, padded, side, seed):
     rng = np.random.default_rng(seed)
-    df = request_table(rng.integers(1, 400, n), rng.integers(1, 60, n))
-    df = df.iloc[np.repeat(np.arange(n), rng.integers(1, 4, n))].reset_index(drop=True)
-    df["request_id"] = [f"r{i}" for i in range(len(df))]
+    df = repeated_requests(rng, n)
     cm = get_cost_model("padded-graph" if padded else "static-graph")
     cg = column_generation(
         df,
@@ -104,9 +111,7 @@ def test_wide_lengths_and_a_small_batch_cap_price_in_bounded_time():
 @given(n=st.integers(2, 30), mbs=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 def test_past_the_deadline_pricing_and_bound_stay_below_the_exact_ones(n, mbs, seed):
     rng = np.random.default_rng(seed)
-    df = request_table(rng.integers(1, 400, n), rng.integers(1, 60, n))
-    df = df.iloc[np.repeat(np.arange(n), rng.integers(1, 4, n))].reset_index(drop=True)
-    df["request_id"] = [f"r{i}" for i in range(len(df))]
+    df = repeated_requests(rng, n)
     cm = get_cost_model("static-graph")
     p95 = float(np.median(cm.prefill_ms(align(df["prompt_len"].to_numpy(), cm.granularity))))
     cg = column_generation(df, cm, mbs, max_sequential_ms=1e12, max_p95=p95 * 50)
