@@ -150,3 +150,30 @@ def test_work_limit_stops_highs_at_the_same_point():
     assert full.status == "optimal"
     assert runs[0].bound <= full.objective * (1 + 1e-9)
     assert full.bound <= full.objective * (1 + 1e-9)
+
+
+def test_always_leaves_a_model_too_large_for_its_time_limit_to_column_generation():
+    """exact="always" on a wide-length bucket whose exact model HiGHS cannot even set up within
+    the time limit (80 requests of up to 32k-token prompts: 160,868 columns, 41 s of set-up
+    under a 5 s limit before exact_size_limit): it warns, says so in the settings, and returns
+    column generation's plan with its certified bound, as "auto" does."""
+    from batchlab.planner import MAX_EXACT_SIZE, exact_size_limit
+
+    assert exact_size_limit(10.0) == 37_947
+    assert exact_size_limit(0.0) == 0
+    assert exact_size_limit(86_400.0) == MAX_EXACT_SIZE
+    df = lognormal_workload(
+        80, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
+        max_prompt_len=32768, max_gen_len=8192,
+    )  # fmt: skip
+    free = plan_requests(df, STATIC, limits=Limits(max_batch_size=7), progress=False)
+    seq = free.buckets[0].evaluation.sequential_ms
+    limits = Limits(max_batch_size=7, max_sequential_ms=0.6 * seq)
+    with pytest.warns(UserWarning, match=r"model has 1\d\d,\d{3} .*more than the 26,832"):
+        got = plan_requests(
+            df, STATIC, limits=limits, exact="always", time_limit_s=5.0, progress=False
+        )
+    auto = plan_requests(df, STATIC, limits=limits, time_limit_s=5.0, progress=False)
+    assert got.buckets[0].settings["exact_status"] == "too large"
+    assert got.total_cost == auto.total_cost and got.lower_bound == auto.lower_bound
+    assert 0 < got.lower_bound <= got.total_cost

@@ -1790,8 +1790,9 @@ def _plan_options(p: argparse.ArgumentParser) -> None:
         "--exact",
         choices=("auto", "always", "never"),
         default="auto",
-        help="solve the exact model: when it is small (auto), always (to the proven optimum), "
-        "or never",
+        help="solve the exact model: when it is small (auto), always (to the proven optimum, "
+        "on a model small enough to set up in --time-limit; a larger one warns and is planned "
+        "as under auto), or never",
     )
     add_cost_model_options(p)
 

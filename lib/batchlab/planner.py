@@ -51,12 +51,15 @@ from batchlab.workload import MAX_LENGTH, validate_requests
 
 __all__ = [
     "LIMIT_METRICS",
+    "EXACT_SIZE_PER_SQRT_S",
+    "MAX_EXACT_SIZE",
     "MAX_SHAPES",
     "MAX_TIME_LIMIT_S",
     "BucketPlan",
     "Limits",
     "LowerBounds",
     "PlanResult",
+    "exact_size_limit",
     "lower_bounds",
     "plan_requests",
     "read_limits",
@@ -1872,6 +1875,24 @@ EXACT_MODES = ("auto", "always", "never")
 MAX_SHAPES = 64
 #: the longest time budget of the exact model (seconds): one day.
 MAX_TIME_LIMIT_S = 86_400.0
+#: ``exact="always"`` builds the exact model only when it has at most this many (type, cap)
+#: assignments per square root of a second of ``time_limit_s`` (see :func:`exact_size_limit`)
+EXACT_SIZE_PER_SQRT_S = 12_000
+#: ... and never more than this many (the model is built in Python, about 3 KB an assignment)
+MAX_EXACT_SIZE = 200_000
+
+
+def exact_size_limit(time_limit_s: float) -> int:
+    """The largest exact model (in (type, cap) assignments, :func:`batchlab.exact.model_size`)
+    that ``exact="always"`` builds within ``time_limit_s`` seconds: ``12,000 · √time_limit_s``,
+    at most :data:`MAX_EXACT_SIZE` (37,947 at the default 10 s).
+
+    HiGHS's time limit does not interrupt its set-up of a MIP (clique partitions of the
+    objective, the root's interior-point solve), which grows with the square of the model: on
+    this project's 2-core CI machine a wide-length 100-request model (296,078 columns) spent
+    116 s there under a 10 s limit, an 80-request one 41 s. A larger model is left to column
+    generation (as under ``"auto"``), with a warning."""
+    return int(min(MAX_EXACT_SIZE, EXACT_SIZE_PER_SQRT_S * math.sqrt(max(0.0, time_limit_s))))
 
 
 def _check_options(max_shapes, time_limit_s, exact) -> None:
@@ -1936,7 +1957,8 @@ def plan_requests(
     ``max_shapes`` larger than the number of distinct aligned prompt lengths, or than
     :data:`MAX_SHAPES`, is clamped to it (with a warning). ``exact``: ``"always"`` solves the exact
     model (HiGHS) to the proven optimum within ``time_limit_s`` seconds (at most
-    :data:`MAX_TIME_LIMIT_S`), ``"never"`` uses only the heuristics, ``"auto"`` solves it when
+    :data:`MAX_TIME_LIMIT_S`) when it has at most :func:`exact_size_limit` assignments (else it
+    warns and plans as ``"auto"``), ``"never"`` uses only the heuristics, ``"auto"`` solves it when
     the model is small (a test of its size, and of the heuristics' certified gap) and, above a
     few hundred assignments, stops once its plan is proved within 0.1 % of the optimum.
     Under ``"auto"`` and ``"never"`` every phase has a budget of *work* (rounds of column
@@ -2018,13 +2040,23 @@ def plan_requests(
     exact_status = "not run"
     large = []
 
+    always_size = exact_size_limit(time_limit_s)
+    too_large: list[int] = []
+
+    def proving(size: int) -> bool:
+        """exact="always" and a model small enough to prove its optimum in the time limit."""
+        return exact == "always" and size <= always_size
+
     def want_exact(size: int, gap: float = 0.0) -> bool:
-        """Solve exactly: always, or (auto) when the model is small, or not too large while the
-        heuristics' certified gap is above _EXACT_RETRY_GAP (a test of size and gap, not of
-        the time left, so that the plan does not depend on the machine's speed)."""
-        if exact == "always":
+        """Solve exactly: always (up to exact_size_limit), or (auto, and always above that
+        size) when the model is small, or not too large while the heuristics' certified gap
+        is above _EXACT_RETRY_GAP (a test of size and gap, not of the time left, so that the
+        plan does not depend on the machine's speed)."""
+        if proving(size):
             return True
-        if exact != "auto":
+        if exact == "always":
+            too_large.append(size)
+        elif exact != "auto":
             return False
         if size <= _EXACT_AUTO_SIZE:
             return True
@@ -2080,7 +2112,8 @@ def plan_requests(
                 tried[i] += cands
             known_bound = max(bucket_cg[i], b.bounds.min_cost)
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
-            if want_exact(model_size([spec]), gap_i):
+            size_i = model_size([spec])
+            if want_exact(size_i, gap_i):
                 left = max(0.05, cap_i - time.perf_counter())
                 ok_tried = [c for c in tried[i] if c.ok]
                 seed = [min(ok_tried, key=_rank)] if ok_tried else None
@@ -2094,7 +2127,7 @@ def plan_requests(
                     [declared[i]],
                     left,
                     seed,
-                    exact != "always",
+                    not proving(size_i),
                 )
                 exact_status = status
                 bucket_exact[i] = bound
@@ -2169,14 +2202,24 @@ def plan_requests(
             n_types[len(problems) - 1] = len(problem.type_a)
             inverses.append(inverse)
             specs.append(_spec(b, problem, 0.0))
-        if not large and want_exact(model_size(specs)):
+        size_all = model_size(specs)
+        if not large and want_exact(size_all):
             left = max(0.05, deadline - time.perf_counter())
             feasible = [o for o in options if all(c.ok for c in o)]
             seed = min(
                 feasible, key=lambda o: sum(c.summary["total_cost"] for c in o), default=None
             )
             exact_status, exact_bound, cands = _exact_candidates(
-                prepared, cm, problems, inverses, specs, cap, None, left, seed, exact != "always"
+                prepared,
+                cm,
+                problems,
+                inverses,
+                specs,
+                cap,
+                None,
+                left,
+                seed,
+                not proving(size_all),
             )
             if all(c is not None for c in cands):
                 for i, c in enumerate(cands):
@@ -2195,6 +2238,16 @@ def plan_requests(
         shapes_total = own_total = 0.0
         per_exact = [exact_bound if nb == 1 else -math.inf] * nb
         per_cg, per_cg_status = [-math.inf] * nb, ["not run"] * nb
+    if too_large:
+        if exact_status == "not run":
+            exact_status = "too large"
+        warnings.warn(
+            f"exact='always': the exact model has {max(too_large):,} (type, cap) assignments, "
+            f"more than the {always_size:,} it can be built and proved in time_limit_s = "
+            f"{time_limit_s:g} s (exact_size_limit); planned as under exact='auto' (column "
+            "generation: the lower bound is certified, the optimum is not proved)",
+            stacklevel=2,
+        )
     for i, (bucket, c) in enumerate(zip(prepared, chosen, strict=True)):
         if not c.ok:
             bar.close()
