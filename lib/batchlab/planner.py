@@ -2243,9 +2243,10 @@ def plan_requests(
             exact_status = "too large"
         warnings.warn(
             f"exact='always': the exact model has {max(too_large):,} (type, cap) assignments, "
-            f"more than the {always_size:,} it can be built and proved in time_limit_s = "
-            f"{time_limit_s:g} s (exact_size_limit); planned as under exact='auto' (column "
-            "generation: the lower bound is certified, the optimum is not proved)",
+            f"more than the {always_size:,} that can be set up and proved in a time limit of "
+            f"{time_limit_s:g} s (batchlab.planner.exact_size_limit); planned as under "
+            "exact='auto' (column generation: the lower bound is certified, the optimum is not "
+            "proved)",
             stacklevel=2,
         )
     for i, (bucket, c) in enumerate(zip(prepared, chosen, strict=True)):
