@@ -56,6 +56,26 @@ def test_plan_json_and_limits(workloads, tmp_path, capsys):
     assert sizes.max() <= 4
 
 
+def test_exact_always_on_a_model_too_large_for_the_time_limit_notes_it(tmp_path, capsys):
+    """--exact always on a wide-length input whose exact model (108,023 assignments) cannot be
+    set up in 5 s: one note line on stderr, then the column-generation plan and its gap."""
+    wide = lognormal_workload(
+        80, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
+        max_prompt_len=32768, max_gen_len=8192, id_prefix="w",
+    )  # fmt: skip
+    write_requests(wide, tmp_path / "wide.jsonl")
+    (tmp_path / "limits.toml").write_text("[wide]\nmax_batch_size = 7\nmax_sequential_ms = 2.5e9\n")
+    argv = ["plan", tmp_path / "wide.jsonl", "-o", tmp_path / "wide.plan.jsonl"]
+    argv += ["--limits", tmp_path / "limits.toml", "--exact", "always", "--time-limit", 5]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "exact='always'" in line]
+    assert len(notes) == 1 and "108,023" in notes[0] and "26,832" in notes[0]
+    assert "Traceback" not in err
+    assert "certified gap" in out
+    assert len(read_plan(tmp_path / "wide.plan.jsonl")) == 80
+
+
 def test_a_shared_limits_file_plans_some_of_its_inputs(workloads, tmp_path, capsys):
     # data/limits.toml has tables for chat and docs: planning chat alone uses its table and says
     # the other is not used; a file whose tables match no input is an input error
