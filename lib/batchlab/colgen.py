@@ -802,6 +802,9 @@ class CapColumnGeneration:
             on = np.flatnonzero(loose > 0)
             slow = on[np.argsort(-lat[on], kind="stable")[: max(1, len(on) // 10)]]
             loose[slow] = 0.0
+        # the fixed-copies tries take at most half the time left: the MILP over every column,
+        # started from a known plan, always gets its turn
+        fixed_deadline = time.perf_counter() + 0.5 * max(0.0, deadline - time.perf_counter())
         for fixed in (whole, loose):
             if best_cost <= target or not fixed.any():
                 continue
@@ -816,7 +819,7 @@ class CapColumnGeneration:
                 np.flatnonzero(ok),
                 left_rows,
                 left_hi,
-                deadline,
+                fixed_deadline,
                 rel_gap,
                 math.inf,
                 None,

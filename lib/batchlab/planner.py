@@ -798,7 +798,7 @@ def _contiguous_search(
 # the cap heuristic: greedy merges of batches by their caps
 
 #: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
-_MERGE_LIMIT = 2500
+_MERGE_LIMIT = 4000
 #: a quick merge (column generation follows) bisects its λ until hi / lo is below this
 _QUICK_RATIO = 1.5
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
@@ -910,12 +910,19 @@ class _MergeSearch:
         self.levels, lv = np.unique(pieces.pre_ms, return_inverse=True)
         self.level_of = lv.reshape(-1)
         self._thr = None
-        # the cost and latency of every pair of pieces merged (they do not depend on μ)
-        ms, mg = np.maximum.outer(self.si, self.si), np.maximum.outer(self.gi, self.gi)
-        nm = n[:, None] + n[None, :]
-        self.pair_cost = self.f(ms, mg, nm, 0.0)
-        self.pair_ms = self.batch_ms(ms, mg, nm)
-        self.pair_bad = nm > self.mbs
+        # the cost and latency of every pair of pieces merged (they do not depend on μ), a
+        # block of rows at a time (the temporaries of one block, not of the whole matrix)
+        k = len(n)
+        self.pair_cost = np.empty((k, k))
+        self.pair_ms = np.empty((k, k))
+        for lo in range(0, k, 256):
+            hi = min(k, lo + 256)
+            ms = np.maximum.outer(self.si[lo:hi], self.si)
+            mg = np.maximum.outer(self.gi[lo:hi], self.gi)
+            nm = n[lo:hi, None] + n[None, :]
+            self.pair_cost[lo:hi] = self.f(ms, mg, nm, 0.0)
+            self.pair_ms[lo:hi] = self.batch_ms(ms, mg, nm)
+        self.pair_bad = n[:, None] + n[None, :] > self.mbs
         np.fill_diagonal(self.pair_bad, True)
 
     # -- the batch objective -------------------------------------------------------------------
@@ -1639,6 +1646,9 @@ _COLGEN_LIMIT = 8000
 #: of at most this many types (on chat's 939 it does not converge in 150 s); larger ones run
 #: it on one line per cap (LinePricedColumnGeneration), which converges as fast as static-graph
 _BATCH_PRICED_COLGEN_LIMIT = 200
+#: the share of a bucket's time left that column generation's rounds leave to its integer plans
+#: (binds only where the rounds' work budget does not fit the time limit)
+_COLGEN_MILP_SHARE = 0.3
 #: work budgets of column generation (machine-independent; the time limit is a hard cap):
 #: rounds of LP + pricing per bucket, and HiGHS progress checks per restricted-master MILP
 _COLGEN_ROUNDS = 150
@@ -1729,11 +1739,15 @@ def _colgen(
         lines = getattr(cg, "grid_lines", None)
         extra, pi, mu_best = line_dual_bound(spec, mu, sizes, with_duals=True, lines=lines)
         cg.warm_start(pi, mu_best)
-    stop = deadline
+    left = deadline - time.perf_counter()
+    # where the rounds do not fit the time left, a share of it stays for the integer plans (a
+    # 3,000-request wide-length bucket spent all 60 s on rounds and kept the heuristic's plan,
+    # 7 % above the LP)
+    stop = deadline - _COLGEN_MILP_SHARE * left
     if not cm.members_pay_caps and len(spec.problem.type_a) > _BATCH_PRICED_COLGEN_LIMIT:
         # the one-line relaxation converges slowly on large buckets (chat: its LP stays at the
         # seed's cost for a minute): a share of the budget, the rest for its integer plans
-        stop = min(deadline, time.perf_counter() + max(0.5, 0.3 * (deadline - time.perf_counter())))
+        stop = min(deadline, time.perf_counter() + max(0.5, 0.3 * left))
     res = cg.solve(stop, upper_bound=upper, stop_gap=2e-4, max_rounds=_COLGEN_ROUNDS)
     if extra > res.bound and res.status != "infeasible":
         res = dataclasses.replace(res, bound=extra)
@@ -2090,7 +2104,21 @@ def plan_requests(
                 )
                 tried[i] += cands
             if merged is None:
+                # too many pieces for the cap heuristic: the contiguous-run search (under
+                # static-graph the declared shape is the bucket's own, for every batch), before
+                # column generation, so that its restricted master starts from a plan that
+                # meets the limits (without one, a binding sequential limit kept a 3,000-request
+                # master infeasible and its bound at the unlimited optimum: 19 % gap)
                 large.append(i)
+                n_i = len(b.prompt)
+                win = window or int(min(512, max(48, 3_000_000 // max(n_i, 1))))
+                _, cands = _plan_bucket(
+                    b, np.asarray([declared[i]]), cm, win, full=True, coarse=True
+                )
+                tried[i] += [
+                    dataclasses.replace(c, settings={**c.settings, "method": "contiguous"})
+                    for c in cands
+                ]
             refs[i] = _reference_candidates(b, cm, cap, declared[i])
             bar.update()
             spec = _spec(b, problem, float(cm.compile_cost(declared[i])))
@@ -2135,16 +2163,6 @@ def plan_requests(
                 if status == "infeasible":
                     tried[i] = tried[i] or []
             bar.update()
-        for i in large:  # too many pieces for the cap heuristic: the contiguous-run search
-            # (under static-graph the declared shape is the bucket's own, for every batch)
-            b = prepared[i]
-            n_i = len(b.prompt)
-            win = window or int(min(512, max(48, 3_000_000 // max(n_i, 1))))
-            _, cands = _plan_bucket(b, np.asarray([declared[i]]), cm, win, full=True, coarse=True)
-            tried[i] += [
-                dataclasses.replace(c, settings={**c.settings, "method": "contiguous"})
-                for c in cands
-            ]
         for i, b in enumerate(prepared):
             tried[i] += _score_references(b, cm, refs[i], _best_ok_cost(tried[i]))
         chosen = [min(t, key=_rank) for t in tried]
