@@ -798,7 +798,10 @@ def _contiguous_search(
 # the cap heuristic: greedy merges of batches by their caps
 
 #: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
+#: (and, where column generation runs, the cap heuristic on coarse pieces too)
 _MERGE_LIMIT = 4000
+#: the coarsest grouping of the cap heuristic's pieces (consecutive distinct values per piece)
+_MAX_COARSE = 64
 #: a quick merge (column generation follows) bisects its λ until hi / lo is below this
 _QUICK_RATIO = 1.5
 #: the exact model is solved under ``exact="auto"`` when it has at most this many assignments
@@ -840,23 +843,40 @@ class _Pieces:
     start: np.ndarray
 
 
-def _make_pieces(bucket: _Bucket, cm: CostModel, s_of_request: np.ndarray, mbs: int) -> _Pieces:
-    """Group identical requests (same S cap and gen_len) into pieces of at most ``mbs``."""
-    key_s, key_g = s_of_request, bucket.gen
-    order = np.lexsort((key_g, key_s, bucket.aligned))
-    runs = _runs([bucket.aligned[order], key_s[order], key_g[order]])
+def _make_pieces(
+    bucket: _Bucket, cm: CostModel, s_of_request: np.ndarray, mbs: int, coarse: int = 1
+) -> _Pieces:
+    """Group identical requests (same S cap and gen_len) into pieces of at most ``mbs``.
+
+    ``coarse`` > 1 groups requests whose S caps and gen_lens are within ``coarse`` consecutive
+    distinct values of each other instead (for buckets with too many distinct types): a
+    piece's caps are then its members' largest S and gen_len (its own latency, for the p95
+    count, that of its longest aligned prompt)."""
+    key_a, key_s, key_g = bucket.aligned, s_of_request, bucket.gen
+    if coarse > 1:
+        key_a, key_s, key_g = (
+            np.unique(k, return_inverse=True)[1] // coarse for k in (key_a, key_s, key_g)
+        )
+    order = np.lexsort((bucket.gen, key_g, key_s, key_a))
+    runs = _runs([key_a[order], key_s[order], key_g[order]])
     lengths = np.diff(runs)
     reps = -(-lengths // mbs)
     run_of_piece = np.repeat(np.arange(len(lengths)), reps)
     k = np.arange(len(run_of_piece)) - (np.cumsum(reps) - reps)[run_of_piece]
     start = runs[:-1][run_of_piece] + k * mbs
     n = np.minimum(mbs, lengths[run_of_piece] - k * mbs)
-    first = order[start]
+    if coarse > 1:  # the members' largest values (pieces are consecutive rows of the order)
+        s_cap = np.maximum.reduceat(s_of_request[order], start)
+        g_cap = np.maximum.reduceat(bucket.gen[order], start)
+        a_top = np.maximum.reduceat(bucket.aligned[order], start)
+    else:
+        first = order[start]
+        s_cap, g_cap, a_top = s_of_request[first], bucket.gen[first], bucket.aligned[first]
     return _Pieces(
-        s=key_s[first].astype(np.float64),
-        g=key_g[first].astype(np.float64),
+        s=s_cap.astype(np.float64),
+        g=g_cap.astype(np.float64),
         n=n.astype(np.float64),
-        pre_ms=cm.prefill_ms(bucket.aligned[first]),
+        pre_ms=cm.prefill_ms(a_top),
         req_order=order,
         start=start,
     )
@@ -1324,10 +1344,13 @@ def _merge_plan(
     settings: dict,
     quick: bool = False,
     deadline: float = math.inf,
+    coarsen: bool = False,
 ) -> tuple[_Candidate | None, float, list[_Candidate]]:
     """The cap heuristic on one bucket: greedy merges at λ = 0, then, when the sequential limit
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
     every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
+    ``coarsen``: with more pieces than _MERGE_LIMIT, merge coarse pieces (requests within 2, 4,
+    8, ... consecutive distinct S and gen_len values of each other) instead of giving up.
     ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
     generation improves. ``deadline`` (time.perf_counter()) is a hard cap: the search itself is
     bounded by its count of runs, so its result does not depend on the machine's speed.
@@ -1338,8 +1361,14 @@ def _merge_plan(
     lim = bucket.limits
     mbs = int(lim.max_batch_size or len(bucket.prompt))
     pieces = _make_pieces(bucket, cm, s_of_request, mbs)
+    coarse = 1
+    while len(pieces.n) > _MERGE_LIMIT and coarsen and coarse < _MAX_COARSE:
+        coarse *= 2
+        pieces = _make_pieces(bucket, cm, s_of_request, mbs, coarse)
     if len(pieces.n) > _MERGE_LIMIT:
         return None, 0.0, []
+    if coarse > 1:
+        settings = {**settings, "coarse_pieces": coarse}
     search = _MergeSearch(cm, pieces, lim, _budgets(bucket, cm))
     tried: list[_Candidate] = []
 
@@ -2092,7 +2121,7 @@ def plan_requests(
             # budgets alone decide, and the plan does not depend on the machine)
             cap_i = time.perf_counter() + (deadline - time.perf_counter()) / (nb - i)
             merged = None
-            if n_types[i] <= _MERGE_LIMIT:
+            if n_types[i] <= _MERGE_LIMIT or use_cg:
                 merged, mus[i], cands = _merge_plan(
                     b,
                     cm,
@@ -2101,9 +2130,10 @@ def plan_requests(
                     {"method": "merge", "n_shapes_global": 1},
                     quick=use_cg,
                     deadline=cap_i,
+                    coarsen=use_cg,
                 )
                 tried[i] += cands
-            if merged is None:
+            if merged is None or "coarse_pieces" in merged.settings:
                 # too many pieces for the cap heuristic: the contiguous-run search (under
                 # static-graph the declared shape is the bucket's own, for every batch), before
                 # column generation, so that its restricted master starts from a plan that
