@@ -800,6 +800,10 @@ def _contiguous_search(
 #: buckets with more distinct (aligned length, gen_len) pieces than this use the contiguous search
 #: (and, where column generation runs, the cap heuristic on coarse pieces too)
 _MERGE_LIMIT = 4000
+#: under padded-graph the cap heuristic runs, in full and with no deadline, for up to three shape
+#: sets on every bucket: there it takes buckets of at most this many pieces (two wide-length
+#: buckets of 3,000 and 2,000 requests took 34 s under a 10 s limit at 4,000)
+_PADDED_MERGE_LIMIT = 2500
 #: the coarsest grouping of the cap heuristic's pieces (consecutive distinct values per piece)
 _MAX_COARSE = 64
 #: a quick merge (column generation follows) bisects its λ until hi / lo is below this
@@ -1345,11 +1349,12 @@ def _merge_plan(
     quick: bool = False,
     deadline: float = math.inf,
     coarsen: bool = False,
+    limit: int = _MERGE_LIMIT,
 ) -> tuple[_Candidate | None, float, list[_Candidate]]:
     """The cap heuristic on one bucket: greedy merges at λ = 0, then, when the sequential limit
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
     every batch declares (static-graph), None to declare each batch's S cap (padded-graph).
-    ``coarsen``: with more pieces than _MERGE_LIMIT, merge coarse pieces (requests within 2, 4,
+    ``coarsen``: with more pieces than ``limit``, merge coarse pieces (requests within 2, 4,
     8, ... consecutive distinct S and gen_len values of each other) instead of giving up.
     ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
     generation improves. ``deadline`` (time.perf_counter()) is a hard cap: the search itself is
@@ -1362,10 +1367,10 @@ def _merge_plan(
     mbs = int(lim.max_batch_size or len(bucket.prompt))
     pieces = _make_pieces(bucket, cm, s_of_request, mbs)
     coarse = 1
-    while len(pieces.n) > _MERGE_LIMIT and coarsen and coarse < _MAX_COARSE:
+    while len(pieces.n) > limit and coarsen and coarse < _MAX_COARSE:
         coarse *= 2
         pieces = _make_pieces(bucket, cm, s_of_request, mbs, coarse)
-    if len(pieces.n) > _MERGE_LIMIT:
+    if len(pieces.n) > limit:
         return None, 0.0, []
     if coarse > 1:
         settings = {**settings, "coarse_pieces": coarse}
@@ -2239,7 +2244,12 @@ def plan_requests(
             for i, b in enumerate(prepared):
                 s_req = _smallest_covering(shapes, b.aligned)
                 merged, mu, cands = _merge_plan(
-                    b, cm, s_req, None, {"method": "merge", "n_shapes_global": len(shapes)}
+                    b,
+                    cm,
+                    s_req,
+                    None,
+                    {"method": "merge", "n_shapes_global": len(shapes)},
+                    limit=_PADDED_MERGE_LIMIT,
                 )
                 if merged is None:
                     large.append(i)
