@@ -258,21 +258,27 @@ def test_a_plan_batched_for_the_sequential_limit_alone_is_kept_when_it_meets_p95
     assert res.total_cost <= alone.total_cost * (1 + 1e-9)
 
 
+def wide_length_bucket(n: int, seq_share: float):
+    """``n`` wide-length requests (lognormal prompts up to 32k tokens, gen_lens up to 8k) and
+    limits: batches <= 7, sequential time ``seq_share`` times the unlimited plan's."""
+    from batchlab.workload import lognormal_workload
+
+    df = lognormal_workload(
+        n, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
+        max_prompt_len=32768, max_gen_len=8192,
+    )  # fmt: skip
+    free = plan_requests(df, "static-graph", limits=Limits(max_batch_size=7), progress=False)
+    seq = free.buckets[0].evaluation.sequential_ms
+    return df, Limits(max_batch_size=7, max_sequential_ms=seq_share * seq)
+
+
 @pytest.mark.slow
 def test_a_wide_length_bucket_of_3000_types_under_a_sequential_limit_is_certified_within_half_a_percent():
     # prompts up to 32k tokens, gen_lens up to 8k, batches <= 7: 2,959 distinct (aligned, gen)
     # types, more than the cap heuristic took (2,500); the contiguous search's plan was 5.4 %
     # above the bound, and column generation, seeded with no plan that met the limit, kept
     # its master infeasible and its bound at the unlimited optimum
-    from batchlab.workload import lognormal_workload
-
-    df = lognormal_workload(
-        3000, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
-        max_prompt_len=32768, max_gen_len=8192,
-    )  # fmt: skip
-    free = plan_requests(df, "static-graph", limits=Limits(max_batch_size=7), progress=False)
-    seq = free.buckets[0].evaluation.sequential_ms
-    limits = Limits(max_batch_size=7, max_sequential_ms=0.6 * seq)
+    df, limits = wide_length_bucket(3000, 0.6)
     res = plan_requests(df, "static-graph", limits=limits, progress=False, time_limit_s=60)
     assert not limits.violations(res.buckets[0].evaluation.summary())
     assert 0 < res.lower_bound <= res.total_cost
@@ -318,15 +324,7 @@ def test_a_wide_length_bucket_of_more_types_than_the_cap_heuristic_takes_is_merg
     # other. The time limit binds here (with 60 s the contiguous search's seed alone gets column
     # generation there): at the default 10 s the gap is 0.21 %, at 5 s 0.26 %, and it was
     # 5.48 % with the contiguous search alone
-    from batchlab.workload import lognormal_workload
-
-    df = lognormal_workload(
-        4500, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
-        max_prompt_len=32768, max_gen_len=8192,
-    )  # fmt: skip
-    free = plan_requests(df, "static-graph", limits=Limits(max_batch_size=7), progress=False)
-    seq = free.buckets[0].evaluation.sequential_ms
-    limits = Limits(max_batch_size=7, max_sequential_ms=0.5 * seq)
+    df, limits = wide_length_bucket(4500, 0.5)
     res = plan_requests(df, "static-graph", limits=limits, progress=False, time_limit_s=10)
     assert not limits.violations(res.buckets[0].evaluation.summary())
     assert 0 < res.lower_bound <= res.total_cost

@@ -2143,7 +2143,6 @@ def plan_requests(
                 # column generation, so that its restricted master starts from a plan that
                 # meets the limits (without one, a binding sequential limit kept a 3,000-request
                 # master infeasible and its bound at the unlimited optimum: 19 % gap)
-                large.append(i)
                 n_i = len(b.prompt)
                 win = window or int(min(512, max(48, 3_000_000 // max(n_i, 1))))
                 _, cands = _plan_bucket(
