@@ -740,6 +740,17 @@ def _row_duals(problem: CapProblem, mu: float) -> np.ndarray:
     return np.minimum.accumulate(phi[::-1], axis=0)[::-1]
 
 
+def _price_duals(problem: CapProblem) -> np.ndarray:
+    """ψ[i, t] = the price per member of type t at shape ``cap_s[i]`` and its own gen_len (+inf
+    below its aligned length): feasible for every cap at μ = 0 (a cap's price is at least
+    that of each type it dominates), non-decreasing in the shape, and vectorized; the overhead
+    of the batches is left to the caller. Far weaker than :func:`_row_duals` under a binding
+    sequential limit, and far cheaper (no loop over types)."""
+    s = problem.cap_s.astype(np.float64)[:, None]
+    psi = problem.price(s, problem.type_g.astype(np.float64)[None, :]).astype(np.float64)
+    return np.where(s >= problem.type_a[None, :], psi, np.inf)
+
+
 def shape_cap_bound(
     problems: list[CapProblem],
     mus: list[float],
@@ -747,6 +758,7 @@ def shape_cap_bound(
     max_shapes: int,
     extra_const: float,
     granularity: int,
+    duals: str = "ascent",
 ) -> float:
     """A lower bound on the total cost of several buckets under a shared cap of ``max_shapes``
     shapes (``padded-graph``; every problem's ``cap_s`` is the same candidate shape set).
@@ -755,6 +767,9 @@ def shape_cap_bound(
     feasible for every cap of Y, so Σ_t c_t ψ_t(σ_Y(t)) bounds the batching cost of every plan
     with shapes Y; the exact shape DP then finds the Y of least such value (at most max_shapes
     shapes). Adds each bucket's constant and subtracts μ_b × max_sequential_ms_b.
+    ``duals="price"``: each type's own price at the shape (:func:`_price_duals`, μ ignored:
+    valid under any limits), for buckets too large for the dual ascent; the caller adds the
+    batches' overhead.
     """
     from batchlab.shapes import joint_optimal_shapes
 
@@ -763,7 +778,10 @@ def shape_cap_bound(
     table = np.zeros((len(shapes), len(shapes)))
     const = extra_const
     for problem, mu, limit in zip(problems, mus, max_sequential_ms, strict=True):
-        psi = _row_duals(problem, mu if limit is not None else 0.0)
+        if duals == "price":
+            psi, mu = _price_duals(problem), 0.0
+        else:
+            psi = _row_duals(problem, mu if limit is not None else 0.0)
         a_idx = np.searchsorted(shapes, problem.type_a)
         weighted = psi * problem.type_count[None, :]
         for j in np.unique(a_idx).tolist():

@@ -830,6 +830,8 @@ def _safe_bound(value: float) -> float:
 _REFERENCE_GRID_LIMIT = 20_000
 #: the shape-cap bound is computed when types × candidate shapes is at most this
 _CAP_BOUND_LIMIT = 400_000
+#: above it, the shape-cap bound with each type's own price as its dual (vectorized), up to this
+_PRICE_BOUND_LIMIT = 20_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -1885,8 +1887,34 @@ def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[
     from batchlab.exact import cap_problem, shape_cap_bound
 
     problems = [cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)[0] for b in prepared]
-    if sum(len(p.type_a) for p in problems) * len(distinct) > _CAP_BOUND_LIMIT:
-        return [-math.inf] * len(prepared), -math.inf
+    size = sum(len(p.type_a) for p in problems) * len(distinct)
+    if size > _CAP_BOUND_LIMIT:
+        if size > _PRICE_BOUND_LIMIT:
+            return [-math.inf] * len(prepared), -math.inf
+        # too large for the dual ascent: every member's own price at its shape, plus the
+        # fewest batches' overhead (two wide-length buckets sharing 3 shapes: the bound went
+        # from the per-request floor, 2.24e14, to 4.9e14 against a plan of 5.2e14)
+        overheads = [b.bounds.min_batches * cm.overhead_cost for b in prepared]
+        per = []
+        for b, p, extra in zip(prepared, problems, overheads, strict=True):
+            compile_lb = float(cm.compile_cost(int(b.aligned.max())))
+            v = shape_cap_bound(
+                [p], [0.0], [None], cap, compile_lb + extra, cm.granularity, "price"
+            )
+            per.append(v * (1 - 1e-9))
+        if len(prepared) == 1:
+            return per, per[0]
+        compile_lb = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
+        joint = shape_cap_bound(
+            problems,
+            [0.0] * len(prepared),
+            [None] * len(prepared),
+            cap,
+            compile_lb + sum(overheads),
+            cm.granularity,
+            "price",
+        )
+        return per, joint * (1 - 1e-9)
     per, mus_best = [], []
     for b, p, mu in zip(prepared, problems, mus, strict=True):
         lim = b.limits.max_sequential_ms
