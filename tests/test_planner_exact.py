@@ -318,7 +318,7 @@ def test_the_price_shape_cap_bound_is_below_the_enumerated_optimum(df, cap, data
     optimum = min(s["total_cost"] for s in feasible)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(planner_module, "_CAP_BOUND_LIMIT", 0)
-        res = plan_requests(df, PADDED, cap, lim, exact="never", progress=False)
+        res = plan_requests(df, PADDED, cap, lim, progress=False)
     assert res.lower_bound <= optimum * (1 + 1e-9)
     assert res.buckets[0].lower_bound <= optimum * (1 + 1e-9)
 
