@@ -1888,40 +1888,21 @@ def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[
 
     problems = [cap_problem(cm, b.aligned, b.gen, b.prompt, distinct)[0] for b in prepared]
     size = sum(len(p.type_a) for p in problems) * len(distinct)
-    if size > _CAP_BOUND_LIMIT:
-        if size > _PRICE_BOUND_LIMIT:
-            return [-math.inf] * len(prepared), -math.inf
-        # too large for the dual ascent: every member's own price at its shape, plus the
-        # fewest batches' overhead (two wide-length buckets sharing 3 shapes: the bound went
-        # from the per-request floor, 2.24e14, to 4.9e14 against a plan of 5.2e14)
-        overheads = [b.bounds.min_batches * cm.overhead_cost for b in prepared]
-        per = []
-        for b, p, extra in zip(prepared, problems, overheads, strict=True):
-            compile_lb = float(cm.compile_cost(int(b.aligned.max())))
-            v = shape_cap_bound(
-                [p], [0.0], [None], cap, compile_lb + extra, cm.granularity, "price"
-            )
-            per.append(v * (1 - 1e-9))
-        if len(prepared) == 1:
-            return per, per[0]
-        compile_lb = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
-        joint = shape_cap_bound(
-            problems,
-            [0.0] * len(prepared),
-            [None] * len(prepared),
-            cap,
-            compile_lb + sum(overheads),
-            cm.granularity,
-            "price",
-        )
-        return per, joint * (1 - 1e-9)
+    if size > _PRICE_BOUND_LIMIT:
+        return [-math.inf] * len(prepared), -math.inf
+    # too large for the dual ascent: every member's own price at its shape (μ = 0), plus the
+    # fewest batches' overhead (two wide-length buckets sharing 3 shapes: the bound went from
+    # the per-request floor, 2.24e14, to 4.9e14 against a plan of 5.2e14)
+    price = size > _CAP_BOUND_LIMIT
+    duals = "price" if price else "ascent"
+    extras = [b.bounds.min_batches * cm.overhead_cost if price else 0.0 for b in prepared]
     per, mus_best = [], []
-    for b, p, mu in zip(prepared, problems, mus, strict=True):
+    for b, p, mu, extra in zip(prepared, problems, mus, extras, strict=True):
         lim = b.limits.max_sequential_ms
-        compile_lb = float(cm.compile_cost(int(b.aligned.max())))
+        compile_lb = float(cm.compile_cost(int(b.aligned.max()))) + extra
         best, best_mu = -math.inf, 0.0
-        for m in sorted({0.0 if lim is None else f * mu for f in (0.85, 1.0)}):
-            v = shape_cap_bound([p], [m], [lim], cap, compile_lb, cm.granularity)
+        for m in sorted({0.0 if lim is None or price else f * mu for f in (0.85, 1.0)}):
+            v = shape_cap_bound([p], [m], [lim], cap, compile_lb, cm.granularity, duals)
             if v > best:
                 best, best_mu = v, m
         per.append(best * (1 - 1e-9))
@@ -1934,8 +1915,9 @@ def _padded_cap_bounds(prepared, cm: CostModel, distinct: np.ndarray, mus: list[
         mus_best,
         [b.limits.max_sequential_ms for b in prepared],
         cap,
-        compile_lb,
+        compile_lb + sum(extras),
         cm.granularity,
+        duals,
     )
     return per, joint * (1 - 1e-9)
 
