@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "planner": 1,
     "exact": 1,
     "colgen": 1,
+    "branching": 1,
     "batch_priced": 1,
     "sweep": 1,
     "datasets": 1,

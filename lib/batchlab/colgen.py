@@ -53,13 +53,16 @@ class RelaxationResult:
     cost of every plan meeting the limits, cost units; +inf when infeasibility was proved),
     ``lp_value`` (the restricted master's value), ``status`` (``"optimal"``: the LP relaxation
     was solved; ``"stopped"``: the gap target or the deadline came first; ``"infeasible"``: no
-    plan meets the limits, proved), ``iterations`` and ``columns``."""
+    plan meets the limits, proved), ``iterations`` and ``columns``; where branch and price
+    (:mod:`batchlab.branching`) raised the bound, ``branch_nodes`` and ``branch_status``."""
 
     bound: float
     lp_value: float
     status: str
     iterations: int
     columns: int
+    branch_nodes: int = 0
+    branch_status: str = "not run"
 
 
 class _Priced(tuple):
@@ -178,6 +181,11 @@ class CapColumnGeneration:
             big = 1e3 * max(alone, 1.0) / scale
             self.h.addCol(big, 0.0, hinf, 1, np.array([r], dtype=np.int32), np.array([-1.0]))
             self.artificial.append(self.h.getNumCol() - 1)
+        # a batch of relaxation in a cap row costs what a whole limit's does (1e3 × alone)
+        self._cap_art = -big / (1e3 * max(alone, 1.0)) if self.artificial else 0.0
+        #: rows over the columns at one cap: (level index, G index, sign) -> master row, the row
+        #: being ``sign · Σ λ_P <= rhs`` over the columns P at that cap (see :meth:`limit_caps`)
+        self.cap_rows: dict[tuple[int, int, int], int] = {}
         self.n_fixed = self.h.getNumCol()
         # every type alone (chunks of max_batch_size)
         idx = np.arange(T)
@@ -256,6 +264,11 @@ class CapColumnGeneration:
             entries("over", over, over > 0)
         if "cost" in side:
             entries("cost", cost)
+        for (ri, rj, sign), r in self.cap_rows.items():
+            at = np.flatnonzero((ii == ri) & (jj == rj))
+            e_col.append(at)
+            e_row.append(np.full(len(at), r, dtype=np.int64))
+            e_val.append(np.full(len(at), float(sign)))
         e_col = np.concatenate(e_col)
         order = np.argsort(e_col, kind="stable")
         rows = np.concatenate(e_row)[order]
@@ -335,6 +348,64 @@ class CapColumnGeneration:
             self.best_bound, self.center = lb, y
         return self.best_bound
 
+    # -- rows over caps (branching) -------------------------------------------------------
+    def _cap_row(self, i: int, j: int, sign: int) -> int | None:
+        """The master row ``sign · Σ λ_P <= rhs`` over the columns at cap (i, j), made on first
+        use, relaxed (``rhs`` N for sign +1, 0 for sign −1). The first limit's artificial column
+        relaxes it too, a batch of the row for as much as the whole limit (a node's master may
+        start infeasible, as the root's may), so a master without limit rows takes none: None."""
+        key = (int(i), int(j), int(sign))
+        if key in self.cap_rows:
+            return self.cap_rows[key]
+        if not self.artificial:
+            return None
+        at = [c for c, col in enumerate(self.cols) if col[0] == key[0] and col[1] == key[1]]
+        rhs = self.n if sign > 0 else 0.0
+        idx = (np.asarray(at, dtype=np.int64) + self.n_fixed).astype(np.int32)
+        self.h.addRow(-self.inf, rhs, len(at), idx, np.full(len(at), float(sign)))
+        r = self.h.getNumRow() - 1
+        self.h.changeCoeff(r, self.artificial[-1], self._cap_art)
+        self.rows_lo = np.append(self.rows_lo, -math.inf)
+        self.rows_hi = np.append(self.rows_hi, rhs)
+        if self.center is not None:  # the new row takes no part in the best duals
+            self.center = np.append(self.center, 0.0)
+        for c in at:
+            self.col_rows[c] = np.append(self.col_rows[c], r)
+            self.col_vals[c] = np.append(self.col_vals[c], float(sign))
+        self.cap_rows[key] = r
+        return r
+
+    def limit_caps(self, limits: dict[tuple[int, int], tuple[int, int | None]]) -> bool:
+        """Bound how many batches the master runs at given caps: ``limits`` maps (level index,
+        G index) to (at least, at most or None); every other cap row is relaxed. Any plan that
+        meets the limits is still covered, so bounds and plans stay valid for that subset of
+        plans (a branch-and-bound node). False (nothing changed) when the master has no limit
+        rows (see :meth:`_cap_row`)."""
+        need = [(i, j, s) for (i, j), (lo, hi) in limits.items()
+                for s, on in ((1, hi is not None), (-1, lo > 0)) if on]  # fmt: skip
+        if need and not self.artificial:
+            return False
+        rhs = {r: (self.n if s > 0 else 0.0) for (_, _, s), r in self.cap_rows.items()}
+        for i, j, s in need:
+            lo, hi = limits[(i, j)]
+            rhs[self._cap_row(i, j, s)] = float(hi) if s > 0 else -float(lo)
+        for r, value in rhs.items():
+            if self.rows_hi[r] != value:
+                self.h.changeRowBounds(r, -self.inf, value)
+                self.rows_hi[r] = value
+        return True
+
+    def cap_usage(self, x: np.ndarray) -> np.ndarray:
+        """How many batches the master solution ``x`` (copies per column) runs at every cap,
+        (nS, nG)."""
+        nS, nG = self.price.shape
+        caps = np.asarray([c[0] * nG + c[1] for c in self.cols], dtype=np.int64)
+        return np.bincount(caps, weights=x[: len(caps)], minlength=nS * nG).reshape(nS, nG)
+
+    def lp_solution(self) -> np.ndarray:
+        """Copies of each generated column in the master's current LP solution."""
+        return np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
+
     # -- pricing ---------------------------------------------------------------------------
     def _duals(self, y: np.ndarray, weight: float = 1.0):
         """Overhead' and price' per cap, and the member values' parts, from duals y."""
@@ -358,6 +429,10 @@ class CapColumnGeneration:
         sorted search per level. Past :attr:`deadline`, caps where max_batch_size binds under a
         p95 limit keep the reduced cost of all their positive members (a lower bound)."""
         fp, ap, pi, rho = self._duals(y, weight)
+        if self.cap_rows:  # a cap row's dual is part of its columns' reduced cost
+            fp = fp.copy()
+            for (i, j, sign), r in self.cap_rows.items():
+                fp[i, j] -= sign * y[r]
         nS, nG = ap.shape
         pi_i, pt = self.pair_i, self.pair_t
         tj = self.tj[pt]
@@ -672,6 +747,8 @@ class CapColumnGeneration:
                 neg = self._negatives(rc)
             zc = z + self.const
             art = float(x[self.artificial].sum()) if self.artificial else 0.0
+            if self.cap_rows and art > 0:  # a little of it relaxes a cap row by much
+                art = max(art, art / abs(self._cap_art))
             if not len(neg):  # y is an optimal dual of the whole LP
                 if art <= 1e-7 * max(1.0, self.n):
                     self.best_bound = max(self.best_bound, zc)
@@ -761,6 +838,8 @@ class CapColumnGeneration:
         accept_gap: float = 1e-3,
         start: list[int] | None = None,
         work: int | None = None,
+        fixed_tries: bool = True,
+        every_column: bool = True,
     ):
         """An integer plan from the restricted master, or None.
 
@@ -773,7 +852,9 @@ class CapColumnGeneration:
         counts)`` covering every request exactly once. ``seq_shift`` (ms) and ``over_shift``
         (requests) tighten the sequential and p95 rows (room for the compile spike). ``work``:
         each MILP stops after this many of HiGHS's progress checks
-        (:func:`batchlab.exact.limit_work`); ``deadline`` is a hard cap.
+        (:func:`batchlab.exact.limit_work`); ``deadline`` is a hard cap. ``fixed_tries=False``
+        skips the fixed-copies MILPs (the MILP over every column gets all the time);
+        ``every_column=False`` skips that MILP.
         """
         x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
         lp_value = float(self.h.getInfo().objective_function_value)
@@ -805,7 +886,7 @@ class CapColumnGeneration:
         # the fixed-copies tries take at most half the time left: the MILP over every column,
         # started from a known plan, always gets its turn
         fixed_deadline = time.perf_counter() + 0.5 * max(0.0, deadline - time.perf_counter())
-        for fixed in (whole, loose):
+        for fixed in (whole, loose) if fixed_tries else ():
             if best_cost <= target or not fixed.any():
                 continue
             on = np.flatnonzero(fixed > 0)
@@ -832,7 +913,7 @@ class CapColumnGeneration:
                 cost = float(costs @ plan)
                 if cost < best_cost:
                     best, best_cost = plan, cost
-        if best_cost > target and len(x) <= 20_000:
+        if every_column and best_cost > target and len(x) <= 20_000:
             if best is not None:
                 start = np.repeat(np.arange(len(best)), best.astype(np.int64)).tolist()
             plan = self._milp(

@@ -1688,6 +1688,19 @@ _COLGEN_MILP_SHARE = 0.3
 #: work budgets of column generation (machine-independent; the time limit is a hard cap):
 #: rounds of LP + pricing per bucket, and HiGHS progress checks per restricted-master MILP
 _COLGEN_ROUNDS = 150
+#: branch and price on caps runs where the best plan is more than this above the LP bound, for
+#: this share of the time left (the rest is for one more integer plan over its columns)
+_BRANCH_GAP = 1e-3
+_BRANCH_SHARE = 0.4
+#: ... in buckets of at most this many types, at most _BRANCH_NODE_WORK / types nodes (a budget
+#: of work, as _COLGEN_ROUNDS is, so that a fast machine returns the same plan); before the
+#: integer plans where the seed is more than _BRANCH_FIRST_GAP above the LP bound
+_BRANCH_TYPES = 1000
+_BRANCH_NODE_WORK = 12_000
+_BRANCH_MIN_NODES = 20
+_BRANCH_FIRST_GAP = 0.05
+_BRANCH_MILP_WORK = 1000
+_BRANCH_LEAF_WORK = 20
 _COLGEN_MILP_WORK = 100
 
 
@@ -1792,6 +1805,93 @@ def _colgen(
         return res, cands, cg
     if math.isfinite(upper) and upper <= res.bound * (1 + 2e-4):
         return res, cands, cg  # the seed is already certified
+    # where the LP's integrality gap is wide (a tight limit carried by few slow batches),
+    # branch and price on caps: a certified bound above the LP, and the nodes' columns for the
+    # integer plans (a 60-request wide-length bucket: 18 % printed gap without it). Where the
+    # seed is far above the LP bound, first (the integer plans then use the nodes' columns);
+    # else after the integer plans, where they leave a gap
+    branchable = (
+        type(cg) is CapColumnGeneration
+        and cg.T <= _BRANCH_TYPES
+        and res.lp_value <= res.bound * (1 + _BRANCH_GAP)  # the root LP (nearly) solved
+    )
+    branched: list = []
+
+    def on_leaf() -> float | None:
+        # a node whole at every cap: its LP is nearly integral, so the fixed-copies MILPs
+        # (whole copies kept, the rest solved) are small; a plan that meets the limits prunes
+        found = _integer_candidates(
+            cg, bucket, cm, st, declared, shapes, deadline, math.inf, None, settings,
+            work=_BRANCH_LEAF_WORK, every_column=False,
+        )  # fmt: skip
+        cands.extend(found)
+        costs = [c.summary["total_cost"] for c in found if c.ok]
+        return min(costs) if costs else None
+
+    def branch(upper_bound: float) -> None:
+        nonlocal res
+        from batchlab.branching import branch_on_caps
+
+        now = time.perf_counter()
+        br = branch_on_caps(
+            cg,
+            now + _BRANCH_SHARE * (deadline - now),
+            root_bound=res.bound,
+            upper_bound=upper_bound,
+            stop_gap=2e-4,
+            max_nodes=max(_BRANCH_MIN_NODES, _BRANCH_NODE_WORK // cg.T),
+            on_leaf=on_leaf,
+        )
+        branched.append(br)
+        bound = max(res.bound, br.bound)
+        res = dataclasses.replace(res, bound=bound, branch_nodes=br.nodes, branch_status=br.status)
+        cg.solve(deadline, max_rounds=3)  # the root LP again: integer plans start from it
+
+    def gap_of(cost: float) -> float:
+        return cost / res.bound - 1 if res.bound > 0 else math.inf
+
+    if branchable and gap_of(upper) > _BRANCH_FIRST_GAP and deadline - time.perf_counter() > 0.2:
+        branch(upper)
+        if gap_of(upper) <= 2e-4:
+            return res, cands, cg  # the seed is proved within the gap
+    cands += _integer_candidates(
+        cg, bucket, cm, st, declared, shapes, deadline, upper, start, settings
+    )
+    best = min((c for c in cands + ok_seeds if c.ok), key=_rank, default=None)
+    if best is None or deadline - time.perf_counter() <= 0.2:
+        return res, cands, cg
+    best_cost = best.summary["total_cost"]
+    if branchable and not branched and gap_of(best_cost) > _BRANCH_GAP:
+        branch(best_cost)
+    if branched and gap_of(best_cost) > 2e-4 and deadline - time.perf_counter() > 0.2:
+        # the MILP over every column again (the nodes' too), from the best plan, more work
+        start = cg.add_plan(_request_batches(best), st)
+        cands += _integer_candidates(
+            cg, bucket, cm, st, declared, shapes, deadline, best_cost, start, settings,
+            work=_BRANCH_MILP_WORK, fixed_tries=False,
+        )  # fmt: skip
+    return res, cands, cg
+
+
+def _integer_candidates(
+    cg,
+    bucket: _Bucket,
+    cm: CostModel,
+    st,
+    declared,
+    shapes,
+    deadline,
+    upper,
+    start,
+    settings,
+    work: int | None = _COLGEN_MILP_WORK,
+    fixed_tries: bool = True,
+    every_column: bool = True,
+) -> list[_Candidate]:
+    """Integer plans from the restricted master (:meth:`CapColumnGeneration.integer_plan`),
+    scored; up to three tries, each tightening the rows a plan broke (the compile spike's room
+    in the sequential time, one request less over the p95 limit)."""
+    cands: list[_Candidate] = []
     seq_shift = over_shift = 0.0
     for _ in range(3):
         batches = cg.integer_plan(
@@ -1801,7 +1901,9 @@ def _colgen(
             over_shift=over_shift,
             rel_gap=2e-4,
             start=start,
-            work=_COLGEN_MILP_WORK,
+            work=work,
+            fixed_tries=fixed_tries,
+            every_column=every_column,
         )
         if batches is None:
             break
@@ -1829,7 +1931,7 @@ def _colgen(
             over_shift += 1.0
         if set(cand.violations) - {"max_sequential_ms", "max_p95_latency_ms"} or lim is None:
             break
-    return res, cands, cg
+    return cands
 
 
 def _static_shapes(buckets: list[_Bucket], cm: CostModel, max_shapes: int) -> list[int]:
@@ -2126,6 +2228,7 @@ def plan_requests(
         bucket_exact = [-math.inf] * nb
         bucket_cg = [-math.inf] * nb
         cg_status = ["not run"] * nb
+        cg_branch = [("not run", 0)] * nb
         refs: list[list[_Reference]] = [[] for _ in prepared]
         for i, b in enumerate(prepared):
             problem, inverse = cap_problem(cm, b.aligned, b.gen, b.prompt)
@@ -2198,6 +2301,7 @@ def plan_requests(
                 )
                 bucket_cg[i] = res.bound * (1 - 1e-9) if math.isfinite(res.bound) else res.bound
                 cg_status[i] = res.status
+                cg_branch[i] = (res.branch_status, res.branch_nodes)
                 tried[i] += cands
             known_bound = max(bucket_cg[i], b.bounds.min_cost)
             gap_i = _best_ok_cost(tried[i]) / known_bound - 1 if known_bound > 0 else math.inf
@@ -2230,7 +2334,7 @@ def plan_requests(
         shapes_total = float(cm.compile_cost(np.asarray(declared)).sum())
         own_total = float(sum(cm.compile_cost(int(b.aligned.max())) for b in prepared))
         per_exact = bucket_exact
-        per_cg, per_cg_status = bucket_cg, cg_status
+        per_cg, per_cg_status, per_branch = bucket_cg, cg_status, cg_branch
     else:
         options: list[list[_Candidate]] = []
         aligned_sets = [b.aligned for b in prepared]
@@ -2322,6 +2426,7 @@ def plan_requests(
         shapes_total = own_total = 0.0
         per_exact = [exact_bound if nb == 1 else -math.inf] * nb
         per_cg, per_cg_status = [-math.inf] * nb, ["not run"] * nb
+        per_branch = [("not run", 0)] * nb
     if too_large:
         if exact_status == "not run":
             exact_status = "too large"
@@ -2369,6 +2474,8 @@ def plan_requests(
             "bound_method": method,
             "exact_status": exact_status,
             "colgen_status": per_cg_status[i],
+            "branch_status": per_branch[i][0],
+            "branch_nodes": per_branch[i][1],
         }
         plans.append(
             BucketPlan(b.name, plan, ev, b.bounds, b.limits, settings, lower_bound=float(bound))
