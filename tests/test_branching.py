@@ -58,9 +58,17 @@ def test_the_branch_bound_is_never_above_the_enumerated_optimum(df, padded, data
     lim = limits_between(data.draw, plans, mbs, nudge=True)
     lim = Limits(**{**lim.__dict__, "max_cost": None})  # the master's costs leave compile out
     cg, root = root_master(df, cm, lim)
-    br = branch_on_caps(cg, time.perf_counter() + 60, root_bound=root.bound, max_nodes=500)
+    leaves = []
+    br = branch_on_caps(
+        cg, time.perf_counter() + 60, root_bound=root.bound, max_nodes=500,
+        on_leaf=lambda: leaves.append(cg.cap_usage(cg.lp_solution())),
+    )  # fmt: skip
     assert br.bound >= root.bound
     assert br.nodes >= 1 or root.status == "infeasible"
+    # a leaf runs whole batches at every cap
+    assert all(np.allclose(u, np.round(u), atol=1e-6) for u in leaves)
+    if br.status == "integral":
+        assert leaves
     feasible = [s for s in plans if meets(s, lim)]
     if feasible:
         optimum = min(s["total_cost"] for s in feasible)

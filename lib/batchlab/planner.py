@@ -1694,11 +1694,13 @@ _BRANCH_GAP = 1e-3
 _BRANCH_SHARE = 0.4
 #: ... in buckets of at most this many types, at most _BRANCH_NODE_WORK / types nodes (a budget
 #: of work, as _COLGEN_ROUNDS is, so that a fast machine returns the same plan); before the
-#: integer plans where the seed is more than _BRANCH_FIRST_GAP above the LP bound
+#: integer plans where the seed is more than _BRANCH_FIRST_GAP above the LP bound (in buckets of
+#: at most _BRANCH_FIRST_TYPES types)
 _BRANCH_TYPES = 1000
 _BRANCH_NODE_WORK = 12_000
 _BRANCH_MIN_NODES = 20
 _BRANCH_FIRST_GAP = 0.05
+_BRANCH_FIRST_TYPES = 300
 _BRANCH_MILP_WORK = 1000
 _BRANCH_LEAF_WORK = 20
 _COLGEN_MILP_WORK = 100
@@ -1850,7 +1852,11 @@ def _colgen(
     def gap_of(cost: float) -> float:
         return cost / res.bound - 1 if res.bound > 0 else math.inf
 
-    if branchable and gap_of(upper) > _BRANCH_FIRST_GAP and deadline - time.perf_counter() > 0.2:
+    # first where a seed meets the limits far above the bound, on a bucket small enough that the
+    # nodes leave the integer plans their time
+    first = cg.T <= _BRANCH_FIRST_TYPES and math.isfinite(upper)
+    first = first and gap_of(upper) > _BRANCH_FIRST_GAP
+    if branchable and first and deadline - time.perf_counter() > 0.2:
         branch(upper)
         if gap_of(upper) <= 2e-4:
             return res, cands, cg  # the seed is proved within the gap
