@@ -1332,6 +1332,32 @@ def _scored(
     return _Candidate(order, codes, seq_rows, summary, bucket.limits.violations(summary), settings)
 
 
+def _room_for_the_spike(bucket: _Bucket, cm: CostModel, like: _Candidate) -> list[_Candidate]:
+    """Last tries where no plan met the limits (the heuristics' merges can leave the compile
+    spike no request it does not push over the p95 limit), at the shapes ``like`` declares:
+    ``like`` with the requests of the shortest gen_len split off into batches of their own
+    (the spike's best carriers), and every request alone (the least latency each can have).
+    Three requests under a p95 limit that every merged plan's spike crossed met it so."""
+    n = len(bucket.prompt)
+    seq = np.empty(n, dtype=np.int64)
+    seq[like.order] = like.seq
+    batch = np.empty(n, dtype=np.int64)
+    batch[like.order] = like.batch
+    out = []
+    fast = np.flatnonzero(bucket.gen == bucket.gen.min())
+    if len(fast) < n:
+        fast = fast[np.argsort(seq[fast], kind="stable")]
+        _, first, size = np.unique(seq[fast], return_index=True, return_counts=True)
+        rank = np.arange(len(fast)) - np.repeat(first, size)  # position within its shape
+        mbs = bucket.limits.max_batch_size or n
+        group = np.repeat(np.arange(len(first)), size) * n + rank // mbs
+        split = batch.copy()
+        split[fast] = batch.max() + 1 + np.unique(group, return_inverse=True)[1].reshape(-1)
+        out.append(_scored(bucket, cm, split, seq, {**like.settings, "method": "split"}))
+    out.append(_scored(bucket, cm, np.arange(n), seq, {**like.settings, "method": "alone"}))
+    return out
+
+
 def _from_pieces(
     bucket: _Bucket, cm: CostModel, pieces: _Pieces, label: np.ndarray, shape: np.ndarray, settings
 ) -> _Candidate:
@@ -2444,8 +2470,15 @@ def plan_requests(
             "proved)",
             stacklevel=2,
         )
+    chosen = list(chosen)
     for i, (bucket, c) in enumerate(zip(prepared, chosen, strict=True)):
-        if not c.ok:
+        if not c.ok:  # last tries before giving up
+            more = _room_for_the_spike(bucket, cm, c)
+            tried[i] += more
+            ok = [m for m in more if m.ok]
+            if ok:
+                chosen[i] = min(ok, key=_rank)
+                continue
             bar.close()
             raise _infeasible(bucket, tried[i])
     plans = []
