@@ -1843,7 +1843,6 @@ def _colgen(
         and cg.T <= _BRANCH_TYPES
         and res.lp_value <= res.bound * (1 + _BRANCH_GAP)  # the root LP (nearly) solved
     )
-    branched: list = []
 
     def on_leaf() -> float | None:
         # a node whole at every cap: its LP is nearly integral, so the fixed-copies MILPs
@@ -1870,9 +1869,9 @@ def _colgen(
             max_nodes=max(_BRANCH_MIN_NODES, _BRANCH_NODE_WORK // cg.T),
             on_leaf=on_leaf,
         )
-        branched.append(br)
-        bound = max(res.bound, br.bound)
-        res = dataclasses.replace(res, bound=bound, branch_nodes=br.nodes, branch_status=br.status)
+        res = dataclasses.replace(  # br.bound is at least the root's
+            res, bound=br.bound, branch_nodes=br.nodes, branch_status=br.status
+        )
         cg.solve(deadline, max_rounds=3)  # the root LP again: integer plans start from it
 
     def gap_of(cost: float) -> float:
@@ -1893,9 +1892,13 @@ def _colgen(
     if best is None or deadline - time.perf_counter() <= 0.2:
         return res, cands, cg
     best_cost = best.summary["total_cost"]
-    if branchable and not branched and gap_of(best_cost) > _BRANCH_GAP:
+    if branchable and res.branch_status == "not run" and gap_of(best_cost) > _BRANCH_GAP:
         branch(best_cost)
-    if branched and gap_of(best_cost) > 2e-4 and deadline - time.perf_counter() > 0.2:
+    if (
+        res.branch_status != "not run"
+        and gap_of(best_cost) > 2e-4
+        and deadline - time.perf_counter() > 0.2
+    ):
         # the MILP over every column again (the nodes' too), from the best plan, more work
         start = cg.add_plan(_request_batches(best), st)
         cands += _integer_candidates(
