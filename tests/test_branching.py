@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from builders import limits_between, tiny_requests
+from builders import tiny_requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_planner import wide_length_bucket
-from test_planner_exact import all_plans, meets, summary_of
+from test_planner_exact import drawn_limits, meets
 
 import batchlab.planner as planner_module
 from batchlab.branching import branch_on_caps
@@ -50,12 +50,7 @@ def root_master(df, cm, lim: Limits):
 def test_the_branch_bound_is_never_above_the_enumerated_optimum(df, padded, data):
     # no known plan: the search runs until every leaf is whole at every cap or infeasible
     cm = PADDED if padded else STATIC
-    mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
-    everything = [summary_of(r) | {"sizes": r["batches"]} for r in all_plans(df, cm, len(df))]
-    plans = [
-        s for s in everything if mbs is None or max(b["size"] for b in s["sizes"].values()) <= mbs
-    ]
-    lim = limits_between(data.draw, plans, mbs, nudge=True)
+    plans, lim, _ = drawn_limits(data.draw, df, cm, len(df))
     lim = Limits(**{**lim.__dict__, "max_cost": None})  # the master's costs leave compile out
     cg, root = root_master(df, cm, lim)
     leaves = []

@@ -87,17 +87,24 @@ def meets(summary, lim: Limits) -> bool:
     return all(b is None or summary[m] <= b * (1 + 1e-12) for b, m in checks)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=tiny_requests(5, 192, 40), padded=st.booleans(), cap=st.integers(1, 3), data=st.data())
-def test_tiny_instances_reach_the_enumerated_optimum(df, padded, cap, data):
-    cm = PADDED if padded else STATIC
-    mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
+def drawn_limits(draw, df, cm, cap: int):
+    """Every plan of a tiny instance (at most ``cap`` shapes) within a drawn max_batch_size,
+    and limits drawn between them (sometimes just under one): (plans, limits, the plans that
+    meet them)."""
+    mbs = draw(st.one_of(st.none(), st.integers(1, 3)))
     everything = [summary_of(r) | {"sizes": r["batches"]} for r in all_plans(df, cm, cap)]
     plans = [
         s for s in everything if mbs is None or max(b["size"] for b in s["sizes"].values()) <= mbs
     ]
-    lim = limits_between(data.draw, plans, mbs, nudge=True)
-    feasible = [s for s in plans if meets(s, lim)]
+    lim = limits_between(draw, plans, mbs, nudge=True)
+    return plans, lim, [s for s in plans if meets(s, lim)]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(df=tiny_requests(5, 192, 40), padded=st.booleans(), cap=st.integers(1, 3), data=st.data())
+def test_tiny_instances_reach_the_enumerated_optimum(df, padded, cap, data):
+    cm = PADDED if padded else STATIC
+    _, lim, feasible = drawn_limits(data.draw, df, cm, cap)
     if not feasible:
         with pytest.raises(LimitError):
             plan_requests(df, cm, cap, lim, progress=False)
@@ -306,13 +313,7 @@ def test_the_price_shape_cap_bound_is_below_the_enumerated_optimum(df, cap, data
     # its shape, plus the fewest batches' overhead), forced on tiny padded-graph instances
     import batchlab.planner as planner_module
 
-    mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
-    everything = [summary_of(r) | {"sizes": r["batches"]} for r in all_plans(df, PADDED, cap)]
-    plans = [
-        s for s in everything if mbs is None or max(b["size"] for b in s["sizes"].values()) <= mbs
-    ]
-    lim = limits_between(data.draw, plans, mbs, nudge=True)
-    feasible = [s for s in plans if meets(s, lim)]
+    _, lim, feasible = drawn_limits(data.draw, df, PADDED, cap)
     if not feasible:
         return
     optimum = min(s["total_cost"] for s in feasible)
