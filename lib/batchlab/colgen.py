@@ -351,7 +351,7 @@ class CapColumnGeneration:
     # -- rows over caps (branching) -------------------------------------------------------
     def _cap_row(self, i: int, j: int, sign: int) -> int | None:
         """The master row ``sign · Σ λ_P <= rhs`` over the columns at cap (i, j), made on first
-        use, relaxed (``rhs`` N for sign +1, 0 for sign −1). The first limit's artificial column
+        use, relaxed (``rhs`` N for sign +1, 0 for sign −1). The last limit's artificial column
         relaxes it too, a batch of the row for as much as the whole limit (a node's master may
         start infeasible, as the root's may), so a master without limit rows takes none: None."""
         key = (int(i), int(j), int(sign))
@@ -856,7 +856,7 @@ class CapColumnGeneration:
         skips the fixed-copies MILPs (the MILP over every column gets all the time);
         ``every_column=False`` skips that MILP.
         """
-        x = np.asarray(self.h.getSolution().col_value, dtype=np.float64)[self.n_fixed :]
+        x = self.lp_solution()
         lp_value = float(self.h.getInfo().objective_function_value)
         whole_cost = abs(lp_value + self.const)  # the plan's cost, prefill and compile included
         target = lp_value + accept_gap * whole_cost
