@@ -13,9 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from builders import request_table
+from builders import request_table, wide_length_bucket
 
 from batchlab.cost import get_cost_model
+from batchlab.errors import LimitError
 from batchlab.planner import Limits, plan_requests
 from batchlab.workload import lognormal_workload
 
@@ -177,3 +178,53 @@ def test_always_leaves_a_model_too_large_for_its_time_limit_to_column_generation
     assert got.buckets[0].settings["exact_status"] == "too large"
     assert got.total_cost == auto.total_cost and got.lower_bound == auto.lower_bound
     assert 0 < got.lower_bound <= got.total_cost
+
+
+def test_past_the_time_limit_column_generation_does_not_start(monkeypatch):
+    # a clock a million times fast: every deadline has passed once the cap heuristic's first
+    # runs are done. Column generation (its set-up alone took 1.2 s on 3,000 requests) does not
+    # start, and the plan and its bound are still valid
+    df, lim = wide_length_bucket(300, 0.9)
+    fast_clock(monkeypatch, 1e6)
+    res = plan_requests(df, "static-graph", limits=lim, progress=False)
+    settings = res.buckets[0].settings
+    assert settings["colgen_status"] == "no time"
+    assert settings["method"] == "merge"
+    assert not lim.violations(res.buckets[0].evaluation.summary())
+    assert res.lower_bound <= res.total_cost
+
+
+def test_a_limit_not_met_when_the_time_limit_cut_the_search_says_so(monkeypatch):
+    # the first plans of the cap heuristic do not meet this sequential limit; the whole search
+    # does (a plan within 0.1 % of its bound), so "cannot be met" would be false
+    df, lim = wide_length_bucket(300, 0.8)
+    full = plan_requests(df, "static-graph", limits=lim, progress=False)
+    assert not lim.violations(full.buckets[0].evaluation.summary())
+    fast_clock(monkeypatch, 1e6)
+    with pytest.raises(LimitError, match=r"within time_limit_s = 10 s .*a larger time_limit_s"):
+        plan_requests(df, "static-graph", limits=lim, progress=False)
+
+
+def test_a_dual_ascent_cut_by_its_deadline_is_dual_feasible_and_below_the_whole_one():
+    from batchlab.exact import cap_problem, dual_ascent_values
+    from batchlab.shapes import align
+
+    # 400 types (20 prompt lengths x 20 gen_lens): the deadline is checked every 256 types
+    p, g = (a.ravel() for a in np.meshgrid(np.arange(1, 21) * 512, np.arange(1, 21) * 97))
+    problem, _ = cap_problem(STATIC, align(p, STATIC.granularity), g, p)
+    mu = 50.0
+    whole, _ = dual_ascent_values(problem, mu, passes=1)
+    cut, _ = dual_ascent_values(problem, mu, passes=1, deadline=0.0)
+    assert (cut <= whole * (1 + 1e-12)).all() and (cut < whole * (1 - 1e-9)).any()
+    # every cap's slack: a whole type's requests in one batch at any cap covering it pay no
+    # more than its overhead + μ × its latency above the cap's own price
+    ia, ig = problem.type_cap_index()
+    ss, gg = np.meshgrid(problem.cap_s, problem.cap_g, indexing="ij")
+    price = problem.price(ss, gg)
+    room = STATIC.overhead_cost + mu * problem.batch_ms(ss, gg)
+    for pi in (whole, cut):
+        covered = (ia[:, None, None] <= np.arange(len(problem.cap_s))[None, :, None]) & (
+            ig[:, None, None] <= np.arange(len(problem.cap_g))[None, None, :]
+        )
+        over = problem.type_count[:, None, None] * np.maximum(0.0, pi[:, None, None] - price)
+        assert ((over * covered).sum(axis=0) <= room * (1 + 1e-9) + 1e-6).all()

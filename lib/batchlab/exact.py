@@ -154,15 +154,21 @@ def cap_problem(
 # certified lower bounds
 
 
-def dual_ascent(problem: CapProblem, mu: float, passes: int = 3) -> float:
+def dual_ascent(
+    problem: CapProblem, mu: float, passes: int = 3, deadline: float = math.inf
+) -> float:
     """``Σ_t c_t π_t`` for a dual-feasible π of the batching LP under multiplier ``mu``
     (the π of :func:`dual_ascent_values`)."""
-    pi, _ = dual_ascent_values(problem, mu, passes)
+    pi, _ = dual_ascent_values(problem, mu, passes, deadline=deadline)
     return float((pi * problem.type_count).sum())
 
 
 def dual_ascent_values(
-    problem: CapProblem, mu: float, passes: int = 3, prices: tuple | None = None
+    problem: CapProblem,
+    mu: float,
+    passes: int = 3,
+    prices: tuple | None = None,
+    deadline: float = math.inf,
 ) -> tuple[np.ndarray, int]:
     """A dual-feasible π per type (cost units per request) of the batching LP under ``mu``, and
     the number of passes it took.
@@ -174,8 +180,11 @@ def dual_ascent_values(
     bound on the batching cost (overheads + members × price + μ × batch latency) of every plan.
     ``prices``: per-cap ``(per-member price, per-batch cost)`` arrays over the whole cap grid
     (cost units, the latency term included) instead of the problem's (e.g. the lines of
-    :mod:`batchlab.batch_priced`).
+    :mod:`batchlab.batch_priced`). Past ``deadline`` (time.perf_counter()) no further type
+    is raised: π is dual-feasible after every raise, so it is still a valid bound.
     """
+    import time
+
     ia, ig = problem.type_cap_index()
     top = int(ia.max())
     cap_s = problem.cap_s[: top + 1]
@@ -198,7 +207,10 @@ def dual_ascent_values(
     for _ in range(passes):
         done += 1
         moved = False
-        for t in order.tolist():
+        for k, t in enumerate(order.tolist()):
+            if k % 256 == 255 and time.perf_counter() > deadline:
+                moved = False
+                break
             i0, j0 = int(ia[t]), int(ig[t])
             old = pi[t]
             i1, j1 = n_s, n_g
@@ -225,16 +237,22 @@ def lagrangian_bound(
     max_sequential_ms: float | None,
     multipliers: list[float],
     extra_const: float = 0.0,
+    *,
+    with_zero: bool = True,
+    deadline: float = math.inf,
 ) -> tuple[float, float]:
     """The best Lagrangian lower bound over ``multipliers`` (μ, cost units per ms) and its μ.
 
     bound(μ) = const_cost + extra_const + dual_ascent(μ) − μ · max_sequential_ms; every value is
     <= the cost of every plan that meets the limits (μ = 0 when there is no sequential limit).
+    ``with_zero``: μ = 0 is among the multipliers tried. ``deadline``: the dual ascents' hard
+    cap (the bound stays valid, only weaker).
     """
-    mus = [0.0] if max_sequential_ms is None else sorted({0.0, *[float(m) for m in multipliers]})
+    given = {float(m) for m in multipliers} | ({0.0} if with_zero else set())
+    mus = [0.0] if max_sequential_ms is None else sorted(given)
     best, best_mu = -math.inf, 0.0
     for mu in mus:
-        value = dual_ascent(problem, mu) + problem.const_cost + extra_const
+        value = dual_ascent(problem, mu, deadline=deadline) + problem.const_cost + extra_const
         if mu > 0:
             value -= mu * float(max_sequential_ms)
         if value > best:

@@ -709,8 +709,22 @@ def _limits_for(limits, names: list[str]) -> dict[str, Limits]:
     )
 
 
-def _infeasible(bucket: _Bucket, tried: list[_Candidate]) -> LimitError:
-    """The error for a bucket none of whose candidates meets every limit."""
+def _infeasible(
+    bucket: _Bucket, tried: list[_Candidate], time_limit_s: float | None = None
+) -> LimitError:
+    """The error for a bucket none of whose candidates meets every limit; ``time_limit_s``
+    where the time limit cut the search (the limit may then be met: it says so)."""
+    err = _closest_violation(bucket, tried)
+    if time_limit_s is not None:
+        err.args = (
+            f"bucket '{bucket.name}': no plan meeting limit {err.limit} = "
+            f"{err.limit_value:,.6g} was found within time_limit_s = {time_limit_s:g} s (the "
+            f"best plan found reaches {err.best_value:,.6g}); a larger time_limit_s may find one",
+        )
+    return err
+
+
+def _closest_violation(bucket: _Bucket, tried: list[_Candidate]) -> LimitError:
     lim = bucket.limits
     for name, metric in LIMIT_METRICS.items():
         bound = getattr(lim, name)
@@ -1378,6 +1392,7 @@ def _merge_plan(
     deadline: float = math.inf,
     coarsen: bool = False,
     limit: int = _MERGE_LIMIT,
+    refine_by: float = math.inf,
 ) -> tuple[_Candidate | None, float, list[_Candidate]]:
     """The cap heuristic on one bucket: greedy merges at λ = 0, then, when the sequential limit
     binds, the smallest λ whose plan meets it (log-scale bisection). ``declared``: the one shape
@@ -1387,6 +1402,8 @@ def _merge_plan(
     ``quick``: a coarse bisection (to 50 %) and no local search, for a start that column
     generation improves. ``deadline`` (time.perf_counter()) is a hard cap: the search itself is
     bounded by its count of runs, so its result does not depend on the machine's speed.
+    ``refine_by``: an earlier cap for the bisection once a plan meets the sequential limit (the
+    time after it is column generation's).
 
     Returns the best candidate (None when the bucket has too many pieces), the λ used
     (cost units per ms) and every candidate tried.
@@ -1405,10 +1422,10 @@ def _merge_plan(
     search = _MergeSearch(cm, pieces, lim, _budgets(bucket, cm))
     tried: list[_Candidate] = []
 
-    def late() -> bool:
+    def late(by: float = deadline) -> bool:
         import time
 
-        return time.perf_counter() > deadline
+        return time.perf_counter() > min(deadline, by)
 
     def at(mu: float, relocate: bool = False) -> _Candidate:
         label, s, g, _ = search.run(mu, relocate)
@@ -1436,7 +1453,7 @@ def _merge_plan(
         if cand.summary["sequential_ms"] <= limit:
             feasible = [cand]
             for _ in range(10):
-                if late():
+                if late(refine_by):
                     break
                 mid = math.sqrt(lo * hi) if lo > 0 else hi / 8
                 cand = at(mid)
@@ -1711,6 +1728,11 @@ _BATCH_PRICED_COLGEN_LIMIT = 200
 #: the share of a bucket's time left that column generation's rounds leave to its integer plans
 #: (binds only where the rounds' work budget does not fit the time limit)
 _COLGEN_MILP_SHARE = 0.3
+#: the share of a bucket's time after which its cap heuristic, once a plan meets the sequential
+#: limit, stops refining λ where column generation follows (binds only where the heuristic's
+#: runs do not fit the time limit: 3,000 wide-length requests in 3 s spent it all on the
+#: heuristic, and column generation then ran 1.2 s past the limit)
+_MERGE_SHARE = 0.5
 #: work budgets of column generation (machine-independent; the time limit is a hard cap):
 #: rounds of LP + pricing per bucket, and HiGHS progress checks per restricted-master MILP
 _COLGEN_ROUNDS = 150
@@ -1778,9 +1800,11 @@ def _colgen(
     padded-graph the shape set the batches may declare (the grid's S caps)."""
     import time
 
-    from batchlab.colgen import CapColumnGeneration
+    from batchlab.colgen import CapColumnGeneration, RelaxationResult
     from batchlab.exact import dual_ascent_values
 
+    if time.perf_counter() > deadline:  # the hard cap: no time left for a first round
+        return RelaxationResult(-math.inf, math.nan, "no time", 0, 0), [], None
     if cm.members_pay_caps:
         cg = CapColumnGeneration(spec, _spike_floor(cm, bucket.aligned))
     else:  # batches priced as a whole: lines over the batch size (batchlab.batch_priced)
@@ -1808,7 +1832,7 @@ def _colgen(
     mu = mu_hint if bucket.limits.max_sequential_ms is not None else 0.0
     extra = -math.inf
     if cm.members_pay_caps:
-        cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1)[0], mu)
+        cg.warm_start(dual_ascent_values(spec.problem, mu, passes=1, deadline=deadline)[0], mu)
     else:  # line-priced dual ascent around the best seed's batch size (batch_priced)
         from batchlab.batch_priced import line_dual_bound
 
@@ -1817,6 +1841,8 @@ def _colgen(
         extra, pi, mu_best = line_dual_bound(spec, mu, sizes, with_duals=True, lines=lines)
         cg.warm_start(pi, mu_best)
     left = deadline - time.perf_counter()
+    if left <= 0:  # the set-up took the time left: no round
+        return RelaxationResult(-math.inf, math.nan, "no time", 0, 0), [], cg
     # where the rounds do not fit the time left, a share of it stays for the integer plans (a
     # 3,000-request wide-length bucket spent all 60 s on rounds and kept the heuristic's plan,
     # 7 % above the LP)
@@ -1984,10 +2010,20 @@ def _static_shapes(buckets: list[_Bucket], cm: CostModel, max_shapes: int) -> li
     return [int(chosen[np.searchsorted(chosen, t[0])]) for t in tops]
 
 
-def _bucket_bound(bucket: _Bucket, cm: CostModel, shapes_all: np.ndarray | None, mu: float):
+def _bucket_bound(
+    bucket: _Bucket,
+    cm: CostModel,
+    shapes_all: np.ndarray | None,
+    mu: float,
+    deadline: float = math.inf,
+):
     """The Lagrangian lower bound of one bucket (see :mod:`batchlab.exact`), or None when the
     bucket is too large for it. Includes the compile cost no plan avoids. The multiplier is
-    searched (golden section, the bound is concave in it) around ``mu``, the heuristic's λ."""
+    searched (golden section, the bound is concave in it) around ``mu``, the heuristic's λ;
+    past ``deadline`` (time.perf_counter(), a hard cap) no further multiplier is tried (the
+    bound at any multiplier is valid)."""
+    import time
+
     from batchlab.exact import cap_problem, lagrangian_bound
 
     problem, _ = cap_problem(cm, bucket.aligned, bucket.gen, bucket.prompt, shapes_all)
@@ -2000,13 +2036,20 @@ def _bucket_bound(bucket: _Bucket, cm: CostModel, shapes_all: np.ndarray | None,
     cache: dict[float, float] = {}
 
     def value(m: float) -> float:
+        # the best of μ = 0 and m (as the golden section has always compared), μ = 0 once
         if m not in cache:
-            cache[m] = lagrangian_bound(problem, limit, [m], compile_lb)[0]
+            cache[m] = lagrangian_bound(
+                problem, limit, [m], compile_lb, with_zero=False, deadline=deadline
+            )[0]
+            if m != 0.0:
+                cache[m] = max(cache[m], value(0.0))
         return cache[m]
 
     lo, hi = 0.3 * mu, 1.3 * mu
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    if time.perf_counter() > deadline:
+        return value(mu) * (1 - 1e-9)
     for _ in range(5):
         if value(a) >= value(b):
             hi, b = b, a
@@ -2014,6 +2057,8 @@ def _bucket_bound(bucket: _Bucket, cm: CostModel, shapes_all: np.ndarray | None,
         else:
             lo, a = a, b
             b = lo + ratio * (hi - lo)
+        if time.perf_counter() > deadline:
+            return max(cache.values()) * (1 - 1e-9)
     return max(max(cache.values()), value(0.0)) * (1 - 1e-9)
 
 
@@ -2272,7 +2317,9 @@ def plan_requests(
             # the hard cap of this bucket: its share of the time left, so that where the cap
             # binds a bucket cannot leave the next ones none (where it does not bind, the work
             # budgets alone decide, and the plan does not depend on the machine)
-            cap_i = time.perf_counter() + (deadline - time.perf_counter()) / (nb - i)
+            now = time.perf_counter()
+            cap_i = now + (deadline - now) / (nb - i)
+            merge_cap = now + _MERGE_SHARE * (cap_i - now) if use_cg else cap_i
             merged = None
             if n_types[i] <= _MERGE_LIMIT:
                 merged, mus[i], cands = _merge_plan(
@@ -2283,6 +2330,7 @@ def plan_requests(
                     {"method": "merge", "n_shapes_global": 1},
                     quick=use_cg,
                     deadline=cap_i,
+                    refine_by=merge_cap,
                 )
                 tried[i] += cands
             if merged is None:
@@ -2316,6 +2364,7 @@ def plan_requests(
                         quick=True,
                         deadline=cap_i,
                         coarsen=True,
+                        refine_by=merge_cap,
                     )
                     tried[i] += cands
             refs[i] = _reference_candidates(b, cm, cap, declared[i])
@@ -2483,7 +2532,8 @@ def plan_requests(
                 chosen[i] = min(ok, key=_rank)
                 continue
             bar.close()
-            raise _infeasible(bucket, tried[i])
+            cut = time.perf_counter() > deadline
+            raise _infeasible(bucket, tried[i], float(time_limit_s) if cut else None)
     plans = []
     bounds_total = 0.0
     cap_bounds = [-math.inf] * nb
@@ -2504,7 +2554,7 @@ def plan_requests(
         )
         small = n_types[i] <= _BOUND_LIMIT
         if small and weak and (per_cg_status[i] == "not run" or time.perf_counter() < deadline):
-            lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu)
+            lag = _bucket_bound(b, cm, distinct if cm.padded else None, mu, deadline)
             if lag is not None:
                 known["lagrangian"] = _safe_bound(lag)
         method = max(known, key=lambda k: known[k])
