@@ -121,15 +121,38 @@ def test_bad_ports_are_refused(port) -> None:
         tiny.serve_command("/m", port=port)
 
 
-# ---------------------------------------------------------------------- the live server (slow)
-
-
 def group_gone(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return True
     return False
+
+
+def test_stopping_a_group_waits_until_every_process_of_it_is_gone() -> None:
+    # a leader that exits on SIGTERM and a child that ignores it (as a worker may): once the
+    # stop returns, the group is gone (killed, and reaped), not merely signalled
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    leader = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", leader], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        time.sleep(0.2)  # the child has set its handler
+        tiny._stop_group(proc, 10.0, group=True)
+        assert proc.returncode is not None
+        assert group_gone(proc.pid)
+    finally:
+        if not group_gone(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+
+
+# ---------------------------------------------------------------------- the live server (slow)
 
 
 @pytest.mark.slow

@@ -354,11 +354,30 @@ def _stop_group(proc: subprocess.Popen, timeout_s: float, *, group: bool) -> Non
                 proc.send_signal(sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout_s)
-    if group:  # children left in the group (none expected)
+    if group:  # children left in the group (a tokenizer's or compiler's workers)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout_s)
+    if group:  # a killed child is gone only once it is reaped: wait for that (bounded)
+        _wait_group_gone(proc.pid, timeout_s)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Poll until no process of group ``pgid`` is left (at most ``timeout_s``); True if none is."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
 
 
 class TinyServer:
