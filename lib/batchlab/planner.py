@@ -30,6 +30,7 @@ reported next to what the planner achieved. When a limit cannot be met, a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import tomllib
@@ -2320,18 +2321,19 @@ def plan_requests(
             now = time.perf_counter()
             cap_i = now + (deadline - now) / (nb - i)
             merge_cap = now + _MERGE_SHARE * (cap_i - now) if use_cg else cap_i
+            merge = functools.partial(
+                _merge_plan,
+                b,
+                cm,
+                b.aligned,
+                declared[i],
+                {"method": "merge", "n_shapes_global": 1},
+                deadline=cap_i,
+                refine_by=merge_cap,
+            )
             merged = None
             if n_types[i] <= _MERGE_LIMIT:
-                merged, mus[i], cands = _merge_plan(
-                    b,
-                    cm,
-                    b.aligned,
-                    declared[i],
-                    {"method": "merge", "n_shapes_global": 1},
-                    quick=use_cg,
-                    deadline=cap_i,
-                    refine_by=merge_cap,
-                )
+                merged, mus[i], cands = merge(quick=use_cg)
                 tried[i] += cands
             if merged is None:
                 # too many pieces for the cap heuristic: the contiguous-run search (under
@@ -2355,17 +2357,7 @@ def plan_requests(
                 lim_i = b.limits
                 others = (lim_i.max_sequential_ms, lim_i.max_p95_latency_ms, lim_i.max_pad_ratio)
                 if use_cg and any(v is not None for v in (*others, lim_i.max_cost)):
-                    _, mus[i], cands = _merge_plan(
-                        b,
-                        cm,
-                        b.aligned,
-                        declared[i],
-                        {"method": "merge", "n_shapes_global": 1},
-                        quick=True,
-                        deadline=cap_i,
-                        coarsen=True,
-                        refine_by=merge_cap,
-                    )
+                    _, mus[i], cands = merge(quick=True, coarsen=True)
                     tried[i] += cands
             refs[i] = _reference_candidates(b, cm, cap, declared[i])
             bar.update()
