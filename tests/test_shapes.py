@@ -53,17 +53,19 @@ def brute_set_cost(lengths, shapes, g, cost=None, weights=None):
     return total
 
 
-def brute_optimal(lengths, k, g, cost=None, weights=None):
+def brute_optimal(lengths, k, g, cost=None, weights=None, fixed_cost=None):
     """Best subset (containing the max) of the distinct aligned lengths of size <= k, with ties
-    broken by fewer shapes, then the descending tuple of shapes (smallest first)."""
+    broken by fewer shapes, then the descending tuple of shapes (smallest first); ``fixed_cost``
+    per shape of the subset."""
     values = sorted({-(-n // g) * g for n in lengths})
     top, rest = values[-1], values[:-1]
     best = None
     for size in range(0, min(k, len(values)) - 1 + 1):
         for combo in itertools.combinations(rest, size):
             shapes = (*combo, top)
+            fixed = 0.0 if fixed_cost is None else sum(float(fixed_cost(x)) for x in shapes)
             key = (
-                brute_set_cost(lengths, shapes, g, cost, weights),
+                brute_set_cost(lengths, shapes, g, cost, weights) + fixed,
                 len(shapes),
                 tuple(sorted(shapes, reverse=True)),
             )
@@ -257,6 +259,35 @@ def test_optimal_shapes_custom_cost_matches_brute_force(lens, k, g):
     best = brute_optimal(lens, k, g, cost=_quad_cost)
     assert brute_set_cost(lens, got.tolist(), g, _quad_cost) == pytest.approx(best[0], rel=1e-12)
     assert got.size <= k and got.max() == align(max(lens), g)
+
+
+def _compile_cost(s):
+    # a cost per shape chosen, large against the requests' (as a compile of the graph)
+    return 3000.0 * np.asarray(s, dtype=float) ** 2
+
+
+@FAST
+@given(lens=lengths_st, k=st.integers(1, 4), g=st.sampled_from([16, 64]))
+def test_optimal_shapes_with_a_cost_per_shape_matches_brute_force(lens, k, g):
+    got = optimal_shapes(lens, k, g, cost=_quad_cost, fixed_cost=_compile_cost)
+    best = brute_optimal(lens, k, g, cost=_quad_cost, fixed_cost=_compile_cost)
+    total = brute_set_cost(lens, got.tolist(), g, _quad_cost) + _compile_cost(got).sum()
+    assert total == pytest.approx(best[0], rel=1e-12)
+    assert got.size <= k and got.max() == align(max(lens), g)
+
+
+def test_a_cost_per_shape_keeps_fewer_shapes_by_hand():
+    # lengths 64 and 640 (one request each, padding as the cost): two shapes pad nothing, one
+    # shape (640) pads 576 tokens; a shape costing 1,000 makes the one shape cheaper
+    assert optimal_shapes([64, 640], 2, 64).tolist() == [64, 640]
+    assert optimal_shapes(
+        [64, 640], 2, 64, fixed_cost=lambda s: np.full(len(s), 1000.0)
+    ).tolist() == [640]
+    assert optimal_shapes(
+        [64, 640], 2, 64, fixed_cost=lambda s: np.full(len(s), 500.0)
+    ).tolist() == [64, 640]
+    with pytest.raises(InputError, match="fixed_cost"):
+        optimal_shapes([64, 640], 2, 64, fixed_cost=lambda s: -np.ones(len(s)))
 
 
 def test_optimal_shapes_default_cost_equals_padding_callable():

@@ -278,10 +278,15 @@ def _weighted_groups(
 
 
 def _dp_shapes(
-    values: np.ndarray, counts: np.ndarray, k: int, cost: ShapeCost | None
+    values: np.ndarray,
+    counts: np.ndarray,
+    k: int,
+    cost: ShapeCost | None,
+    fixed_cost: Callable[[np.ndarray], ArrayLike] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Exact least-cost set of at most ``k`` shapes among ``values`` (sorted distinct aligned
-    lengths, weights ``counts``); the largest value is always in the set.
+    lengths, weights ``counts``); the largest value is always in the set. ``fixed_cost``: a cost
+    per shape chosen (e.g. its compile), added to each segment.
 
     State ``F[t, j]``: least cost of serving the first ``j`` groups with exactly ``t`` shapes, the
     largest of them ``values[j-1]``. ``F[t, j] = min_{i<j} F[t-1, i] + seg(i, j)`` where
@@ -293,7 +298,16 @@ def _dp_shapes(
     """
     m = values.size
     kk = min(k, m)
-    if cost is None and kk == m and (counts > 0).all():  # each length its own shape: no padding
+    fixed = None
+    if fixed_cost is not None:
+        fixed = np.asarray(fixed_cost(values.astype(np.int64)), dtype=np.float64).reshape(-1)
+        if fixed.shape != values.shape or np.isnan(fixed).any() or (fixed < 0).any():
+            raise InputError(
+                f"must return one finite cost >= 0 per shape ({values.size})", field="fixed_cost"
+            )
+    if (
+        cost is None and fixed is None and kk == m and (counts > 0).all()
+    ):  # each length its own shape: no padding
         return values.astype(np.int64), 0.0
     vals_f = values.astype(np.float64)
     inf = np.inf
@@ -322,6 +336,8 @@ def _dp_shapes(
                 raise InputError("cost returned NaN", field="cost")
             weighted = np.where(counts[:j] == 0, 0.0, counts[:j] * per)
             seg = np.cumsum(weighted[::-1])[::-1]
+        if fixed is not None:
+            seg = seg + fixed[j - 1]
         cand = f[:kk, :j] + seg[None, :]
         best = cand.argmin(axis=1)
         arg[1:, j] = best
@@ -346,6 +362,7 @@ def optimal_shapes(
     granularity: int = DEFAULT_GRANULARITY,
     *,
     cost: ShapeCost | None = None,
+    fixed_cost: Callable[[np.ndarray], ArrayLike] | None = None,
 ) -> np.ndarray:
     """The exact set of at most ``k`` ``seq_align`` values (tokens) minimizing total padding.
 
@@ -357,7 +374,9 @@ def optimal_shapes(
 
     ``cost(seq_align, aligned_len) -> per-request cost`` (vectorized over equal-length int64
     arrays) replaces padding: the DP then minimizes Σ count·cost. It should be non-decreasing in
-    ``seq_align`` for the candidate restriction above to be exact.
+    ``seq_align`` for the candidate restriction above to be exact. ``fixed_cost(seq_align) ->
+    per-shape cost`` (vectorized, >= 0; e.g. ``cost_model.compile_cost``) adds a cost for every
+    shape chosen, so fewer than ``k`` shapes may be best. It too should be non-decreasing.
 
     Ties: fewest shapes, then the smaller set (compared from the largest shape down). Returns a
     sorted int64 array.
@@ -366,7 +385,7 @@ def optimal_shapes(
     arr = _as_lengths(lengths)
     k = _check_count_of_shapes(k, "k")
     values, counts, _ = _weighted_groups([arr], np.ones(1), g)
-    return _dp_shapes(values, counts, k, cost)[0]
+    return _dp_shapes(values, counts, k, cost, fixed_cost)[0]
 
 
 def _as_length_sets(length_sets: Sequence[ArrayLike]) -> list[np.ndarray]:
@@ -385,6 +404,7 @@ def joint_optimal_shapes(
     *,
     cost: ShapeCost | None = None,
     weights: ArrayLike | None = None,
+    fixed_cost: Callable[[np.ndarray], ArrayLike] | None = None,
 ) -> np.ndarray:
     """One global set of at most ``max_shapes`` shapes (tokens) shared by several buckets.
 
@@ -394,6 +414,7 @@ def joint_optimal_shapes(
     the single-bucket DP of ``optimal_shapes`` over the merged distinct aligned lengths with
     weighted counts is exact. ``weights`` (one per bucket, >= 0, default 1) weight the buckets;
     every bucket is covered whatever its weight (the global maximum is always chosen).
+    ``fixed_cost``: a cost per shape of the set (see :func:`optimal_shapes`), paid once.
     """
     g = _check_granularity(granularity)
     sets = _as_length_sets(length_sets)
@@ -410,7 +431,7 @@ def joint_optimal_shapes(
         if not np.isfinite(w).all() or (w < 0).any():
             raise InputError("bucket weights must be finite and >= 0", field="weights")
     values, counts, _ = _weighted_groups(sets, w, g)
-    return _dp_shapes(values, counts, k, cost)[0]
+    return _dp_shapes(values, counts, k, cost, fixed_cost)[0]
 
 
 def per_bucket_optimal_shapes(
