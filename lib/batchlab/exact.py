@@ -726,13 +726,16 @@ def solve_exact(
 # a bound that knows the shape cap (padded-graph)
 
 
-def _row_duals(problem: CapProblem, mu: float) -> np.ndarray:
+def _row_duals(problem: CapProblem, mu: float, deadline: float = math.inf) -> np.ndarray:
     """ψ[i, t]: a dual value of type t when it is served at shape ``cap_s[i]`` or above.
 
     For each shape s alone, dual ascent over the caps (s, G) gives φ(s); ψ is its running minimum
     from the largest shape down, so it never decreases with s and stays feasible for every row.
-    Entries of shapes below a type's aligned length are +inf.
+    Entries of shapes below a type's aligned length are +inf. Past ``deadline``
+    (time.perf_counter()) no further type is raised: every prefix of raises is feasible.
     """
+    import time
+
     ia, ig = problem.type_cap_index()
     n_s, n_t = len(problem.cap_s), len(problem.type_a)
     counts = problem.type_count.astype(np.float64)
@@ -744,7 +747,9 @@ def _row_duals(problem: CapProblem, mu: float) -> np.ndarray:
         price = problem.price(s, problem.cap_g)
         slack = problem.cost_model.overhead_cost + mu * problem.batch_ms(s, problem.cap_g)
         pi = price[ig[members]].copy()
-        for pos in np.argsort(-pi, kind="stable").tolist():
+        for k, pos in enumerate(np.argsort(-pi, kind="stable").tolist()):
+            if k % 256 == 255 and time.perf_counter() > deadline:
+                break
             t = members[pos]
             a_blk = price[ig[t] :]
             s_blk = slack[ig[t] :]
@@ -777,6 +782,8 @@ def shape_cap_bound(
     extra_const: float,
     granularity: int,
     duals: str = "ascent",
+    shape_cost=None,
+    deadline: float = math.inf,
 ) -> float:
     """A lower bound on the total cost of several buckets under a shared cap of ``max_shapes``
     shapes (``padded-graph``; every problem's ``cap_s`` is the same candidate shape set).
@@ -787,7 +794,11 @@ def shape_cap_bound(
     shapes). Adds each bucket's constant and subtracts μ_b × max_sequential_ms_b.
     ``duals="price"``: each type's own price at the shape (:func:`_price_duals`, μ ignored:
     valid under any limits), for buckets too large for the dual ascent; the caller adds the
-    batches' overhead.
+    batches' overhead. ``shape_cost(seq_align)``: a cost every plan pays once per shape it uses
+    (the compile), non-decreasing; the DP then adds it for every shape of Y (a plan's shapes
+    lowered to the largest length each serves cost no more, compile included), so
+    ``extra_const`` should not hold it too. ``deadline``: the dual ascents' hard cap (the
+    bound stays valid, only weaker).
     """
     from batchlab.shapes import joint_optimal_shapes
 
@@ -799,7 +810,7 @@ def shape_cap_bound(
         if duals == "price":
             psi, mu = _price_duals(problem), 0.0
         else:
-            psi = _row_duals(problem, mu if limit is not None else 0.0)
+            psi = _row_duals(problem, mu if limit is not None else 0.0, deadline)
         a_idx = np.searchsorted(shapes, problem.type_a)
         weighted = psi * problem.type_count[None, :]
         for j in np.unique(a_idx).tolist():
@@ -813,7 +824,11 @@ def shape_cap_bound(
     def cost(seq_align, aligned_len):
         return table[[index[int(s)] for s in seq_align], [index[int(a)] for a in aligned_len]]
 
-    chosen = joint_optimal_shapes([lengths], max_shapes, granularity, cost=cost)
+    chosen = joint_optimal_shapes(
+        [lengths], max_shapes, granularity, cost=cost, fixed_cost=shape_cost
+    )
     sigma = chosen[np.searchsorted(chosen, lengths)]
     value = sum(table[index[int(s)], index[int(a)]] for s, a in zip(sigma, lengths, strict=True))
+    if shape_cost is not None:
+        value += float(np.sum(shape_cost(chosen)))
     return float(value + const)
