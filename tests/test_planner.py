@@ -197,6 +197,8 @@ def test_p95_limit_below_the_bound_names_the_limit_and_bucket():
     assert err.bucket == "chat"
     assert err.best_value >= bound * (1 - 1e-9)
     assert "chat" in str(err) and "max_p95_latency_ms" in str(err)
+    # below a hard bound the message says that no plan can meet it, and names the bound
+    assert f"no plan can reach below {bound:,.6g}" in str(err)
 
 
 def test_cost_limit_below_the_bound_fails_with_the_best_cost():
@@ -206,6 +208,7 @@ def test_cost_limit_below_the_bound_fails_with_the_best_cost():
         plan_requests(df, STATIC, 8, Limits(max_cost=free.bounds.min_cost * 0.9))
     assert info.value.limit == "max_cost"
     assert info.value.best_value == pytest.approx(free.evaluation.cost.total)
+    assert "no plan can reach below" in str(info.value)
 
 
 def test_pad_ratio_limit_met_or_reported():

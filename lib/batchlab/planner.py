@@ -716,8 +716,8 @@ def _infeasible(
 ) -> LimitError:
     """The error for a bucket none of whose candidates meets every limit; ``time_limit_s``
     where the time limit cut the search (the limit may then be met: it says so)."""
-    err = _closest_violation(bucket, tried)
-    if time_limit_s is not None:
+    err, proved = _closest_violation(bucket, tried)
+    if time_limit_s is not None and not proved:
         err.args = (
             f"bucket '{bucket.name}': no plan meeting limit {err.limit} = "
             f"{err.limit_value:,.6g} was found within time_limit_s = {time_limit_s:g} s (the "
@@ -726,7 +726,18 @@ def _infeasible(
     return err
 
 
-def _closest_violation(bucket: _Bucket, tried: list[_Candidate]) -> LimitError:
+#: the LowerBounds field that no plan can beat, per limit
+_LIMIT_FLOORS = {
+    "max_cost": "min_cost",
+    "max_pad_ratio": "min_pad_ratio",
+    "max_p95_latency_ms": "min_p95_latency_ms",
+    "max_sequential_ms": "min_sequential_ms",
+}
+
+
+def _closest_violation(bucket: _Bucket, tried: list[_Candidate]) -> tuple[LimitError, bool]:
+    """The error naming the limit the closest plan breaks, and whether a lower bound proves
+    that no plan meets it."""
     lim = bucket.limits
     for name, metric in LIMIT_METRICS.items():
         bound = getattr(lim, name)
@@ -734,7 +745,14 @@ def _closest_violation(bucket: _Bucket, tried: list[_Candidate]) -> LimitError:
             continue
         best = min(c.summary[metric] for c in tried)
         if best > bound * (1 + 1e-12):
-            return LimitError(name, bucket.name, bound, best)
+            err = LimitError(name, bucket.name, bound, best)
+            floor = float(getattr(bucket.bounds, _LIMIT_FLOORS[name]))
+            proved = floor > bound * (1 + 1e-12)
+            if proved:  # say so, with the floor
+                err.args = (
+                    f"{err}; no plan can reach below {floor:,.6g} (batchlab.planner.lower_bounds)",
+                )
+            return err, proved
 
     # each limit can be met alone, but not all together: name the one the closest plan breaks
     def excess(c: _Candidate) -> float:
@@ -744,7 +762,7 @@ def _closest_violation(bucket: _Bucket, tried: list[_Candidate]) -> LimitError:
     name, (value, bound) = next(iter(closest.violations.items()))
     err = LimitError(name, bucket.name, bound, value)
     err.args = (str(err) + " (each limit alone can be met, but not all of them together)",)
-    return err
+    return err, False
 
 
 def _alone_at_shape(cm: CostModel, prepared: list[_Bucket]):
