@@ -21,7 +21,8 @@ import os
 import time
 
 from batchlab.cost import get_cost_model
-from batchlab.errors import LimitError
+from batchlab.datasets import load_trace
+from batchlab.errors import BatchlabError, LimitError
 from batchlab.planner import Limits, plan_requests
 from batchlab.workload import bimodal_workload, lognormal_workload, zipf_workload
 
@@ -98,6 +99,17 @@ def instances():
             [dict(seq=0.85, p95=1.0), dict(seq=0.9)],
         )
     )
+    # a real trace where it is on this machine (../shared/traces, or the download cache): the
+    # first 40 Azure code requests, prompts up to 7.4k tokens, where each shape's compile is
+    # most of the cost (the planner was 31 % above the optimum before it chose shapes with it)
+    try:
+        code = load_trace("azure-code-2023", download=False, limit=40).drop(columns="arrival_s")
+    except BatchlabError:
+        code = None
+    if code is not None:
+        out.append(
+            ("padded azure-code 40 (real trace), mbs", {"c": code}, PADDED, 8, [dict(mbs=16)])
+        )
     return out
 
 
