@@ -33,11 +33,16 @@ import contextlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from batchlab.cost import CostModel
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "CapProblem",
@@ -782,7 +787,7 @@ def shape_cap_bound(
     extra_const: float,
     granularity: int,
     duals: str = "ascent",
-    shape_cost=None,
+    shape_cost: Callable[[np.ndarray], ArrayLike] | None = None,
     deadline: float = math.inf,
 ) -> float:
     """A lower bound on the total cost of several buckets under a shared cap of ``max_shapes``

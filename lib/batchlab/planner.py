@@ -2535,17 +2535,16 @@ def plan_requests(
                 for v, b in zip(cap_bounds, prepared, strict=True)
             ),
         )
-        best_option = min(
-            (sum(c.summary["total_cost"] for c in o) for o in options if all(c.ok for c in o)),
-            default=math.inf,
-        )
+
+        def option_cost(o: list[_Candidate]) -> float:
+            return sum(c.summary["total_cost"] for c in o)
+
+        # the cheapest option meeting every limit: its gap, and the exact model's seed
+        seed = min((o for o in options if all(c.ok for c in o)), key=option_cost, default=None)
+        best_option = option_cost(seed) if seed is not None else math.inf
         gap_all = best_option / known_all - 1 if known_all > 0 else math.inf
         if not large and want_exact(size_all, gap_all):
             left = max(0.05, deadline - time.perf_counter())
-            feasible = [o for o in options if all(c.ok for c in o)]
-            seed = min(
-                feasible, key=lambda o: sum(c.summary["total_cost"] for c in o), default=None
-            )
             exact_status, exact_bound, cands = _exact_candidates(
                 prepared,
                 cm,
@@ -2568,9 +2567,7 @@ def plan_requests(
             for i in range(nb):
                 tried[i] += more[i]
             options.append(best_large)
-        options.sort(
-            key=lambda o: (sum(not c.ok for c in o), sum(c.summary["total_cost"] for c in o))
-        )
+        options.sort(key=lambda o: (sum(not c.ok for c in o), option_cost(o)))
         chosen = options[0]
         shapes_total = own_total = 0.0
         per_exact = [exact_bound if nb == 1 else -math.inf] * nb

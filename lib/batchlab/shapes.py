@@ -305,9 +305,8 @@ def _dp_shapes(
             raise InputError(
                 f"must return one finite cost >= 0 per shape ({values.size})", field="fixed_cost"
             )
-    if (
-        cost is None and fixed is None and kk == m and (counts > 0).all()
-    ):  # each length its own shape: no padding
+    # each length its own shape: no padding
+    if cost is None and fixed is None and kk == m and (counts > 0).all():
         return values.astype(np.int64), 0.0
     vals_f = values.astype(np.float64)
     inf = np.inf
