@@ -322,6 +322,29 @@ def test_sigint_during_the_writes_undoes_them_with_one_line_and_130(
     assert files_of(tmp_path) == ["a.jsonl", "b.jsonl"]
 
 
+@pytest.mark.parametrize(
+    "sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_signal_after_the_writes_says_what_was_written(
+    small, tmp_path, capsys, monkeypatch, sig, code, word
+):
+    """Signalled while it prints its summary: the plans and sidecars are written whole, and
+    the one line names them (not a bare 'terminated', which would say nothing changed)."""
+    real = cli._table
+
+    def signalled(*a, **k):
+        os.kill(os.getpid(), sig)
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "_table", signalled)
+    outs = [tmp_path / "pa.jsonl", tmp_path / "pb.jsonl"]
+    got, _, err = run(capsys, "plan", *small, "-o", *outs)
+    metas = [plan_meta_path(o) for o in outs]
+    assert got == code
+    assert err == f"batchlab: {word} after writing {outs[0]}, {metas[0]}, {outs[1]}, {metas[1]}\n"
+    assert [len(read_plan(o)) for o in outs] == [40, 30] and all(m.exists() for m in metas)
+
+
 def _big_workload(tmp_path) -> Path:
     path = tmp_path / "big.jsonl"
     write_requests(lognormal_workload(3000, seed=5), path)
@@ -333,7 +356,7 @@ def _big_workload(tmp_path) -> Path:
 def test_a_signal_at_any_moment_of_a_real_run_leaves_old_outputs_or_new_ones(tmp_path, sig):
     """The console script, signalled while the libraries load, while planning and while
     writing: exit 130/143 with one line (or 0 when it finished first), no temp file, and the
-    output either its old contents or a complete new plan."""
+    output either its old contents or a complete new plan (and the line then says so)."""
     path = _big_workload(tmp_path)
     out = tmp_path / "p.jsonl"
     out.write_text("old\n")
@@ -357,9 +380,12 @@ def test_a_signal_at_any_moment_of_a_real_run_leaves_old_outputs_or_new_ones(tmp
             if out.read_text() != "old\n":
                 assert len(read_plan(out)) == 3000
                 out.write_text("old\n")
-        elif proc.returncode == expected:
+        elif proc.returncode == expected and out.read_text() == "old\n":
             assert err == f"batchlab: {word}\n", (delay, err)
-            assert out.read_text() == "old\n"
+        elif proc.returncode == expected:  # the signal came after the writes: it says so
+            assert err == f"batchlab: {word} after writing {out}, {plan_meta_path(out)}\n"
+            assert len(read_plan(out)) == 3000
+            out.write_text("old\n")
         else:
             assert len(read_plan(out)) == 3000
             out.write_text("old\n")

@@ -18,6 +18,7 @@ from batchlab.io import (
     atomic_path,
     atomic_write,
     check_outputs,
+    recording_writes,
     stale_temp_files,
     write_json,
 )
@@ -96,13 +97,33 @@ def test_a_failing_rename_rolls_back_the_files_already_renamed(tmp_path, monkeyp
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(OSError), all_or_nothing():
+    with recording_writes() as written, pytest.raises(OSError), all_or_nothing():
         for path in paths:
             with atomic_write(path) as fh:
                 fh.write("new")
     assert paths[0].read_text() == "old 0" and paths[2].read_text() == "old 2"
     assert not paths[1].exists()
     assert _files(tmp_path) == ["0.txt", "2.txt"]
+    assert written == []  # the renames rolled back are not recorded as written
+
+
+def test_recording_writes_lists_the_files_committed_in_order(tmp_path):
+    a, b, c = (tmp_path / n for n in ("a.txt", "b.txt", "c.txt"))
+    with recording_writes() as written:
+        with atomic_write(c) as fh:
+            fh.write("c")
+        with pytest.raises(RuntimeError), all_or_nothing():
+            with atomic_write(b) as fh:
+                fh.write("never")
+            raise RuntimeError("discarded")
+        with all_or_nothing():
+            for path in (a, b):
+                with atomic_write(path) as fh:
+                    fh.write(path.stem)
+    assert written == [c, a, b]
+    with atomic_write(c) as fh:  # outside the block nothing is recorded
+        fh.write("again")
+    assert written == [c, a, b]
 
 
 def test_the_same_target_twice_in_one_group_is_an_input_error(tmp_path):

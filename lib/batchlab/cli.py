@@ -528,13 +528,13 @@ def cmd_plan(args) -> int:
         )
     for w in caught:
         _note(str(w.message))
+    comparison = result.comparison()  # (before the writes: after them only printing is left)
     with all_or_nothing():  # every plan and sidecar, or none
         for bp, out, meta_path, source in zip(
             result.buckets, outputs, metas, args.inputs, strict=True
         ):
             write_plan(bp.plan, out)
             write_json(_plan_meta(args, cm, result, bp, out, source, buckets), meta_path)
-    comparison = result.comparison()
     if args.json:
         _print_json(
             {
@@ -2342,7 +2342,9 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see :data:`EXIT_CODES_HELP`)."""
-    with _signal_handlers():
+    from batchlab.io import recording_writes
+
+    with _signal_handlers(), recording_writes() as written:
         try:
             parser = build_parser(lazy=True)
             try:
@@ -2369,10 +2371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"batchlab: error: {_one_line(err)}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
-            print("batchlab: interrupted", file=sys.stderr)
+            print(f"batchlab: interrupted{_after_writing(written)}", file=sys.stderr)
             return EXIT_INTERRUPTED
         except _Terminated:
-            print("batchlab: terminated", file=sys.stderr)
+            print(f"batchlab: terminated{_after_writing(written)}", file=sys.stderr)
             return EXIT_TERMINATED
         except Exception:
             print(
@@ -2382,6 +2384,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             traceback.print_exc(file=sys.stderr)
             return EXIT_INTERNAL
+
+
+def _after_writing(written: Sequence[Path]) -> str:
+    """What a command stopped by a signal had written whole (its outputs are all written, or
+    none): nothing, or `` after writing PATH, ...``."""
+    return f" after writing {', '.join(map(str, written))}" if written else ""
 
 
 def _one_line(err: BaseException) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "read_csv_table",
     "read_json_lines",
     "read_text",
+    "recording_writes",
     "remove_stale_temp_files",
     "split_records",
     "stale_temp_files",
@@ -56,6 +57,21 @@ _LEGACY_TEMP = re.compile(r"[a-z0-9_]{8}")
 LEGACY_TEMP_AGE_S = 3600.0
 
 _GROUP: contextvars.ContextVar[_Group | None] = contextvars.ContextVar("batchlab_io_group")
+_WRITTEN: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
+    "batchlab_io_written", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_writes() -> Iterator[list[Path]]:
+    """Yield a list that every target committed inside the block is appended to (in the order
+    the renames happened): what a command interrupted after its writes has written."""
+    written: list[Path] = []
+    token = _WRITTEN.set(written)
+    try:
+        yield written
+    finally:
+        _WRITTEN.reset(token)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -244,6 +260,7 @@ def _commit(pairs: list[tuple[Path, Path]]) -> None:
     end as all new or all old."""
     backups: list[Path | None] = []
     done = 0
+    written = _WRITTEN.get()
     try:
         for _, target in pairs:
             check_writable(target)
@@ -264,6 +281,8 @@ def _commit(pairs: list[tuple[Path, Path]]) -> None:
             with _signals_held():
                 os.replace(tmp, target)
                 done += 1
+                if written is not None:
+                    written.append(target)
     except BaseException:
         for (_, target), backup in zip(pairs[:done], backups, strict=False):
             with contextlib.suppress(OSError):
@@ -271,6 +290,8 @@ def _commit(pairs: list[tuple[Path, Path]]) -> None:
                     os.replace(backup, target)
                 else:
                     target.unlink()
+                if written is not None:
+                    written.remove(target)  # (rolled back: not written after all)
         for tmp, _ in pairs[done:]:
             tmp.unlink(missing_ok=True)
         raise
