@@ -85,16 +85,16 @@ def test_limiting_a_cap_forbids_or_forces_its_batches():
     usage = cg.cap_usage(cg.lp_solution())
     cap = tuple(int(v) for v in np.unravel_index(int(np.argmax(usage)), usage.shape))
     assert usage[cap] > 0.5
-    assert cg.limit_caps({cap: (0, 0)})  # none at this cap
+    cg.limit_caps({cap: (0, 0)})  # none at this cap
     none = cg.solve(time.perf_counter() + 60, stop_gap=0.0)
     assert cg.cap_usage(cg.lp_solution())[cap] <= 1e-9
     assert none.lp_value >= root.lp_value * (1 - 1e-9)
     need = math.floor(usage[cap]) + 2
-    assert cg.limit_caps({cap: (need, None)})  # at least two more than the LP ran
+    cg.limit_caps({cap: (need, None)})  # at least two more than the LP ran
     more = cg.solve(time.perf_counter() + 60, stop_gap=0.0)
     assert cg.cap_usage(cg.lp_solution())[cap] >= need - 1e-9
     assert more.lp_value >= root.lp_value * (1 - 1e-9)
-    assert cg.limit_caps({})
+    cg.limit_caps({})
     back = cg.solve(time.perf_counter() + 60, stop_gap=0.0)
     assert back.lp_value == pytest.approx(root.lp_value, rel=1e-9)
 

@@ -37,8 +37,8 @@ class BranchResult:
     every plan meeting the limits, cost units, at least the root's), ``nodes`` (masters
     solved), ``open_nodes`` (left when it stopped) and ``status``: ``"closed"`` (no open node
     is below the known plan's cost within the gap: that plan is proved within it),
-    ``"integral"`` (every open node's LP runs whole batches at every cap), ``"stopped"``
-    (deadline or node limit) or ``"no rows"`` (the master's spare rows ran out)."""
+    ``"integral"`` (every open node's LP runs whole batches at every cap) or ``"stopped"``
+    (deadline or node limit)."""
 
     bound: float
     nodes: int
@@ -94,10 +94,7 @@ def branch_on_caps(
             if time.perf_counter() > deadline or (max_nodes is not None and nodes >= max_nodes):
                 break
             bound, _, limits = heapq.heappop(heap)
-            if not cg.limit_caps(limits):
-                heapq.heappush(heap, (bound, -1, limits))
-                status = "no rows"
-                break
+            cg.limit_caps(limits)
             cg.best_bound, cg.center = -math.inf, None
             res = cg.solve(
                 deadline, upper_bound=upper_bound, stop_gap=stop_gap, max_rounds=rounds_per_node

@@ -182,7 +182,12 @@ class CapColumnGeneration:
             self.h.addCol(big, 0.0, hinf, 1, np.array([r], dtype=np.int32), np.array([-1.0]))
             self.artificial.append(self.h.getNumCol() - 1)
         # a batch of relaxation in a cap row costs what a whole limit's does (1e3 × alone)
-        self._cap_art = -big / (1e3 * max(alone, 1.0)) if self.artificial else 0.0
+        if self.artificial:
+            self._cap_art = -big / (1e3 * max(alone, 1.0))
+        else:  # no limit rows: a column of no row yet, for the cap rows alone
+            self.h.addCol(1e3 * max(alone, 1.0), 0.0, hinf, 0, np.zeros(0, np.int32), np.zeros(0))
+            self.artificial.append(self.h.getNumCol() - 1)
+            self._cap_art = -1.0
         #: rows over the columns at one cap: (level index, G index, sign) -> master row, the row
         #: being ``sign · Σ λ_P <= rhs`` over the columns P at that cap (see :meth:`limit_caps`)
         self.cap_rows: dict[tuple[int, int, int], int] = {}
@@ -349,16 +354,15 @@ class CapColumnGeneration:
         return self.best_bound
 
     # -- rows over caps (branching) -------------------------------------------------------
-    def _cap_row(self, i: int, j: int, sign: int) -> int | None:
+    def _cap_row(self, i: int, j: int, sign: int) -> int:
         """The master row ``sign · Σ λ_P <= rhs`` over the columns at cap (i, j), made on first
         use, relaxed (``rhs`` N for sign +1, 0 for sign −1). The last limit's artificial column
         relaxes it too, a batch of the row for as much as the whole limit (a node's master may
-        start infeasible, as the root's may), so a master without limit rows takes none: None."""
+        start infeasible, as the root's may); a master without limit rows has an artificial
+        column for the cap rows alone."""
         key = (int(i), int(j), int(sign))
         if key in self.cap_rows:
             return self.cap_rows[key]
-        if not self.artificial:
-            return None
         at = [c for c, col in enumerate(self.cols) if col[0] == key[0] and col[1] == key[1]]
         rhs = self.n if sign > 0 else 0.0
         idx = (np.asarray(at, dtype=np.int64) + self.n_fixed).astype(np.int32)
@@ -375,16 +379,13 @@ class CapColumnGeneration:
         self.cap_rows[key] = r
         return r
 
-    def limit_caps(self, limits: dict[tuple[int, int], tuple[int, int | None]]) -> bool:
+    def limit_caps(self, limits: dict[tuple[int, int], tuple[int, int | None]]) -> None:
         """Bound how many batches the master runs at given caps: ``limits`` maps (level index,
         G index) to (at least, at most or None); every other cap row is relaxed. Any plan that
         meets the limits is still covered, so bounds and plans stay valid for that subset of
-        plans (a branch-and-bound node). False (nothing changed) when the master has no limit
-        rows (see :meth:`_cap_row`)."""
+        plans (a branch-and-bound node)."""
         need = [(i, j, s) for (i, j), (lo, hi) in limits.items()
                 for s, on in ((1, hi is not None), (-1, lo > 0)) if on]  # fmt: skip
-        if need and not self.artificial:
-            return False
         rhs = {r: (self.n if s > 0 else 0.0) for (_, _, s), r in self.cap_rows.items()}
         for i, j, s in need:
             lo, hi = limits[(i, j)]
@@ -393,7 +394,6 @@ class CapColumnGeneration:
             if self.rows_hi[r] != value:
                 self.h.changeRowBounds(r, -self.inf, value)
                 self.rows_hi[r] = value
-        return True
 
     def cap_usage(self, x: np.ndarray) -> np.ndarray:
         """How many batches the master solution ``x`` (copies per column) runs at every cap,
