@@ -27,6 +27,16 @@ settings.load_profile(os.environ.get("BATCHLAB_HYPOTHESIS_PROFILE", "explore"))
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# Modules whose every test is slow (``pytestmark = pytest.mark.slow``) and whose import is costly
+# (torch): the fast tier (``-m "not slow"``) does not collect them, so it does not import them.
+_SLOW_MODULES = frozenset({"test_measure.py"})
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name in _SLOW_MODULES and "not slow" in (config.getoption("markexpr") or ""):
+        return True
+    return None
+
 
 @pytest.fixture(scope="session")
 def request_table():

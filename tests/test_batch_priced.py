@@ -114,9 +114,12 @@ def enumerated(df, cm, max_shapes=1):
     return out
 
 
+# the fast tier enumerates up to 5 requests (52 partitions), the slow one up to 6 (203)
+@pytest.mark.parametrize("most", [5, pytest.param(6, marks=pytest.mark.slow)])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(df=tiny_requests(6, 200, 300), name=st.sampled_from(list(MODELS)), data=st.data())
-def test_bounds_never_exceed_the_enumerated_optimum(df, name, data):
+@given(name=st.sampled_from(list(MODELS)), data=st.data())
+def test_bounds_never_exceed_the_enumerated_optimum(most, name, data):
+    df = data.draw(tiny_requests(most, 200, 300), label="df")
     cm = MODELS[name]
     mbs = data.draw(st.one_of(st.none(), st.integers(1, 4)))
     everything = enumerated(df, cm)
@@ -151,7 +154,7 @@ def test_bounds_never_exceed_the_enumerated_optimum(df, name, data):
         assert bp.optimality_gap <= 1e-6
 
 
-@pytest.mark.parametrize("mbs", [None, 16])
+@pytest.mark.parametrize("mbs", [pytest.param(None, marks=pytest.mark.slow), 16])
 def test_lower_bounds_on_a_gpu_model_beat_the_member_floor(mbs):
     rng = np.random.default_rng(3)
     df = request_table(rng.integers(16, 2000, 300), rng.integers(1, 500, 300))
@@ -165,16 +168,13 @@ def test_lower_bounds_on_a_gpu_model_beat_the_member_floor(mbs):
     assert lower_bounds(df, cm, max_batch_size=mbs).min_cost <= plan.total_cost
 
 
+# every partition and every shape choice: the fast tier up to 4 requests, the slow one up to 5
+@pytest.mark.parametrize("most", [4, pytest.param(5, marks=pytest.mark.slow)])
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    df=tiny_requests(6, 200, 300),
-    name=st.sampled_from(list(PADDED)),
-    cap=st.integers(1, 2),
-    data=st.data(),
-)
-def test_padded_bounds_never_exceed_the_enumerated_optimum(df, name, cap, data):
+@given(name=st.sampled_from(list(PADDED)), cap=st.integers(1, 2), data=st.data())
+def test_padded_bounds_never_exceed_the_enumerated_optimum(most, name, cap, data):
+    df = data.draw(tiny_requests(most, 200, 300), label="df")
     cm = PADDED[name]
-    df = df.iloc[:5]
     mbs = data.draw(st.one_of(st.none(), st.integers(1, 3)))
     plans = [s for s in enumerated(df, cm, cap) if mbs is None or s["largest"] <= mbs]
     lim = limits_between(data.draw, plans, mbs)

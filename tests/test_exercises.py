@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,6 +45,9 @@ from batchlab.exercises import (
     questions,
 )
 from batchlab.exercises import _core as core
+
+if TYPE_CHECKING:  # (nbformat is imported where it is used: it takes a second to import)
+    from nbformat import NotebookNode
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "exercises" / "solutions"
@@ -89,6 +92,8 @@ def _run_all(sources: list[str], ns: dict, results: list) -> None:
 
 
 def code_cells(path: Path) -> list[str]:
+    import nbformat
+
     nb = nbformat.read(path, as_version=4)
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
@@ -132,6 +137,8 @@ def test_unsolved_learner_notebook_fails_every_check(exercise, capsys):
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_learner_notebook_holds_no_solution_and_no_output(exercise):
+    import nbformat
+
     learner = nbformat.read(ROOT / "exercises" / NOTEBOOK_OF[exercise], as_version=4)
     text = "\n".join(c.source for c in learner.cells)
     for q in questions(exercise):
@@ -145,6 +152,8 @@ def test_learner_notebook_holds_no_solution_and_no_output(exercise):
 
 @pytest.mark.parametrize("exercise", EXERCISES)
 def test_library_solutions_match_the_solution_notebook(exercise):
+    import nbformat
+
     # solution() shows the same code the solution notebook runs
     nb = nbformat.read(SOLUTIONS / NOTEBOOK_OF[exercise], as_version=4)
     bodies = [
@@ -611,7 +620,9 @@ def test_questions_lookup():
 # the generator
 
 
-def make_solution_notebook() -> nbformat.NotebookNode:
+def make_solution_notebook() -> NotebookNode:
+    import nbformat
+
     cells = [
         nbformat.v4.new_markdown_cell("# Toy"),
         nbformat.v4.new_code_cell("from batchlab.exercises import ex01"),
@@ -634,6 +645,8 @@ def make_solution_notebook() -> nbformat.NotebookNode:
 
 
 def test_learner_notebook_replaces_solutions_by_stubs():
+    import nbformat
+
     nb = make_solution_notebook()
     assert [authoring.is_solution_cell(c) for c in nb.cells] == [
         False, False, True, False, True, True, False,
@@ -674,6 +687,8 @@ def test_learner_notebook_replaces_solutions_by_stubs():
     )
 )
 def test_stub_assigns_exactly_the_names_read_later(names):
+    import nbformat
+
     solution = "\n".join(f"{n} = {i}" for i, n in enumerate(names)) + "\ntmp_zz = 0"
     reader = "print(" + ", ".join(names) + ")"
     cells = [
@@ -686,6 +701,8 @@ def test_stub_assigns_exactly_the_names_read_later(names):
 
 
 def test_generate_check_and_write(tmp_path):
+    import nbformat
+
     sol = tmp_path / "exercises" / "solutions"
     sol.mkdir(parents=True)
     nbformat.write(make_solution_notebook(), sol / "01_toy.ipynb")

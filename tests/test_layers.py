@@ -14,6 +14,7 @@ ones below it:
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -170,13 +171,18 @@ def test_every_module_has_a_layer():
     assert not missing, f"add these to LAYERS (and docs/design.md): {missing}"
 
 
+@functools.cache
+def _library_violations() -> tuple[list[str], list[str]]:
+    return violations()  # (the library is parsed once for both tests)
+
+
 def test_no_module_imports_another_modules_private_names():
-    private, _ = violations()
+    private, _ = _library_violations()
     assert not private, "private names used across modules:\n" + "\n".join(private)
 
 
 def test_no_import_runs_up_the_layers():
-    _, upward = violations()
+    _, upward = _library_violations()
     assert not upward, "imports that run up the layers:\n" + "\n".join(upward)
 
 

@@ -81,6 +81,7 @@ def small_padded():
     return df, lim
 
 
+@pytest.mark.slow
 def test_padded_exact_plan_is_the_same_on_a_slow_machine_and_proved(monkeypatch):
     """A small padded-graph bucket with a binding sequential limit goes to the exact model:
     it proves its optimum (status "optimal", gap 0: it stops because it is done, not because
@@ -114,6 +115,7 @@ def test_the_30_request_padded_instance_proves_its_optimum():
     same_plan(res, again)
 
 
+@pytest.mark.slow
 def test_work_limit_stops_highs_at_the_same_point():
     """limit_work: HiGHS's MIP stopped after a number of its progress checks ends at the same
     incumbent and bound every time (its path does not depend on the clock), and its bound
@@ -153,6 +155,7 @@ def test_work_limit_stops_highs_at_the_same_point():
     assert full.bound <= full.objective * (1 + 1e-9)
 
 
+@pytest.mark.slow
 def test_always_leaves_a_model_too_large_for_its_time_limit_to_column_generation():
     """exact="always" on a wide-length bucket whose exact model HiGHS cannot even set up within
     the time limit (80 requests of up to 32k-token prompts: 160,868 columns, 41 s of set-up

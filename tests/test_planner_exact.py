@@ -131,7 +131,7 @@ def reaches_the_enumerated_optimum(df, cm, cap, data) -> None:
 
 
 @pytest.mark.parametrize("cm", [STATIC, PADDED], ids=["static", "padded"])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_bounds_are_below_every_plan_on_medium_instances(cm, seed):
     rng = np.random.default_rng(seed)
     n = 300

@@ -3,6 +3,7 @@ saved folder, and (slow) a real server on 127.0.0.1 under load, and ``batchlab s
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -19,8 +20,13 @@ from batchlab import loadtest as lt
 from batchlab.errors import InputError
 
 tiny = pytest.importorskip("batchlab.tinyserver")
-pytest.importorskip("transformers", reason="the tiny model needs the measure extra")
-pytest.importorskip("tokenizers", reason="the tiny tokenizer needs the tokenizers package")
+# (found, not imported: the tests that load them import them; the others start faster)
+for _module, _why in (
+    ("transformers", "the tiny model needs the measure extra"),
+    ("tokenizers", "the tiny tokenizer needs the tokenizers package"),
+):
+    if importlib.util.find_spec(_module) is None:
+        pytest.skip(_why, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

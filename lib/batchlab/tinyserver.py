@@ -172,21 +172,21 @@ def save_tiny_model(path: str | os.PathLike[str] | None = None, *, seed: int = 0
     A folder this function wrote before with the same seed is reused as is. The folder is built
     beside the target and renamed into place when complete. A folder that exists and was not
     written here is never overwritten (an error names it)."""
-    from batchlab.measure import tiny_llama
-
     target = Path(path).expanduser() if path is not None else default_model_dir()
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"must be a whole number, got {seed!r}", field="seed")
+    marker = target / _MARKER
+    if target.exists() and not marker.is_file():  # (refused before torch is loaded)
+        raise InputError(
+            "exists and was not written by batchlab serve-tiny; give another --model-dir",
+            path=target,
+        )
+    from batchlab.measure import tiny_llama
+
     model = tiny_llama(seed=seed)
     vocab_size = int(model.config.vocab_size)
     want = _marker(seed, vocab_size)
-    marker = target / _MARKER
     if target.exists():
-        if not marker.is_file():
-            raise InputError(
-                "exists and was not written by batchlab serve-tiny; give another --model-dir",
-                path=target,
-            )
         with contextlib.suppress(ValueError, OSError):
             if json.loads(marker.read_text()) == want:
                 return target
