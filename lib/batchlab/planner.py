@@ -2229,6 +2229,10 @@ def _smallest_covering(shapes: np.ndarray, aligned: np.ndarray) -> np.ndarray:
 #: with the quick cap heuristic: a budget of work, so the same inputs get the same shapes on any
 #: machine (300 requests: ~330 sets, ~3 s on a 2-core VM; 5,000: 20); ``time_limit_s`` caps it
 _SHAPE_SEARCH_WORK = 100_000
+#: the segment DP of shape sets (padded-graph) runs where its segments hold at most this many
+#: requests in all (each segment is one quick cap-heuristic plan): 60 lognormal requests of
+#: 24 distinct aligned lengths hold 6,458, 100 of 29 15,460, 300 of 38 64,778
+_SEGMENT_WORK = 20_000
 #: ... where the best plan of the DP's sets is more than this share above the bound
 _SHAPE_SEARCH_GAP = 0.003
 #: ... and tries at most this many positions for one shape between its neighbours (the nearest
@@ -2260,6 +2264,70 @@ def _shape_moves(shapes: np.ndarray, lengths: np.ndarray, cap: int) -> list[np.n
     if len(shapes) < cap:
         for v in _spread(np.setdiff1d(lengths, shapes), 2 * per).tolist():
             out.append(np.sort(np.concatenate([shapes, [v]])))
+    return out
+
+
+def _segment_shape_sets(
+    prepared: list[_Bucket], cm: CostModel, cap: int, deadline: float
+) -> list[np.ndarray]:
+    """Padded-graph, small inputs: the shape sets of an exact DP over *segments* of aligned
+    lengths, a segment (L_i, L_j] priced by the quick cap heuristic's plan of its requests at
+    shape L_j (every bucket's, its compile included; max_batch_size kept, other limits left to
+    the plans made from the sets): the best set of every count from ``cap`` down to
+    ``cap - 2``. A plan whose batches stay within a segment costs what the DP adds up, so on
+    inputs where the optimum's batches do, the DP finds its set. Runs only where the segments'
+    requests add up to at most _SEGMENT_WORK (else: [])."""
+    import time
+
+    lengths = np.unique(np.concatenate([b.aligned for b in prepared]))
+    m = len(lengths)
+    counts = np.zeros(m + 1, dtype=np.int64)
+    for b in prepared:
+        counts[1:] += np.bincount(np.searchsorted(lengths, b.aligned), minlength=m)
+    ends = np.cumsum(counts)  # requests at the first j lengths
+    size = ends[None, :] - ends[:, None]  # requests in the segment (L_i, L_j]
+    if int(np.triu(size, 1).sum()) > _SEGMENT_WORK:
+        return []
+    seg = np.full((m + 1, m + 1), math.inf)  # seg[i, j]: lengths i..j-1 at shape lengths[j-1]
+    for j in range(1, m + 1):
+        shape = int(lengths[j - 1])
+        for i in range(j):
+            if time.perf_counter() > deadline:
+                return []
+            total = 0.0
+            for b in prepared:
+                mask = (b.aligned > (lengths[i - 1] if i else 0)) & (b.aligned <= shape)
+                if not mask.any():
+                    continue
+                part = _Bucket(
+                    b.name, b.requests[mask], b.prompt[mask], b.gen[mask], b.aligned[mask],
+                    Limits(max_batch_size=b.limits.max_batch_size), b.bounds,
+                )  # fmt: skip
+                c, _, _ = _merge_plan(part, cm, np.full(int(mask.sum()), shape), None, {},
+                                      quick=True, limit=_PADDED_MERGE_LIMIT)  # fmt: skip
+                if c is None:
+                    return []
+                total += c.summary["total_cost"]  # (each bucket's plan pays the compile)
+            seg[i, j] = total
+    # best[k, j]: lengths 0..j-1 covered by k shapes, the last lengths[j-1]
+    k_max = min(cap, m)
+    best = np.full((k_max + 1, m + 1), math.inf)
+    best[0, 0] = 0.0
+    back = np.zeros((k_max + 1, m + 1), dtype=np.int64)
+    for k in range(1, k_max + 1):
+        for j in range(1, m + 1):
+            v = best[k - 1, :j] + seg[:j, j]
+            back[k, j] = int(np.argmin(v))
+            best[k, j] = v[back[k, j]]
+    out = []
+    for k in range(k_max, max(0, k_max - 3), -1):
+        if not np.isfinite(best[k, m]):
+            continue
+        chosen, j = [], m
+        for kk in range(k, 0, -1):
+            chosen.append(int(lengths[j - 1]))
+            j = int(back[kk, j])
+        out.append(np.asarray(sorted(chosen), dtype=np.int64))
     return out
 
 
@@ -2561,7 +2629,7 @@ def plan_requests(
         # prompts reach 7.4k tokens, were planned 31 % above the optimum by sets chosen without
         # it), and the sets chosen without it (the requests alone are not the batches: on 300
         # of them, 7 shapes chosen without it beat the 8 chosen with it by 0.5 %)
-        sets = []
+        sets = _segment_shape_sets(prepared, cm, cap, time.perf_counter() + 0.1 * time_limit_s)
         counts = range(cap, max(0, cap - 3), -1)
         tries = [(k, fixed) for k in counts for fixed in (cm.compile_cost, None)]
         for k, fixed in tries:
