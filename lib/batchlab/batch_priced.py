@@ -297,6 +297,8 @@ class LinePricedColumnGeneration(CapColumnGeneration):
     (1, around ``at_size``, max_batch_size), for :func:`line_dual_bound`.
     """
 
+    branch_rows = False  # (never branched on: see CapColumnGeneration.branch_rows)
+
     def __init__(self, spec, spike_ms: float = 0.0, at_size: float | None = None) -> None:
         p = spec.problem
         n = p.n_requests
@@ -364,6 +366,8 @@ class BatchPricedColumnGeneration(CapColumnGeneration):
     so the Lagrangian bound of every round stays certified, and only columns whose exact reduced
     cost is negative are added.
     """
+
+    branch_rows = False  # (never branched on: see CapColumnGeneration.branch_rows)
 
     def __init__(self, spec, spike_ms: float = 0.0) -> None:
         self._line: int | None = None

@@ -83,6 +83,11 @@ class CapColumnGeneration:
     #: time.perf_counter() after which pricing and the bound stop refining (set by :meth:`solve`;
     #: what they leave is still a valid lower bound)
     deadline: float = math.inf
+    #: whether the master takes rows over caps (:meth:`limit_caps`, for
+    #: :func:`batchlab.branching.branch_on_caps`): a master without limit rows then gets an
+    #: artificial column (no entries until a cap row is made) that relaxes them. The
+    #: batch-priced subclasses are not branched on and leave it out
+    branch_rows: bool = True
 
     def __init__(self, spec: BucketSpec, spike_ms: float = 0.0) -> None:
         p: CapProblem = spec.problem
@@ -184,10 +189,12 @@ class CapColumnGeneration:
         # a batch of relaxation in a cap row costs what a whole limit's does (1e3 × alone)
         if self.artificial:
             self._cap_art = -big / (1e3 * max(alone, 1.0))
-        else:  # no limit rows: a column of no row yet, for the cap rows alone
+        elif self.branch_rows:  # no limit rows: a column of no row yet, for the cap rows alone
             self.h.addCol(1e3 * max(alone, 1.0), 0.0, hinf, 0, np.zeros(0, np.int32), np.zeros(0))
             self.artificial.append(self.h.getNumCol() - 1)
             self._cap_art = -1.0
+        else:
+            self._cap_art = 0.0
         #: rows over the columns at one cap: (level index, G index, sign) -> master row, the row
         #: being ``sign · Σ λ_P <= rhs`` over the columns P at that cap (see :meth:`limit_caps`)
         self.cap_rows: dict[tuple[int, int, int], int] = {}
@@ -363,6 +370,8 @@ class CapColumnGeneration:
         key = (int(i), int(j), int(sign))
         if key in self.cap_rows:
             return self.cap_rows[key]
+        if not self.artificial:
+            raise TypeError(f"{type(self).__name__} takes no rows over caps (branch_rows)")
         at = [c for c, col in enumerate(self.cols) if col[0] == key[0] and col[1] == key[1]]
         rhs = self.n if sign > 0 else 0.0
         idx = (np.asarray(at, dtype=np.int64) + self.n_fixed).astype(np.int32)
