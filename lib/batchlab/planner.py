@@ -2227,7 +2227,8 @@ def _smallest_covering(shapes: np.ndarray, aligned: np.ndarray) -> np.ndarray:
 
 #: the shape-set local search (padded-graph) scores at most this many (request, shape set) pairs
 #: with the quick cap heuristic: a budget of work, so the same inputs get the same shapes on any
-#: machine (300 requests: ~330 sets, ~3 s on a 2-core VM; 5,000: 20); ``time_limit_s`` caps it
+#: machine (300 requests: ~330 sets, ~2.5 s on a 2-core VM); it runs where one round of moves
+#: fits (up to about 1,000 requests under a cap of 8); ``time_limit_s`` caps it
 _SHAPE_SEARCH_WORK = 100_000
 #: the segment DP of shape sets (padded-graph) runs where its segments hold at most this many
 #: requests in all (each segment is one quick cap-heuristic plan): 60 lognormal requests of
@@ -2363,6 +2364,8 @@ def _shape_local_search(
     best = np.asarray(start, dtype=np.int64)
     if len(best) == 0 or best[-1] != lengths[-1] or budget < 2:
         return None
+    if len(_shape_moves(best, lengths, cap)) >= budget:
+        return None  # not one round of moves in the budget (large inputs)
     best_score = score(best)
     improved = False
     while True:
