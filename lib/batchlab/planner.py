@@ -2356,6 +2356,9 @@ def _shape_local_search(
                 s_req = _smallest_covering(shapes, b.aligned)
                 c, _, _ = _merge_plan(b, cm, s_req, None, {}, quick=True, deadline=deadline,
                                       limit=_PADDED_MERGE_LIMIT)  # fmt: skip
+                if c is None:  # more pieces at these shapes than the heuristic takes
+                    scored[key] = (len(prepared) + 1, math.inf)
+                    return scored[key]
                 bad += not c.ok
                 total += c.summary["total_cost"]
             scored[key] = (bad, total)
@@ -2364,12 +2367,13 @@ def _shape_local_search(
     best = np.asarray(start, dtype=np.int64)
     if len(best) == 0 or best[-1] != lengths[-1] or budget < 2:
         return None
-    if len(_shape_moves(best, lengths, cap)) >= budget:
+    moves = _shape_moves(best, lengths, cap)
+    if len(moves) >= budget:
         return None  # not one round of moves in the budget (large inputs)
     best_score = score(best)
     improved = False
     while True:
-        moves = [m for m in _shape_moves(best, lengths, cap) if tuple(m.tolist()) not in scored]
+        moves = [m for m in moves if tuple(m.tolist()) not in scored]
         found = None
         for m in moves:  # (a round the budget cuts short keeps the best move it scored)
             if len(scored) >= budget or time.perf_counter() > deadline:
@@ -2385,6 +2389,7 @@ def _shape_local_search(
         best_score, best, improved = found[0], found[1], True
         if len(scored) >= budget or time.perf_counter() > deadline:
             break
+        moves = _shape_moves(best, lengths, cap)
     return best if improved else None
 
 
