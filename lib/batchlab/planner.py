@@ -2669,8 +2669,12 @@ def plan_requests(
                 option.append(merged)
             return option
 
+        def option_cost(o: list[_Candidate]) -> float:
+            return sum(c.summary["total_cost"] for c in o)
+
         def rank_option(o: list[_Candidate]) -> tuple:
-            return (sum(not c.ok for c in o), sum(c.summary["total_cost"] for c in o))
+            """Limits missed first, then cost: how options are compared everywhere here."""
+            return (sum(not c.ok for c in o), option_cost(o))
 
         took = 0.0
         option_sets: list[np.ndarray] = []
@@ -2714,9 +2718,6 @@ def plan_requests(
             ),
         )
 
-        def option_cost(o: list[_Candidate]) -> float:
-            return sum(c.summary["total_cost"] for c in o)
-
         if option_sets and not large:
             # the DP's sets price each request alone: where the best plan's certified gap is
             # above _SHAPE_SEARCH_GAP, improve its set by local moves scored with the batches,
@@ -2757,7 +2758,7 @@ def plan_requests(
             for i in range(nb):
                 tried[i] += more[i]
             options.append(best_large)
-        options.sort(key=lambda o: (sum(not c.ok for c in o), option_cost(o)))
+        options.sort(key=rank_option)
         chosen = options[0]
         shapes_total = own_total = 0.0
         per_exact = [exact_bound if nb == 1 else -math.inf] * nb
