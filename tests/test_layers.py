@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "exact": 1,
     "colgen": 1,
     "branching": 1,
+    "shape_relaxation": 1,
     "batch_priced": 1,
     "sweep": 1,
     "datasets": 1,

@@ -397,3 +397,43 @@ def test_small_padded_instances_are_planned_at_the_proved_optimum_without_the_ex
     assert exact.buckets[0].settings["exact_status"] == "optimal"
     assert heuristic.total_cost <= exact.total_cost * (1 + 1e-9)
     assert heuristic.lower_bound <= exact.total_cost * (1 + 1e-9)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    df=tiny_requests(5, 192, 40),
+    cap=st.integers(1, 3),
+    rounds=st.sampled_from([1, 2, 5, 200]),
+    data=st.data(),
+)
+def test_the_shape_set_relaxation_is_below_the_enumerated_optimum(df, cap, rounds, data):
+    # the LP over shape sets and batches (batchlab.shape_relaxation): its bound after any number
+    # of rounds is at most the best plan within the sequential limit and the batch size (the
+    # limits it keeps), so at most the optimum under all the drawn limits too
+    from batchlab.exact import cap_problem
+    from batchlab.shape_relaxation import shape_set_bound
+
+    plans, lim, feasible = drawn_limits(data.draw, df, PADDED, cap)
+    kept = [s for s in plans if meets(s, Limits(max_sequential_ms=lim.max_sequential_ms))]
+    if not kept:
+        return
+    optimum = min(s["total_cost"] for s in kept)
+    p = df["prompt_len"].to_numpy()
+    g = df["gen_len"].to_numpy()
+    aligned = align(p, PADDED.granularity)
+    problem, _ = cap_problem(PADDED, aligned, g, p, np.unique(aligned))
+    seq = lim.max_sequential_ms
+    res = shape_set_bound(
+        [problem],
+        [None if seq is None else seq - PADDED.compile_ms],
+        [lim.max_batch_size],
+        cap,
+        PADDED.compile_cost,
+        max_rounds=rounds,
+    )
+    assert res.bound <= optimum * (1 + 1e-9), (res, optimum)
+    if res.status == "optimal":
+        assert res.bound > 0.5 * optimum  # it prices the batches, not only a floor
+    if feasible:
+        full = plan_requests(df, PADDED, cap, lim, progress=False)
+        assert full.lower_bound <= min(s["total_cost"] for s in feasible) * (1 + 1e-9)

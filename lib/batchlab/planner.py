@@ -2241,6 +2241,63 @@ _SHAPE_SEARCH_GAP = 0.003
 _SHAPE_SEARCH_POSITIONS = 8
 
 
+#: the LP over shape sets and batches (batchlab.shape_relaxation, padded-graph) runs where the
+#: heuristics leave a certified gap above this, on models of at most _SHAPE_LP_SIZE entries
+#: (:func:`batchlab.shape_relaxation.shape_relaxation_size`: 100 Azure code requests hold 30,200,
+#: 300 hold 201,768, where one round takes seconds), for at most _SHAPE_LP_ROUNDS rounds (work,
+#: not time) and half the time left (most of it where the exact model cannot follow)
+_SHAPE_LP_GAP = 2e-4
+_SHAPE_LP_SIZE = 40_000
+_SHAPE_LP_ROUNDS = 150
+
+
+def _shape_set_relaxation(
+    prepared: list[_Bucket],
+    cm: CostModel,
+    problems: list,
+    inverses: list[np.ndarray],
+    seed: list[_Candidate],
+    cap: int,
+    upper: float,
+    deadline: float,
+    share: float,
+):
+    """The LP bound over shape sets and batches of the buckets (padded-graph), started from the
+    seed plans' batches, within ``share`` of the time left; None where the model is too large or
+    no time is left."""
+    import time
+
+    from batchlab.shape_relaxation import shape_relaxation_size, shape_set_bound
+
+    if shape_relaxation_size(problems) > _SHAPE_LP_SIZE:
+        return None
+    now = time.perf_counter()
+    if now >= deadline:
+        return None
+    seq = [
+        None
+        if b.limits.max_sequential_ms is None
+        else b.limits.max_sequential_ms - _spike_floor(cm, b.aligned)
+        for b in prepared
+    ]
+    starts = [
+        [(s, g, members) for s, g, members, _ in _start_batches(c, b, cm, inv)]
+        for c, b, inv in zip(seed, prepared, inverses, strict=True)
+    ]
+    return shape_set_bound(
+        problems,
+        seq,
+        [b.limits.max_batch_size for b in prepared],
+        cap,
+        cm.compile_cost,
+        starts,
+        upper_bound=upper,
+        stop_gap=_SHAPE_LP_GAP / 2,
+        max_rounds=_SHAPE_LP_ROUNDS,
+        deadline=now + share * (deadline - now),
+    )
+
+
 def _spread(values: np.ndarray, count: int) -> np.ndarray:
     """At most ``count`` of the sorted ``values``, evenly spaced, both ends included."""
     if len(values) <= count:
@@ -2710,6 +2767,7 @@ def plan_requests(
         # the certified gap the heuristics leave decides (with the size) whether "auto" solves
         # the exact model, as on the static path
         cap_bounds, joint_cap_bound = _padded_cap_bounds(prepared, cm, distinct, mus, cap, deadline)
+        shape_lp = -math.inf
         known_all = max(
             _safe_bound(joint_cap_bound),
             sum(
@@ -2734,7 +2792,22 @@ def plan_requests(
         seed = min((o for o in options if all(c.ok for c in o)), key=option_cost, default=None)
         best_option = option_cost(seed) if seed is not None else math.inf
         gap_all = best_option / known_all - 1 if known_all > 0 else math.inf
-        if not large and want_exact(size_all, gap_all):
+        if not large and seed is not None and gap_all > _SHAPE_LP_GAP:
+            # shape sets and batches in one LP (batchlab.shape_relaxation), where it is small
+            # half the time left where the exact model may follow, most of it where it cannot
+            later = exact != "never" and size_all <= max(_EXACT_RETRY_SIZE, always_size)
+            relaxation = _shape_set_relaxation(
+                prepared, cm, problems, inverses, seed, cap, best_option, deadline,
+                0.5 if later else 0.9,
+            )  # fmt: skip
+            if relaxation is not None:
+                shape_lp = _safe_bound(relaxation.bound)
+                known_all = max(known_all, shape_lp)
+                gap_all = best_option / known_all - 1 if known_all > 0 else math.inf
+        # under "auto" a model the exact solve would only take to _EXACT_REL_GAP is not solved
+        # where the plan is certified that close already
+        certified = exact == "auto" and size_all > _EXACT_PROVE_SIZE and gap_all <= _EXACT_REL_GAP
+        if not large and not certified and want_exact(size_all, gap_all):
             left = max(0.05, deadline - time.perf_counter())
             exact_status, exact_bound, cands = _exact_candidates(
                 prepared,
@@ -2762,6 +2835,7 @@ def plan_requests(
         chosen = options[0]
         shapes_total = own_total = 0.0
         per_exact = [exact_bound if nb == 1 else -math.inf] * nb
+        per_shape_lp = [shape_lp if nb == 1 else -math.inf] * nb
         per_cg, per_cg_status = [-math.inf] * nb, ["not run"] * nb
         per_branch = [("not run", 0)] * nb
     if too_large:
@@ -2791,6 +2865,7 @@ def plan_requests(
     bounds_total = 0.0
     if not cm.padded:
         cap_bounds, joint_cap_bound = [-math.inf] * nb, -math.inf
+        per_shape_lp, shape_lp = [-math.inf] * nb, -math.inf
     for i, (b, c) in enumerate(zip(prepared, chosen, strict=True)):
         mu = mus[i]
         known = {
@@ -2798,6 +2873,7 @@ def plan_requests(
             "exact": _safe_bound(per_exact[i]),
             "colgen": _safe_bound(per_cg[i]),
             "shape-cap": _safe_bound(cap_bounds[i]),
+            "shape-lp": per_shape_lp[i],
         }
         cost_i = c.summary["total_cost"]
         weak = max(known.values()) < cost_i / (
@@ -2829,6 +2905,7 @@ def plan_requests(
         bounds_total + shapes_total - own_total,
         _safe_bound(exact_bound),
         _safe_bound(joint_cap_bound),
+        shape_lp,
     )
     used = sorted(set().union(*(c.shapes_used() for c in chosen)))
     methods = {c.settings.get("method", "contiguous") for c in chosen}
