@@ -41,12 +41,13 @@ def partitions(items):
         yield [[first], *part]
 
 
-def all_plans(df, cm, max_shapes):
-    """Every plan: partitions x declared shapes (aligned values >= the batch's longest aligned
-    prompt, at most max_shapes distinct) x spike carriers, as summary dicts."""
+def all_plans(df, cm, max_shapes, candidates=None):
+    """Every plan: partitions x declared shapes (aligned values, or ``candidates``, >= the
+    batch's longest aligned prompt, at most max_shapes distinct) x spike carriers, as summary
+    dicts."""
     ids = list(df["request_id"])
     aligned = dict(zip(ids, align(df["prompt_len"].to_numpy(), cm.granularity), strict=True))
-    values = sorted(set(aligned.values()))
+    values = sorted(set(aligned.values()) if candidates is None else set(candidates))
     recs = df.to_dict("records")
     for part in partitions(ids):
         options = [[v for v in values if v >= max(aligned[r] for r in batch)] for batch in part]
@@ -437,3 +438,55 @@ def test_the_shape_set_relaxation_is_below_the_enumerated_optimum(df, cap, round
     if feasible:
         full = plan_requests(df, PADDED, cap, lim, progress=False)
         assert full.lower_bound <= min(s["total_cost"] for s in feasible) * (1 + 1e-9)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=tiny_requests(3, 192, 40),
+    second=tiny_requests(3, 192, 40),
+    cap=st.integers(1, 2),
+    share=st.one_of(st.none(), st.floats(0.0, 1.0)),
+    rounds=st.sampled_from([1, 3, 200]),
+)
+def test_the_shape_set_relaxation_of_two_buckets_is_below_their_enumerated_optimum(
+    first, second, cap, share, rounds
+):
+    # two buckets sharing a cap of shapes, each compiling the shapes its batches use: the
+    # optimum is the best pair of plans whose shapes together are at most the cap, each within
+    # a sequential limit drawn between its plans' extremes
+    from batchlab.exact import cap_problem
+    from batchlab.shape_relaxation import shape_set_bound
+
+    second = second.assign(request_id=["s" + str(r) for r in second["request_id"]])
+    buckets = [first, second]
+    aligned = [align(b["prompt_len"].to_numpy(), PADDED.granularity) for b in buckets]
+    distinct = np.unique(np.concatenate(aligned))
+    per_bucket, limits = [], []
+    for b in buckets:
+        plans = [
+            (frozenset(x["seq_align"] for x in r["batches"].values()), r)
+            for r in all_plans(b, PADDED, cap, distinct.tolist())
+        ]
+        seqs = [r["sequential_ms"] for _, r in plans]
+        limit = None if share is None else min(seqs) + share * (max(seqs) - min(seqs))
+        limits.append(limit)
+        per_bucket.append(
+            [(y, r["total_cost"]) for y, r in plans if limit is None or r["sequential_ms"] <= limit]
+        )
+    pairs = [c1 + c2 for y1, c1 in per_bucket[0] for y2, c2 in per_bucket[1] if len(y1 | y2) <= cap]
+    if not pairs:  # no plan meets both limits under the shared cap
+        return
+    optimum = min(pairs)
+    problems = [
+        cap_problem(PADDED, a, b["gen_len"].to_numpy(), b["prompt_len"].to_numpy(), distinct)[0]
+        for a, b in zip(aligned, buckets, strict=True)
+    ]
+    res = shape_set_bound(
+        problems,
+        [None if v is None else v - PADDED.compile_ms for v in limits],
+        [None, None],
+        cap,
+        PADDED.compile_cost,
+        max_rounds=rounds,
+    )
+    assert res.bound <= optimum * (1 + 1e-9), (res, optimum)

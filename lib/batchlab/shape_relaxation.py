@@ -22,8 +22,10 @@ shape) and x (batches: a cap ``(S_k, G)`` and its members, as in :mod:`batchlab.
          Σ_P lat_P x_P <= max_sequential_ms − spike                     (for each bucket)
          f, z, m, x >= 0
 
-Every plan is a solution (its shapes are the path; a request served above its own segment's
-shape moves up by m), so the LP value is at most every plan's cost; limits other than the
+With several buckets each compiles the shapes its own batches use: bucket b has w_{b,k} <=
+z_k at the compile of S_k (the edges then cost nothing) and ``Σ_{P of b at S_k} n_tP x_P <=
+c_t w_{b,k}``. Every plan is a solution (its shapes are the path; a request served above its
+own segment's shape moves up by m), so the LP value is at most every plan's cost; limits other than the
 sequential time and the batch size are left out (a relaxation stays valid without them).
 
 **The bound is valid at any round** (Lagrangian duality, as in :mod:`batchlab.colgen`): at the
@@ -118,6 +120,17 @@ class _Master:
             cov = np.full(ok.shape, -1, dtype=np.int64)
             cov[ok] = add_rows(int(ok.sum()), 0.0, inf)
             self.cov.append(cov)
+        # several buckets: each compiles every shape its batches use (its own w_{b,k}, paid at
+        # the shape's compile, at most z_k), and a batch covers a type at a shape only within
+        # c_t w_{b,k}; one bucket: the edges pay the compile
+        self.per_bucket = len(problems) > 1
+        self.link = []
+        for cov in self.cov:
+            link = np.full(cov.shape, -1, dtype=np.int64)
+            if self.per_bucket:
+                link[cov >= 0] = add_rows(int((cov >= 0).sum()), -inf, 0.0)
+            self.link.append(link)
+        wz = [add_rows(n, -inf, 0.0) for _ in problems] if self.per_bucket else []
         flow = add_rows(n, 0.0, 0.0)
         rows_lo[flow[0]] = rows_hi[flow[0]] = 1.0
         zrow = add_rows(n, 0.0, 0.0)
@@ -146,7 +159,24 @@ class _Master:
             return start
 
         # z_k, the share of plans that declare S_k
-        add_cols(np.zeros(n), np.ones(n), zrow, np.ones(n), np.arange(n), 1.0)
+        zr, zv, zc = [zrow], [np.ones(n)], [np.arange(n)]
+        for rows in wz:  # w_{b,k} − z_k <= 0
+            zr.append(rows)
+            zv.append(-np.ones(n))
+            zc.append(np.arange(n))
+        add_cols(
+            np.zeros(n), np.ones(n), np.concatenate(zr), np.concatenate(zv), np.concatenate(zc),
+            1.0,
+        )  # fmt: skip
+        compile_s = np.asarray(compile_cost(self.S), dtype=np.float64) / self.cu
+        for p, link, rows in zip(problems, self.link, wz, strict=False):
+            # w_{b,k}: +1 on its w − z row, −c_t on the bucket's link rows of the shape
+            k, t = np.nonzero(link >= 0)
+            add_cols(
+                compile_s, np.ones(n), np.concatenate([rows, link[k, t]]),
+                np.concatenate([np.ones(n), -p.type_count[t].astype(np.float64)]),
+                np.concatenate([np.arange(n), k]), 1.0,
+            )  # fmt: skip
         # m_{t,k}: a type moved from shape k to k + 1
         for p, cov in zip(problems, self.cov, strict=True):
             k, t = np.nonzero(cov[:-1] >= 0)
@@ -180,6 +210,8 @@ class _Master:
         vals.append(-np.ones(ne))
         cols.append(e)
         compile_e = np.asarray(compile_cost(self.S[shape]), dtype=np.float64) / self.cu
+        if self.per_bucket:
+            compile_e = np.zeros(ne)  # paid by the buckets' w
         self.edge_start = add_cols(
             compile_e, np.full(ne, inf), np.concatenate(rows), np.concatenate(vals),
             np.concatenate(cols), np.nan,
@@ -280,6 +312,9 @@ class _Master:
             cost.append((float(cm.overhead_cost) + float(c.sum()) * float(p.price(s, g))) / self.cu)
             rows = [self.cov[b][kk, t]]
             vals = [c]
+            if self.per_bucket:
+                rows.append(self.link[b][kk, t])
+                vals.append(c)
             if self.seq[b] is not None:
                 rows.append([self.seq[b]])
                 vals.append([float(p.batch_ms(s, g)) / self.lu[b]])
@@ -328,6 +363,8 @@ def _price(master: _Master, b: int, y: np.ndarray):
             picks.append((t, np.zeros((J, 0))))
             continue
         w = y[master.cov[b][k, t]]
+        if master.per_bucket:
+            w = w + y[master.link[b][k, t]]
         order = np.argsort(-w, kind="stable")
         t, w = t[order], w[order]
         price = p.price(p.cap_s[k], p.cap_g) / master.cu  # (J,), the master's units
