@@ -160,6 +160,7 @@ def test_planner_beats_the_baseline_on_generated_workloads():
         assert res.total_cost < 0.5 * base.cost.total
 
 
+@pytest.mark.slow  # 8 s; the fast tier checks shared caps on small buckets
 def test_shared_cap_across_buckets():
     a, b = (
         lognormal_requests(300, 5, prompt_median=300, prefix="a"),
