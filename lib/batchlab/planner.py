@@ -2792,8 +2792,10 @@ def plan_requests(
         seed = min((o for o in options if all(c.ok for c in o)), key=option_cost, default=None)
         best_option = option_cost(seed) if seed is not None else math.inf
         gap_all = best_option / known_all - 1 if known_all > 0 else math.inf
-        if not large and seed is not None and gap_all > _SHAPE_LP_GAP:
-            # shape sets and batches in one LP (batchlab.shape_relaxation), where it is small
+        # shape sets and batches in one LP (batchlab.shape_relaxation), where it is small and
+        # the exact model will not prove the optimum anyway
+        proved_later = proving(size_all) or (exact == "auto" and size_all <= _EXACT_PROVE_SIZE)
+        if not large and seed is not None and gap_all > _SHAPE_LP_GAP and not proved_later:
             # half the time left where the exact model may follow, most of it where it cannot
             later = exact != "never" and size_all <= max(_EXACT_RETRY_SIZE, always_size)
             relaxation = _shape_set_relaxation(
