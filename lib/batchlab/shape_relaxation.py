@@ -237,11 +237,10 @@ class _Master:
             np.concatenate(cols), 1.0,
         )  # fmt: skip
         # an artificial slack of each sequential row (dear: it only keeps the master feasible)
-        self.art = []
         for p, r in zip(problems, self.seq, strict=True):
             if r is not None:  # per unit of the row: 100x every request alone at the top
                 big = 1e2 * float(p.price(p.cap_s[-1], p.cap_g[-1])) * p.n_requests / self.cu
-                self.art.append(add_cols([big], [inf], [r], [-1.0], [0], 0.0))
+                add_cols([big], [inf], [r], [-1.0], [0], 0.0)
         col, row, val = (np.concatenate(x) for x in zip(*entries, strict=True))
         order = np.lexsort((row, col))
         col, row, val = col[order], row[order], val[order]
@@ -265,7 +264,6 @@ class _Master:
         lp.a_matrix_.index_ = row.astype(np.int32)
         lp.a_matrix_.value_ = val.astype(np.float64)
         h.passModel(lp)
-        self.n_cols = n_cols
         self.n_batches = 0
         self.rhs = np.where(np.isfinite(lo), lo, np.where(np.isfinite(hi), hi, 0.0))
         # the sign a dual of each row takes: >= 0 on ">=" rows, <= 0 on "<=" rows, free on "="
@@ -328,7 +326,6 @@ class _Master:
             np.asarray(starts[:-1], dtype=np.int32), np.concatenate(index).astype(np.int32),
             np.concatenate(value),
         )  # fmt: skip
-        self.n_cols += m
         self.n_batches += m
 
     def solve(self) -> tuple[float, np.ndarray] | None:
