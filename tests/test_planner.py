@@ -409,6 +409,35 @@ def test_padded_buckets_sharing_a_cap_are_certified_with_each_buckets_compile():
     assert res.optimality_gap <= 0.001
 
 
+def test_buckets_whose_limits_cannot_be_met_under_a_shared_cap_get_a_limit_error():
+    """Two padded-graph buckets sharing 2 shapes, each with a limit that a plan of it alone
+    meets at some shape set, but no set found serves both: a LimitError naming the bucket and
+    the shared cap (it was a StopIteration traceback: the closest plan was one that met them)."""
+    short = request_table(
+        [136, 18, 62, 81, 85, 39, 46, 17, 72, 49, 25, 74, 96, 16, 40, 260, 33, 107],
+        [3, 23, 3, 3, 16, 3, 8, 22, 39, 7, 50, 2, 6, 74, 9, 11, 21, 2],
+    )
+    long = request_table(
+        [531, 837, 2357, 3642, 922, 624, 1501, 5414, 353, 2953, 1332, 2275, 2641, 1995, 752,
+         1130, 749, 738],
+        [5, 10, 29, 19, 22, 8, 67, 13, 6, 20, 6, 27, 5, 6, 4, 37, 1, 4],
+    )  # fmt: skip
+    limits = {
+        "b0": Limits(max_pad_ratio=13.864911844364125, max_sequential_ms=1644485.782852773,
+                     max_batch_size=4),
+        "b1": Limits(max_sequential_ms=3466211.0813390957, max_batch_size=4),
+    }  # fmt: skip
+    try:
+        res = plan_requests({"b0": short, "b1": long}, PADDED, 2, limits, exact="never")
+    except LimitError as err:
+        assert "bucket 'b" in str(err)
+        if "alone this bucket" in str(err):
+            assert "max_shapes = 2" in str(err)
+    else:  # a plan that serves both: it must meet every limit
+        for b in res.buckets:
+            assert not limits[b.name].violations(b.evaluation.summary())
+
+
 def test_shape_moves_are_valid_sets_one_step_away():
     from batchlab.planner import _shape_moves
 

@@ -2862,7 +2862,17 @@ def plan_requests(
                 continue
             bar.close()
             cut = time.perf_counter() > deadline
-            raise _infeasible(bucket, tried[i], float(time_limit_s) if cut else None)
+            # buckets sharing a cap: a plan of this one that meets its limits may exist at a
+            # shape set that leaves another bucket none; the error names the closest failing plan
+            failed = [t for t in tried[i] if not t.ok] or [c]
+            err = _infeasible(bucket, failed, float(time_limit_s) if cut else None)
+            if any(t.ok for t in tried[i]):
+                err.args = (
+                    f"{err.args[0]} (alone this bucket has a plan that meets its limits, at "
+                    f"shapes that leave the other buckets none that meets theirs within "
+                    f"max_shapes = {cap})",
+                )
+            raise err
     plans = []
     bounds_total = 0.0
     if not cm.padded:
