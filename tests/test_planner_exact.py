@@ -409,13 +409,14 @@ def test_small_padded_instances_are_planned_at_the_proved_optimum_without_the_ex
 )
 def test_the_shape_set_relaxation_is_below_the_enumerated_optimum(df, cap, rounds, data):
     # the LP over shape sets and batches (batchlab.shape_relaxation): its bound after any number
-    # of rounds is at most the best plan within the sequential limit and the batch size (the
-    # limits it keeps), so at most the optimum under all the drawn limits too
+    # of rounds is at most the best plan within the sequential limit, the pad ratio and the
+    # batch size (the limits it keeps), so at most the optimum under all the drawn limits too
     from batchlab.exact import cap_problem
     from batchlab.shape_relaxation import shape_set_bound
 
     plans, lim, feasible = drawn_limits(data.draw, df, PADDED, cap)
-    kept = [s for s in plans if meets(s, Limits(max_sequential_ms=lim.max_sequential_ms))]
+    both = Limits(max_sequential_ms=lim.max_sequential_ms, max_pad_ratio=lim.max_pad_ratio)
+    kept = [s for s in plans if meets(s, both)]
     if not kept:
         return
     optimum = min(s["total_cost"] for s in kept)
@@ -424,12 +425,15 @@ def test_the_shape_set_relaxation_is_below_the_enumerated_optimum(df, cap, round
     aligned = align(p, PADDED.granularity)
     problem, _ = cap_problem(PADDED, aligned, g, p, np.unique(aligned))
     seq = lim.max_sequential_ms
+    useful = float(p.sum() + g.sum())
+    pad = None if lim.max_pad_ratio is None else (lim.max_pad_ratio + 1) * useful * (1 + 1e-9)
     res = shape_set_bound(
         [problem],
         [None if seq is None else seq - PADDED.compile_ms],
         [lim.max_batch_size],
         cap,
         PADDED.compile_cost,
+        max_padded_tokens=[pad],
         max_rounds=rounds,
     )
     assert res.bound <= optimum * (1 + 1e-9), (res, optimum)

@@ -2280,6 +2280,13 @@ def _shape_set_relaxation(
         else b.limits.max_sequential_ms - _spike_floor(cm, b.aligned)
         for b in prepared
     ]
+    # a pad-ratio limit as padded tokens: Σ members × (S + G) <= ratio × useful + useful
+    pads = [
+        None
+        if b.limits.max_pad_ratio is None
+        else (b.limits.max_pad_ratio + 1) * float(b.prompt.sum() + b.gen.sum()) * (1 + 1e-9)
+        for b in prepared
+    ]
     starts = [
         [(s, g, members) for s, g, members, _ in _start_batches(c, b, cm, inv)]
         for c, b, inv in zip(seed, prepared, inverses, strict=True)
@@ -2291,6 +2298,7 @@ def _shape_set_relaxation(
         cap,
         cm.compile_cost,
         starts,
+        max_padded_tokens=pads,
         upper_bound=upper,
         stop_gap=_SHAPE_LP_GAP / 2,
         max_rounds=_SHAPE_LP_ROUNDS,

@@ -18,15 +18,16 @@ shape) and x (batches: a cap ``(S_k, G)`` and its members, as in :mod:`batchlab.
     s.t. out(0) = 1, in(v) = out(v) for 0 < v < n, Σ_e f_e <= max_shapes           (a path)
          z_k = Σ_{e ends at S_k} f_e                                             (shape k used)
          Σ_{P at S_k} n_tP x_P + m_{t,k} − m_{t,k−1} >= c_t Σ_{e ends at S_k, holds t} f_e
-         Σ_{P at S_k} n_tP x_P <= c_t z_k                     (no batch at an unused shape)
          Σ_P lat_P x_P <= max_sequential_ms − spike                     (for each bucket)
+         Σ_P |P| (S_P + G_P) x_P <= max padded tokens                  (for each bucket)
          f, z, m, x >= 0
 
 With several buckets each compiles the shapes its own batches use: bucket b has w_{b,k} <=
 z_k at the compile of S_k (the edges then cost nothing) and ``Σ_{P of b at S_k} n_tP x_P <=
 c_t w_{b,k}``. Every plan is a solution (its shapes are the path; a request served above its
-own segment's shape moves up by m), so the LP value is at most every plan's cost; limits other than the
-sequential time and the batch size are left out (a relaxation stays valid without them).
+own segment's shape moves up by m), so the LP value is at most every plan's cost; limits other
+than the sequential time, the padded tokens (a pad-ratio limit) and the batch size are left out
+(a relaxation stays valid without them).
 
 **The bound is valid at any round** (Lagrangian duality, as in :mod:`batchlab.colgen`): at the
 restricted master's optimal duals every column in it has a reduced cost >= 0, and every plan's
@@ -87,7 +88,7 @@ _SMOOTHING = 0.5
 class _Master:
     """The restricted master in HiGHS, with the row index of every (bucket, type, shape)."""
 
-    def __init__(self, problems, seq_rhs, mbs, max_shapes, compile_cost) -> None:
+    def __init__(self, problems, seq_rhs, mbs, max_shapes, compile_cost, pad_rhs) -> None:
         import highspy
 
         self.highspy = highspy
@@ -101,6 +102,7 @@ class _Master:
         own = np.concatenate([pr.price(pr.type_a, pr.type_g) for pr in problems])
         self.cu = float(max(np.mean(own), 1e-12))
         self.lu = [1.0 if r is None else float(max(abs(r), 1e-12)) for r in seq_rhs]
+        self.pu = [1.0 if r is None else float(max(abs(r), 1e-12)) for r in pad_rhs]
         rows_lo: list[float] = []
         rows_hi: list[float] = []
 
@@ -138,6 +140,10 @@ class _Master:
         self.seq = [
             None if r is None else int(add_rows(1, -inf, 1.0 if r > 0 else -1.0)[0])
             for r in seq_rhs
+        ]
+        self.pad = [
+            None if r is None else int(add_rows(1, -inf, 1.0 if r > 0 else -1.0)[0])
+            for r in pad_rhs
         ]
         cols_cost: list[np.ndarray] = []
         cols_hi: list[np.ndarray] = []
@@ -236,8 +242,8 @@ class _Master:
             np.zeros(nd), np.full(nd, inf), np.concatenate(rows), np.concatenate(vals),
             np.concatenate(cols), 1.0,
         )  # fmt: skip
-        # an artificial slack of each sequential row (dear: it only keeps the master feasible)
-        for p, r in zip(problems, self.seq, strict=True):
+        # an artificial slack of each limit row (dear: it only keeps the master feasible)
+        for p, r in zip([*problems, *problems], [*self.seq, *self.pad], strict=True):
             if r is not None:  # per unit of the row: 100x every request alone at the top
                 big = 1e2 * float(p.price(p.cap_s[-1], p.cap_g[-1])) * p.n_requests / self.cu
                 add_cols([big], [inf], [r], [-1.0], [0], 0.0)
@@ -316,6 +322,9 @@ class _Master:
             if self.seq[b] is not None:
                 rows.append([self.seq[b]])
                 vals.append([float(p.batch_ms(s, g)) / self.lu[b]])
+            if self.pad[b] is not None:  # the members' padded tokens, S + G each
+                rows.append([self.pad[b]])
+                vals.append([float(c.sum()) * float(s + g) / self.pu[b]])
             r = np.concatenate(rows)
             index.append(r)
             value.append(np.concatenate(vals))
@@ -350,6 +359,7 @@ def _price(master: _Master, b: int, y: np.ndarray):
     count = p.type_count.astype(np.float64)
     mbs = float(master.mbs[b])
     mu = -min(0.0, float(y[master.seq[b]])) if master.seq[b] is not None else 0.0
+    rho = -min(0.0, float(y[master.pad[b]])) if master.pad[b] is not None else 0.0
     n, J = master.n, len(p.cap_g)
     rc = np.full((n, J), np.inf)
     ratio = np.full((n, J), np.inf)
@@ -365,6 +375,7 @@ def _price(master: _Master, b: int, y: np.ndarray):
         order = np.argsort(-w, kind="stable")
         t, w = t[order], w[order]
         price = p.price(p.cap_s[k], p.cap_g) / master.cu  # (J,), the master's units
+        price = price + rho * (p.cap_s[k] + p.cap_g) / master.pu[b]  # a member's padded tokens
         sigma = (
             float(cm.overhead_cost) / master.cu
             + mu * p.batch_ms(p.cap_s[k], p.cap_g) / master.lu[b]
@@ -393,6 +404,7 @@ def shape_set_bound(
     seeds: Sequence[Sequence[tuple[int, int, dict]]] = (),
     *,
     upper_bound: float = math.inf,
+    max_padded_tokens: Sequence[float | None] | None = None,
     stop_gap: float = 1e-4,
     max_rounds: int = 200,
     deadline: float = math.inf,
@@ -402,7 +414,9 @@ def shape_set_bound(
     at most ``max_shapes`` shapes, each bucket within its ``max_sequential_ms`` (already less
     the compile spike; None: no limit) and ``max_batch_size`` (None: no limit). Each shape's
     compile (``compile_cost(seq_align)``, cost units) is counted once. ``seeds``: per bucket,
-    known batches ``(S cap, G cap, {type: count})`` to start from. Stops when the bound is within
+    known batches ``(S cap, G cap, {type: count})`` to start from. ``max_padded_tokens``: per
+    bucket, the most ``Σ members × (S + G)`` its batches may hold (a pad-ratio limit: the
+    ratio × the useful tokens + the useful tokens; None: no limit). Stops when the bound is within
     ``stop_gap`` of ``upper_bound``, after ``max_rounds`` rounds of pricing, or at
     ``deadline`` (time.perf_counter()); every round's bound is valid."""
     t_start = time.perf_counter()
@@ -412,7 +426,8 @@ def shape_set_bound(
         int(min(m or p.n_requests, p.n_requests))
         for p, m in zip(problems, max_batch_size, strict=True)
     ]
-    master = _Master(problems, list(max_sequential_ms), mbs, max_shapes, compile_cost)
+    pads = [None] * len(problems) if max_padded_tokens is None else list(max_padded_tokens)
+    master = _Master(problems, list(max_sequential_ms), mbs, max_shapes, compile_cost, pads)
     n = master.n
     for b, p in enumerate(problems):
         # every type alone at the longest shape (its own G cap): the master starts feasible
