@@ -52,10 +52,11 @@ __all__ = ["ShapeRelaxation", "shape_relaxation_size", "shape_set_bound"]
 @dataclass(frozen=True)
 class ShapeRelaxation:
     """What :func:`shape_set_bound` reached: ``bound`` (a lower bound on the total cost of every
-    plan of the buckets meeting their sequential limits, cost units; -inf when none was found),
-    ``lp_value`` (the restricted master's last value), ``status`` (``"optimal"``: the LP was
-    solved; ``"stopped"``: the gap target, the round budget or the deadline came first;
-    ``"not run"``), ``rounds`` and ``columns`` (batches generated)."""
+    plan of the buckets meeting their sequential and pad-ratio limits, cost units; -inf when
+    none was found), ``lp_value`` (the restricted master's last value), ``status``
+    (``"optimal"``: the LP was solved; ``"stopped"``: the gap target, the round budget or the
+    deadline came first; ``"failed"``: HiGHS did not solve the master, the bound is the best of
+    the rounds before; ``"not run"``), ``rounds`` and ``columns`` (batches generated)."""
 
     bound: float
     lp_value: float
@@ -98,7 +99,7 @@ class _Master:
         self.S = problems[0].cap_s.astype(np.float64)
         self.mbs = mbs
         # units of the master (HiGHS works far better near 1): costs in the mean own price of a
-        # request, each sequential row in its right-hand side
+        # request, each limit row (sequential time, padded tokens) in its right-hand side
         own = np.concatenate([pr.price(pr.type_a, pr.type_g) for pr in problems])
         self.cu = float(max(np.mean(own), 1e-12))
         self.lu = [1.0 if r is None else float(max(abs(r), 1e-12)) for r in seq_rhs]
@@ -137,14 +138,16 @@ class _Master:
         rows_lo[flow[0]] = rows_hi[flow[0]] = 1.0
         zrow = add_rows(n, 0.0, 0.0)
         count_row = int(add_rows(1, -inf, float(max_shapes))[0])
-        self.seq = [
-            None if r is None else int(add_rows(1, -inf, 1.0 if r > 0 else -1.0)[0])
-            for r in seq_rhs
-        ]
-        self.pad = [
-            None if r is None else int(add_rows(1, -inf, 1.0 if r > 0 else -1.0)[0])
-            for r in pad_rhs
-        ]
+
+        def limit_rows(rhs: list) -> list[int | None]:
+            """One "<=" row per bucket with a limit, its right-hand side scaled to ±1."""
+            return [
+                None if r is None else int(add_rows(1, -inf, 1.0 if r > 0 else -1.0)[0])
+                for r in rhs
+            ]
+
+        self.seq = limit_rows(seq_rhs)
+        self.pad = limit_rows(pad_rhs)
         cols_cost: list[np.ndarray] = []
         cols_hi: list[np.ndarray] = []
         entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (col, row, value)
@@ -225,6 +228,8 @@ class _Master:
         self.ei, self.ej, self.max_shapes = ei, ej, int(max_shapes)
         nd = len(dl)
         j = np.arange(nd)
+        at = np.full((n, n), -1, dtype=np.int64)  # the column of d_{l,k}
+        at[dl, dk] = j
         rows, vals, cols = [drow[dl, dk]], [np.ones(nd)], [j]
         up = dl + 1 <= dk
         rows.append(drow[dl[up] + 1, dk[up]])
@@ -233,8 +238,6 @@ class _Master:
         for p, cov, ia in zip(problems, self.cov, self.ia, strict=True):
             # type t's demand at S_k: c_t d_{ia_t, k}
             k, t = np.nonzero(cov >= 0)
-            at = np.full((n, n), -1, dtype=np.int64)
-            at[dl, dk] = j
             rows.append(cov[k, t])
             vals.append(-p.type_count[t].astype(np.float64))
             cols.append(at[ia[t], k])
@@ -257,8 +260,7 @@ class _Master:
         self.h, self.hinf = h, hinf
         lp = highspy.HighsLp()
         lp.num_col_ = n_cols
-        self.n_rows = len(rows_lo)
-        lp.num_row_ = self.n_rows
+        lp.num_row_ = len(rows_lo)
         lp.col_cost_ = np.concatenate(cols_cost)
         lp.col_lower_ = np.zeros(n_cols)
         lp.col_upper_ = np.minimum(np.concatenate(cols_hi), hinf)
@@ -413,7 +415,8 @@ def shape_set_bound(
     :class:`~batchlab.exact.CapProblem` each, all over the same candidate shapes ``cap_s``) with
     at most ``max_shapes`` shapes, each bucket within its ``max_sequential_ms`` (already less
     the compile spike; None: no limit) and ``max_batch_size`` (None: no limit). Each shape's
-    compile (``compile_cost(seq_align)``, cost units) is counted once. ``seeds``: per bucket,
+    compile (``compile_cost(seq_align)``, cost units) is counted once per bucket whose batches
+    use it (once in all for a single bucket). ``seeds``: per bucket,
     known batches ``(S cap, G cap, {type: count})`` to start from. ``max_padded_tokens``: per
     bucket, the most ``Σ members × (S + G)`` its batches may hold (a pad-ratio limit: the
     ratio × the useful tokens + the useful tokens; None: no limit). Stops when the bound is within
